@@ -1,0 +1,158 @@
+//! SageMaker's rules for a CreateOptimizationJob request that the shapes cannot
+//! express: which techniques combine, and what Neuron instances accept
+//! (shared/design/FORMATS.md, "LMI container conventions"). Each broken rule is
+//! reported like a shape violation: the member path, the value, and the rule.
+//!
+//! Rules SageMaker states and this module enforces:
+//! - sharding combines with no other technique ("quantize first, then shard" in a
+//!   second job);
+//! - compilation and speculative decoding do not combine;
+//! - Neuron instances (`ml.inf*`, `ml.trn*`) take compilation only;
+//! - SmoothQuant (`OPTION_QUANTIZE=smoothquant`) only together with compilation.
+//!
+//! Rules of this crate, because a job could not mean anything else: at least one
+//! optimization, each technique at most once, tag keys unique (the model's own
+//! documentation says "Tag keys must be unique per resource").
+
+use crate::types::{CreateOptimizationJobRequest, OptimizationConfig};
+use crate::validate::{child_path, item_path, to_result, Violation};
+use crate::ApiError;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+const CONFIGS: &str = "optimizationConfigs";
+const SHARDING: &str = "ModelShardingConfig";
+const COMPILATION: &str = "ModelCompilationConfig";
+const SPECULATIVE: &str = "ModelSpeculativeDecodingConfig";
+const QUANTIZATION: &str = "ModelQuantizationConfig";
+
+/// Checks every rule; all broken ones are reported in one `ValidationException`.
+pub fn check(req: &CreateOptimizationJobRequest) -> Result<(), ApiError> {
+    to_result(violations(req))
+}
+
+pub(crate) fn violations(req: &CreateOptimizationJobRequest) -> Vec<Violation> {
+    let names: Vec<&str> = req
+        .optimization_configs
+        .iter()
+        .map(OptimizationConfig::member_name)
+        .collect();
+    let listed = Value::from(names.clone());
+    let mut out = Vec::new();
+    let mut broken = |rule: String| out.push(Violation::new(CONFIGS, Some(&listed), rule));
+    if names.is_empty() {
+        broken("Member must hold at least one optimization configuration".into());
+    }
+    for (name, entries) in duplicates(&names) {
+        broken(format!(
+            "Each technique may be given once per job; {name} is given in entries {}",
+            entries.join(" and ")
+        ));
+    }
+    let has = |name: &str| names.contains(&name);
+    if has(SHARDING) && names.iter().any(|n| *n != SHARDING) {
+        broken(format!(
+            "{SHARDING} combines with no other optimization in one job; \
+             run the other techniques first, then shard their output in a second job"
+        ));
+    }
+    if has(COMPILATION) && has(SPECULATIVE) {
+        broken(format!(
+            "{COMPILATION} and {SPECULATIVE} do not combine in one job"
+        ));
+    }
+    let instance = req.deployment_instance_type.as_str();
+    if is_neuron(instance) {
+        let others: Vec<&str> = names.iter().copied().filter(|n| *n != COMPILATION).collect();
+        if !others.is_empty() {
+            broken(format!(
+                "Neuron instances ({instance}) take {COMPILATION} only, not [{}]",
+                others.join(", ")
+            ));
+        }
+    }
+    out.extend(smoothquant_without_compilation(req, has(COMPILATION)));
+    out.extend(duplicate_tag_keys(req));
+    out
+}
+
+/// AWS Inferentia and Trainium instances, served by the Neuron SDK: compiled
+/// artifacts are all they run.
+fn is_neuron(instance_type: &str) -> bool {
+    instance_type.starts_with("ml.inf") || instance_type.starts_with("ml.trn")
+}
+
+/// Techniques named more than once, with their 1-based entry numbers.
+fn duplicates<'a>(names: &[&'a str]) -> BTreeMap<&'a str, Vec<String>> {
+    let mut seen: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (i, name) in names.iter().enumerate() {
+        seen.entry(name).or_default().push((i + 1).to_string());
+    }
+    seen.retain(|_, entries| entries.len() > 1);
+    seen
+}
+
+/// SmoothQuant is TensorRT-LLM's scheme: SageMaker applies it only while compiling.
+/// The quantization entry's own `OverrideEnvironment` wins over the job-wide one.
+fn smoothquant_without_compilation(
+    req: &CreateOptimizationJobRequest,
+    has_compilation: bool,
+) -> Option<Violation> {
+    if has_compilation {
+        return None;
+    }
+    let (index, config) = req
+        .optimization_configs
+        .iter()
+        .enumerate()
+        .find(|(_, c)| c.member_name() == QUANTIZATION)?;
+    let override_value = config
+        .container()
+        .and_then(|c| c.override_environment.as_ref())
+        .and_then(|env| env.get("OPTION_QUANTIZE"));
+    let job_value = req
+        .optimization_environment
+        .as_ref()
+        .and_then(|env| env.get("OPTION_QUANTIZE"));
+    let path = match (override_value, job_value) {
+        (Some(_), _) => {
+            let entry = child_path(&item_path(CONFIGS, index), QUANTIZATION);
+            format!("{}.OPTION_QUANTIZE", child_path(&entry, "OverrideEnvironment"))
+        }
+        (None, Some(_)) => "optimizationEnvironment.OPTION_QUANTIZE".to_string(),
+        (None, None) => return None,
+    };
+    let value = override_value.or(job_value)?;
+    value.eq_ignore_ascii_case("smoothquant").then(|| {
+        Violation::new(
+            &path,
+            Some(&Value::from(value.as_str())),
+            format!(
+                "SmoothQuant quantization applies only together with {COMPILATION} \
+                 (TensorRT-LLM); add a {COMPILATION} or choose another OPTION_QUANTIZE \
+                 such as fp8"
+            ),
+        )
+    })
+}
+
+fn duplicate_tag_keys(req: &CreateOptimizationJobRequest) -> Vec<Violation> {
+    let Some(tags) = &req.tags else {
+        return Vec::new();
+    };
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for tag in tags {
+        *counts.entry(tag.key.as_str()).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(key, n)| {
+            Violation::new(
+                "tags",
+                Some(&Value::from(key)),
+                format!("Tag keys must be unique per resource; this key is given {n} times"),
+            )
+        })
+        .collect()
+}

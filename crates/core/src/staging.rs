@@ -1,0 +1,161 @@
+//! Staged artifact directories: everything is written under a hidden sibling of the
+//! final path and renamed into place only when complete, so a crash, a failure or a
+//! Ctrl-C never leaves a half-written artifact where a finished one is expected.
+
+use crate::{Error, IoContext, Result};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// A directory being written. Dropping it without [`StagedDir::commit`] removes it.
+#[derive(Debug)]
+pub struct StagedDir {
+    staging: PathBuf,
+    target: PathBuf,
+    overwrite: bool,
+    committed: bool,
+}
+
+impl StagedDir {
+    /// Prepares to write `target`. Fails if `target` exists and `overwrite` is false,
+    /// or if its parent directory cannot be written.
+    ///
+    /// The staging directory sits next to `target` (same filesystem) so the final
+    /// rename is atomic.
+    pub fn create(target: &Path, overwrite: bool) -> Result<Self> {
+        if target.exists() && !overwrite {
+            return Err(Error::OutputExists {
+                path: target.to_path_buf(),
+            });
+        }
+        let name = target
+            .file_name()
+            .ok_or_else(|| Error::Spec(format!("output path {} has no final component", target.display())))?
+            .to_string_lossy()
+            .into_owned();
+        let parent = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        fs::create_dir_all(&parent).at(&parent)?;
+        let staging = parent.join(format!(".{name}.temper-staging-{}", std::process::id()));
+        if staging.exists() {
+            fs::remove_dir_all(&staging).at(&staging)?;
+        }
+        fs::create_dir(&staging).at(&staging)?;
+        Ok(StagedDir {
+            staging,
+            target: target.to_path_buf(),
+            overwrite,
+            committed: false,
+        })
+    }
+
+    /// Where files are written until commit.
+    pub fn path(&self) -> &Path {
+        &self.staging
+    }
+
+    /// The final location.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// Flushes every file to disk and renames the staging directory into place.
+    /// An existing target (allowed by `overwrite`) is moved aside first and removed
+    /// only after the new artifact is in place.
+    pub fn commit(mut self) -> Result<PathBuf> {
+        sync_tree(&self.staging)?;
+        let mut old = None;
+        if self.target.exists() {
+            if !self.overwrite {
+                return Err(Error::OutputExists {
+                    path: self.target.clone(),
+                });
+            }
+            let aside = self.staging.with_extension("old");
+            fs::rename(&self.target, &aside).at(&self.target)?;
+            old = Some(aside);
+        }
+        if let Err(e) = fs::rename(&self.staging, &self.target) {
+            if let Some(aside) = &old {
+                // Put the previous artifact back: losing it would be worse than failing.
+                let _ = fs::rename(aside, &self.target);
+            }
+            return Err(Error::io(&self.target, e));
+        }
+        self.committed = true;
+        if let Some(parent) = self.target.parent() {
+            if let Ok(dir) = fs::File::open(if parent.as_os_str().is_empty() { Path::new(".") } else { parent }) {
+                let _ = dir.sync_all();
+            }
+        }
+        if let Some(aside) = old {
+            fs::remove_dir_all(&aside).at(&aside)?;
+        }
+        Ok(self.target.clone())
+    }
+}
+
+impl Drop for StagedDir {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_dir_all(&self.staging);
+        }
+    }
+}
+
+fn sync_tree(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir).at(dir)? {
+        let entry = entry.at(dir)?;
+        let path = entry.path();
+        if entry.file_type().at(&path)?.is_dir() {
+            sync_tree(&path)?;
+        } else {
+            fs::File::open(&path).and_then(|f| f.sync_all()).at(&path)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_stage_leaves_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let target = root.path().join("out");
+        {
+            let stage = StagedDir::create(&target, false).unwrap();
+            fs::write(stage.path().join("a"), b"x").unwrap();
+        }
+        assert!(!target.exists());
+        assert_eq!(fs::read_dir(root.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn commit_renames_and_refuses_existing() {
+        let root = tempfile::tempdir().unwrap();
+        let target = root.path().join("out");
+        let stage = StagedDir::create(&target, false).unwrap();
+        fs::write(stage.path().join("a"), b"x").unwrap();
+        stage.commit().unwrap();
+        assert_eq!(fs::read(target.join("a")).unwrap(), b"x");
+        let err = StagedDir::create(&target, false).unwrap_err();
+        assert!(matches!(err, Error::OutputExists { .. }), "{err}");
+    }
+
+    #[test]
+    fn overwrite_replaces_whole_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let target = root.path().join("out");
+        fs::create_dir(&target).unwrap();
+        fs::write(target.join("stale"), b"old").unwrap();
+        let stage = StagedDir::create(&target, true).unwrap();
+        fs::write(stage.path().join("fresh"), b"new").unwrap();
+        stage.commit().unwrap();
+        assert!(!target.join("stale").exists());
+        assert!(target.join("fresh").exists());
+        assert_eq!(fs::read_dir(root.path()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,311 @@
+//! AVX-512 (F + BW + VL) kernels: 16 f32 lanes per vector; tails use masked loads and stores, so
+//! no element is ever handled by scalar code and no padding buffer is needed.
+//!
+//! Every function requires AVX-512 F, BW and VL at run time (checked once by [`crate::Isa`]).
+//! Results are bit-identical to [`crate::scalar`]; each lane helper states how.
+
+use core::arch::x86_64::*;
+
+use half::slice::HalfFloatSliceExt;
+use half::{bf16, f16};
+
+use crate::scalar::{FP8_BIAS_SHIFT, FP8_MAX_BITS, FP8_MIN_NORMAL_BITS, FP8_NAN};
+use crate::Src;
+
+/// f32 lanes per vector.
+const W: usize = 16;
+/// 16-bit lanes per vector.
+const W16: usize = 32;
+/// Round to nearest, ties to even, from the instruction itself rather than MXCSR.
+const RNE: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+
+/// Mask of the low `n` lanes, `n < 16`.
+#[inline]
+fn tail_mask(n: usize) -> __mmask16 {
+    debug_assert!(n < W);
+    (1u16 << n) - 1
+}
+
+/// Source dtypes that widen exactly to 16 f32 lanes.
+trait Widen: Copy {
+    /// Loads the lanes selected by `mask` from `p` as f32; other lanes are 0 and are not read.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VL must be available and every selected lane readable at `p`.
+    unsafe fn load(p: *const Self, mask: __mmask16) -> __m512;
+}
+
+impl Widen for f32 {
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn load(p: *const f32, mask: __mmask16) -> __m512 {
+        // SAFETY: the caller guarantees the selected lanes are readable; masked-off lanes are
+        // fault-suppressed.
+        unsafe { _mm512_maskz_loadu_ps(mask, p) }
+    }
+}
+
+impl Widen for bf16 {
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn load(p: *const bf16, mask: __mmask16) -> __m512 {
+        // SAFETY: as for f32; bf16 is a transparent u16, so reading it as i16 lanes is valid.
+        let raw = unsafe { _mm256_maskz_loadu_epi16(mask, p.cast()) };
+        // bf16 is the top half of an f32: widening is a 16-bit shift, exact for every value.
+        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(raw)))
+    }
+}
+
+impl Widen for f16 {
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn load(p: *const f16, mask: __mmask16) -> __m512 {
+        // SAFETY: as for f32; f16 is a transparent u16, so reading it as i16 lanes is valid.
+        let raw = unsafe { _mm256_maskz_loadu_epi16(mask, p.cast()) };
+        // VCVTPH2PS is exact for all values, subnormals included, and ignores MXCSR.DAZ.
+        _mm512_cvtph_ps(raw)
+    }
+}
+
+/// Largest `|x|` bit pattern of the run: `max(bits & 0x7FFF_FFFF)` for f32, `max(bits & 0x7FFF)`
+/// for f16/bf16 (see `dispatch::finish_stats` for how that becomes the absmax).
+///
+/// # Safety
+/// AVX-512 F/BW/VL must be available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(crate) unsafe fn absmax_bits(src: Src) -> u32 {
+    // SAFETY: the callees only need the features this function already requires.
+    unsafe {
+        match src {
+            Src::F32(s) => absmax_bits_f32(s),
+            Src::F16(s) => absmax_bits_u16(s.reinterpret_cast()),
+            Src::Bf16(s) => absmax_bits_u16(s.reinterpret_cast()),
+        }
+    }
+}
+
+/// `max(bits(x[i]) & 0x7FFF_FFFF)` over an f32 run: integer max on sign-cleared bits, which
+/// orders like `|x|` and lets Inf/NaN surface as patterns `>= 0x7F80_0000`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn absmax_bits_f32(s: &[f32]) -> u32 {
+    let keep = _mm512_set1_epi32(0x7FFF_FFFF);
+    let mut acc = _mm512_setzero_si512();
+    let (n, p) = (s.len(), s.as_ptr());
+    let mut i = 0;
+    while i + W <= n {
+        // SAFETY: lanes `i..i + 16` are within `s`.
+        let v = unsafe { _mm512_loadu_si512(p.add(i).cast()) };
+        acc = _mm512_max_epu32(acc, _mm512_and_si512(v, keep));
+        i += W;
+    }
+    if i < n {
+        // SAFETY: the mask selects lanes `i..n` only, all within `s`; zeros do not change a max.
+        let v = unsafe { _mm512_maskz_loadu_epi32(tail_mask(n - i), p.add(i).cast()) };
+        acc = _mm512_max_epu32(acc, _mm512_and_si512(v, keep));
+    }
+    _mm512_reduce_max_epu32(acc)
+}
+
+/// `max(bits[i] & 0x7FFF)` over a run of f16 or bf16 bit patterns, 32 lanes at a time; no
+/// widening is needed because half-precision magnitudes also order like their bits.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn absmax_bits_u16(s: &[u16]) -> u32 {
+    let keep = _mm512_set1_epi16(0x7FFF);
+    let mut acc = _mm512_setzero_si512();
+    let (n, p) = (s.len(), s.as_ptr());
+    let mut i = 0;
+    while i + W16 <= n {
+        // SAFETY: lanes `i..i + 32` are within `s`.
+        let v = unsafe { _mm512_loadu_si512(p.add(i).cast()) };
+        acc = _mm512_max_epu16(acc, _mm512_and_si512(v, keep));
+        i += W16;
+    }
+    if i < n {
+        let mask: __mmask32 = (1u32 << (n - i)) - 1;
+        // SAFETY: the mask selects lanes `i..n` only (n - i < 32), all within `s`.
+        let v = unsafe { _mm512_maskz_loadu_epi16(mask, p.add(i).cast()) };
+        acc = _mm512_max_epu16(acc, _mm512_and_si512(v, keep));
+    }
+    let lo = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(acc));
+    let hi = _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64::<1>(acc));
+    _mm512_reduce_max_epu32(_mm512_max_epu32(lo, hi))
+}
+
+/// INT8 codes of 16 lanes: `clamp(round_half_even(x * inv), -128, 127)`, NaN -> 0.
+///
+/// Clamping to the integer bounds before rounding equals rounding then saturating (the bounds
+/// are integers and rounding is monotone). NaN lanes are zeroed by the `ordered` mask, matching
+/// the scalar `as i8` cast.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn int8_lanes(x: __m512, inv: __m512) -> __m128i {
+    let y = _mm512_mul_ps(x, inv);
+    let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(y, y);
+    let lo = _mm512_set1_ps(-128.0);
+    let hi = _mm512_set1_ps(127.0);
+    let clamped = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
+    let q = _mm512_maskz_cvt_roundps_epi32::<RNE>(ordered, clamped);
+    // Values are already in -128..=127, so truncating to bytes is exact.
+    _mm512_cvtepi32_epi8(q)
+}
+
+/// FP8 E4M3 codes of 16 lanes, the same two-range algorithm as `scalar::f32_to_fp8_e4m3`:
+/// normal magnitudes round their mantissa in the integer domain, subnormal ones are
+/// `round_half_even(|y| * 512)`; NaN -> `0x7F`, sign in bit 7.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn fp8_lanes(x: __m512, inv: __m512) -> __m128i {
+    let bits = _mm512_castps_si512(_mm512_mul_ps(x, inv));
+    let abs = _mm512_and_si512(bits, _mm512_set1_epi32(0x7FFF_FFFF));
+    let nan = _mm512_cmpgt_epu32_mask(abs, _mm512_set1_epi32(0x7F80_0000));
+    // Integer min on non-negative float bits is a float min: saturates finite values and Inf.
+    let a = _mm512_min_epu32(abs, _mm512_set1_epi32(FP8_MAX_BITS as i32));
+    let odd = _mm512_and_si512(_mm512_srli_epi32::<20>(a), _mm512_set1_epi32(1));
+    let rounded = _mm512_add_epi32(_mm512_add_epi32(a, _mm512_set1_epi32(0x7FFFF)), odd);
+    let normal = _mm512_sub_epi32(
+        _mm512_srli_epi32::<20>(rounded),
+        _mm512_set1_epi32(FP8_BIAS_SHIFT as i32),
+    );
+    let scaled = _mm512_mul_ps(_mm512_castsi512_ps(a), _mm512_set1_ps(512.0));
+    let subnormal = _mm512_cvt_roundps_epi32::<RNE>(scaled);
+    let is_sub = _mm512_cmplt_epu32_mask(a, _mm512_set1_epi32(FP8_MIN_NORMAL_BITS as i32));
+    let mag = _mm512_mask_blend_epi32(is_sub, normal, subnormal);
+    let sign = _mm512_srli_epi32::<24>(_mm512_andnot_si512(
+        _mm512_set1_epi32(0x7FFF_FFFF),
+        bits,
+    ));
+    let code = _mm512_or_si512(mag, sign);
+    let code = _mm512_mask_blend_epi32(nan, code, _mm512_set1_epi32(i32::from(FP8_NAN)));
+    // Codes are 0..=255, so truncating to bytes is exact.
+    _mm512_cvtepi32_epi8(code)
+}
+
+/// `dst[i] = code(src[i] * inv_scale)` for `i < n`, INT8 or FP8 codes by `FP8`.
+///
+/// # Safety
+/// AVX-512 F/BW/VL available; `src` readable and `dst` writable for `n` elements.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn quantize<T: Widen, const FP8: bool>(src: *const T, n: usize, inv: f32, dst: *mut u8) {
+    let inv = _mm512_set1_ps(inv);
+    let mut i = 0;
+    while i < n {
+        let mask = if n - i >= W { u16::MAX } else { tail_mask(n - i) };
+        // SAFETY: `mask` selects lanes `i..min(i + 16, n)`, within both buffers by the contract;
+        // the lane helpers need only the features this function requires.
+        unsafe {
+            let x = T::load(src.add(i), mask);
+            let codes = if FP8 {
+                fp8_lanes(x, inv)
+            } else {
+                int8_lanes(x, inv)
+            };
+            _mm_mask_storeu_epi8(dst.add(i).cast(), mask, codes);
+        }
+        i += W;
+    }
+}
+
+/// `out[i] = clamp(round_half_even(x[i] * inv_scale), -128, 127)` over `min(len)` elements.
+///
+/// # Safety
+/// AVX-512 F/BW/VL must be available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(crate) unsafe fn quantize_int8(src: Src, inv_scale: f32, out: &mut [i8]) {
+    let n = src.len().min(out.len());
+    let dst = out.as_mut_ptr().cast::<u8>();
+    // SAFETY: both buffers hold at least `n` elements; features as required here.
+    unsafe {
+        match src {
+            Src::F32(s) => quantize::<_, false>(s.as_ptr(), n, inv_scale, dst),
+            Src::F16(s) => quantize::<_, false>(s.as_ptr(), n, inv_scale, dst),
+            Src::Bf16(s) => quantize::<_, false>(s.as_ptr(), n, inv_scale, dst),
+        }
+    }
+}
+
+/// `out[i] = e4m3fn(x[i] * inv_scale)` over `min(len)` elements.
+///
+/// # Safety
+/// AVX-512 F/BW/VL must be available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(crate) unsafe fn quantize_fp8(src: Src, inv_scale: f32, out: &mut [u8]) {
+    let n = src.len().min(out.len());
+    let dst = out.as_mut_ptr();
+    // SAFETY: both buffers hold at least `n` elements; features as required here.
+    unsafe {
+        match src {
+            Src::F32(s) => quantize::<_, true>(s.as_ptr(), n, inv_scale, dst),
+            Src::F16(s) => quantize::<_, true>(s.as_ptr(), n, inv_scale, dst),
+            Src::Bf16(s) => quantize::<_, true>(s.as_ptr(), n, inv_scale, dst),
+        }
+    }
+}
+
+/// Exact f32 values of 16 E4M3 codes (one per i32 lane, 0..=255).
+///
+/// Normal codes rebias the exponent by adding `120 << 23` to `(code & 0x7F) << 20`; subnormal
+/// codes are `m * 2^-9` computed as an exact int-to-float conversion and multiply, so no f32
+/// subnormal is ever an operand (immune to DAZ). `0x7F`/`0xFF` become quiet NaN with the sign
+/// kept, the same patterns as the scalar table.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn fp8_decode(c: __m512i) -> __m512 {
+    let mag = _mm512_and_si512(c, _mm512_set1_epi32(0x7F));
+    let rebias = _mm512_set1_epi32(120 << 23);
+    let normal = _mm512_castsi512_ps(_mm512_add_epi32(_mm512_slli_epi32::<20>(mag), rebias));
+    let sub = _mm512_mul_ps(_mm512_cvtepi32_ps(mag), _mm512_set1_ps(1.0 / 512.0));
+    let is_sub = _mm512_cmplt_epu32_mask(mag, _mm512_set1_epi32(8));
+    let v = _mm512_mask_blend_ps(is_sub, normal, sub);
+    let is_nan = _mm512_cmpeq_epi32_mask(mag, _mm512_set1_epi32(0x7F));
+    let quiet_nan = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FC0_0000));
+    let v = _mm512_mask_blend_ps(is_nan, v, quiet_nan);
+    let sign = _mm512_slli_epi32::<24>(_mm512_and_si512(c, _mm512_set1_epi32(0x80)));
+    _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(v), sign))
+}
+
+/// `out[i] = value(q[i]) * scale` for `i < n`, codes INT8 or FP8 by `FP8`.
+///
+/// # Safety
+/// AVX-512 F/BW/VL available; `q` readable and `out` writable for `n` elements.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn dequantize<const FP8: bool>(q: *const u8, n: usize, scale: f32, out: *mut f32) {
+    let scale = _mm512_set1_ps(scale);
+    let mut i = 0;
+    while i < n {
+        let mask = if n - i >= W { u16::MAX } else { tail_mask(n - i) };
+        // SAFETY: `mask` selects lanes `i..min(i + 16, n)`, within both buffers by the contract;
+        // `fp8_decode` needs only the features this function requires.
+        unsafe {
+            let bytes = _mm_maskz_loadu_epi8(mask, q.add(i).cast());
+            let v = if FP8 {
+                fp8_decode(_mm512_cvtepu8_epi32(bytes))
+            } else {
+                _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes))
+            };
+            _mm512_mask_storeu_ps(out.add(i), mask, _mm512_mul_ps(v, scale));
+        }
+        i += W;
+    }
+}
+
+/// `out[i] = q[i] as f32 * scale` over `min(len)` elements.
+///
+/// # Safety
+/// AVX-512 F/BW/VL must be available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(crate) unsafe fn dequantize_int8(q: &[i8], scale: f32, out: &mut [f32]) {
+    let n = q.len().min(out.len());
+    // SAFETY: both buffers hold at least `n` elements; features as required here.
+    unsafe { dequantize::<false>(q.as_ptr().cast(), n, scale, out.as_mut_ptr()) }
+}
+
+/// `out[i] = e4m3fn_to_f32(q[i]) * scale` over `min(len)` elements.
+///
+/// # Safety
+/// AVX-512 F/BW/VL must be available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(crate) unsafe fn dequantize_fp8(q: &[u8], scale: f32, out: &mut [f32]) {
+    let n = q.len().min(out.len());
+    // SAFETY: both buffers hold at least `n` elements; features as required here.
+    unsafe { dequantize::<true>(q.as_ptr(), n, scale, out.as_mut_ptr()) }
+}

@@ -1,0 +1,111 @@
+//! The files around the weights: `config.json` with its `quantization_config`,
+//! `serving.properties` for the LMI containers, the tokenizer and other files copied
+//! through, and digests for the manifest.
+
+use crate::plan::QuantizePlan;
+use crate::Result;
+use std::collections::BTreeMap;
+use std::path::Path;
+use temper_core::hash::sha256_file;
+use temper_core::manifest::FileDigest;
+use temper_core::IoContext;
+
+/// Files of the source directory that are never copied: the weights (rewritten), the
+/// config (rewritten), and what a previous optimization left there.
+fn is_rewritten(name: &str) -> bool {
+    name == "config.json"
+        || name.ends_with(".safetensors")
+        || name == "model.safetensors.index.json"
+        || name == "manifest.json"
+        || name == "serving.properties"
+        || name.starts_with('.')
+        // Other weight formats would be stale and large next to the quantized weights.
+        || [".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack", ".onnx"].iter().any(|ext| name.ends_with(ext))
+}
+
+/// Copies tokenizer files, generation config and the like. Returns their names.
+pub fn copy_side_files(source: &Path, dest: &Path) -> Result<Vec<String>> {
+    let mut copied = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(source).at(source)?.filter_map(|e| e.ok()).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if is_rewritten(&name) || !path.is_file() {
+            continue;
+        }
+        std::fs::copy(&path, dest.join(&name)).at(&path)?;
+        copied.push(name);
+    }
+    Ok(copied)
+}
+
+/// The source `config.json` with the `quantization_config` added.
+pub fn write_config(plan: &QuantizePlan, dest: &Path) -> Result<()> {
+    let mut raw = plan.checkpoint.config.raw.clone();
+    raw.insert(
+        "quantization_config".into(),
+        plan.options.scheme.quantization_config(&plan.ignore),
+    );
+    let path = dest.join("config.json");
+    let text = serde_json::to_string_pretty(&serde_json::Value::Object(raw)).expect("config serialises");
+    std::fs::write(&path, text + "\n").at(&path)?;
+    Ok(())
+}
+
+/// `serving.properties` with the LMI options this artifact needs; `OPTION_X` entries the
+/// job carried for the serving engine become `option.x`.
+pub fn write_serving_properties(plan: &QuantizePlan, dest: &Path) -> Result<()> {
+    let mut props = BTreeMap::new();
+    props.insert("option.quantize".to_string(), "compressed-tensors".to_string());
+    props.insert("option.tensor_parallel_degree".to_string(), plan.tensor_parallel_degree.to_string());
+    props.insert("option.rolling_batch".to_string(), "vllm".to_string());
+    for (k, v) in &plan.options.passthrough {
+        let key = format!("option.{}", k.trim_start_matches("OPTION_").to_ascii_lowercase());
+        props.entry(key).or_insert_with(|| v.clone());
+    }
+    let mut text = format!(
+        "# Written by temper {} for {}: load this directory with an LMI (vLLM) container.\nengine=Python\n",
+        temper_core::TOOL_VERSION,
+        plan.instance.name
+    );
+    for (k, v) in props {
+        text.push_str(&format!("{k}={v}\n"));
+    }
+    let path = dest.join("serving.properties");
+    std::fs::write(&path, text).at(&path)?;
+    Ok(())
+}
+
+/// Digests of files, named relative to `dir`.
+pub fn digests(dir: &Path, names: &[String]) -> Result<Vec<FileDigest>> {
+    use rayon::prelude::*;
+    names
+        .par_iter()
+        .map(|name| {
+            let (sha256, bytes) = sha256_file(&dir.join(name))?;
+            Ok(FileDigest {
+                path: name.clone(),
+                bytes,
+                sha256,
+            })
+        })
+        .collect()
+}
+
+/// The source files a job read: config, weights, index, and the copied side files.
+pub fn input_names(plan: &QuantizePlan, copied: &[String]) -> Vec<String> {
+    let dir = &plan.checkpoint.dir;
+    let mut names = vec!["config.json".to_string()];
+    if dir.join("model.safetensors.index.json").is_file() {
+        names.push("model.safetensors.index.json".into());
+    }
+    names.extend(
+        plan.checkpoint
+            .weight_files()
+            .filter_map(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned()),
+    );
+    names.extend(copied.iter().cloned());
+    names
+}

@@ -1,0 +1,156 @@
+//! Running a whole job from its [`JobSpec`]: plan, quantize into a staged directory,
+//! write the side files and the manifest, then rename into place. Any error or a
+//! cancellation drops the staging directory, so the output either appears complete or
+//! not at all.
+
+use crate::artifact;
+use crate::options::QuantizeOptions;
+use crate::plan::QuantizePlan;
+use crate::progress::{Cancel, Event, Sink};
+use crate::quantize_pass::{run_quantize, QuantizeReport};
+use crate::{Error, Result};
+use std::path::PathBuf;
+use temper_catalog::{recommended_image, ImageFlavour, Instance, DEFAULT_REGION};
+use temper_core::checkpoint::Checkpoint;
+use temper_core::manifest::{Manifest, PassRecord, TargetRecord, SCHEMA_VERSION};
+use temper_core::spec::{JobSpec, Technique};
+use temper_core::staging::StagedDir;
+use temper_core::writer::ShardedWriter;
+use temper_kernels::Isa;
+
+/// A finished job.
+#[derive(Debug)]
+pub struct JobOutcome {
+    pub output: PathBuf,
+    pub manifest: Manifest,
+    pub report: QuantizeReport,
+}
+
+/// Checks the spec and builds the plan, without writing anything.
+pub fn plan_job(spec: &JobSpec) -> Result<QuantizePlan> {
+    let quantization = match spec.optimizations.as_slice() {
+        [one] if one.technique == Technique::Quantization => one,
+        [] => return Err(Error::Plan("the job has no optimization to apply".into())),
+        others => {
+            let names: Vec<String> = others.iter().map(|o| format!("{:?}", o.technique)).collect();
+            return Err(Error::Unsupported(format!(
+                "this version runs one quantization per job; the job asks for [{}] (compilation, sharding \
+                 and speculative decoding come in later versions)",
+                names.join(", ")
+            )));
+        }
+    };
+    let instance = Instance::lookup(&spec.instance_type)?;
+    let options = QuantizeOptions::from_env(&spec.options_for(quantization))?;
+    let source = spec.source.local_path()?;
+    let output = spec.output.local_path()?;
+    if let (Ok(s), Ok(o)) = (source.canonicalize(), absolute(output)) {
+        if o == s || o.starts_with(&s) {
+            return Err(Error::Plan(format!(
+                "the output {} is inside the source model {}; write the artifact somewhere else",
+                output.display(),
+                source.display()
+            )));
+        }
+    }
+    let checkpoint = Checkpoint::open(source)?;
+    QuantizePlan::new(checkpoint, options, instance)
+}
+
+fn absolute(path: &std::path::Path) -> std::io::Result<PathBuf> {
+    match path.canonicalize() {
+        Ok(p) => Ok(p),
+        Err(_) => Ok(std::path::absolute(path)?),
+    }
+}
+
+/// Runs the job to completion.
+pub fn run_job(spec: &JobSpec, isa: Isa, sink: Sink, cancel: &Cancel) -> Result<JobOutcome> {
+    sink(Event::Phase("plan"));
+    let plan = plan_job(spec)?;
+    let output = spec.output.local_path()?;
+    let stage = StagedDir::create(output, spec.overwrite)?;
+    let writer = ShardedWriter::create(stage.path(), &plan.outputs, plan.options.max_shard_bytes)?;
+    sink(Event::Phase("quantize"));
+    let report = run_quantize(&plan, &writer, isa, sink, cancel)?;
+    let mut files = writer.finish()?;
+    cancel.check()?;
+    sink(Event::Phase("finish"));
+    let copied = artifact::copy_side_files(&plan.checkpoint.dir, stage.path())?;
+    artifact::write_config(&plan, stage.path())?;
+    artifact::write_serving_properties(&plan, stage.path())?;
+    files.extend(copied.iter().cloned());
+    files.push("config.json".into());
+    files.push("serving.properties".into());
+    files.sort();
+    let inputs = artifact::digests(&plan.checkpoint.dir, &artifact::input_names(&plan, &copied))?;
+    let outputs = artifact::digests(stage.path(), &files)?;
+    let manifest = manifest(spec, &plan, &report, inputs, outputs);
+    let path = stage.path().join("manifest.json");
+    std::fs::write(&path, manifest.to_json_pretty() + "\n").map_err(|e| temper_core::Error::io(&path, e))?;
+    cancel.check()?;
+    let output = stage.commit()?;
+    Ok(JobOutcome { output, manifest, report })
+}
+
+fn manifest(
+    spec: &JobSpec,
+    plan: &QuantizePlan,
+    report: &QuantizeReport,
+    inputs: Vec<temper_core::manifest::FileDigest>,
+    outputs: Vec<temper_core::manifest::FileDigest>,
+) -> Manifest {
+    let instance = plan.instance;
+    let mut warnings: Vec<String> = report
+        .tensors
+        .iter()
+        .filter(|t| t.zero_groups > 0)
+        .map(|t| {
+            format!(
+                "{}: {} scale group(s) are all zeros; they are stored with scale 1.0 and dequantize to exactly 0",
+                t.name, t.zero_groups
+            )
+        })
+        .collect();
+    if plan.fit.fits.is_none() {
+        warnings.push(plan.fit.explanation.clone());
+    }
+    let flavour = ImageFlavour::for_target(instance, false);
+    Manifest {
+        schema_version: SCHEMA_VERSION,
+        tool: "temper".into(),
+        tool_version: temper_core::TOOL_VERSION.into(),
+        created_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        job_name: spec.name.clone(),
+        source: spec.source.to_string(),
+        inputs,
+        target: TargetRecord {
+            instance_type: instance.name.into(),
+            accelerator: instance.accelerator.name().into(),
+            accelerator_count: instance.devices,
+            memory_per_device_gib: instance.memory_gib.unwrap_or(0.0),
+            compute: instance.accelerator.compute_label(),
+            notes: plan.notes.clone(),
+            fit: plan.fit.clone(),
+        },
+        recommended_image: recommended_image(flavour, DEFAULT_REGION),
+        alternative_images: Vec::new(),
+        passes: vec![PassRecord {
+            name: "quantize".into(),
+            options: serde_json::json!({
+                "scheme": plan.options.scheme,
+                "ignore": plan.ignore,
+                "requested_ignore": plan.options.ignore,
+                "scale_dtype": plan.scale_dtype.to_string(),
+                "max_shard_bytes": plan.options.max_shard_bytes,
+                "environment": spec.options_for(&spec.optimizations[0]),
+            }),
+            report: serde_json::to_value(report).expect("report serialises"),
+        }],
+        outputs,
+        warnings,
+    }
+}

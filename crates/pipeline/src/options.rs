@@ -1,0 +1,237 @@
+//! Quantization options, parsed once from the LMI `OPTION_*` map a job carries.
+//!
+//! The CLI flags are mapped onto the same names before parsing, so there is exactly one
+//! parser and one set of defaults for the CLI, the job API and the worker.
+
+use crate::{Error, Result};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+pub const OPTION_QUANTIZE: &str = "OPTION_QUANTIZE";
+pub const OPTION_FP8_SCHEME: &str = "OPTION_FP8_SCHEME";
+pub const OPTION_INT8_SCHEME: &str = "OPTION_INT8_SCHEME";
+pub const OPTION_QUANT_GROUP_SIZE: &str = "OPTION_QUANT_GROUP_SIZE";
+pub const OPTION_FP8_IGNORE: &str = "OPTION_FP8_IGNORE";
+pub const OPTION_CALIB_SIZE: &str = "OPTION_CALIB_SIZE";
+pub const OPTION_MAX_MODEL_LEN: &str = "OPTION_MAX_MODEL_LEN";
+/// Not an LMI option: lets name/shape-driven quantization run on an unknown family.
+pub const OPTION_ALLOW_UNKNOWN_ARCHITECTURE: &str = "OPTION_ALLOW_UNKNOWN_ARCHITECTURE";
+/// Not an LMI option: largest safetensors shard written, in bytes (default 5 GiB).
+pub const OPTION_MAX_SHARD_BYTES: &str = "OPTION_MAX_SHARD_BYTES";
+
+/// Options this pass understands; anything else starting with `OPTION_` is passed
+/// through to `serving.properties` untouched (it may be meant for the serving engine).
+const KNOWN: &[&str] = &[
+    OPTION_QUANTIZE,
+    OPTION_FP8_SCHEME,
+    OPTION_INT8_SCHEME,
+    OPTION_QUANT_GROUP_SIZE,
+    OPTION_FP8_IGNORE,
+    OPTION_CALIB_SIZE,
+    OPTION_MAX_MODEL_LEN,
+    OPTION_ALLOW_UNKNOWN_ARCHITECTURE,
+    OPTION_MAX_SHARD_BYTES,
+];
+
+/// The compressed-tensors scheme written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Scheme {
+    /// FP8 E4M3 weights, one scale per output channel; activations quantized per token
+    /// at run time.
+    Fp8Dynamic,
+    /// FP8 E4M3 weights with one scale per 128x128 block.
+    Fp8Block,
+    /// INT8 weights, 16-bit activations (`pack-quantized`); `group` None = per channel.
+    W8A16 { group: Option<usize> },
+    /// INT8 weights per channel, INT8 activations per token at run time (`int-quantized`).
+    W8A8,
+}
+
+impl Scheme {
+    pub fn label(&self) -> String {
+        match self {
+            Scheme::Fp8Dynamic => "FP8_DYNAMIC".into(),
+            Scheme::Fp8Block => "FP8_BLOCK".into(),
+            Scheme::W8A16 { group: None } => "INT8 W8A16 (per channel)".into(),
+            Scheme::W8A16 { group: Some(g) } => format!("INT8 W8A16 (group {g})"),
+            Scheme::W8A8 => "INT8 W8A8".into(),
+        }
+    }
+}
+
+/// Everything the quantize pass needs, with defaults applied.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuantizeOptions {
+    pub scheme: Scheme,
+    /// Module names and `re:` patterns left unquantized (default `lm_head`).
+    pub ignore: Vec<String>,
+    pub allow_unknown_architecture: bool,
+    pub max_shard_bytes: u64,
+    /// `OPTION_*` entries this pass does not interpret, kept for `serving.properties`.
+    pub passthrough: BTreeMap<String, String>,
+}
+
+fn invalid(option: &str, value: &str, expected: &str) -> Error {
+    Error::Option {
+        option: option.to_string(),
+        value: value.to_string(),
+        expected: expected.to_string(),
+    }
+}
+
+impl QuantizeOptions {
+    /// Parses the options of a quantization job.
+    pub fn from_env(env: &BTreeMap<String, String>) -> Result<Self> {
+        let get = |k: &str| env.get(k).map(|v| v.trim());
+        let quantize = get(OPTION_QUANTIZE).ok_or_else(|| {
+            invalid(OPTION_QUANTIZE, "(not set)", "`fp8` or `int8` (e.g. --quantize fp8)")
+        })?;
+        let group = match get(OPTION_QUANT_GROUP_SIZE) {
+            None => None,
+            Some(v) => match v.parse::<usize>() {
+                Ok(g) if g > 0 && g % 4 == 0 => Some(g),
+                _ => return Err(invalid(OPTION_QUANT_GROUP_SIZE, v, "a positive multiple of 4, such as 128")),
+            },
+        };
+        let scheme = match quantize.to_ascii_lowercase().as_str() {
+            "fp8" => parse_fp8_scheme(get(OPTION_FP8_SCHEME), group)?,
+            "int8" => parse_int8_scheme(get(OPTION_INT8_SCHEME), group)?,
+            "awq" | "smoothquant" | "static_int8" | "gptq" => {
+                return Err(invalid(
+                    OPTION_QUANTIZE,
+                    quantize,
+                    "`fp8` or `int8`; this quantization method needs calibration and is not built yet",
+                ))
+            }
+            _ => return Err(invalid(OPTION_QUANTIZE, quantize, "`fp8` or `int8`")),
+        };
+        let ignore = match get(OPTION_FP8_IGNORE) {
+            None => vec!["lm_head".to_string()],
+            Some(list) => list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+        };
+        let allow_unknown_architecture = match get(OPTION_ALLOW_UNKNOWN_ARCHITECTURE) {
+            None => false,
+            Some(v) => parse_bool(OPTION_ALLOW_UNKNOWN_ARCHITECTURE, v)?,
+        };
+        let max_shard_bytes = match get(OPTION_MAX_SHARD_BYTES) {
+            None => 5 << 30,
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|&n| n >= 1 << 20)
+                .ok_or_else(|| invalid(OPTION_MAX_SHARD_BYTES, v, "a size in bytes of at least 1048576"))?,
+        };
+        let passthrough = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("OPTION_") && !KNOWN.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Ok(QuantizeOptions {
+            scheme,
+            ignore,
+            allow_unknown_architecture,
+            max_shard_bytes,
+            passthrough,
+        })
+    }
+}
+
+fn parse_fp8_scheme(value: Option<&str>, group: Option<usize>) -> Result<Scheme> {
+    if let Some(g) = group {
+        return Err(invalid(
+            OPTION_QUANT_GROUP_SIZE,
+            &g.to_string(),
+            "unset for fp8 (FP8_BLOCK uses fixed 128x128 blocks); group sizes apply to int8 W8A16",
+        ));
+    }
+    match value.map(str::to_ascii_uppercase).as_deref() {
+        None | Some("FP8_DYNAMIC") => Ok(Scheme::Fp8Dynamic),
+        Some("FP8_BLOCK") => Ok(Scheme::Fp8Block),
+        Some("FP8") => Err(Error::Unsupported(
+            "OPTION_FP8_SCHEME=FP8 (per-tensor weights with a static input_scale) needs calibration \
+             data run through a model runtime, which this version does not have yet; use FP8_DYNAMIC \
+             (the default: per-channel weights, per-token activations at run time, no calibration) or \
+             FP8_BLOCK"
+                .into(),
+        )),
+        Some(_) => Err(invalid(OPTION_FP8_SCHEME, value.unwrap_or_default(), "FP8_DYNAMIC, FP8 or FP8_BLOCK")),
+    }
+}
+
+fn parse_int8_scheme(value: Option<&str>, group: Option<usize>) -> Result<Scheme> {
+    match value.map(str::to_ascii_uppercase).as_deref() {
+        None | Some("W8A16") => Ok(Scheme::W8A16 { group }),
+        Some("W8A8") if group.is_none() => Ok(Scheme::W8A8),
+        Some("W8A8") => Err(invalid(
+            OPTION_QUANT_GROUP_SIZE,
+            &group.unwrap_or_default().to_string(),
+            "unset for W8A8 (vLLM's int8 W8A8 kernels take per-channel weight scales only)",
+        )),
+        Some(_) => Err(invalid(OPTION_INT8_SCHEME, value.unwrap_or_default(), "W8A16 or W8A8")),
+    }
+}
+
+fn parse_bool(option: &str, v: &str) -> Result<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(invalid(option, v, "true or false")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults() {
+        let o = QuantizeOptions::from_env(&env(&[("OPTION_QUANTIZE", "fp8")])).unwrap();
+        assert_eq!(o.scheme, Scheme::Fp8Dynamic);
+        assert_eq!(o.ignore, vec!["lm_head"]);
+        let o = QuantizeOptions::from_env(&env(&[("OPTION_QUANTIZE", "int8")])).unwrap();
+        assert_eq!(o.scheme, Scheme::W8A16 { group: None });
+    }
+
+    #[test]
+    fn every_scheme_parses() {
+        let cases = [
+            (vec![("OPTION_QUANTIZE", "fp8"), ("OPTION_FP8_SCHEME", "FP8_BLOCK")], Scheme::Fp8Block),
+            (vec![("OPTION_QUANTIZE", "int8"), ("OPTION_QUANT_GROUP_SIZE", "128")], Scheme::W8A16 { group: Some(128) }),
+            (vec![("OPTION_QUANTIZE", "int8"), ("OPTION_INT8_SCHEME", "W8A8")], Scheme::W8A8),
+        ];
+        for (pairs, scheme) in cases {
+            assert_eq!(QuantizeOptions::from_env(&env(&pairs)).unwrap().scheme, scheme);
+        }
+    }
+
+    #[test]
+    fn errors_name_option_and_value() {
+        let err = QuantizeOptions::from_env(&env(&[("OPTION_QUANTIZE", "int4")])).unwrap_err().to_string();
+        assert!(err.contains("OPTION_QUANTIZE") && err.contains("int4"), "{err}");
+        let err = QuantizeOptions::from_env(&env(&[("OPTION_QUANTIZE", "fp8"), ("OPTION_FP8_SCHEME", "FP8")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("calibration"), "{err}");
+        let err = QuantizeOptions::from_env(&env(&[("OPTION_QUANTIZE", "int8"), ("OPTION_QUANT_GROUP_SIZE", "-3")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("OPTION_QUANT_GROUP_SIZE") && err.contains("-3"), "{err}");
+    }
+
+    #[test]
+    fn ignore_list_and_passthrough() {
+        let o = QuantizeOptions::from_env(&env(&[
+            ("OPTION_QUANTIZE", "int8"),
+            ("OPTION_FP8_IGNORE", "lm_head, re:.*down_proj"),
+            ("OPTION_MAX_ROLLING_BATCH_SIZE", "32"),
+        ]))
+        .unwrap();
+        assert_eq!(o.ignore, vec!["lm_head", "re:.*down_proj"]);
+        assert_eq!(o.passthrough["OPTION_MAX_ROLLING_BATCH_SIZE"], "32");
+    }
+}

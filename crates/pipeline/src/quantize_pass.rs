@@ -1,0 +1,101 @@
+//! Running a [`QuantizePlan`]: tensor by tensor in storage order, each tensor's rows in
+//! parallel, every result written straight to its planned place in the output. Memory
+//! stays near one tensor: the source pages of a finished tensor are handed back to the
+//! kernel and its outputs are freed before the next one starts.
+
+use crate::plan::{Action, QuantizePlan};
+use crate::progress::{Cancel, Event, Sink};
+use crate::quantize_tensor::{quantize_tensor, TensorError, TensorInput};
+use crate::{Error, Result};
+use serde::Serialize;
+use temper_core::dtype::FloatData;
+use temper_core::writer::ShardedWriter;
+use temper_kernels::Isa;
+
+/// What the quantize pass reports into the manifest.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuantizeReport {
+    pub scheme: String,
+    pub format: &'static str,
+    pub isa: &'static str,
+    /// How codes are computed: the division `w / scale` happens in f32 (more exact than
+    /// llm-compressor, which divides in the model's dtype; both load identically).
+    pub rounding: &'static str,
+    pub tensors_quantized: usize,
+    pub tensors_copied: usize,
+    pub input_bytes: u64,
+    pub output_bytes: u64,
+    pub seconds: f64,
+    /// Mean of the per-tensor relative RMS errors.
+    pub mean_relative_rms_error: f64,
+    pub worst_relative_rms_error: f64,
+    pub worst_tensor: String,
+    pub tensors: Vec<TensorError>,
+}
+
+/// Quantizes and copies every tensor of the plan into `writer`.
+pub fn run_quantize(plan: &QuantizePlan, writer: &ShardedWriter, isa: Isa, sink: Sink, cancel: &Cancel) -> Result<QuantizeReport> {
+    let started = std::time::Instant::now();
+    let checkpoint = &plan.checkpoint;
+    sink(Event::Started {
+        tensors: checkpoint.tensors().len(),
+        bytes: checkpoint.total_tensor_bytes(),
+    });
+    let mut errors = Vec::new();
+    for (entry, action) in checkpoint.tensors().iter().zip(&plan.actions) {
+        cancel.check()?;
+        let bytes = checkpoint.bytes(entry);
+        match action {
+            Action::Copy => writer.write(&entry.name, bytes)?,
+            Action::Quantize => {
+                let file = checkpoint.file_of(entry);
+                let data = FloatData::from_bytes(entry.dtype, bytes).ok_or_else(|| Error::Tensor {
+                    path: file.to_path_buf(),
+                    tensor: entry.name.clone(),
+                    reason: format!("dtype {} cannot be quantized", entry.dtype),
+                })?;
+                let input = TensorInput {
+                    file,
+                    name: &entry.name,
+                    rows: entry.shape[0],
+                    cols: entry.shape[1],
+                    data: &data,
+                    scale_dtype: plan.scale_dtype,
+                };
+                let q = quantize_tensor(isa, plan.options.scheme, &input)?;
+                for (name, out) in &q.outputs {
+                    writer.write(name, out)?;
+                }
+                errors.push(q.error);
+            }
+        }
+        checkpoint.release(entry);
+        sink(Event::Tensor {
+            name: &entry.name,
+            bytes: entry.byte_len() as u64,
+        });
+    }
+    Ok(report(plan, isa, errors, started.elapsed().as_secs_f64()))
+}
+
+fn report(plan: &QuantizePlan, isa: Isa, tensors: Vec<TensorError>, seconds: f64) -> QuantizeReport {
+    let n = tensors.len().max(1) as f64;
+    let worst = tensors
+        .iter()
+        .max_by(|a, b| a.relative_rms_error.total_cmp(&b.relative_rms_error));
+    QuantizeReport {
+        scheme: plan.options.scheme.label(),
+        format: plan.options.scheme.format(),
+        isa: isa.name(),
+        rounding: "f32 division by the scale rounded up to the scale dtype; round half to even",
+        tensors_quantized: plan.quantized_count(),
+        tensors_copied: plan.actions.len() - plan.quantized_count(),
+        input_bytes: plan.checkpoint.total_tensor_bytes(),
+        output_bytes: plan.outputs.iter().map(|t| t.byte_len()).sum(),
+        seconds,
+        mean_relative_rms_error: tensors.iter().map(|t| t.relative_rms_error).sum::<f64>() / n,
+        worst_relative_rms_error: worst.map(|t| t.relative_rms_error).unwrap_or(0.0),
+        worst_tensor: worst.map(|t| t.name.clone()).unwrap_or_default(),
+        tensors,
+    }
+}

@@ -1,0 +1,275 @@
+//! Quantizing one Linear weight: codes and scales through the kernels, then the exact
+//! bytes each compressed-tensors scheme stores, and error statistics measured by
+//! dequantizing the result again.
+
+use crate::options::Scheme;
+use crate::scheme::FP8_BLOCK;
+use crate::{Error, Result};
+use half::{bf16, f16};
+use rayon::prelude::*;
+use safetensors::Dtype;
+use serde::Serialize;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use temper_core::dtype::FloatData;
+use temper_kernels::{Isa, KernelError, Src};
+
+/// The scale stored for a row (or group, or block) whose weights are all zero: any
+/// positive value dequantizes the all-zero codes back to exactly zero.
+const ZERO_SCALE: f32 = 1.0;
+
+/// How far the artifact is from the source weights, for one tensor.
+#[derive(Debug, Clone, Serialize)]
+pub struct TensorError {
+    pub name: String,
+    pub shape: [usize; 2],
+    /// ||w - dequant(q)|| / ||w|| over the whole tensor.
+    pub relative_rms_error: f64,
+    pub max_abs_error: f32,
+    /// Largest error divided by the bound the format allows for that element (half a
+    /// quantization step; for FP8 half a unit in the last place of the scaled value).
+    /// At most 1 (up to float rounding) when the quantizer is right.
+    pub max_error_over_bound: f32,
+    /// Scale groups (rows, groups or blocks) that were entirely zero.
+    pub zero_groups: usize,
+}
+
+/// Named byte buffers ready for the writer, plus the measured error.
+pub struct QuantizedTensor {
+    pub outputs: Vec<(String, Vec<u8>)>,
+    pub error: TensorError,
+}
+
+/// Input of [`quantize_tensor`].
+pub struct TensorInput<'a> {
+    pub file: &'a Path,
+    pub name: &'a str,
+    pub rows: usize,
+    pub cols: usize,
+    pub data: &'a FloatData<'a>,
+    pub scale_dtype: Dtype,
+}
+
+fn src<'a>(data: &'a FloatData<'a>) -> Src<'a> {
+    match data {
+        FloatData::F32(v) => Src::F32(v),
+        FloatData::F16(v) => Src::F16(v),
+        FloatData::Bf16(v) => Src::Bf16(v),
+    }
+}
+
+/// Rounds a scale to the storage dtype, upwards, so that the largest weight of its
+/// group never exceeds the largest code after division (no saturation error).
+pub fn round_scale_up(scale: f32, dtype: Dtype) -> f32 {
+    match dtype {
+        Dtype::F16 => {
+            let mut h = f16::from_f32(scale);
+            if h.to_f32() < scale {
+                h = f16::from_bits(h.to_bits() + 1);
+            }
+            h.to_f32()
+        }
+        Dtype::BF16 => {
+            let mut h = bf16::from_f32(scale);
+            if h.to_f32() < scale {
+                h = bf16::from_bits(h.to_bits() + 1);
+            }
+            h.to_f32()
+        }
+        _ => scale,
+    }
+}
+
+/// Quantizes one `[rows, cols]` weight with `scheme`.
+pub fn quantize_tensor(isa: Isa, scheme: Scheme, input: &TensorInput) -> Result<QuantizedTensor> {
+    let (rows, cols) = (input.rows, input.cols);
+    let zero_groups = AtomicUsize::new(0);
+    let qmax = scheme.qmax();
+    let scale_dtype = input.scale_dtype;
+    let scale_for = |absmax: f32| {
+        if absmax == 0.0 {
+            zero_groups.fetch_add(1, Ordering::Relaxed);
+            return ZERO_SCALE;
+        }
+        let s = round_scale_up(absmax / qmax, scale_dtype);
+        // A scale that underflows the storage dtype: use its smallest positive value.
+        if s > 0.0 {
+            s
+        } else {
+            round_scale_up(f32::MIN_POSITIVE, scale_dtype)
+        }
+    };
+    let source = src(input.data);
+    let scale_shape = scheme.scale_shape(rows, cols);
+    let mut scales = vec![0f32; scale_shape.iter().product()];
+    let mut codes = vec![0u8; rows * cols];
+    let result = match scheme {
+        Scheme::Fp8Dynamic => temper_kernels::quantize_fp8_rows(isa, source, cols, cols, &scale_for, &mut codes, &mut scales),
+        Scheme::Fp8Block => temper_kernels::quantize_fp8_blocks(isa, source, rows, cols, FP8_BLOCK, &scale_for, &mut codes, &mut scales),
+        Scheme::W8A8 | Scheme::W8A16 { .. } => {
+            let group = match scheme {
+                Scheme::W8A16 { group: Some(g) } => g,
+                _ => cols,
+            };
+            let codes_i8: &mut [i8] = bytemuck::cast_slice_mut(&mut codes);
+            temper_kernels::quantize_int8_rows(isa, source, cols, group, &scale_for, codes_i8, &mut scales)
+        }
+    };
+    result.map_err(|e| kernel_error(input, e))?;
+    if let Some(bad) = scales.iter().find(|s| !s.is_finite()) {
+        return Err(tensor_error(input, format!("a scale came out as {bad}: the weights exceed what {scale_dtype} scales can hold")));
+    }
+    let error = measure_error(isa, scheme, input, &codes, &scales, zero_groups.into_inner());
+    let outputs = encode(scheme, input, codes, &scales);
+    Ok(QuantizedTensor { outputs, error })
+}
+
+fn tensor_error(input: &TensorInput, reason: String) -> Error {
+    Error::Tensor {
+        path: input.file.to_path_buf(),
+        tensor: input.name.to_string(),
+        reason,
+    }
+}
+
+fn kernel_error(input: &TensorInput, e: KernelError) -> Error {
+    let reason = match e {
+        KernelError::NonFinite { row, col, value } => format!(
+            "has a non-finite weight ({value}) at row {row}, column {col}; the checkpoint is corrupt or \
+             was saved from a diverged run: fix or re-export these weights before quantizing"
+        ),
+        other => other.to_string(),
+    };
+    tensor_error(input, reason)
+}
+
+/// The stored tensors: codes in the scheme's layout, scales in the model's dtype.
+fn encode(scheme: Scheme, input: &TensorInput, mut codes: Vec<u8>, scales: &[f32]) -> Vec<(String, Vec<u8>)> {
+    let prefix = temper_core::select::module_name(input.name);
+    let scale_bytes = scales_to_bytes(scales, input.scale_dtype);
+    match scheme {
+        Scheme::W8A16 { .. } => {
+            // pack-quantized: add 128 to make each code unsigned, then four 8-bit lanes
+            // per little-endian int32 along the input dimension. Byte for byte that is
+            // the code sequence with its top bit flipped.
+            codes.par_iter_mut().for_each(|b| *b ^= 0x80);
+            let shape: Vec<u8> = [input.rows as i64, input.cols as i64].iter().flat_map(|v| v.to_le_bytes()).collect();
+            vec![
+                (format!("{prefix}.weight_packed"), codes),
+                (format!("{prefix}.weight_shape"), shape),
+                (format!("{prefix}.weight_scale"), scale_bytes),
+            ]
+        }
+        _ => vec![(format!("{prefix}.weight"), codes), (format!("{prefix}.weight_scale"), scale_bytes)],
+    }
+}
+
+/// Scales in the storage dtype. They were rounded to it already, so this is exact.
+pub fn scales_to_bytes(scales: &[f32], dtype: Dtype) -> Vec<u8> {
+    match dtype {
+        Dtype::F16 => scales.iter().flat_map(|&s| f16::from_f32(s).to_le_bytes()).collect(),
+        Dtype::BF16 => scales.iter().flat_map(|&s| bf16::from_f32(s).to_le_bytes()).collect(),
+        _ => scales.iter().flat_map(|&s| s.to_le_bytes()).collect(),
+    }
+}
+
+/// Where the scale of element (row, col) lives: scale index = base(row) + col / width.
+struct ScaleLayout {
+    width: usize,
+    per_row_stride: usize,
+    rows_per_scale_row: usize,
+}
+
+impl ScaleLayout {
+    fn new(scheme: Scheme, cols: usize) -> Self {
+        match scheme {
+            Scheme::Fp8Block => ScaleLayout {
+                width: FP8_BLOCK.1,
+                per_row_stride: cols.div_ceil(FP8_BLOCK.1),
+                rows_per_scale_row: FP8_BLOCK.0,
+            },
+            Scheme::W8A16 { group: Some(g) } => ScaleLayout {
+                width: g,
+                per_row_stride: cols / g,
+                rows_per_scale_row: 1,
+            },
+            _ => ScaleLayout {
+                width: cols,
+                per_row_stride: 1,
+                rows_per_scale_row: 1,
+            },
+        }
+    }
+
+    fn base(&self, row: usize) -> usize {
+        (row / self.rows_per_scale_row) * self.per_row_stride
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+struct ErrorSums {
+    err_sq: f64,
+    w_sq: f64,
+    max_abs: f32,
+    max_ratio: f32,
+}
+
+impl ErrorSums {
+    fn merge(self, o: ErrorSums) -> ErrorSums {
+        ErrorSums {
+            err_sq: self.err_sq + o.err_sq,
+            w_sq: self.w_sq + o.w_sq,
+            max_abs: self.max_abs.max(o.max_abs),
+            max_ratio: self.max_ratio.max(o.max_ratio),
+        }
+    }
+}
+
+/// Dequantizes every row again and compares it with the source.
+fn measure_error(isa: Isa, scheme: Scheme, input: &TensorInput, codes: &[u8], scales: &[f32], zero_groups: usize) -> TensorError {
+    let cols = input.cols;
+    let layout = ScaleLayout::new(scheme, cols);
+    let sums = (0..input.rows)
+        .into_par_iter()
+        .map_init(
+            || (vec![0f32; cols], vec![0f32; cols]),
+            |(buf, source), row| {
+                input.data.copy_to_f32(row * cols, source);
+                let base = layout.base(row);
+                let row_codes = &codes[row * cols..(row + 1) * cols];
+                let mut sums = ErrorSums::default();
+                for (chunk, start) in (0..cols).step_by(layout.width).enumerate() {
+                    let end = (start + layout.width).min(cols);
+                    let scale = scales[base + chunk];
+                    let out = &mut buf[start..end];
+                    if scheme.is_fp8() {
+                        temper_kernels::dequantize_fp8(isa, &row_codes[start..end], scale, out);
+                    } else {
+                        temper_kernels::dequantize_int8(isa, bytemuck::cast_slice(&row_codes[start..end]), scale, out);
+                    }
+                    for (&d, &w) in out.iter().zip(&source[start..end]) {
+                        let err = (w - d).abs();
+                        let bound = if scheme.is_fp8() {
+                            (w.abs() * 0.0625).max(scale * (1.0 / 1024.0))
+                        } else {
+                            0.5 * scale
+                        };
+                        sums.err_sq += (err as f64) * (err as f64);
+                        sums.w_sq += (w as f64) * (w as f64);
+                        sums.max_abs = sums.max_abs.max(err);
+                        sums.max_ratio = sums.max_ratio.max(err / bound);
+                    }
+                }
+                sums
+            },
+        )
+        .reduce(ErrorSums::default, ErrorSums::merge);
+    TensorError {
+        name: input.name.to_string(),
+        shape: [input.rows, cols],
+        relative_rms_error: if sums.w_sq > 0.0 { (sums.err_sq / sums.w_sq).sqrt() } else { 0.0 },
+        max_abs_error: sums.max_abs,
+        max_error_over_bound: sums.max_ratio,
+        zero_groups,
+    }
+}

@@ -1,0 +1,176 @@
+//! What each compressed-tensors scheme writes for one Linear weight, and the
+//! `quantization_config` that tells vLLM and SGLang how to load it (FORMATS.md).
+
+use crate::options::Scheme;
+use safetensors::Dtype;
+use serde_json::{json, Value};
+use temper_core::writer::TensorSpec;
+
+/// FP8_BLOCK tile: 128 output rows by 128 input columns.
+pub const FP8_BLOCK: (usize, usize) = (128, 128);
+
+impl Scheme {
+    /// compressed-tensors `format`.
+    pub fn format(&self) -> &'static str {
+        match self {
+            Scheme::Fp8Dynamic | Scheme::Fp8Block => "float-quantized",
+            Scheme::W8A16 { .. } => "pack-quantized",
+            Scheme::W8A8 => "int-quantized",
+        }
+    }
+
+    /// Why this scheme can't take a `[rows, cols]` weight, if it can't.
+    pub fn check_shape(&self, rows: usize, cols: usize) -> Option<String> {
+        match *self {
+            Scheme::W8A16 { group: Some(g) } if cols % g != 0 => Some(format!(
+                "{cols} input columns are not a multiple of the group size {g}; use per-channel \
+                 scales (leave OPTION_QUANT_GROUP_SIZE unset) or a group size that divides {cols}"
+            )),
+            Scheme::W8A16 { .. } if cols % 4 != 0 => Some(format!(
+                "pack-quantized stores four int8 values per int32 along the input dimension, and {cols} \
+                 columns are not a multiple of 4"
+            )),
+            _ if rows == 0 || cols == 0 => Some("has an empty dimension".into()),
+            _ => None,
+        }
+    }
+
+    /// Scales per row for row-wise schemes (1 for per channel).
+    pub fn groups_per_row(&self, cols: usize) -> usize {
+        match *self {
+            Scheme::W8A16 { group: Some(g) } => cols / g,
+            _ => 1,
+        }
+    }
+
+    /// The shape of `weight_scale` for a `[rows, cols]` weight.
+    pub fn scale_shape(&self, rows: usize, cols: usize) -> Vec<usize> {
+        match self {
+            Scheme::Fp8Block => vec![rows.div_ceil(FP8_BLOCK.0), cols.div_ceil(FP8_BLOCK.1)],
+            _ => vec![rows, self.groups_per_row(cols)],
+        }
+    }
+
+    /// The tensors written for module `prefix` (e.g. `model.layers.0.mlp.up_proj`).
+    pub fn output_tensors(&self, prefix: &str, rows: usize, cols: usize, scale_dtype: Dtype) -> Vec<TensorSpec> {
+        let scale = TensorSpec::new(format!("{prefix}.weight_scale"), scale_dtype, self.scale_shape(rows, cols));
+        match self {
+            Scheme::Fp8Dynamic | Scheme::Fp8Block => {
+                vec![TensorSpec::new(format!("{prefix}.weight"), Dtype::F8_E4M3, vec![rows, cols]), scale]
+            }
+            Scheme::W8A8 => vec![TensorSpec::new(format!("{prefix}.weight"), Dtype::I8, vec![rows, cols]), scale],
+            Scheme::W8A16 { .. } => vec![
+                TensorSpec::new(format!("{prefix}.weight_packed"), Dtype::I32, vec![rows, cols / 4]),
+                TensorSpec::new(format!("{prefix}.weight_shape"), Dtype::I64, vec![2]),
+                scale,
+            ],
+        }
+    }
+
+    /// The `quantization_config` object for `config.json`.
+    pub fn quantization_config(&self, ignore: &[String]) -> Value {
+        json!({
+            "quant_method": "compressed-tensors",
+            "format": self.format(),
+            "quantization_status": "compressed",
+            "ignore": ignore,
+            "kv_cache_scheme": null,
+            "config_groups": {
+                "group_0": {
+                    "targets": ["Linear"],
+                    "weights": self.weight_args(),
+                    "input_activations": self.activation_args(),
+                    "output_activations": null,
+                    "format": self.format(),
+                }
+            },
+        })
+    }
+
+    fn weight_args(&self) -> Value {
+        let (kind, strategy, group, block) = match *self {
+            Scheme::Fp8Dynamic => ("float", "channel", None, None),
+            Scheme::Fp8Block => ("float", "block", None, Some([FP8_BLOCK.0, FP8_BLOCK.1])),
+            Scheme::W8A16 { group: None } | Scheme::W8A8 => ("int", "channel", None, None),
+            Scheme::W8A16 { group: Some(g) } => ("int", "group", Some(g), None),
+        };
+        json!({
+            "num_bits": 8, "type": kind, "strategy": strategy, "symmetric": true, "dynamic": false,
+            "group_size": group, "block_structure": block, "actorder": null, "observer": "minmax",
+            "observer_kwargs": {},
+        })
+    }
+
+    fn activation_args(&self) -> Value {
+        let dynamic = |kind: &str, strategy: &str, group: Option<usize>| {
+            json!({
+                "num_bits": 8, "type": kind, "strategy": strategy, "symmetric": true, "dynamic": true,
+                "group_size": group, "block_structure": null, "actorder": null, "observer": null,
+                "observer_kwargs": {},
+            })
+        };
+        match self {
+            Scheme::Fp8Dynamic => dynamic("float", "token", None),
+            Scheme::Fp8Block => dynamic("float", "group", Some(FP8_BLOCK.1)),
+            Scheme::W8A8 => dynamic("int", "token", None),
+            Scheme::W8A16 { .. } => Value::Null,
+        }
+    }
+
+    /// Largest representable code magnitude: the scale is absmax / this.
+    pub fn qmax(&self) -> f32 {
+        match self {
+            Scheme::Fp8Dynamic | Scheme::Fp8Block => 448.0,
+            // Symmetric [-127, 127]: the largest weight maps exactly onto a code, and no
+            // clamping error appears (llm-compressor uses 127.5 and clamps at 127).
+            Scheme::W8A16 { .. } | Scheme::W8A8 => 127.0,
+        }
+    }
+
+    pub fn is_fp8(&self) -> bool {
+        matches!(self, Scheme::Fp8Dynamic | Scheme::Fp8Block)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tensors_per_scheme() {
+        let t = Scheme::W8A16 { group: Some(128) }.output_tensors("m.q", 256, 512, Dtype::BF16);
+        let shapes: Vec<_> = t.iter().map(|t| (t.name.as_str(), t.dtype, t.shape.clone())).collect();
+        assert_eq!(
+            shapes,
+            vec![
+                ("m.q.weight_packed", Dtype::I32, vec![256, 128]),
+                ("m.q.weight_shape", Dtype::I64, vec![2]),
+                ("m.q.weight_scale", Dtype::BF16, vec![256, 4]),
+            ]
+        );
+        let t = Scheme::Fp8Block.output_tensors("m.q", 300, 129, Dtype::F16);
+        assert_eq!(t[1].shape, vec![3, 2]);
+        assert_eq!(t[0].dtype, Dtype::F8_E4M3);
+    }
+
+    #[test]
+    fn shapes_that_cannot_be_packed_are_explained() {
+        assert!(Scheme::W8A16 { group: Some(128) }.check_shape(10, 576).unwrap().contains("576"));
+        assert!(Scheme::W8A16 { group: None }.check_shape(10, 578).unwrap().contains("multiple of 4"));
+        assert!(Scheme::W8A16 { group: None }.check_shape(10, 576).is_none());
+    }
+
+    #[test]
+    fn config_matches_formats_md() {
+        let c = Scheme::Fp8Dynamic.quantization_config(&["lm_head".into()]);
+        assert_eq!(c["format"], "float-quantized");
+        let g = &c["config_groups"]["group_0"];
+        assert_eq!(g["weights"]["strategy"], "channel");
+        assert_eq!(g["input_activations"]["dynamic"], true);
+        let c = Scheme::W8A16 { group: None }.quantization_config(&[]);
+        assert_eq!(c["format"], "pack-quantized");
+        assert!(c["config_groups"]["group_0"]["input_activations"].is_null());
+        let c = Scheme::Fp8Block.quantization_config(&[]);
+        assert_eq!(c["config_groups"]["group_0"]["weights"]["block_structure"], json!([128, 128]));
+    }
+}
