@@ -1,1 +1,95 @@
-//! Shared helpers for the benchmarks.
+//! Shared helpers for the benchmarks: locating the real model and writing synthetic
+//! Llama-shaped checkpoints of any size.
+
+use safetensors::Dtype;
+use std::path::{Path, PathBuf};
+use temper_core::writer::{ShardedWriter, TensorSpec};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The imported SmolLM2 directory (made by scripts/quickstart.sh or scripts/test.sh).
+pub fn smollm2() -> PathBuf {
+    let dir = workspace().join(".cache/models/smollm2-135m-instruct");
+    assert!(
+        dir.join("config.json").is_file(),
+        "{} is missing: run scripts/quickstart.sh (or scripts/test.sh) first",
+        dir.display()
+    );
+    dir
+}
+
+/// Shape of a synthetic Llama-like model.
+pub struct SyntheticModel {
+    pub layers: usize,
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub vocab: usize,
+}
+
+impl SyntheticModel {
+    /// Llama-2-7B's shapes with fewer layers.
+    pub fn llama7b_like(layers: usize) -> Self {
+        SyntheticModel { layers, hidden: 4096, intermediate: 11008, vocab: 32000 }
+    }
+
+    fn tensors(&self) -> Vec<TensorSpec> {
+        let (h, f) = (self.hidden, self.intermediate);
+        let mut t = vec![TensorSpec::new("model.embed_tokens.weight", Dtype::BF16, vec![self.vocab, h])];
+        for l in 0..self.layers {
+            let p = format!("model.layers.{l}");
+            for (n, s) in [
+                ("input_layernorm.weight", vec![h]),
+                ("self_attn.q_proj.weight", vec![h, h]),
+                ("self_attn.k_proj.weight", vec![h, h]),
+                ("self_attn.v_proj.weight", vec![h, h]),
+                ("self_attn.o_proj.weight", vec![h, h]),
+                ("post_attention_layernorm.weight", vec![h]),
+                ("mlp.gate_proj.weight", vec![f, h]),
+                ("mlp.up_proj.weight", vec![f, h]),
+                ("mlp.down_proj.weight", vec![h, f]),
+            ] {
+                t.push(TensorSpec::new(format!("{p}.{n}"), Dtype::BF16, s));
+            }
+        }
+        t.push(TensorSpec::new("model.norm.weight", Dtype::BF16, vec![h]));
+        t.push(TensorSpec::new("lm_head.weight", Dtype::BF16, vec![self.vocab, h]));
+        t
+    }
+
+    /// Writes config.json and bf16 safetensors shards of pseudo-random weights.
+    pub fn write(&self, dir: &Path) -> u64 {
+        std::fs::create_dir_all(dir).expect("create model dir");
+        let config = serde_json::json!({
+            "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": self.hidden,
+            "intermediate_size": self.intermediate, "num_hidden_layers": self.layers,
+            "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": self.vocab,
+            "rms_norm_eps": 1e-5, "torch_dtype": "bfloat16", "tie_word_embeddings": false,
+        });
+        std::fs::write(dir.join("config.json"), config.to_string()).expect("write config");
+        let specs = self.tensors();
+        let writer = ShardedWriter::create(dir, &specs, 2 << 30).expect("create shards");
+        let mut seed = 0x2545F4914F6CDD1Du64;
+        for spec in &specs {
+            let n = (spec.byte_len() / 2) as usize;
+            let mut bytes = Vec::with_capacity(n * 2);
+            for _ in 0..n {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let v = ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.05;
+                bytes.extend_from_slice(&half::bf16::from_f32(v).to_le_bytes());
+            }
+            writer.write(&spec.name, &bytes).expect("write tensor");
+        }
+        writer.finish().expect("finish shards");
+        specs.iter().map(|s| s.byte_len()).sum()
+    }
+
+    /// The largest tensor in bytes.
+    pub fn largest_tensor_bytes(&self) -> u64 {
+        self.tensors().iter().map(|s| s.byte_len()).max().unwrap_or(0)
+    }
+}

@@ -2,8 +2,7 @@
 //! form turns into the plain types every crate below this one speaks.
 
 use crate::types::{
-    CreateOptimizationJobRequest, OptimizationConfig, OptimizationJobModelSource,
-    StoppingCondition,
+    CreateOptimizationJobRequest, OptimizationConfig, OptimizationJobModelSource, StoppingCondition,
 };
 use crate::validate::{is_local_uri, validate, ValidateOptions};
 use crate::{rules, ApiError};
@@ -42,11 +41,18 @@ pub fn to_job_spec(
 ) -> Result<JobSpec, ApiError> {
     let wire = serde_json::to_value(req)
         .map_err(|e| ApiError::InternalFailure(format!("serializing the request: {e}")))?;
-    validate("CreateOptimizationJobRequest", &wire, &opts.validate_options())?;
+    validate(
+        "CreateOptimizationJobRequest",
+        &wire,
+        &opts.validate_options(),
+    )?;
     rules::check(req)?;
 
     if let Some(model) = &req.output_config.sage_maker_model {
-        return Err(refuse_registry("outputConfig.sageMakerModel", model.model_name.as_deref()));
+        return Err(refuse_registry(
+            "outputConfig.sageMakerModel",
+            model.model_name.as_deref(),
+        ));
     }
     let source = model_source(&req.model_source, opts)?;
     let output = location(
@@ -85,7 +91,10 @@ fn model_source(
     opts: &ConvertOptions,
 ) -> Result<Location, ApiError> {
     if let Some(model) = &source.sage_maker_model {
-        return Err(refuse_registry("modelSource.sageMakerModel", model.model_name.as_deref()));
+        return Err(refuse_registry(
+            "modelSource.sageMakerModel",
+            model.model_name.as_deref(),
+        ));
     }
     let uri = source.s3.as_ref().and_then(|s3| s3.s3_uri.as_deref());
     match uri {

@@ -26,6 +26,8 @@ mod pattern;
 pub mod rules;
 pub mod types;
 mod validate;
+#[cfg(test)]
+mod wire_tests;
 
 pub use convert::{to_job_spec, ConvertOptions};
 pub use error::ApiError;
@@ -103,6 +105,8 @@ fn typed<T: DeserializeOwned>(
     opts: &ValidateOptions,
 ) -> Result<T, ApiError> {
     validate(shape, &value, opts)?;
+    let mut value = value;
+    drop_nulls(&mut value);
     // After validation the value has every member `T` needs with the right JSON
     // types; a failure here means `T` and the model disagree.
     serde_json::from_value(value).map_err(|e| {
@@ -110,9 +114,24 @@ fn typed<T: DeserializeOwned>(
     })
 }
 
+/// Removes members whose value is JSON null, at every depth. The validator treats
+/// them as unset (as AWS does); serde must too, or a union entry such as
+/// `{"ModelQuantizationConfig": {}, "ModelShardingConfig": null}` would read as two.
+fn drop_nulls(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(drop_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
+}
+
 /// Parses and validates the input of any operation in the service model, by its
 /// name (e.g. `DescribeOptimizationJob` into [`DescribeOptimizationJobRequest`]).
-/// URI members are held to the model's `S3Uri` pattern.
+/// URI members are held to the model's `S3Uri` pattern. CreateOptimizationJob has
+/// its own [`parse_create_request`], which adds SageMaker's combination rules.
 pub fn parse_request<T: DeserializeOwned>(operation: &str, body: &[u8]) -> Result<T, ApiError> {
     let input = model::model()?
         .operation(operation)
@@ -141,10 +160,10 @@ pub fn parse_create_request_with(
     Ok(req)
 }
 
-/// Output shape name of an operation, for tests that check responses against the
-/// model.
-#[cfg(test)]
-pub(crate) fn output_shape(operation: &str) -> Option<String> {
+/// The model's output shape of an operation (`None` for operations without output
+/// members, like StopOptimizationJob): with [`validate()`], tests of a server can hold
+/// its responses to the model.
+pub fn output_shape(operation: &str) -> Option<String> {
     model::model().ok()?.operation(operation)?.output.clone()
 }
 
@@ -158,7 +177,11 @@ mod tests {
             Operation::from_target("SageMaker.ListOptimizationJobs").unwrap(),
             Operation::ListOptimizationJobs
         );
-        for bad in ["SageMaker.CreateTrainingJob", "Other.ListOptimizationJobs", "SageMaker"] {
+        for bad in [
+            "SageMaker.CreateTrainingJob",
+            "Other.ListOptimizationJobs",
+            "SageMaker",
+        ] {
             let err = Operation::from_target(bad).unwrap_err();
             assert_eq!(err.type_name(), "UnknownOperationException");
             assert!(err.message().contains(bad));

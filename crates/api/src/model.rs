@@ -236,7 +236,9 @@ mod tests {
         let m = model().unwrap();
         for name in m.shape_names() {
             let refs: Vec<&str> = match m.shape(name).unwrap() {
-                Shape::Structure { members, required, .. } => {
+                Shape::Structure {
+                    members, required, ..
+                } => {
                     for r in required {
                         assert!(
                             members.iter().any(|(n, _)| n == r),
@@ -284,7 +286,11 @@ mod tests {
             .collect();
         patterns.sort();
         patterns.dedup();
-        assert!(patterns.len() > 15, "found only {} patterns", patterns.len());
+        assert!(
+            patterns.len() > 15,
+            "found only {} patterns",
+            patterns.len()
+        );
         let mut refused = Vec::new();
         for p in &patterns {
             assert!(Pattern::new(p).is_ok(), "fancy-regex refuses {p}");

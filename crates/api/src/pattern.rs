@@ -178,9 +178,15 @@ mod tests {
 
     #[test]
     fn translation_keeps_other_syntax() {
-        assert_eq!(java_to_rust(r"[\p{L}\p{Z}_.:/=+\-@]*"), r"[\p{L}\p{Z}_.:/=+\-@]*");
+        assert_eq!(
+            java_to_rust(r"[\p{L}\p{Z}_.:/=+\-@]*"),
+            r"[\p{L}\p{Z}_.:/=+\-@]*"
+        );
         assert_eq!(java_to_rust(r"\d{12}"), "[0-9]{12}");
-        assert_eq!(java_to_rust(r"[\S\s]"), r"[[^\t\n\x0B\x0C\r ]\t\n\x0B\x0C\r ]");
+        assert_eq!(
+            java_to_rust(r"[\S\s]"),
+            r"[[^\t\n\x0B\x0C\r ]\t\n\x0B\x0C\r ]"
+        );
         assert_eq!(java_to_rust(r"[]a]"), r"[\]a]");
         let tag = p(r"([\p{L}\p{Z}\p{N}_.:/=+\-@]*)");
         assert!(tag.matches("Team: ML/ops = 1 + é"));

@@ -63,7 +63,11 @@ pub(crate) fn violations(req: &CreateOptimizationJobRequest) -> Vec<Violation> {
     }
     let instance = req.deployment_instance_type.as_str();
     if is_neuron(instance) {
-        let others: Vec<&str> = names.iter().copied().filter(|n| *n != COMPILATION).collect();
+        let others: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| *n != COMPILATION)
+            .collect();
         if !others.is_empty() {
             broken(format!(
                 "Neuron instances ({instance}) take {COMPILATION} only, not [{}]",
@@ -117,7 +121,10 @@ fn smoothquant_without_compilation(
     let path = match (override_value, job_value) {
         (Some(_), _) => {
             let entry = child_path(&item_path(CONFIGS, index), QUANTIZATION);
-            format!("{}.OPTION_QUANTIZE", child_path(&entry, "OverrideEnvironment"))
+            format!(
+                "{}.OPTION_QUANTIZE",
+                child_path(&entry, "OverrideEnvironment")
+            )
         }
         (None, Some(_)) => "optimizationEnvironment.OPTION_QUANTIZE".to_string(),
         (None, None) => return None,

@@ -129,9 +129,7 @@ impl OptimizationConfig {
             OptimizationConfig::ModelQuantizationConfig(_) => Technique::Quantization,
             OptimizationConfig::ModelCompilationConfig(_) => Technique::Compilation,
             OptimizationConfig::ModelShardingConfig(_) => Technique::Sharding,
-            OptimizationConfig::ModelSpeculativeDecodingConfig(_) => {
-                Technique::SpeculativeDecoding
-            }
+            OptimizationConfig::ModelSpeculativeDecodingConfig(_) => Technique::SpeculativeDecoding,
         }
     }
 

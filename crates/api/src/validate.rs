@@ -138,7 +138,10 @@ pub(crate) fn render(value: &Value) -> String {
             format!("[{}]", parts.join(", "))
         }
         Value::Object(map) => {
-            let parts: Vec<String> = map.iter().map(|(k, v)| format!("{k}={}", render(v))).collect();
+            let parts: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{k}={}", render(v)))
+                .collect();
             format!("{{{}}}", parts.join(", "))
         }
     }
@@ -179,7 +182,11 @@ impl Walker<'_> {
         let shape = self.model.shape(shape_name)?;
         if let Some(expected) = type_mismatch(shape, value) {
             let got = json_kind(value);
-            self.push(path, Some(value), format!("Member must be {expected}, not {got}"));
+            self.push(
+                path,
+                Some(value),
+                format!("Member must be {expected}, not {got}"),
+            );
             return Ok(());
         }
         match shape {
@@ -260,7 +267,10 @@ impl Walker<'_> {
                     0 => "found none".to_string(),
                     n => format!("found {n}: [{}]", set.join(", ")),
                 };
-                let rule = format!("Member must set exactly one of [{}]; {found}", all.join(", "));
+                let rule = format!(
+                    "Member must set exactly one of [{}]; {found}",
+                    all.join(", ")
+                );
                 self.push(path, Some(whole), rule);
             }
         }
@@ -302,7 +312,10 @@ impl Walker<'_> {
             .keys()
             .any(|k| !self.string_violations(key_shape, key_def, k).is_empty());
         if bad_key {
-            let rule = format!("Map keys must satisfy constraint: [{}]", all_constraints(key_def));
+            let rule = format!(
+                "Map keys must satisfy constraint: [{}]",
+                all_constraints(key_def)
+            );
             self.push(path, Some(whole), rule);
         }
         let value_def = self.model.shape(value_shape)?;
@@ -348,9 +361,8 @@ impl Walker<'_> {
         let mut broken = Vec::new();
         // Lengths count characters (code points), as AWS does.
         broken.extend(length_violation(len, s.chars().count()));
-        let local_ok = self.opts.allow_local_uris
-            && LOCAL_URI_SHAPES.contains(&shape_name)
-            && is_local_uri(s);
+        let local_ok =
+            self.opts.allow_local_uris && LOCAL_URI_SHAPES.contains(&shape_name) && is_local_uri(s);
         if let Some(p) = pattern.as_ref().filter(|p| !local_ok && !p.matches(s)) {
             broken.push(format!(
                 "Member must satisfy regular expression pattern: {}",
@@ -379,11 +391,15 @@ fn all_constraints(shape: &Shape) -> String {
     };
     let mut rules = Vec::new();
     if let Some(max) = &len.max {
-        rules.push(format!("Member must have length less than or equal to {max}"));
+        rules.push(format!(
+            "Member must have length less than or equal to {max}"
+        ));
     }
     // A minimum of 0 constrains nothing and would only add noise.
     if let Some(min) = len.min.as_ref().filter(|m| m.as_f64() != Some(0.0)) {
-        rules.push(format!("Member must have length greater than or equal to {min}"));
+        rules.push(format!(
+            "Member must have length greater than or equal to {min}"
+        ));
     }
     if let Some(p) = pattern {
         rules.push(format!(
@@ -444,9 +460,7 @@ fn type_mismatch(shape: &Shape, value: &Value) -> Option<String> {
         Shape::Structure { .. } | Shape::Map { .. } => value.is_object(),
         Shape::List { .. } => value.is_array(),
         Shape::String { .. } | Shape::Blob => value.is_string(),
-        Shape::Integer { bits: 32, .. } => value
-            .as_i64()
-            .is_some_and(|n| i32::try_from(n).is_ok()),
+        Shape::Integer { bits: 32, .. } => value.as_i64().is_some_and(|n| i32::try_from(n).is_ok()),
         Shape::Integer { .. } => value.as_i64().is_some(),
         Shape::Float { .. } | Shape::Timestamp => value.is_number(),
         Shape::Boolean => value.is_boolean(),
@@ -463,9 +477,15 @@ mod tests {
     fn paths_and_rendering_follow_aws() {
         assert_eq!(child_path("", "OptimizationJobName"), "optimizationJobName");
         assert_eq!(child_path("modelSource", "S3"), "modelSource.s3");
-        assert_eq!(child_path("modelSource.s3", "S3Uri"), "modelSource.s3.s3Uri");
+        assert_eq!(
+            child_path("modelSource.s3", "S3Uri"),
+            "modelSource.s3.s3Uri"
+        );
         assert_eq!(item_path("tags", 0), "tags.1.member");
-        assert_eq!(render(&json!({"A": "x", "B": [1, true]})), "{A=x, B=[1, true]}");
+        assert_eq!(
+            render(&json!({"A": "x", "B": [1, true]})),
+            "{A=x, B=[1, true]}"
+        );
         let v = Violation::new("roleArn", None, "Member must not be null");
         assert_eq!(
             v.to_string(),
@@ -479,7 +499,9 @@ mod tests {
         let a = Violation::new("a", Some(&json!(1)), "x");
         let b = Violation::new("b", None, "y");
         let one = to_result(vec![a.clone()]).unwrap_err();
-        assert!(one.message().starts_with("1 validation error detected: Value '1' at 'a'"));
+        assert!(one
+            .message()
+            .starts_with("1 validation error detected: Value '1' at 'a'"));
         let two = to_result(vec![a, b]).unwrap_err();
         assert!(two.message().starts_with("2 validation errors detected: "));
         assert!(two.message().contains("constraint: x; Value null at 'b'"));
@@ -489,7 +511,11 @@ mod tests {
     fn integers_must_be_whole_and_fit() {
         let opts = ValidateOptions::default();
         let m = model().unwrap();
-        let mut w = Walker { model: m, opts: &opts, out: vec![] };
+        let mut w = Walker {
+            model: m,
+            opts: &opts,
+            out: vec![],
+        };
         w.walk("MaxResults", &json!(5), "maxResults").unwrap();
         assert!(w.out.is_empty());
         for bad in [json!(5.5), json!(4_294_967_296_i64), json!("5")] {
@@ -498,6 +524,9 @@ mod tests {
         assert_eq!(w.out.len(), 3);
         w.out.clear();
         w.walk("MaxResults", &json!(101), "maxResults").unwrap();
-        assert_eq!(w.out[0].constraint, "Member must have value less than or equal to 100");
+        assert_eq!(
+            w.out[0].constraint,
+            "Member must have value less than or equal to 100"
+        );
     }
 }

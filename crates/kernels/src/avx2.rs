@@ -249,7 +249,9 @@ unsafe fn quantize<T: Widen, Q: Copy + Default, const FP8: bool>(
     let full = n - n % BLOCK;
     for i in (0..full).step_by(BLOCK) {
         // SAFETY: `i + 32 <= full <= n`, so the block lies within both slices; `Q` is one byte.
-        unsafe { quantize_block::<T, FP8>(src.as_ptr().add(i), inv, out.as_mut_ptr().add(i).cast()) }
+        unsafe {
+            quantize_block::<T, FP8>(src.as_ptr().add(i), inv, out.as_mut_ptr().add(i).cast())
+        }
     }
     if full < n {
         let mut buf = [T::default(); BLOCK];

@@ -170,10 +170,7 @@ unsafe fn fp8_lanes(x: __m512, inv: __m512) -> __m128i {
     let subnormal = _mm512_cvt_roundps_epi32::<RNE>(scaled);
     let is_sub = _mm512_cmplt_epu32_mask(a, _mm512_set1_epi32(FP8_MIN_NORMAL_BITS as i32));
     let mag = _mm512_mask_blend_epi32(is_sub, normal, subnormal);
-    let sign = _mm512_srli_epi32::<24>(_mm512_andnot_si512(
-        _mm512_set1_epi32(0x7FFF_FFFF),
-        bits,
-    ));
+    let sign = _mm512_srli_epi32::<24>(_mm512_andnot_si512(_mm512_set1_epi32(0x7FFF_FFFF), bits));
     let code = _mm512_or_si512(mag, sign);
     let code = _mm512_mask_blend_epi32(nan, code, _mm512_set1_epi32(i32::from(FP8_NAN)));
     // Codes are 0..=255, so truncating to bytes is exact.
@@ -189,7 +186,11 @@ unsafe fn quantize<T: Widen, const FP8: bool>(src: *const T, n: usize, inv: f32,
     let inv = _mm512_set1_ps(inv);
     let mut i = 0;
     while i < n {
-        let mask = if n - i >= W { u16::MAX } else { tail_mask(n - i) };
+        let mask = if n - i >= W {
+            u16::MAX
+        } else {
+            tail_mask(n - i)
+        };
         // SAFETY: `mask` selects lanes `i..min(i + 16, n)`, within both buffers by the contract;
         // the lane helpers need only the features this function requires.
         unsafe {
@@ -272,7 +273,11 @@ unsafe fn dequantize<const FP8: bool>(q: *const u8, n: usize, scale: f32, out: *
     let scale = _mm512_set1_ps(scale);
     let mut i = 0;
     while i < n {
-        let mask = if n - i >= W { u16::MAX } else { tail_mask(n - i) };
+        let mask = if n - i >= W {
+            u16::MAX
+        } else {
+            tail_mask(n - i)
+        };
         // SAFETY: `mask` selects lanes `i..min(i + 16, n)`, within both buffers by the contract;
         // `fp8_decode` needs only the features this function requires.
         unsafe {

@@ -139,7 +139,11 @@ pub fn row_stats(isa: Isa, src: Src) -> RowStats {
 /// # Panics
 /// If `src.len() != out.len()`.
 pub fn quantize_int8(isa: Isa, src: Src, inv_scale: f32, out: &mut [i8]) {
-    assert_eq!(src.len(), out.len(), "quantize_int8: src and out lengths differ");
+    assert_eq!(
+        src.len(),
+        out.len(),
+        "quantize_int8: src and out lengths differ"
+    );
     dispatch::quantize_int8(isa.usable(), src, inv_scale, out);
 }
 
@@ -149,7 +153,11 @@ pub fn quantize_int8(isa: Isa, src: Src, inv_scale: f32, out: &mut [i8]) {
 /// # Panics
 /// If `src.len() != out.len()`.
 pub fn quantize_fp8(isa: Isa, src: Src, inv_scale: f32, out: &mut [u8]) {
-    assert_eq!(src.len(), out.len(), "quantize_fp8: src and out lengths differ");
+    assert_eq!(
+        src.len(),
+        out.len(),
+        "quantize_fp8: src and out lengths differ"
+    );
     dispatch::quantize_fp8(isa.usable(), src, inv_scale, out);
 }
 
@@ -158,7 +166,11 @@ pub fn quantize_fp8(isa: Isa, src: Src, inv_scale: f32, out: &mut [u8]) {
 /// # Panics
 /// If `q.len() != out.len()`.
 pub fn dequantize_int8(isa: Isa, q: &[i8], scale: f32, out: &mut [f32]) {
-    assert_eq!(q.len(), out.len(), "dequantize_int8: q and out lengths differ");
+    assert_eq!(
+        q.len(),
+        out.len(),
+        "dequantize_int8: q and out lengths differ"
+    );
     dispatch::dequantize_int8(isa.usable(), q, scale, out);
 }
 
@@ -167,6 +179,10 @@ pub fn dequantize_int8(isa: Isa, q: &[i8], scale: f32, out: &mut [f32]) {
 /// # Panics
 /// If `q.len() != out.len()`.
 pub fn dequantize_fp8(isa: Isa, q: &[u8], scale: f32, out: &mut [f32]) {
-    assert_eq!(q.len(), out.len(), "dequantize_fp8: q and out lengths differ");
+    assert_eq!(
+        q.len(),
+        out.len(),
+        "dequantize_fp8: q and out lengths differ"
+    );
     dispatch::dequantize_fp8(isa.usable(), q, scale, out);
 }

@@ -273,3 +273,79 @@ fn measure_error(isa: Isa, scheme: Scheme, input: &TensorInput, codes: &[u8], sc
         zero_groups,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    fn weights(rows: usize, cols: usize) -> Vec<f32> {
+        let mut seed = 42u64;
+        (0..rows * cols)
+            .map(|i| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let u = (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+                // Rows of very different magnitude, and a few outliers.
+                let row_scale = 10f32.powi((i / cols % 5) as i32 - 3);
+                if i % 997 == 0 { u * row_scale * 2.0 } else { u * row_scale }
+            })
+            .collect()
+    }
+
+    fn run(scheme: Scheme, data: &FloatData, rows: usize, cols: usize, scale_dtype: Dtype) -> QuantizedTensor {
+        let input = TensorInput { file: Path::new("t.safetensors"), name: "m.layers.0.x.weight", rows, cols, data, scale_dtype };
+        quantize_tensor(Isa::detect(), scheme, &input).unwrap()
+    }
+
+    #[test]
+    fn every_scheme_stays_within_its_format_bound() {
+        let (rows, cols) = (300, 256);
+        let w = weights(rows, cols);
+        let sources = [
+            (FloatData::F32(Cow::Borrowed(&w)), Dtype::F32),
+            (FloatData::Bf16(Cow::Owned(w.iter().map(|&x| bf16::from_f32(x)).collect())), Dtype::BF16),
+            (FloatData::F16(Cow::Owned(w.iter().map(|&x| f16::from_f32(x)).collect())), Dtype::F16),
+        ];
+        let schemes = [Scheme::Fp8Dynamic, Scheme::Fp8Block, Scheme::W8A8, Scheme::W8A16 { group: None }, Scheme::W8A16 { group: Some(64) }];
+        for (data, dtype) in &sources {
+            for scheme in schemes {
+                let q = run(scheme, data, rows, cols, *dtype);
+                let e = &q.error;
+                assert!(e.max_error_over_bound <= 1.0005, "{scheme:?} {dtype}: {}", e.max_error_over_bound);
+                let limit = if scheme.is_fp8() { 0.04 } else { 0.01 };
+                assert!(e.relative_rms_error < limit && e.relative_rms_error > 0.0, "{scheme:?} {dtype}: {}", e.relative_rms_error);
+                assert_eq!(e.zero_groups, 0);
+            }
+        }
+    }
+
+    #[test]
+    fn packed_layout_and_scales() {
+        let (rows, cols) = (2, 8);
+        let w: Vec<f32> = vec![1.0, -1.0, 0.5, 0.0, 0.25, -0.5, 127.0 / 127.0, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+        let data = FloatData::F32(Cow::Borrowed(&w));
+        let q = run(Scheme::W8A16 { group: None }, &data, rows, cols, Dtype::F32);
+        let names: Vec<&str> = q.outputs.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["m.layers.0.x.weight_packed", "m.layers.0.x.weight_shape", "m.layers.0.x.weight_scale"]);
+        let packed = &q.outputs[0].1;
+        // scale 1/127: codes 127, -127, 64 (63.5 rounds to even), 0 ... each + 128.
+        let first = i32::from_le_bytes(packed[0..4].try_into().unwrap());
+        let lanes = [127 + 128, -127 + 128, 64 + 128, 128];
+        let expected = lanes.iter().enumerate().fold(0u32, |acc, (k, &v)| acc | ((v as u32) << (8 * k))) as i32;
+        assert_eq!(first, expected);
+        assert_eq!(q.outputs[1].1, [2i64, 8].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>());
+        let scales: Vec<f32> = q.outputs[2].1.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        assert_eq!(scales, vec![1.0 / 127.0, ZERO_SCALE]);
+        assert_eq!(q.error.zero_groups, 1);
+    }
+
+    #[test]
+    fn scales_round_up_in_the_storage_dtype() {
+        for x in [1e-3f32, 0.1234, 3.3e-5, 7.77] {
+            let h = round_scale_up(x, Dtype::F16);
+            assert!(h >= x && f16::from_f32(h).to_f32() == h, "{x} -> {h}");
+            let b = round_scale_up(x, Dtype::BF16);
+            assert!(b >= x && bf16::from_f32(b).to_f32() == b, "{x} -> {b}");
+        }
+    }
+}

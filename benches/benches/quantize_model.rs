@@ -1,0 +1,67 @@
+//! Whole-model quantization wall time beside copying the same files.
+//!
+//! Both run on the imported SmolLM2-135M (bf16, ~270 MB), with a warm page cache,
+//! writing into a fresh directory on the same filesystem. The job includes everything
+//! `optimize` does: planning, quantizing, error measurement, side files, SHA-256 of
+//! inputs and outputs, fsync and the final rename.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use std::collections::BTreeMap;
+use temper_core::spec::{JobSpec, Location, Optimization, Stopping, Technique};
+use temper_kernels::Isa;
+use temper_pipeline::progress::Cancel;
+
+fn spec(model: &std::path::Path, out: &std::path::Path, env: &[(&str, &str)]) -> JobSpec {
+    let env: BTreeMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    JobSpec {
+        name: "bench".into(),
+        source: Location::Local(model.to_path_buf()),
+        output: Location::Local(out.to_path_buf()),
+        instance_type: "ml.g6.12xlarge".into(),
+        optimizations: vec![Optimization::new(Technique::Quantization, env)],
+        environment: BTreeMap::new(),
+        stopping: Stopping::default(),
+        kms_key_id: None,
+        role_arn: None,
+        tags: vec![],
+        overwrite: true,
+    }
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    let _ = std::fs::remove_dir_all(to);
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        std::fs::copy(e.path(), &dest).unwrap();
+        std::fs::File::open(&dest).unwrap().sync_all().unwrap();
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let model = temper_benches::smollm2();
+    let scratch = tempfile::tempdir_in(temper_benches::workspace().join(".cache")).unwrap();
+    let out = scratch.path().join("out");
+    let mut g = c.benchmark_group("smollm2_135m_bf16");
+    g.sample_size(10);
+    g.bench_function("copy_files_baseline", |b| b.iter(|| copy_dir(&model, &out)));
+    let isa = Isa::detect();
+    for (name, env) in [
+        ("quantize_fp8_dynamic", vec![("OPTION_QUANTIZE", "fp8")]),
+        ("quantize_int8_w8a16", vec![("OPTION_QUANTIZE", "int8")]),
+    ] {
+        let spec = spec(&model, &out, &env);
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let cancel = Cancel::new();
+                let mut sink = |_e: temper_pipeline::progress::Event| {};
+                temper_pipeline::run_job(&spec, isa, &mut sink, &cancel).unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,137 @@
+//! Command-line arguments. Quantization flags map onto the LMI `OPTION_*` names the job
+//! API uses, so both paths share one option parser (temper-pipeline's `options`).
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "optimize",
+    version,
+    about = "Quantize a Hugging Face model into a checkpoint vLLM and SGLang load, for a SageMaker instance type",
+    args_conflicts_with_subcommands = true,
+    after_help = "Examples:\n  optimize --model ./smollm2 --instance-type ml.g6.12xlarge --quantize fp8 --output ./smollm2-fp8\n  optimize --request job.json          (a CreateOptimizationJob request document)\n  optimize import-gguf model.gguf ./model-hf"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub job: JobArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Convert a GGUF file into a Hugging Face model directory (safetensors, config, tokenizer).
+    ImportGguf(ImportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// The .gguf file.
+    pub gguf: PathBuf,
+    /// The model directory to create.
+    pub output: PathBuf,
+    /// Weight dtype of the written safetensors.
+    #[arg(long, value_enum, default_value = "bf16")]
+    pub dtype: ImportDtype,
+    /// Replace the output directory if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Print one JSON object instead of a progress bar and summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum ImportDtype {
+    Bf16,
+    F32,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum QuantizeMethod {
+    Fp8,
+    Int8,
+}
+
+#[derive(Args, Debug)]
+pub struct JobArgs {
+    /// A CreateOptimizationJob request (JSON). S3Uri/S3OutputLocation may be file:// URIs or plain paths.
+    #[arg(long, conflicts_with_all = ["model", "instance_type", "quantize", "output"])]
+    pub request: Option<PathBuf>,
+    /// Hugging Face model directory (config.json + safetensors).
+    #[arg(long, required_unless_present = "request")]
+    pub model: Option<PathBuf>,
+    /// Deployment instance type, e.g. ml.g6.12xlarge.
+    #[arg(long, required_unless_present = "request")]
+    pub instance_type: Option<String>,
+    /// Quantization method (OPTION_QUANTIZE).
+    #[arg(long, value_enum, required_unless_present = "request")]
+    pub quantize: Option<QuantizeMethod>,
+    /// FP8_DYNAMIC (default for fp8), FP8_BLOCK, W8A16 (default for int8) or W8A8
+    /// (OPTION_FP8_SCHEME / OPTION_INT8_SCHEME).
+    #[arg(long)]
+    pub scheme: Option<String>,
+    /// INT8 W8A16 group size, e.g. 128 (OPTION_QUANT_GROUP_SIZE); per channel when unset.
+    #[arg(long)]
+    pub group_size: Option<usize>,
+    /// Comma-separated modules to keep dense: names or re: patterns (OPTION_FP8_IGNORE; default lm_head).
+    #[arg(long)]
+    pub ignore: Option<String>,
+    /// Output directory (written atomically).
+    #[arg(long, required_unless_present = "request")]
+    pub output: Option<PathBuf>,
+    /// Replace the output directory if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Extra OPTION_*=VALUE entries, as a job's OverrideEnvironment would carry.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Quantize Linear weights found by name and shape even for an unknown architecture.
+    #[arg(long)]
+    pub allow_unknown_architecture: bool,
+    /// Job name recorded in the manifest.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Print one JSON object instead of a progress bar and summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl JobArgs {
+    /// The flags as the `OPTION_*` map a job carries.
+    pub fn environment(&self) -> anyhow::Result<BTreeMap<String, String>> {
+        let mut env = BTreeMap::new();
+        for pair in &self.env {
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--env `{pair}`: expected KEY=VALUE, e.g. OPTION_MAX_MODEL_LEN=4096"))?;
+            env.insert(k.trim().to_string(), v.to_string());
+        }
+        if let Some(q) = self.quantize {
+            let method = match q {
+                QuantizeMethod::Fp8 => "fp8",
+                QuantizeMethod::Int8 => "int8",
+            };
+            env.insert("OPTION_QUANTIZE".into(), method.into());
+            if let Some(scheme) = &self.scheme {
+                let key = match q {
+                    QuantizeMethod::Fp8 => "OPTION_FP8_SCHEME",
+                    QuantizeMethod::Int8 => "OPTION_INT8_SCHEME",
+                };
+                env.insert(key.into(), scheme.clone());
+            }
+        }
+        if let Some(g) = self.group_size {
+            env.insert("OPTION_QUANT_GROUP_SIZE".into(), g.to_string());
+        }
+        if let Some(ignore) = &self.ignore {
+            env.insert("OPTION_FP8_IGNORE".into(), ignore.clone());
+        }
+        if self.allow_unknown_architecture {
+            env.insert("OPTION_ALLOW_UNKNOWN_ARCHITECTURE".into(), "true".into());
+        }
+        Ok(env)
+    }
+}

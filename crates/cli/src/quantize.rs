@@ -1,0 +1,143 @@
+//! The main job: from flags or a CreateOptimizationJob request document to an artifact.
+
+use crate::args::JobArgs;
+use crate::bar::Bar;
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+use std::path::Path;
+use temper_core::spec::{JobSpec, Location, Optimization, Stopping, Technique};
+use temper_kernels::Isa;
+use temper_pipeline::progress::Cancel;
+
+/// Builds the spec, runs it, prints the summary; returns the JSON summary.
+pub fn run(args: &JobArgs, show_bar: bool, cancel: &Cancel) -> Result<Value> {
+    let spec = match &args.request {
+        Some(path) => spec_from_request(path, args)?,
+        None => spec_from_flags(args)?,
+    };
+    let isa = Isa::detect();
+    let mut bar = Bar::new(show_bar);
+    let mut sink = |e: temper_pipeline::progress::Event| bar.on_event(e);
+    let outcome = temper_pipeline::run_job(&spec, isa, &mut sink, cancel);
+    bar.finish();
+    let outcome = outcome?;
+    let r = &outcome.report;
+    let m = &outcome.manifest;
+    let summary = json!({
+        "status": "completed",
+        "job_name": spec.name,
+        "output": outcome.output,
+        "instance_type": spec.instance_type,
+        "scheme": r.scheme,
+        "format": r.format,
+        "isa": r.isa,
+        "tensors_quantized": r.tensors_quantized,
+        "tensors_copied": r.tensors_copied,
+        "input_bytes": r.input_bytes,
+        "output_bytes": r.output_bytes,
+        "quantize_seconds": r.seconds,
+        "mean_relative_rms_error": r.mean_relative_rms_error,
+        "worst_relative_rms_error": r.worst_relative_rms_error,
+        "worst_tensor": r.worst_tensor,
+        "fit": m.target.fit,
+        "notes": m.target.notes,
+        "recommended_image": m.recommended_image,
+        "warnings": m.warnings,
+        "peak_rss_bytes": peak_rss_bytes(),
+    });
+    if !args.json {
+        print_summary(&summary);
+    }
+    Ok(summary)
+}
+
+fn spec_from_flags(args: &JobArgs) -> Result<JobSpec> {
+    let model = args.model.as_ref().context("--model is required")?;
+    let output = args.output.as_ref().context("--output is required")?;
+    let name = args.name.clone().unwrap_or_else(|| default_name(model));
+    Ok(JobSpec {
+        name,
+        source: Location::Local(model.clone()),
+        output: Location::Local(output.clone()),
+        instance_type: args.instance_type.clone().context("--instance-type is required")?,
+        optimizations: vec![Optimization::new(Technique::Quantization, args.environment()?)],
+        environment: Default::default(),
+        stopping: Stopping::default(),
+        kms_key_id: None,
+        role_arn: None,
+        tags: vec![],
+        overwrite: args.overwrite,
+    })
+}
+
+fn spec_from_request(path: &Path, args: &JobArgs) -> Result<JobSpec> {
+    let body = std::fs::read(path).with_context(|| format!("reading the request document {}", path.display()))?;
+    let request = temper_api::parse_create_request(&body)
+        .map_err(|e| anyhow::anyhow!("{}: {}: {}", path.display(), e.type_name(), e.message()))?;
+    let options = temper_api::ConvertOptions { allow_local_paths: true };
+    let mut spec = temper_api::to_job_spec(&request, &options)
+        .map_err(|e| anyhow::anyhow!("{}: {}: {}", path.display(), e.type_name(), e.message()))?;
+    spec.overwrite = args.overwrite;
+    // Flags given beside --request add to every optimization's environment.
+    for (k, v) in args.environment()? {
+        spec.environment.insert(k, v);
+    }
+    Ok(spec)
+}
+
+/// `optimize-<model directory name>`, reduced to the API's name pattern.
+fn default_name(model: &Path) -> String {
+    let base = model
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "model".into());
+    let cleaned: String = base.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let name = format!("optimize-{}", cleaned.trim_matches('-'));
+    name.chars().take(63).collect::<String>().trim_end_matches('-').to_string()
+}
+
+fn gib(v: &Value) -> String {
+    format!("{:.1} MiB", v.as_f64().unwrap_or(0.0) / (1u64 << 20) as f64)
+}
+
+fn print_summary(s: &Value) {
+    println!("wrote {}", s["output"].as_str().unwrap_or_default());
+    println!(
+        "  {} ({}), {} tensors quantized, {} copied, on {}",
+        s["scheme"].as_str().unwrap_or_default(),
+        s["format"].as_str().unwrap_or_default(),
+        s["tensors_quantized"],
+        s["tensors_copied"],
+        s["isa"].as_str().unwrap_or_default()
+    );
+    let secs = s["quantize_seconds"].as_f64().unwrap_or(0.0);
+    let rate = s["input_bytes"].as_f64().unwrap_or(0.0) / secs.max(1e-9) / 1e9;
+    println!(
+        "  weights {} -> {} in {secs:.2} s ({rate:.2} GB/s)",
+        gib(&s["input_bytes"]),
+        gib(&s["output_bytes"])
+    );
+    println!(
+        "  relative RMS error: mean {:.3e}, worst {:.3e} ({})",
+        s["mean_relative_rms_error"].as_f64().unwrap_or(0.0),
+        s["worst_relative_rms_error"].as_f64().unwrap_or(0.0),
+        s["worst_tensor"].as_str().unwrap_or_default()
+    );
+    println!("  target {}: {}", s["instance_type"].as_str().unwrap_or_default(), s["fit"]["explanation"].as_str().unwrap_or_default());
+    for note in s["notes"].as_array().into_iter().flatten() {
+        println!("  note: {}", note.as_str().unwrap_or_default());
+    }
+    for w in s["warnings"].as_array().into_iter().flatten() {
+        println!("  warning: {}", w.as_str().unwrap_or_default());
+    }
+    println!("  recommended image: {}", s["recommended_image"].as_str().unwrap_or_default());
+}
+
+/// The process's peak resident set size (VmHWM), where the OS reports it (Linux).
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite: Rust unit and end-to-end tests on the real model, then the
+# independent Python reader over an artifact of every scheme.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+root=$(pwd)
+bash scripts/fetch-assets.sh
+python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+
+cargo build --release --bin optimize
+bin=target/release/optimize
+model=.cache/models/smollm2-135m-instruct
+[ -f "$model/config.json" ] || "$bin" import-gguf .cache/assets/SmolLM2-135M-Instruct.Q4_1.gguf "$model" --json >/dev/null
+
+cargo test --workspace --release
+
+artifacts=.cache/test-artifacts
+mkdir -p "$artifacts"
+run() { # name, flags...
+  local name=$1; shift
+  "$bin" --model "$model" --instance-type ml.g6.12xlarge --output "$artifacts/$name" --overwrite --json "$@" >/dev/null
+}
+run fp8-dynamic --quantize fp8
+run fp8-block --quantize fp8 --scheme FP8_BLOCK
+run int8-w8a16 --quantize int8
+run int8-w8a16-g64 --quantize int8 --group-size 64
+run int8-w8a8 --quantize int8 --scheme W8A8
+TEMPER_ARTIFACTS="$root/$artifacts" TEMPER_SOURCE_MODEL="$root/$model" python3 -m pytest -q tests/python
