@@ -85,22 +85,42 @@ fn quantize_rows(c: &mut Criterion, pool: &ThreadPool, f32s: &[f32], bf16s: &[bf
     let mut scales = vec![0.0f32; ROWS];
     let mut g = c.benchmark_group("quantize_per_channel_4096x4096");
     for src in [Src::F32(f32s), Src::Bf16(bf16s)] {
-        let dtype = if matches!(src, Src::F32(_)) { "f32" } else { "bf16" };
+        let dtype = if matches!(src, Src::F32(_)) {
+            "f32"
+        } else {
+            "bf16"
+        };
         g.throughput(Throughput::Bytes((src.len() * src.bytes_per_elem()) as u64));
         for isa in Isa::available() {
             g.bench_function(BenchmarkId::new(format!("int8/{dtype}"), isa.name()), |b| {
                 pool.install(|| {
                     b.iter(|| {
-                        quantize_int8_rows(isa, src, COLS, COLS, &int8_scale, &mut codes_i8, &mut scales)
-                            .expect("finite input")
+                        quantize_int8_rows(
+                            isa,
+                            src,
+                            COLS,
+                            COLS,
+                            &int8_scale,
+                            &mut codes_i8,
+                            &mut scales,
+                        )
+                        .expect("finite input")
                     })
                 })
             });
             g.bench_function(BenchmarkId::new(format!("fp8/{dtype}"), isa.name()), |b| {
                 pool.install(|| {
                     b.iter(|| {
-                        quantize_fp8_rows(isa, src, COLS, COLS, &fp8_scale, &mut codes_u8, &mut scales)
-                            .expect("finite input")
+                        quantize_fp8_rows(
+                            isa,
+                            src,
+                            COLS,
+                            COLS,
+                            &fp8_scale,
+                            &mut codes_u8,
+                            &mut scales,
+                        )
+                        .expect("finite input")
                     })
                 })
             });
@@ -157,7 +177,10 @@ fn kernels(c: &mut Criterion) {
     eprintln!(
         "temper-kernels: detected ISA = {}; available = {:?}",
         Isa::detect().name(),
-        Isa::available().iter().map(|i| i.name()).collect::<Vec<_>>()
+        Isa::available()
+            .iter()
+            .map(|i| i.name())
+            .collect::<Vec<_>>()
     );
     let pool = one_thread_pool();
     memory_baseline(c, &pool);

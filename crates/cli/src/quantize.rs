@@ -72,9 +72,9 @@ fn spec_from_flags(args: &JobArgs) -> Result<JobSpec> {
 
 fn spec_from_request(path: &Path, args: &JobArgs) -> Result<JobSpec> {
     let body = std::fs::read(path).with_context(|| format!("reading the request document {}", path.display()))?;
-    let request = temper_api::parse_create_request(&body)
-        .map_err(|e| anyhow::anyhow!("{}: {}: {}", path.display(), e.type_name(), e.message()))?;
     let options = temper_api::ConvertOptions { allow_local_paths: true };
+    let request = temper_api::parse_create_request_with(&body, &options)
+        .map_err(|e| anyhow::anyhow!("{}: {}: {}", path.display(), e.type_name(), e.message()))?;
     let mut spec = temper_api::to_job_spec(&request, &options)
         .map_err(|e| anyhow::anyhow!("{}: {}: {}", path.display(), e.type_name(), e.message()))?;
     spec.overwrite = args.overwrite;

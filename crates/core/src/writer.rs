@@ -198,7 +198,7 @@ fn header_for(group: &[&TensorSpec]) -> (Vec<u8>, u64) {
         offset = end;
     }
     let mut header = serde_json::to_vec(&map).expect("header serialises");
-    while header.len() % 8 != 0 {
+    while !header.len().is_multiple_of(8) {
         header.push(b' ');
     }
     (header, offset)
