@@ -1,0 +1,881 @@
+"""An independent reader and checker for compressed-tensors checkpoints.
+
+Everything here follows /work/shared/design/FORMATS.md ("Quantized checkpoints") and the
+safetensors container definition, and nothing else: no code is shared with the Rust tool,
+and nothing is shared with `make_reference_artifact.py` (the numpy writer the self-tests
+use), so a mistake in one is not hidden by the same mistake in the other.
+
+Each `check_*` function returns a list of problems (strings); an empty list means the
+artifact passed. The functions never raise on a bad artifact: a file that cannot be parsed
+is reported as a problem too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+# --------------------------------------------------------------------------------------
+# Schemes (FORMATS.md table) and tolerances
+# --------------------------------------------------------------------------------------
+
+FP8_MAX = 448.0
+INT8_MAX = 127
+BLOCK = 128
+
+# What each artifact subdirectory must hold. `act` is the expected `input_activations`
+# (None: must be null or absent). FP8_BLOCK's activations follow compressed-tensors'
+# FP8_BLOCK preset (dynamic per-token-group, group 128), which vLLM's block kernel uses.
+SCHEMES = {
+    "fp8-dynamic": dict(
+        format="float-quantized", type="float", strategy="channel", group_size=None,
+        block_structure=None,
+        act=dict(num_bits=8, type="float", strategy="token", symmetric=True, dynamic=True,
+                 group_size=None),
+    ),
+    "fp8-block": dict(
+        format="float-quantized", type="float", strategy="block", group_size=None,
+        block_structure=[BLOCK, BLOCK],
+        act=dict(num_bits=8, type="float", strategy="group", symmetric=True, dynamic=True,
+                 group_size=128),
+    ),
+    "int8-w8a16": dict(
+        format="pack-quantized", type="int", strategy="channel", group_size=None,
+        block_structure=None, act=None,
+    ),
+    "int8-w8a16-g64": dict(
+        format="pack-quantized", type="int", strategy="group", group_size=64,
+        block_structure=None, act=None,
+    ),
+    "int8-w8a8": dict(
+        format="int-quantized", type="int", strategy="channel", group_size=None,
+        block_structure=None,
+        act=dict(num_bits=8, type="int", strategy="token", symmetric=True, dynamic=True,
+                 group_size=None),
+    ),
+}
+
+# Relative RMS error ||w - w_hat|| / ||w|| that no tensor may exceed. Measured on
+# SmolLM2-135M (the Q4_1 GGUF imported to bf16) with make_reference_artifact.py, over
+# the 210 quantized tensors (min / median / max):
+#   int8 channel   0.77% / 0.84% / 1.17%   (row absmax/rms ~3.5: s/sqrt(12) per element)
+#   int8 group 64  0.60% / 0.62% / 0.77%
+#   fp8 channel    2.58% / 2.63% / 2.65%   (3 mantissa bits: ~2^-4/sqrt(3) relative)
+#   fp8 block      2.62% / 2.64% / 2.67%
+# A limit of 0.5% for int8 channel would reject a correct quantizer; the limits below sit
+# about 30% above the worst tensor. (The exact-code and tight-scale checks are stricter
+# still; this limit guards against a systematic error those would miss.)
+RMS_LIMIT = {
+    "fp8-dynamic": 0.035,
+    "fp8-block": 0.035,
+    "int8-w8a16": 0.015,
+    "int8-w8a16-g64": 0.010,
+    "int8-w8a8": 0.015,
+}
+
+BOUND_SLACK = 1e-3       # per-element bound tolerance (relative)
+MANIFEST_RTOL = 1e-3     # manifest relative_rms_error vs ours
+SCALE_RTOL = 1e-6        # slack on "scale is the smallest storage value >= absmax/qmax"
+
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+    "generation_config.json", "vocab.json", "merges.txt", "tokenizer.model",
+    "added_tokens.json", "chat_template.jinja",
+)
+
+QUANT_LINEAR = re.compile(r"^model\.layers\.\d+\..+\.weight$")
+SHARD_NAME = re.compile(r"^model-(\d{5})-of-(\d{5})\.safetensors$")
+
+# --------------------------------------------------------------------------------------
+# Number formats
+# --------------------------------------------------------------------------------------
+
+
+def _e4m3fn_table() -> np.ndarray:
+    """Value of every F8_E4M3 ("fn") byte: 1 sign, 4 exponent bits (bias 7), 3 mantissa
+    bits; exponent 0 is subnormal m * 2^-9; S.1111.111 is NaN; no infinities."""
+    t = np.empty(256, np.float64)
+    for b in range(256):
+        sign = -1.0 if b & 0x80 else 1.0
+        e, m = (b >> 3) & 0xF, b & 0x7
+        if e == 0xF and m == 0x7:
+            t[b] = np.nan
+        elif e == 0:
+            t[b] = sign * m * 2.0**-9
+        else:
+            t[b] = sign * (1.0 + m / 8.0) * 2.0 ** (e - 7)
+    return t
+
+
+FP8_TABLE64 = _e4m3fn_table()
+FP8_TABLE = FP8_TABLE64.astype(np.float32)
+# Non-negative finite values, ascending; the index equals the byte (0x00..0x7E).
+FP8_POS = FP8_TABLE64[:0x7F].copy()
+assert FP8_POS[-1] == FP8_MAX and np.all(np.diff(FP8_POS) > 0)
+
+
+def fp8_round(x: np.ndarray):
+    """Round f32 values to the nearest F8_E4M3 value, ties to the even byte, saturating
+    at +-448. Returns (value as float64, tie_distance) where tie_distance is how far |x|
+    is from the nearest rounding midpoint (to tolerate implementations whose w/scale
+    differs from numpy's correctly rounded division by an ulp or two)."""
+    a = np.minimum(np.abs(x.astype(np.float64)), FP8_MAX)
+    hi = np.clip(np.searchsorted(FP8_POS, a, side="left"), 1, len(FP8_POS) - 1)
+    lo = hi - 1
+    d_lo = a - FP8_POS[lo]
+    d_hi = FP8_POS[hi] - a
+    pick = np.where(d_hi < d_lo, hi, np.where(d_lo < d_hi, lo, np.where(lo % 2 == 0, lo, hi)))
+    return np.copysign(FP8_POS[pick], x), np.abs(d_lo - d_hi) * 0.5
+
+
+def _fp8_rounding_intervals():
+    """For every byte: the interval of |x| that rounds to its magnitude (midpoints to the
+    neighbouring values; 448 takes everything above, saturating). NaN bytes: empty."""
+    lo = np.full(256, np.inf, np.float32)
+    hi = np.full(256, -np.inf, np.float32)
+    for b in range(256):
+        c = b & 0x7F
+        if c == 0x7F:
+            continue
+        lo[b] = 0.0 if c == 0 else (FP8_POS[c - 1] + FP8_POS[c]) / 2
+        hi[b] = np.inf if c == 0x7E else (FP8_POS[c] + FP8_POS[c + 1]) / 2
+    return lo, hi
+
+
+FP8_MID_LO, FP8_MID_HI = _fp8_rounding_intervals()
+FP8_MID_LO_TOL = FP8_MID_LO * np.float32(1 - 2.0**-16)
+FP8_MID_HI_TOL = FP8_MID_HI * np.float32(1 + 2.0**-16)
+
+
+def decode_float(dtype: str, raw: np.ndarray, shape) -> np.ndarray:
+    """BF16 / F16 / F32 little-endian bytes -> float32 array."""
+    if dtype == "BF16":
+        out = (raw.view("<u2").astype(np.uint32) << 16).view(np.float32)
+    elif dtype == "F16":
+        out = raw.view("<f2").astype(np.float32)
+    elif dtype == "F32":
+        out = raw.view("<f4").astype(np.float32)
+    elif dtype == "F64":
+        out = raw.view("<f8").astype(np.float32)
+    else:
+        raise ValueError(f"not a float dtype: {dtype}")
+    return out.reshape(shape)
+
+
+def storage_predecessor(s: np.ndarray, dtype: str) -> np.ndarray:
+    """For positive scales exactly representable in `dtype`: the next smaller value of
+    that dtype (as float32)."""
+    s = np.ascontiguousarray(s, np.float32)
+    if dtype == "BF16":
+        bits = (s.view(np.uint32) >> 16).astype(np.uint32) - 1
+        return (bits << 16).view(np.float32)
+    if dtype == "F16":
+        bits = s.astype(np.float16).view(np.uint16) - np.uint16(1)
+        return bits.view(np.float16).astype(np.float32)
+    return np.nextafter(s, np.float32(0))
+
+
+# --------------------------------------------------------------------------------------
+# safetensors container
+# --------------------------------------------------------------------------------------
+
+DTYPE_SIZES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2,
+    "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+}
+
+
+class FormatError(Exception):
+    pass
+
+
+def _no_duplicates(pairs):
+    d = {}
+    for k, v in pairs:
+        if k in d:
+            raise FormatError(f"duplicate JSON key {k!r}")
+        d[k] = v
+    return d
+
+
+@dataclass
+class TensorRef:
+    name: str
+    file: Path
+    dtype: str
+    shape: tuple
+    _mm: np.ndarray = field(repr=False)
+    start: int = 0
+    end: int = 0
+
+    def raw(self) -> np.ndarray:
+        """The tensor's bytes as a uint8 view of the memory-mapped file."""
+        return self._mm[self.start:self.end]
+
+    def floats(self) -> np.ndarray:
+        return decode_float(self.dtype, self.raw(), self.shape)
+
+    def ints(self) -> np.ndarray:
+        fmt = {"I8": "<i1", "I16": "<i2", "I32": "<i4", "I64": "<i8", "U8": "<u1"}[self.dtype]
+        return self.raw().view(fmt).reshape(self.shape)
+
+
+def read_safetensors(path: Path) -> tuple[dict, dict]:
+    """Parses one safetensors file by the spec: u64 LE header size N, N bytes of JSON
+    ({name: {dtype, shape, data_offsets}}, optional __metadata__ of strings), then the
+    data buffer; every tensor's [begin, end) is relative to the buffer, has exactly
+    prod(shape) * itemsize bytes, and the tensors tile the buffer with no gap or overlap.
+    Raises FormatError. Returns ({name: TensorRef}, metadata)."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size < 8:
+        raise FormatError(f"{path.name}: {size} bytes, too short for a safetensors header")
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        if n == 0 or 8 + n > size:
+            raise FormatError(f"{path.name}: header size {n} does not fit a {size}-byte file")
+        text = f.read(n)
+    try:
+        header = json.loads(text.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FormatError(f"{path.name}: header is not valid JSON: {e}") from None
+    if not isinstance(header, dict):
+        raise FormatError(f"{path.name}: header is not a JSON object")
+    meta = header.pop("__metadata__", None)
+    if meta is not None and not (
+        isinstance(meta, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items())
+    ):
+        raise FormatError(f"{path.name}: __metadata__ must map strings to strings")
+    buffer_len = size - 8 - n
+    mm = np.memmap(path, dtype=np.uint8, mode="r") if size > 0 else None
+    tensors = {}
+    spans = []
+    for name, info in header.items():
+        if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+            raise FormatError(f"{path.name}: {name}: entry must have exactly dtype, shape, data_offsets")
+        dtype, shape, offs = info["dtype"], info["shape"], info["data_offsets"]
+        if dtype not in DTYPE_SIZES:
+            raise FormatError(f"{path.name}: {name}: unknown dtype {dtype!r}")
+        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+            raise FormatError(f"{path.name}: {name}: bad shape {shape!r}")
+        if not (isinstance(offs, list) and len(offs) == 2 and all(isinstance(o, int) for o in offs)):
+            raise FormatError(f"{path.name}: {name}: bad data_offsets {offs!r}")
+        b, e = offs
+        nbytes = math.prod(shape) * DTYPE_SIZES[dtype]
+        if not (0 <= b <= e <= buffer_len) or e - b != nbytes:
+            raise FormatError(
+                f"{path.name}: {name}: data_offsets {offs} do not hold {nbytes} bytes "
+                f"of {dtype}{shape} inside a {buffer_len}-byte buffer")
+        spans.append((b, e, name))
+        tensors[name] = TensorRef(name, path, dtype, tuple(shape), mm, 8 + n + b, 8 + n + e)
+    pos = 0
+    for b, e, name in sorted(spans):
+        if b != pos:
+            raise FormatError(f"{path.name}: {name}: starts at {b}, expected {pos} (gap or overlap)")
+        pos = e
+    if pos != buffer_len:
+        raise FormatError(f"{path.name}: tensors cover {pos} of {buffer_len} buffer bytes")
+    return tensors, (meta or {})
+
+
+def cross_check_with_safetensors_package(path: Path, tensors: dict) -> list[str]:
+    """The `safetensors` package (what the serving engines load with) must see the same
+    names, dtypes and shapes as our own parser."""
+    from safetensors import safe_open
+
+    problems = []
+    try:
+        with safe_open(str(path), framework="np") as f:
+            keys = set(f.keys())
+            if keys != set(tensors):
+                problems.append(f"{path.name}: safetensors package sees other names: "
+                                f"{sorted(keys ^ set(tensors))[:5]}")
+            for k in keys & set(tensors):
+                sl = f.get_slice(k)
+                if sl.get_dtype() != tensors[k].dtype or tuple(sl.get_shape()) != tensors[k].shape:
+                    problems.append(f"{path.name}: {k}: safetensors package reads "
+                                    f"{sl.get_dtype()}{sl.get_shape()}")
+    except Exception as e:  # noqa: BLE001 - any refusal is a finding
+        problems.append(f"{path.name}: the safetensors package refuses the file: {e}")
+    return problems
+
+
+@dataclass
+class Checkpoint:
+    tensors: dict          # name -> TensorRef
+    problems: list         # container / index problems
+    files: list            # weight files, relative names
+
+
+def load_checkpoint(directory: Path, cross_check: bool = True) -> Checkpoint:
+    """All tensors of a model directory: `model.safetensors`, or the shards named by
+    `model.safetensors.index.json`'s weight_map, checking that the index maps every
+    tensor to the file that holds it (and nothing else)."""
+    directory = Path(directory)
+    problems: list[str] = []
+    tensors: dict[str, TensorRef] = {}
+    single = directory / "model.safetensors"
+    index_path = directory / "model.safetensors.index.json"
+    shards_present = sorted(p.name for p in directory.glob("*.safetensors") if p.name != "model.safetensors")
+    if index_path.exists():
+        if single.exists():
+            problems.append("both model.safetensors and model.safetensors.index.json exist")
+        try:
+            index = json.loads(index_path.read_text(), object_pairs_hook=_no_duplicates)
+            weight_map = index["weight_map"]
+            assert isinstance(weight_map, dict)
+        except Exception as e:  # noqa: BLE001
+            return Checkpoint({}, [f"model.safetensors.index.json unreadable: {e}"], [])
+        files = sorted(set(weight_map.values()))
+        counts = set()
+        for fn in files:
+            m = SHARD_NAME.match(fn)
+            if not m:
+                problems.append(f"index names shard {fn!r}, not model-0000i-of-0000n.safetensors")
+            else:
+                counts.add(int(m.group(2)))
+        if len(counts) == 1:
+            n = counts.pop()
+            expected = [f"model-{i:05d}-of-{n:05d}.safetensors" for i in range(1, n + 1)]
+            if files != expected:
+                problems.append(f"shards {files} are not exactly 1..{n} of {n}")
+        elif counts:
+            problems.append(f"shards disagree on the shard count: {files}")
+        for extra in sorted(set(shards_present) - set(files)):
+            problems.append(f"{extra} is present but the index does not name it")
+        for fn in files:
+            p = directory / fn
+            if not p.exists():
+                problems.append(f"index names {fn}, which does not exist")
+                continue
+            try:
+                ts, _ = read_safetensors(p)
+            except FormatError as e:
+                problems.append(str(e))
+                continue
+            if cross_check:
+                problems += cross_check_with_safetensors_package(p, ts)
+            for name, ref in ts.items():
+                if name in tensors:
+                    problems.append(f"{name} is stored in both {tensors[name].file.name} and {fn}")
+                tensors[name] = ref
+                if name not in weight_map:
+                    problems.append(f"{name} (in {fn}) is missing from the index weight_map")
+                elif weight_map[name] != fn:
+                    problems.append(f"index maps {name} to {weight_map[name]}, but {fn} holds it")
+        for name, fn in weight_map.items():
+            if name not in tensors and (directory / fn).exists():
+                problems.append(f"index maps {name} to {fn}, which does not hold it")
+        total = index.get("metadata", {}).get("total_size") if isinstance(index.get("metadata"), dict) else None
+        if total is not None:
+            actual = sum(r.end - r.start for r in tensors.values())
+            if total != actual:
+                problems.append(f"index metadata.total_size {total} != {actual} bytes of tensors")
+        return Checkpoint(tensors, problems, files)
+    if not single.exists():
+        return Checkpoint({}, ["neither model.safetensors nor model.safetensors.index.json exists"], [])
+    for extra in shards_present:
+        problems.append(f"{extra} is present next to model.safetensors without an index")
+    try:
+        ts, _ = read_safetensors(single)
+    except FormatError as e:
+        return Checkpoint({}, [str(e)], ["model.safetensors"])
+    if cross_check:
+        problems += cross_check_with_safetensors_package(single, ts)
+    return Checkpoint(ts, problems, ["model.safetensors"])
+
+
+# --------------------------------------------------------------------------------------
+# What the artifact must contain
+# --------------------------------------------------------------------------------------
+
+
+def quantized_weights(source: Checkpoint) -> list[str]:
+    """Source tensors that must be quantized: 2-D `.weight`s inside model.layers.N."""
+    return sorted(n for n, r in source.tensors.items() if QUANT_LINEAR.match(n) and len(r.shape) == 2)
+
+
+def expected_quantized_tensors(scheme: str, prefix: str, out: int, inp: int, src_dtype: str) -> dict:
+    """{name: (dtype, shape)} a quantized Linear `prefix` must be stored as."""
+    spec = SCHEMES[scheme]
+    if spec["strategy"] == "channel":
+        scale_shape = (out, 1)
+    elif spec["strategy"] == "group":
+        scale_shape = (out, inp // spec["group_size"])
+    else:
+        scale_shape = (-(-out // BLOCK), -(-inp // BLOCK))
+    scale = {f"{prefix}.weight_scale": (src_dtype, scale_shape)}
+    if spec["format"] == "float-quantized":
+        return {f"{prefix}.weight": ("F8_E4M3", (out, inp)), **scale}
+    if spec["format"] == "int-quantized":
+        return {f"{prefix}.weight": ("I8", (out, inp)), **scale}
+    return {
+        f"{prefix}.weight_packed": ("I32", (out, inp // 4)),
+        f"{prefix}.weight_shape": ("I64", (2,)),
+        **scale,
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Check 1: config.json
+# --------------------------------------------------------------------------------------
+
+
+def _read_json(path: Path, problems: list, what: str):
+    try:
+        return json.loads(Path(path).read_text(), object_pairs_hook=_no_duplicates)
+    except Exception as e:  # noqa: BLE001
+        problems.append(f"{what}: cannot read {path}: {e}")
+        return None
+
+
+def check_config(scheme: str, artifact: Path, source: Path) -> list[str]:
+    problems: list[str] = []
+    spec = SCHEMES[scheme]
+    cfg = _read_json(Path(artifact) / "config.json", problems, "config.json")
+    src = _read_json(Path(source) / "config.json", problems, "source config.json")
+    if cfg is None or src is None:
+        return problems
+    for k, v in src.items():
+        if k not in cfg:
+            problems.append(f"config.json lost source key {k!r}")
+        elif cfg[k] != v:
+            problems.append(f"config.json changed {k!r}: {v!r} -> {cfg[k]!r}")
+    for k in set(cfg) - set(src) - {"quantization_config"}:
+        problems.append(f"config.json has key {k!r} that the source does not")
+    qc = cfg.get("quantization_config")
+    if not isinstance(qc, dict):
+        return problems + ["config.json has no quantization_config object"]
+
+    def want(obj, key, value, where):
+        if not isinstance(obj, dict) or key not in obj:
+            problems.append(f"{where}.{key} missing (want {value!r})")
+        elif obj[key] != value or type(obj[key]) is not type(value):
+            problems.append(f"{where}.{key} is {obj[key]!r}, want {value!r}")
+
+    def null_or_absent(obj, key, where):
+        if isinstance(obj, dict) and obj.get(key) is not None:
+            problems.append(f"{where}.{key} is {obj[key]!r}, want null")
+
+    q = "quantization_config"
+    want(qc, "quant_method", "compressed-tensors", q)
+    want(qc, "format", spec["format"], q)
+    want(qc, "quantization_status", "compressed", q)
+    null_or_absent(qc, "kv_cache_scheme", q)
+    ignore = qc.get("ignore")
+    if not isinstance(ignore, list) or "lm_head" not in ignore:
+        problems.append(f"{q}.ignore is {ignore!r}, must contain 'lm_head'")
+    groups = qc.get("config_groups")
+    if not isinstance(groups, dict) or list(groups) != ["group_0"]:
+        return problems + [f"{q}.config_groups must be exactly {{group_0}}, is {groups!r}"]
+    g = groups["group_0"]
+    gq = f"{q}.config_groups.group_0"
+    want(g, "targets", ["Linear"], gq)
+    if isinstance(g, dict) and "format" in g and g["format"] is not None and g["format"] != spec["format"]:
+        problems.append(f"{gq}.format is {g['format']!r}, want {spec['format']!r}")
+    null_or_absent(g, "output_activations", gq)
+    w = g.get("weights") if isinstance(g, dict) else None
+    wq = f"{gq}.weights"
+    if not isinstance(w, dict):
+        return problems + [f"{wq} missing"]
+    want(w, "num_bits", 8, wq)
+    want(w, "type", spec["type"], wq)
+    want(w, "strategy", spec["strategy"], wq)
+    want(w, "symmetric", True, wq)
+    want(w, "dynamic", False, wq)
+    if spec["group_size"] is None:
+        null_or_absent(w, "group_size", wq)
+    else:
+        want(w, "group_size", spec["group_size"], wq)
+    if spec["block_structure"] is None:
+        null_or_absent(w, "block_structure", wq)
+    else:
+        want(w, "block_structure", spec["block_structure"], wq)
+    null_or_absent(w, "actorder", wq)
+    a = g.get("input_activations")
+    aq = f"{gq}.input_activations"
+    if spec["act"] is None:
+        if a is not None:
+            problems.append(f"{aq} is {a!r}, want null (weight-only)")
+    elif not isinstance(a, dict):
+        problems.append(f"{aq} is {a!r}, want {spec['act']!r}")
+    else:
+        for k, v in spec["act"].items():
+            if v is None:
+                null_or_absent(a, k, aq)
+            else:
+                want(a, k, v, aq)
+    return problems
+
+
+# --------------------------------------------------------------------------------------
+# Check 2: tensor inventory
+# --------------------------------------------------------------------------------------
+
+
+def check_tensors(scheme: str, art: Checkpoint, src: Checkpoint) -> list[str]:
+    problems = list(art.problems)
+    expected: dict[str, tuple] = {}
+    quantized = set(quantized_weights(src))
+    for name in quantized:
+        ref = src.tensors[name]
+        out, inp = ref.shape
+        spec = SCHEMES[scheme]
+        if spec["format"] == "pack-quantized" and inp % 4:
+            problems.append(f"{name}: {inp} input columns cannot be packed four to an int32")
+        if spec["strategy"] == "group" and inp % spec["group_size"]:
+            problems.append(f"{name}: {inp} input columns are not a multiple of group {spec['group_size']}")
+        expected.update(expected_quantized_tensors(scheme, name[: -len(".weight")], out, inp, ref.dtype))
+    for name, ref in src.tensors.items():
+        if name in quantized:
+            continue
+        a = art.tensors.get(name)
+        if a is None:
+            problems.append(f"{name}: unquantized source tensor missing from the artifact")
+        elif a.dtype != ref.dtype or a.shape != ref.shape:
+            problems.append(f"{name}: {a.dtype}{list(a.shape)}, source has {ref.dtype}{list(ref.shape)}")
+        elif not np.array_equal(a.raw(), ref.raw()):
+            diff = int(np.count_nonzero(a.raw() != ref.raw()))
+            problems.append(f"{name}: {diff} bytes differ from the source (must be bit-identical)")
+    for name, (dtype, shape) in sorted(expected.items()):
+        a = art.tensors.get(name)
+        if a is None:
+            problems.append(f"{name}: missing (want {dtype}{list(shape)})")
+        elif a.dtype != dtype or a.shape != shape:
+            problems.append(f"{name}: is {a.dtype}{list(a.shape)}, want {dtype}{list(shape)}")
+        elif name.endswith(".weight_shape"):
+            prefix = name[: -len(".weight_shape")]
+            got = [int(v) for v in a.ints()]
+            want = list(src.tensors[prefix + ".weight"].shape)
+            if got != want:
+                problems.append(f"{name}: holds {got}, want {want}")
+    keep = set(src.tensors) - quantized
+    for name in sorted(set(art.tensors) - set(expected) - keep):
+        problems.append(f"{name}: unexpected tensor in the artifact")
+    return problems
+
+
+# --------------------------------------------------------------------------------------
+# Check 3: values
+# --------------------------------------------------------------------------------------
+
+
+def _group_reduce_max(m: np.ndarray, strategy: str, group: int | None) -> np.ndarray:
+    """Max over each scale group of a non-negative [out, in] matrix, shaped like the
+    scale tensor."""
+    out, inp = m.shape
+    if strategy == "channel":
+        return m.max(axis=1, keepdims=True)
+    if strategy == "group":
+        return m.reshape(out, inp // group, group).max(axis=2)
+    r, c = -(-out // BLOCK), -(-inp // BLOCK)
+    padded = np.zeros((r * BLOCK, c * BLOCK), m.dtype)
+    padded[:out, :inp] = m
+    return padded.reshape(r, BLOCK, c, BLOCK).max(axis=(1, 3))
+
+
+def _expand(scale: np.ndarray, strategy: str, group: int | None, out: int, inp: int) -> np.ndarray:
+    if strategy == "channel":
+        return np.broadcast_to(scale, (out, inp))
+    if strategy == "group":
+        return np.repeat(scale, group, axis=1)
+    return np.repeat(np.repeat(scale, BLOCK, axis=0), BLOCK, axis=1)[:out, :inp]
+
+
+def unpack_int32_lanes(packed_bytes: np.ndarray, out: int, inp: int) -> np.ndarray:
+    """pack-quantized: lane k (bits 8k..8k+7) of int32 j along the input dim holds the
+    unsigned code of column 4j + k; the signed int8 code is that byte minus 128. The
+    int32s are little-endian in the file, so lane k is byte 4j + k of the row: the file's
+    bytes, in order, are the columns (`unpack_int32_lanes_arith` says the same with
+    shifts; the self-tests check that both agree)."""
+    return packed_bytes.reshape(out, inp).astype(np.int16) - 128
+
+
+def unpack_int32_lanes_arith(packed: np.ndarray) -> np.ndarray:
+    u = packed.astype(np.int64) & 0xFFFFFFFF
+    lanes = np.stack([(u >> (8 * k)) & 0xFF for k in range(4)], axis=-1)
+    return (lanes.reshape(packed.shape[0], packed.shape[1] * 4) - 128).astype(np.int16)
+
+
+@dataclass
+class ModuleStats:
+    name: str
+    relative_rms_error: float
+    max_error_over_bound: float
+    zero_groups: int
+
+
+def check_module(scheme: str, prefix: str, w: np.ndarray, art: Checkpoint, scale_dtype: str):
+    """Dequantizes one module and compares it with the source weight `w` (float32).
+    Returns (problems, ModuleStats or None)."""
+    spec = SCHEMES[scheme]
+    strategy, group = spec["strategy"], spec["group_size"]
+    out, inp = w.shape
+    problems: list[str] = []
+    t = art.tensors
+    try:
+        s_ref = t[f"{prefix}.weight_scale"]
+        scale = s_ref.floats()
+        if spec["format"] == "pack-quantized":
+            packed = t[f"{prefix}.weight_packed"]
+            if packed.dtype != "I32":
+                raise ValueError(f"weight_packed is {packed.dtype}")
+            codes = unpack_int32_lanes(packed.raw(), out, inp)
+        elif spec["format"] == "int-quantized":
+            codes = t[f"{prefix}.weight"].ints().astype(np.int16)
+        else:
+            codes = t[f"{prefix}.weight"].raw().reshape(out, inp)
+    except (KeyError, ValueError) as e:
+        return [f"{prefix}: cannot read the quantized tensors ({e!r})"], None
+    if codes.shape != (out, inp) or s_ref.dtype != scale_dtype:
+        return [f"{prefix}: codes {codes.shape} / scale dtype {s_ref.dtype} do not fit the source"], None
+
+    is_fp8 = spec["type"] == "float"
+    qmax = FP8_MAX if is_fp8 else INT8_MAX
+
+    # Scales: finite, positive, and the smallest storage value >= absmax / qmax (rounded
+    # up: no code saturates, and no larger than needed).
+    if not np.all(np.isfinite(scale)) or not np.all(scale > 0):
+        bad = int(np.count_nonzero(~(np.isfinite(scale) & (scale > 0))))
+        return [f"{prefix}.weight_scale: {bad} scales are not finite and positive"], None
+    aw = np.abs(w)
+    absmax = _group_reduce_max(aw, strategy, group)
+    if absmax.shape != scale.shape:
+        return [f"{prefix}.weight_scale: shape {scale.shape}, groups {absmax.shape}"], None
+    nz = absmax > 0
+    target = absmax / np.float32(qmax)
+    low = nz & (scale < target * (1 - SCALE_RTOL))
+    if low.any():
+        i = tuple(int(v) for v in np.argwhere(low)[0])
+        problems.append(f"{prefix}.weight_scale: {int(low.sum())} scales below absmax/{qmax:g} "
+                        f"(codes would saturate), e.g. group {i}: {float(scale[i])!r} < {float(target[i])!r}")
+    loose = nz & (storage_predecessor(scale, scale_dtype) >= target * (1 + SCALE_RTOL))
+    if loose.any():
+        i = tuple(int(v) for v in np.argwhere(loose)[0])
+        problems.append(f"{prefix}.weight_scale: {int(loose.sum())} scales are not absmax/{qmax:g} rounded "
+                        f"up to {scale_dtype} (too large), e.g. group {i}: {float(scale[i])!r} for "
+                        f"absmax {float(absmax[i])!r}")
+
+    # Codes
+    if is_fp8:
+        n_nan = int(np.count_nonzero((codes & 0x7F) == 0x7F))
+        if n_nan:
+            problems.append(f"{prefix}.weight: {n_nan} NaN codes")
+        q = FP8_TABLE[codes]
+        if n_nan:
+            q = np.where(np.isnan(q), np.float32(0), q)
+    else:
+        lo_c, hi_c = int(codes.min()), int(codes.max())
+        if lo_c < -INT8_MAX or hi_c > INT8_MAX:
+            problems.append(f"{prefix}: codes in [{lo_c}, {hi_c}], outside [-127, 127]")
+        q = codes.astype(np.float32)
+    maxq = _group_reduce_max(np.abs(q), strategy, group)
+    zero_group_nonzero = (~nz) & (maxq > 0)
+    if zero_group_nonzero.any():
+        problems.append(f"{prefix}: {int(zero_group_nonzero.sum())} all-zero groups have nonzero codes")
+    # The largest weight of a group lands on the top code. With the scale rounded up to
+    # the storage dtype, absmax/scale lies in (qmax * pred(s)/s, qmax], so the largest
+    # code is at least that lower end rounded: 127 (int8) or 448 (fp8) with f32/f16
+    # scales, but 126 is possible with bf16 scales (upward rounding of up to 2^-7), and
+    # less with subnormal f16 scales.
+    lowest = np.float32(qmax) * (storage_predecessor(scale, scale_dtype) / scale)
+    if is_fp8:
+        top_min = fp8_round(lowest * np.float32(1 - 2.0**-16))[0]
+    else:
+        top_min = np.floor(lowest + np.float32(0.5 - 1e-4))
+    short = nz & (maxq < top_min)
+    if short.any():
+        i = tuple(int(v) for v in np.argwhere(short)[0])
+        problems.append(f"{prefix}: {int(short.sum())} groups do not use the top code, e.g. group {i} "
+                        f"max |code| {maxq[i]:g}, want >= {top_min[i]:g}")
+
+    sb = _expand(scale, strategy, group, out, inp)
+    x = w / sb  # float32, correctly rounded like any IEEE implementation
+    # Each code must be w/scale rounded to the nearest representable value: x must lie
+    # in the code's rounding interval, widened by 2^-16 relative so that either
+    # neighbour is accepted at (near-)ties, for implementations that multiply by a
+    # reciprocal or divide in another precision.
+    if is_fp8:
+        ax = np.abs(x)
+        wrong = (ax < FP8_MID_LO_TOL[codes]) | (ax > FP8_MID_HI_TOL[codes]) | (q * x < 0)
+    else:
+        wrong = np.abs(x - q) > np.float32(0.5 + 1e-4)
+    if wrong.any():
+        i = tuple(int(v) for v in np.argwhere(wrong)[0])
+        want = fp8_round(np.array([x[i]]))[0][0] if is_fp8 else np.rint(x[i])
+        problems.append(f"{prefix}: {int(wrong.sum())} codes are not w/scale rounded to nearest, "
+                        f"e.g. [{i[0]}, {i[1]}]: w/scale={float(x[i])!r}, code value {float(q[i])!r}, "
+                        f"want {float(want)!r}")
+
+    err = w - q * sb
+    np.abs(err, out=err)
+    if is_fp8:
+        bound = np.maximum(aw * np.float32(2.0**-4), sb * np.float32(2.0**-10))
+    else:
+        bound = np.float32(0.5) * sb
+    ratio = err / bound
+    max_ratio = float(ratio.max()) if ratio.size else 0.0
+    if max_ratio > 1 + BOUND_SLACK:
+        n_bad = int(np.count_nonzero(ratio > 1 + BOUND_SLACK))
+        i = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+        problems.append(f"{prefix}: {n_bad} elements exceed the error bound, worst [{i[0]}, {i[1]}] "
+                        f"|w - w_hat| = {float(err[i]):.3g} is {max_ratio:.3g}x the bound")
+    # float32 squares summed pairwise by numpy: ~1e-6 relative, well inside 1e-3.
+    np.square(err, out=err)
+    err_sq = float(err.sum())
+    w_sq = float(np.square(w).sum())
+    rel = math.sqrt(err_sq / w_sq) if w_sq > 0 else 0.0
+    limit = RMS_LIMIT[scheme]
+    if rel > limit:
+        problems.append(f"{prefix}: relative RMS error {rel:.4%} above the {limit:.2%} limit for {scheme}")
+    return problems, ModuleStats(prefix + ".weight", rel, max_ratio, int(np.count_nonzero(~nz)))
+
+
+def check_values(scheme: str, art: Checkpoint, src: Checkpoint, manifest_path: Path | None = None):
+    """Dequantizes every quantized module and compares with the source. If
+    `manifest_path` is given, also compares passes[0].report.tensors with our numbers.
+    Returns (problems, {weight name: ModuleStats})."""
+    problems: list[str] = []
+    stats: dict[str, ModuleStats] = {}
+    for name in quantized_weights(src):
+        ref = src.tensors[name]
+        w = ref.floats()
+        p, st = check_module(scheme, name[: -len(".weight")], w, art, ref.dtype)
+        problems += p
+        if st is not None:
+            stats[name] = st
+    if manifest_path is not None:
+        problems += check_manifest_report(manifest_path, stats, src)
+    return problems, stats
+
+
+def check_manifest_report(manifest_path: Path, stats: dict, src: Checkpoint) -> list[str]:
+    problems: list[str] = []
+    m = _read_json(manifest_path, problems, "manifest.json")
+    if m is None:
+        return problems
+    try:
+        entries = m["passes"][0]["report"]["tensors"]
+        assert isinstance(entries, list)
+    except Exception:  # noqa: BLE001
+        return ["manifest.json has no passes[0].report.tensors list"]
+    seen = set()
+    for e in entries:
+        name = e.get("name") if isinstance(e, dict) else None
+        if not isinstance(name, str):
+            problems.append(f"manifest report entry without a name: {e!r}")
+            continue
+        key = name if name.endswith(".weight") else name + ".weight"
+        if key in seen:
+            problems.append(f"manifest reports {name} twice")
+        seen.add(key)
+        if key not in src.tensors or key not in set(quantized_weights(src)):
+            problems.append(f"manifest reports {name}, which is not a quantized module")
+            continue
+        st = stats.get(key)
+        if st is None:
+            continue
+        got = e.get("relative_rms_error")
+        if not isinstance(got, (int, float)) or abs(got - st.relative_rms_error) > MANIFEST_RTOL * st.relative_rms_error + 1e-12:
+            problems.append(f"manifest {name}: relative_rms_error {got!r}, measured {st.relative_rms_error:.6g}")
+        got = e.get("max_error_over_bound")
+        if not isinstance(got, (int, float)) or abs(got - st.max_error_over_bound) > MANIFEST_RTOL * st.max_error_over_bound + 1e-6:
+            problems.append(f"manifest {name}: max_error_over_bound {got!r}, measured {st.max_error_over_bound:.6g}")
+        if "shape" in e and list(e["shape"]) != list(src.tensors[key].shape):
+            problems.append(f"manifest {name}: shape {e['shape']}, source {list(src.tensors[key].shape)}")
+        if "zero_groups" in e and e["zero_groups"] != st.zero_groups:
+            problems.append(f"manifest {name}: zero_groups {e['zero_groups']}, measured {st.zero_groups}")
+    for key in sorted(set(quantized_weights(src)) - seen):
+        problems.append(f"manifest report has no entry for {key}")
+    return problems
+
+
+# --------------------------------------------------------------------------------------
+# Check 4: serving.properties, manifest outputs, copied files
+# --------------------------------------------------------------------------------------
+
+
+def parse_properties(text: str) -> dict:
+    props = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", "!")):
+            continue
+        k, sep, v = line.partition("=")
+        if sep:
+            props[k.strip()] = v.strip()
+    return props
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_outputs(artifact: Path, source: Path) -> list[str]:
+    artifact, source = Path(artifact), Path(source)
+    problems: list[str] = []
+    sp = artifact / "serving.properties"
+    if not sp.exists():
+        problems.append("serving.properties missing")
+    else:
+        props = parse_properties(sp.read_text())
+        if props.get("option.quantize") != "compressed-tensors":
+            problems.append(f"serving.properties option.quantize is {props.get('option.quantize')!r}, "
+                            f"want 'compressed-tensors'")
+    for fn in TOKENIZER_FILES:
+        if (source / fn).exists():
+            if not (artifact / fn).exists():
+                problems.append(f"{fn} not copied from the source")
+            elif (artifact / fn).read_bytes() != (source / fn).read_bytes():
+                problems.append(f"{fn} differs from the source")
+    m = _read_json(artifact / "manifest.json", problems, "manifest.json")
+    if m is None:
+        return problems
+    if m.get("schema_version") != 1:
+        problems.append(f"manifest.json schema_version is {m.get('schema_version')!r}, want 1")
+    outputs = m.get("outputs")
+    if not isinstance(outputs, list):
+        return problems + ["manifest.json has no outputs list"]
+    listed = set()
+    for o in outputs:
+        path = o.get("path") if isinstance(o, dict) else None
+        if not isinstance(path, str) or os.path.isabs(path) or ".." in Path(path).parts:
+            problems.append(f"manifest output with a bad path: {o!r}")
+            continue
+        listed.add(path)
+        f = artifact / path
+        if not f.is_file():
+            problems.append(f"manifest lists {path}, which does not exist")
+            continue
+        if o.get("sha256") != sha256_file(f):
+            problems.append(f"manifest sha256 of {path} does not match the file")
+        if "bytes" in o and o["bytes"] != f.stat().st_size:
+            problems.append(f"manifest says {path} has {o['bytes']} bytes, it has {f.stat().st_size}")
+    inputs = m.get("inputs", [])
+    for o in inputs if isinstance(inputs, list) else []:
+        path = o.get("path") if isinstance(o, dict) else None
+        if isinstance(path, str) and not os.path.isabs(path) and (source / path).is_file():
+            if o.get("sha256") != sha256_file(source / path):
+                problems.append(f"manifest input {path}: sha256 does not match the source file")
+        else:
+            problems.append(f"manifest input {o!r} is not a file of the source directory")
+    present = {str(p.relative_to(artifact)) for p in artifact.rglob("*") if p.is_file()}
+    for missing in sorted(present - listed - {"manifest.json"}):
+        problems.append(f"{missing} is in the artifact but not in manifest outputs")
+    for required in ["config.json", "serving.properties"]:
+        if required not in listed:
+            problems.append(f"manifest outputs do not list {required}")
+    if not any(p.endswith(".safetensors") for p in listed):
+        problems.append("manifest outputs list no weight file")
+    return problems
