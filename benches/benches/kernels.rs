@@ -143,6 +143,46 @@ fn quantize_rows(c: &mut Criterion, pool: &ThreadPool, f32s: &[f32], bf16s: &[bf
     g.finish();
 }
 
+/// The same per-channel kernels on a 64x4096 slice that stays in L2, to show their compute
+/// ceiling apart from DRAM bandwidth (SIMD ISAs only).
+fn quantize_in_cache(c: &mut Criterion, pool: &ThreadPool, f32s: &[f32], bf16s: &[bf16]) {
+    const HOT_ROWS: usize = 64;
+    let n = HOT_ROWS * COLS;
+    let mut codes_i8 = vec![0i8; n];
+    let mut codes_u8 = vec![0u8; n];
+    let mut scales = vec![0.0f32; HOT_ROWS];
+    let mut g = c.benchmark_group("quantize_per_channel_64x4096_in_cache");
+    for src in [Src::F32(&f32s[..n]), Src::Bf16(&bf16s[..n])] {
+        let dtype = if matches!(src, Src::F32(_)) {
+            "f32"
+        } else {
+            "bf16"
+        };
+        g.throughput(Throughput::Bytes((n * src.bytes_per_elem()) as u64));
+        for isa in Isa::available().into_iter().filter(|&i| i != Isa::Scalar) {
+            g.bench_function(BenchmarkId::new(format!("int8/{dtype}"), isa.name()), |b| {
+                pool.install(|| {
+                    b.iter(|| {
+                        let (codes, scales) = (&mut codes_i8, &mut scales);
+                        quantize_int8_rows(isa, src, COLS, COLS, &int8_scale, codes, scales)
+                            .expect("finite input")
+                    })
+                })
+            });
+            g.bench_function(BenchmarkId::new(format!("fp8/{dtype}"), isa.name()), |b| {
+                pool.install(|| {
+                    b.iter(|| {
+                        let (codes, scales) = (&mut codes_u8, &mut scales);
+                        quantize_fp8_rows(isa, src, COLS, COLS, &fp8_scale, codes, scales)
+                            .expect("finite input")
+                    })
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
 fn candle_q8_0(c: &mut Criterion, pool: &ThreadPool, f32s: &[f32]) {
     let tensor =
         Tensor::from_slice(f32s, (ROWS, COLS), &Device::Cpu).expect("cannot build candle tensor");
@@ -187,6 +227,7 @@ fn kernels(c: &mut Criterion) {
     let f32s = weights();
     let bf16s: Vec<bf16> = f32s.iter().map(|&x| bf16::from_f32(x)).collect();
     quantize_rows(c, &pool, &f32s, &bf16s);
+    quantize_in_cache(c, &pool, &f32s, &bf16s);
     candle_q8_0(c, &pool, &f32s);
     dequantize(c, &pool);
 }

@@ -11,6 +11,7 @@ use std::path::PathBuf;
     version,
     about = "Quantize a Hugging Face model into a checkpoint vLLM and SGLang load, for a SageMaker instance type",
     args_conflicts_with_subcommands = true,
+    args_override_self = true,
     after_help = "Examples:\n  optimize --model ./smollm2 --instance-type ml.g6.12xlarge --quantize fp8 --output ./smollm2-fp8\n  optimize --request job.json          (a CreateOptimizationJob request document)\n  optimize import-gguf model.gguf ./model-hf"
 )]
 pub struct Cli {

@@ -16,7 +16,8 @@ pub enum Arch {
 }
 
 impl Arch {
-    pub const SUPPORTED: &'static str = "`llama` (Llama 2/3.x, SmolLM, TinyLlama and Mistral-style files) and `qwen2`";
+    pub const SUPPORTED: &'static str =
+        "`llama` (Llama 2/3.x, SmolLM, TinyLlama and Mistral-style files) and `qwen2`";
 
     pub fn from_meta(meta: &Meta<'_>) -> Result<Self> {
         match meta.str("general.architecture")? {
@@ -84,7 +85,9 @@ impl ModelParams {
         let hidden_size = meta.usize(&key("embedding_length"))?;
         let num_layers = meta.usize(&key("block_count"))?;
         let num_heads = meta.usize(&key("attention.head_count"))?;
-        let num_kv_heads = meta.opt_usize(&key("attention.head_count_kv"))?.unwrap_or(num_heads);
+        let num_kv_heads = meta
+            .opt_usize(&key("attention.head_count_kv"))?
+            .unwrap_or(num_heads);
         if num_heads == 0 || num_kv_heads == 0 || !num_heads.is_multiple_of(num_kv_heads) {
             return Err(Error::metadata(
                 meta.path(),
@@ -94,27 +97,15 @@ impl ModelParams {
         }
         let shape = |name: &str| tensor_shape(meta, tensors, name);
         let embed = shape("token_embd.weight")?;
-        check_dims(meta, "token_embd.weight", &embed, &[None, Some(hidden_size)], &key("embedding_length"))?;
+        check_dims(
+            meta,
+            "token_embd.weight",
+            &embed,
+            &[None, Some(hidden_size)],
+            &key("embedding_length"),
+        )?;
         check_layers(meta, tensors, num_layers)?;
-        let q = shape("blk.0.attn_q.weight")?;
-        let k = shape("blk.0.attn_k.weight")?;
-        let head_dim = head_dim_from(meta, &q, num_heads, &key("attention.head_count"), "blk.0.attn_q.weight")?;
-        let kv_head_dim = head_dim_from(meta, &k, num_kv_heads, &key("attention.head_count_kv"), "blk.0.attn_k.weight")?;
-        if kv_head_dim != head_dim {
-            return Err(Error::tensor(
-                meta.path(),
-                "blk.0.attn_k.weight",
-                format!("gives a head size of {kv_head_dim} but the queries have {head_dim}"),
-            ));
-        }
-        let key_length = meta.opt_usize(&key("attention.key_length"))?;
-        if let Some(len) = key_length.filter(|&l| l != head_dim) {
-            return Err(Error::metadata(
-                meta.path(),
-                &key("attention.key_length"),
-                format!("is {len} but blk.0.attn_q.weight has {head_dim} rows per head"),
-            ));
-        }
+        let (head_dim, key_length) = check_heads(meta, tensors, &key, num_heads, num_kv_heads)?;
         let intermediate_size = meta.usize(&key("feed_forward_length"))?;
         check_dims(
             meta,
@@ -132,7 +123,9 @@ impl ModelParams {
             num_kv_heads,
             head_dim,
             explicit_head_dim: key_length.is_some() || head_dim * num_heads != hidden_size,
-            rms_norm_eps: meta.opt_f64(&key("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-6),
+            rms_norm_eps: meta
+                .opt_f64(&key("attention.layer_norm_rms_epsilon"))?
+                .unwrap_or(1e-6),
             rope_theta: meta.opt_f64(&key("rope.freq_base"))?.unwrap_or(10_000.0),
             rope_scaling: rope_scaling(meta, &key)?,
             context_length: meta.usize(&key("context_length"))?,
@@ -162,9 +155,15 @@ impl ModelParams {
         c.insert("max_position_embeddings".into(), json!(self.context_length));
         c.insert("rms_norm_eps".into(), json!(self.rms_norm_eps));
         c.insert("rope_theta".into(), json!(self.rope_theta));
-        c.insert("rope_scaling".into(), self.rope_scaling.clone().unwrap_or(Value::Null));
+        c.insert(
+            "rope_scaling".into(),
+            self.rope_scaling.clone().unwrap_or(Value::Null),
+        );
         c.insert("vocab_size".into(), json!(self.vocab_size));
-        c.insert("tie_word_embeddings".into(), json!(self.tie_word_embeddings));
+        c.insert(
+            "tie_word_embeddings".into(),
+            json!(self.tie_word_embeddings),
+        );
         c.insert("attention_bias".into(), json!(self.attention_bias));
         if self.arch == Arch::Llama {
             c.insert("mlp_bias".into(), json!(false));
@@ -206,9 +205,9 @@ fn insert_ids(c: &mut Map<String, Value>, p: &ModelParams) {
 fn token_id(meta: &Meta<'_>, key: &str) -> Result<Option<u32>> {
     match meta.opt_u64(key)? {
         None => Ok(None),
-        Some(id) => u32::try_from(id)
-            .map(Some)
-            .map_err(|_| Error::metadata(meta.path(), key, format!("token id {id} is out of range"))),
+        Some(id) => u32::try_from(id).map(Some).map_err(|_| {
+            Error::metadata(meta.path(), key, format!("token id {id} is out of range"))
+        }),
     }
 }
 
@@ -216,12 +215,28 @@ fn tensor_shape(meta: &Meta<'_>, tensors: &Tensors, name: &str) -> Result<Vec<us
     tensors
         .get(name)
         .map(|t| t.shape.dims().to_vec())
-        .ok_or_else(|| Error::tensor(meta.path(), name, "is missing; every model of this architecture has it"))
+        .ok_or_else(|| {
+            Error::tensor(
+                meta.path(),
+                name,
+                "is missing; every model of this architecture has it",
+            )
+        })
 }
 
 /// Checks a tensor's shape (`None` = any size) against the metadata key that sets it.
-fn check_dims(meta: &Meta<'_>, tensor: &str, dims: &[usize], expect: &[Option<usize>], key: &str) -> Result<()> {
-    let ok = dims.len() == expect.len() && dims.iter().zip(expect).all(|(d, e)| e.is_none_or(|e| e == *d));
+fn check_dims(
+    meta: &Meta<'_>,
+    tensor: &str,
+    dims: &[usize],
+    expect: &[Option<usize>],
+    key: &str,
+) -> Result<()> {
+    let ok = dims.len() == expect.len()
+        && dims
+            .iter()
+            .zip(expect)
+            .all(|(d, e)| e.is_none_or(|e| e == *d));
     if ok {
         return Ok(());
     }
@@ -232,11 +247,58 @@ fn check_dims(meta: &Meta<'_>, tensor: &str, dims: &[usize], expect: &[Option<us
     Err(Error::tensor(
         meta.path(),
         tensor,
-        format!("has shape {dims:?}, but metadata `{key}` implies [{}]", want.join(", ")),
+        format!(
+            "has shape {dims:?}, but metadata `{key}` implies [{}]",
+            want.join(", ")
+        ),
     ))
 }
 
-fn head_dim_from(meta: &Meta<'_>, dims: &[usize], heads: usize, key: &str, tensor: &str) -> Result<usize> {
+/// The head size the q and k tensors imply, checked against the head counts and
+/// `attention.key_length`; also returns that key when present.
+fn check_heads(
+    meta: &Meta<'_>,
+    tensors: &Tensors,
+    key: &dyn Fn(&str) -> String,
+    num_heads: usize,
+    num_kv_heads: usize,
+) -> Result<(usize, Option<usize>)> {
+    let (q_name, k_name) = ("blk.0.attn_q.weight", "blk.0.attn_k.weight");
+    let q = tensor_shape(meta, tensors, q_name)?;
+    let k = tensor_shape(meta, tensors, k_name)?;
+    let head_dim = head_dim_from(meta, &q, num_heads, &key("attention.head_count"), q_name)?;
+    let kv_head_dim = head_dim_from(
+        meta,
+        &k,
+        num_kv_heads,
+        &key("attention.head_count_kv"),
+        k_name,
+    )?;
+    if kv_head_dim != head_dim {
+        return Err(Error::tensor(
+            meta.path(),
+            k_name,
+            format!("gives a head size of {kv_head_dim} but the queries have {head_dim}"),
+        ));
+    }
+    let key_length = meta.opt_usize(&key("attention.key_length"))?;
+    if let Some(len) = key_length.filter(|&l| l != head_dim) {
+        return Err(Error::metadata(
+            meta.path(),
+            &key("attention.key_length"),
+            format!("is {len} but {q_name} has {head_dim} rows per head"),
+        ));
+    }
+    Ok((head_dim, key_length))
+}
+
+fn head_dim_from(
+    meta: &Meta<'_>,
+    dims: &[usize],
+    heads: usize,
+    key: &str,
+    tensor: &str,
+) -> Result<usize> {
     dims.first().and_then(|&rows| head_dim_for(rows, heads)).ok_or_else(|| {
         Error::tensor(
             meta.path(),
@@ -289,7 +351,13 @@ fn rope_scaling(meta: &Meta<'_>, key: &dyn Fn(&str) -> String) -> Result<Option<
     let factor = match meta.opt_f64(&factor_key)?.or(legacy_linear) {
         Some(f) => f,
         None if kind == "none" => return Ok(None),
-        None => return Err(Error::metadata(meta.path(), &factor_key, "is missing but a rope scaling type is set")),
+        None => {
+            return Err(Error::metadata(
+                meta.path(),
+                &factor_key,
+                "is missing but a rope scaling type is set",
+            ))
+        }
     };
     match kind {
         "none" => Ok(None),

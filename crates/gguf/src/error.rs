@@ -53,7 +53,11 @@ impl Error {
         }
     }
 
-    pub(crate) fn tensor(path: impl Into<PathBuf>, tensor: &str, reason: impl Into<String>) -> Self {
+    pub(crate) fn tensor(
+        path: impl Into<PathBuf>,
+        tensor: &str,
+        reason: impl Into<String>,
+    ) -> Self {
         Error::Tensor {
             path: path.into(),
             tensor: tensor.to_string(),

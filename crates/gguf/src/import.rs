@@ -2,7 +2,9 @@
 
 use crate::config::{Arch, ModelParams};
 use crate::error::{Error, Result};
-use crate::names::{head_dim_for, map_name, output_order, unpermuted_source_row, Hf, Mapping, Role};
+use crate::names::{
+    head_dim_for, map_name, output_order, unpermuted_source_row, Hf, Mapping, Role,
+};
 use crate::reader::GgufFile;
 use crate::rope::{infer_llama3, Llama3Rope};
 use crate::tokenizer::{self, TokenizerSummary};
@@ -20,7 +22,10 @@ use temper_core::IoContext;
 
 // Tensor bytes are produced by viewing f32/bf16 slices as bytes; safetensors files
 // are little-endian, so that view is only right on little-endian hosts.
-const _: () = assert!(cfg!(target_endian = "little"), "GGUF import writes safetensors by viewing memory as little-endian");
+const _: () = assert!(
+    cfg!(target_endian = "little"),
+    "GGUF import writes safetensors by viewing memory as little-endian"
+);
 
 /// The dtype of the written weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -103,6 +108,8 @@ struct Planned {
     gguf: String,
     hf: Hf,
     shape: Vec<usize>,
+    /// Where its data lies in the GGUF.
+    offset: u64,
     /// Heads to un-permute the rows over (llama q and k).
     unpermute_heads: Option<usize>,
 }
@@ -127,15 +134,23 @@ pub fn import_gguf(
     let mut params = ModelParams::read(arch, &meta, file.tensor_infos())?;
     let tok = tokenizer::build(&meta, params.context_length)?;
     let mut warnings = tok.warnings.clone();
-    check_vocab(gguf, tok.summary.vocab_size, params.vocab_size, &mut warnings)?;
+    check_vocab(
+        gguf,
+        tok.summary.vocab_size,
+        params.vocab_size,
+        &mut warnings,
+    )?;
     let (plan, skipped) = plan(&file, &params)?;
     if file.tensor_infos().contains_key("rope_freqs.weight") {
         apply_rope_freqs(&mut file, &mut params, &mut warnings)?;
     }
-    let source_tensor_types = file.tensor_infos().values().fold(BTreeMap::new(), |mut m, t| {
-        *m.entry(format!("{:?}", t.ggml_dtype)).or_insert(0) += 1;
-        m
-    });
+    let source_tensor_types = file
+        .tensor_infos()
+        .values()
+        .fold(BTreeMap::new(), |mut m, t| {
+            *m.entry(format!("{:?}", t.ggml_dtype)).or_insert(0) += 1;
+            m
+        });
 
     let stage = StagedDir::create(out_dir, opts.overwrite)?;
     let dtype = opts.dtype.safetensors();
@@ -144,22 +159,15 @@ pub fn import_gguf(
         .map(|p| TensorSpec::new(p.hf.name.clone(), dtype, p.shape.clone()))
         .collect();
     let writer = ShardedWriter::create(stage.path(), &specs, opts.max_shard_bytes)?;
-    let (total, mut written, mut parameters) = (plan.len(), 0u64, 0u64);
-    progress(0, total, 0);
-    // Planned in output order; read in file order so the GGUF streams through once.
-    let mut by_offset: Vec<&Planned> = plan.iter().collect();
-    let offsets: BTreeMap<&str, u64> = file.tensor_infos().iter().map(|(n, i)| (n.as_str(), i.offset)).collect();
-    by_offset.sort_by_key(|p| offsets.get(p.gguf.as_str()).copied().unwrap_or(u64::MAX));
-    for (done, p) in by_offset.into_iter().enumerate() {
-        let (values, _) = file.read_f32(&p.gguf)?;
-        let bytes = convert(&values, &p.shape, p.unpermute_heads, opts.dtype);
-        writer.write(&p.hf.name, bytes.as_bytes())?;
-        written += bytes.as_bytes().len() as u64;
-        parameters += values.len() as u64;
-        progress(done + 1, total, written);
-    }
+    let (written, parameters) = write_tensors(&mut file, &plan, &writer, opts.dtype, progress)?;
     let mut files = writer.finish()?;
-    files.extend(write_metadata_files(stage.path(), gguf, &params, opts.dtype, &tok)?);
+    files.extend(write_metadata_files(
+        stage.path(),
+        gguf,
+        &params,
+        opts.dtype,
+        &tok,
+    )?);
     let output = stage.commit()?;
     Ok(ImportReport {
         source: gguf.to_path_buf(),
@@ -168,7 +176,7 @@ pub fn import_gguf(
         architecture: arch.gguf_name().to_string(),
         hf_architecture: arch.hf_class().to_string(),
         dtype: opts.dtype.torch_name().to_string(),
-        tensors: total,
+        tensors: plan.len(),
         parameters,
         bytes_written: written,
         source_tensor_types,
@@ -182,13 +190,40 @@ pub fn import_gguf(
     })
 }
 
+/// Dequantizes, converts and writes every planned tensor; returns the bytes and
+/// parameters written.
+fn write_tensors(
+    file: &mut GgufFile,
+    plan: &[Planned],
+    writer: &ShardedWriter,
+    dtype: OutputDtype,
+    progress: &mut dyn FnMut(usize, usize, u64),
+) -> Result<(u64, u64)> {
+    let (total, mut written, mut parameters) = (plan.len(), 0u64, 0u64);
+    progress(0, total, 0);
+    // Planned in output order; read in file order so the GGUF streams through once.
+    let mut by_offset: Vec<&Planned> = plan.iter().collect();
+    by_offset.sort_by_key(|p| p.offset);
+    for (done, p) in by_offset.into_iter().enumerate() {
+        let (values, _) = file.read_f32(&p.gguf)?;
+        let bytes = convert(&values, &p.shape, p.unpermute_heads, dtype);
+        writer.write(&p.hf.name, bytes.as_bytes())?;
+        written += bytes.as_bytes().len() as u64;
+        parameters += values.len() as u64;
+        progress(done + 1, total, written);
+    }
+    Ok((written, parameters))
+}
+
 /// The embedding may have more rows than tokens (padding), never fewer.
 fn check_vocab(gguf: &Path, tokens: usize, rows: usize, warnings: &mut Vec<String>) -> Result<()> {
     if tokens > rows {
         return Err(Error::tensor(
             gguf,
             "token_embd.weight",
-            format!("has {rows} rows but the tokenizer has {tokens} tokens; the file is inconsistent"),
+            format!(
+                "has {rows} rows but the tokenizer has {tokens} tokens; the file is inconsistent"
+            ),
         ));
     }
     if tokens < rows {
@@ -229,7 +264,11 @@ fn plan(file: &GgufFile, params: &ModelParams) -> Result<(Vec<Planned>, Vec<Stri
             _ => None,
         };
         if let Some(heads) = heads {
-            if shape.first().and_then(|&rows| head_dim_for(rows, heads)).is_none() {
+            if shape
+                .first()
+                .and_then(|&rows| head_dim_for(rows, heads))
+                .is_none()
+            {
                 return Err(Error::tensor(
                     file.path(),
                     name,
@@ -241,6 +280,7 @@ fn plan(file: &GgufFile, params: &ModelParams) -> Result<(Vec<Planned>, Vec<Stri
             gguf: name.clone(),
             hf,
             shape,
+            offset: info.offset,
             unpermute_heads: heads,
         });
     }
@@ -250,7 +290,11 @@ fn plan(file: &GgufFile, params: &ModelParams) -> Result<(Vec<Planned>, Vec<Stri
 }
 
 /// Turns Llama 3's rope factor tensor back into `rope_scaling`, or warns.
-fn apply_rope_freqs(file: &mut GgufFile, params: &mut ModelParams, warnings: &mut Vec<String>) -> Result<()> {
+fn apply_rope_freqs(
+    file: &mut GgufFile,
+    params: &mut ModelParams,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
     let (factors, _) = file.read_f32("rope_freqs.weight")?;
     match infer_llama3(&factors, params.rope_theta, params.head_dim) {
         Llama3Rope::None => {}
@@ -284,7 +328,12 @@ impl Converted<'_> {
 }
 
 /// Reorders q/k rows where needed and converts to the output dtype.
-fn convert<'a>(values: &'a [f32], shape: &[usize], unpermute_heads: Option<usize>, dtype: OutputDtype) -> Converted<'a> {
+fn convert<'a>(
+    values: &'a [f32],
+    shape: &[usize],
+    unpermute_heads: Option<usize>,
+    dtype: OutputDtype,
+) -> Converted<'a> {
     let rows = shape.first().copied().unwrap_or(1).max(1);
     let cols = values.len() / rows;
     let head_dim = unpermute_heads.and_then(|heads| head_dim_for(rows, heads));
@@ -294,7 +343,9 @@ fn convert<'a>(values: &'a [f32], shape: &[usize], unpermute_heads: Option<usize
     };
     match (dtype, head_dim) {
         (OutputDtype::F32, None) => Converted::F32(Cow::Borrowed(values)),
-        (OutputDtype::F32, Some(_)) => Converted::F32(Cow::Owned((0..rows).flat_map(|r| row(r).iter().copied()).collect())),
+        (OutputDtype::F32, Some(_)) => Converted::F32(Cow::Owned(
+            (0..rows).flat_map(|r| row(r).iter().copied()).collect(),
+        )),
         (OutputDtype::Bf16, _) => {
             let mut out = Vec::with_capacity(values.len());
             for r in 0..rows {
@@ -333,10 +384,11 @@ fn write_metadata_files(
 }
 
 fn write_json(path: &Path, value: &Value) -> Result<()> {
-    let mut text = serde_json::to_string_pretty(value).map_err(|source| temper_core::Error::Json {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let mut text =
+        serde_json::to_string_pretty(value).map_err(|source| temper_core::Error::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
     text.push('\n');
     std::fs::write(path, text).at(path)?;
     Ok(())
@@ -351,11 +403,15 @@ mod tests {
         // 2 heads of 4 rows, 1 column: GGUF rows [0,2,1,3 | 4,6,5,7] hold HF rows 0..8.
         let gguf: Vec<f32> = [0., 2., 1., 3., 4., 6., 5., 7.].to_vec();
         let out = convert(&gguf, &[8, 1], Some(2), OutputDtype::F32);
-        let Converted::F32(v) = out else { panic!("f32 expected") };
+        let Converted::F32(v) = out else {
+            panic!("f32 expected")
+        };
         assert_eq!(&v[..], &[0., 1., 2., 3., 4., 5., 6., 7.]);
         let out = convert(&[1.0, -2.5, 3.0e-3], &[3], None, OutputDtype::Bf16);
         assert_eq!(out.as_bytes().len(), 6);
-        let Converted::Bf16(v) = out else { panic!("bf16 expected") };
+        let Converted::Bf16(v) = out else {
+            panic!("bf16 expected")
+        };
         assert_eq!(v[1], bf16::from_f32(-2.5));
         let same = convert(&gguf, &[8, 1], None, OutputDtype::F32);
         assert!(matches!(same, Converted::F32(Cow::Borrowed(_))));

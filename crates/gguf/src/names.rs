@@ -43,7 +43,9 @@ const BLOCK_PARTS: [(&str, &str); 9] = [
 
 /// GGUF names of the tensors every layer must have.
 pub fn required_block_tensors(layer: usize) -> impl Iterator<Item = String> {
-    BLOCK_PARTS.iter().map(move |(g, _)| format!("blk.{layer}.{g}.weight"))
+    BLOCK_PARTS
+        .iter()
+        .map(move |(g, _)| format!("blk.{layer}.{g}.weight"))
 }
 
 /// Maps one GGUF tensor name (llama and qwen2 share the scheme).
@@ -54,7 +56,11 @@ pub fn map_name(gguf: &str) -> Mapping {
         "output.weight" => Some("lm_head.weight"),
         // llama.cpp's precomputed Llama 3.1 rope frequency factors: Hugging Face
         // derives them from `rope_scaling` in config.json instead.
-        "rope_freqs.weight" => return Mapping::Skip("Llama 3 rope frequency factors (set by `rope_scaling` in config.json)"),
+        "rope_freqs.weight" => {
+            return Mapping::Skip(
+                "Llama 3 rope frequency factors (set by `rope_scaling` in config.json)",
+            )
+        }
         _ => None,
     };
     if let Some(name) = top {
@@ -64,10 +70,18 @@ pub fn map_name(gguf: &str) -> Mapping {
             layer: None,
         });
     }
-    let Some(rest) = gguf.strip_prefix("blk.") else { return Mapping::Unknown };
-    let Some((index, rest)) = rest.split_once('.') else { return Mapping::Unknown };
-    let Ok(layer) = index.parse::<usize>() else { return Mapping::Unknown };
-    let Some((stem, suffix)) = rest.rsplit_once('.') else { return Mapping::Unknown };
+    let Some(rest) = gguf.strip_prefix("blk.") else {
+        return Mapping::Unknown;
+    };
+    let Some((index, rest)) = rest.split_once('.') else {
+        return Mapping::Unknown;
+    };
+    let Ok(layer) = index.parse::<usize>() else {
+        return Mapping::Unknown;
+    };
+    let Some((stem, suffix)) = rest.rsplit_once('.') else {
+        return Mapping::Unknown;
+    };
     if stem == "attn_rot_embd" {
         // Old converters stored the rotary inverse frequencies; models recompute them.
         return Mapping::Skip("rotary inverse frequencies (recomputed from rope_theta)");
@@ -75,7 +89,9 @@ pub fn map_name(gguf: &str) -> Mapping {
     if suffix != "weight" && suffix != "bias" {
         return Mapping::Unknown;
     }
-    let Some((_, hf_stem)) = BLOCK_PARTS.iter().find(|(g, _)| *g == stem) else { return Mapping::Unknown };
+    let Some((_, hf_stem)) = BLOCK_PARTS.iter().find(|(g, _)| *g == stem) else {
+        return Mapping::Unknown;
+    };
     let role = match stem {
         "attn_q" => Role::Query,
         "attn_k" => Role::Key,
@@ -133,12 +149,33 @@ mod tests {
         assert_eq!(m("token_embd.weight"), "model.embed_tokens.weight");
         assert_eq!(m("output_norm.weight"), "model.norm.weight");
         assert_eq!(m("output.weight"), "lm_head.weight");
-        assert_eq!(m("blk.0.attn_norm.weight"), "model.layers.0.input_layernorm.weight");
-        assert_eq!(m("blk.12.ffn_norm.weight"), "model.layers.12.post_attention_layernorm.weight");
-        assert_eq!(m("blk.3.attn_q.bias"), "model.layers.3.self_attn.q_proj.bias");
-        assert_eq!(m("blk.3.attn_output.weight"), "model.layers.3.self_attn.o_proj.weight");
-        assert_eq!(m("blk.29.ffn_down.weight"), "model.layers.29.mlp.down_proj.weight");
-        assert!(matches!(map_name("blk.0.attn_k.weight"), Mapping::Tensor(Hf { role: Role::Key, .. })));
+        assert_eq!(
+            m("blk.0.attn_norm.weight"),
+            "model.layers.0.input_layernorm.weight"
+        );
+        assert_eq!(
+            m("blk.12.ffn_norm.weight"),
+            "model.layers.12.post_attention_layernorm.weight"
+        );
+        assert_eq!(
+            m("blk.3.attn_q.bias"),
+            "model.layers.3.self_attn.q_proj.bias"
+        );
+        assert_eq!(
+            m("blk.3.attn_output.weight"),
+            "model.layers.3.self_attn.o_proj.weight"
+        );
+        assert_eq!(
+            m("blk.29.ffn_down.weight"),
+            "model.layers.29.mlp.down_proj.weight"
+        );
+        assert!(matches!(
+            map_name("blk.0.attn_k.weight"),
+            Mapping::Tensor(Hf {
+                role: Role::Key,
+                ..
+            })
+        ));
         assert!(matches!(map_name("rope_freqs.weight"), Mapping::Skip(_)));
         assert_eq!(map_name("blk.0.ffn_gate_exps.weight"), Mapping::Unknown);
         assert_eq!(map_name("blk.x.attn_q.weight"), Mapping::Unknown);
@@ -167,7 +204,9 @@ mod tests {
         for (n_head, head_dim) in [(1, 2), (3, 8), (9, 64), (2, 6)] {
             let hf: Vec<u32> = (0..(n_head * head_dim) as u32).collect();
             let gguf = permute_like_llama_cpp(&hf, n_head);
-            let back: Vec<u32> = (0..hf.len()).map(|r| gguf[unpermuted_source_row(r, head_dim)]).collect();
+            let back: Vec<u32> = (0..hf.len())
+                .map(|r| gguf[unpermuted_source_row(r, head_dim)])
+                .collect();
             assert_eq!(back, hf, "n_head {n_head} head_dim {head_dim}");
         }
         assert_eq!(head_dim_for(576, 9), Some(64));

@@ -10,7 +10,8 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 /// GGML tensor types candle can dequantize (named in the error for any other type).
-const READABLE_TYPES: &str = "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K";
+const READABLE_TYPES: &str =
+    "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K";
 
 /// An open GGUF file whose header has been read.
 pub struct GgufFile {
@@ -86,9 +87,15 @@ impl GgufFile {
             .get(name)
             .ok_or_else(|| Error::tensor(&self.path, name, "is not in the file"))?;
         let shape = info.shape.dims().to_vec();
-        let fail = |what: &str, e: candle_core::Error| Error::tensor(&self.path, name, format!("cannot {what} it: {e}"));
+        let fail = |what: &str, e: candle_core::Error| {
+            Error::tensor(&self.path, name, format!("cannot {what} it: {e}"))
+        };
         let qtensor = info
-            .read(&mut self.reader, self.content.tensor_data_offset, &Device::Cpu)
+            .read(
+                &mut self.reader,
+                self.content.tensor_data_offset,
+                &Device::Cpu,
+            )
             .map_err(|e| fail("read", e))?;
         let values = qtensor
             .dequantize(&Device::Cpu)
@@ -169,7 +176,11 @@ impl<'a> Meta<'a> {
     }
 
     fn wrong(&self, key: &str, expected: &str, found: &Value) -> Error {
-        Error::metadata(self.path, key, format!("expected {expected}, found {}", describe(found)))
+        Error::metadata(
+            self.path,
+            key,
+            format!("expected {expected}, found {}", describe(found)),
+        )
     }
 
     fn missing(&self, key: &str) -> Error {
@@ -182,8 +193,12 @@ impl<'a> Meta<'a> {
     }
 
     pub fn opt_u64(&self, key: &str) -> Result<Option<u64>> {
-        let Some(v) = self.map.get(key) else { return Ok(None) };
-        as_u64(v).map(Some).ok_or_else(|| self.wrong(key, "a non-negative integer", v))
+        let Some(v) = self.map.get(key) else {
+            return Ok(None);
+        };
+        as_u64(v)
+            .map(Some)
+            .ok_or_else(|| self.wrong(key, "a non-negative integer", v))
     }
 
     pub fn u64(&self, key: &str) -> Result<u64> {
@@ -192,22 +207,25 @@ impl<'a> Meta<'a> {
 
     pub fn usize(&self, key: &str) -> Result<usize> {
         let v = self.u64(key)?;
-        usize::try_from(v).map_err(|_| Error::metadata(self.path, key, format!("{v} does not fit in memory")))
+        usize::try_from(v)
+            .map_err(|_| Error::metadata(self.path, key, format!("{v} does not fit in memory")))
     }
 
     pub fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
         match self.opt_u64(key)? {
             None => Ok(None),
-            Some(v) => usize::try_from(v)
-                .map(Some)
-                .map_err(|_| Error::metadata(self.path, key, format!("{v} does not fit in memory"))),
+            Some(v) => usize::try_from(v).map(Some).map_err(|_| {
+                Error::metadata(self.path, key, format!("{v} does not fit in memory"))
+            }),
         }
     }
 
     /// A float, as the shortest decimal that reads back to the stored value (GGUF keeps
     /// most floats as f32: 1e-5 must stay 1e-5 in `config.json`, not 9.99999974e-6).
     pub fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
-        let Some(v) = self.map.get(key) else { return Ok(None) };
+        let Some(v) = self.map.get(key) else {
+            return Ok(None);
+        };
         let x = match v {
             Value::F32(x) => format!("{x}").parse::<f64>().unwrap_or(f64::from(*x)),
             Value::F64(x) => *x,
@@ -252,7 +270,9 @@ impl<'a> Meta<'a> {
     }
 
     pub fn opt_strings(&self, key: &str) -> Result<Option<Vec<&'a str>>> {
-        let Some(items) = self.array(key)? else { return Ok(None) };
+        let Some(items) = self.array(key)? else {
+            return Ok(None);
+        };
         items
             .iter()
             .enumerate()
@@ -265,17 +285,23 @@ impl<'a> Meta<'a> {
     }
 
     pub fn opt_ints(&self, key: &str) -> Result<Option<Vec<i64>>> {
-        let Some(items) = self.array(key)? else { return Ok(None) };
+        let Some(items) = self.array(key)? else {
+            return Ok(None);
+        };
         items
             .iter()
             .enumerate()
-            .map(|(i, v)| as_i64(v).ok_or_else(|| self.wrong(&format!("{key}[{i}]"), "an integer", v)))
+            .map(|(i, v)| {
+                as_i64(v).ok_or_else(|| self.wrong(&format!("{key}[{i}]"), "an integer", v))
+            })
             .collect::<Result<Vec<_>>>()
             .map(Some)
     }
 
     pub fn opt_floats(&self, key: &str) -> Result<Option<Vec<f32>>> {
-        let Some(items) = self.array(key)? else { return Ok(None) };
+        let Some(items) = self.array(key)? else {
+            return Ok(None);
+        };
         items
             .iter()
             .enumerate()

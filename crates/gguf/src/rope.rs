@@ -50,7 +50,14 @@ pub fn infer_llama3(factors: &[f32], rope_theta: f64, head_dim: usize) -> Llama3
 
 /// The factors llama.cpp's converter writes for these parameters (divisors of each
 /// rotary frequency: 1 for short wavelengths, `factor` for long, smooth in between).
-fn llama3_factors(factor: f64, low: f64, high: f64, original: f64, theta: f64, head_dim: usize) -> Vec<f64> {
+fn llama3_factors(
+    factor: f64,
+    low: f64,
+    high: f64,
+    original: f64,
+    theta: f64,
+    head_dim: usize,
+) -> Vec<f64> {
     let (low_wavelen, high_wavelen) = (original / low, original / high);
     (0..head_dim / 2)
         .map(|i| {
@@ -78,7 +85,9 @@ mod tests {
             .into_iter()
             .map(|f| f as f32)
             .collect();
-        let Llama3Rope::Scaling(v) = infer_llama3(&factors, 500_000.0, 128) else { panic!("not recognised") };
+        let Llama3Rope::Scaling(v) = infer_llama3(&factors, 500_000.0, 128) else {
+            panic!("not recognised")
+        };
         assert_eq!(v["rope_type"], "llama3");
         assert_eq!(v["factor"], 8.0);
         assert_eq!(v["original_max_position_embeddings"], 8192);

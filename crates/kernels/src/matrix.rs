@@ -218,27 +218,44 @@ struct Blocks<'a> {
 
 impl Blocks<'_> {
     /// Quantizes the block-row starting at `row0` (the rows `codes` covers).
+    ///
+    /// Both passes walk the band row-major, so memory is read sequentially (tile by tile would
+    /// stride through it): pass 1 folds each row segment's absmax into its tile, using `scales`
+    /// as the accumulator, and meets non-finite values in row-major order; pass 2 quantizes the
+    /// band, which is still in L2 (one 128-row band of 4096 f32 columns is 2 MiB).
     fn block_row(&self, row0: usize, codes: &mut [u8], scales: &mut [f32]) -> Result<(), Found> {
-        let cols = self.cols;
+        let (cols, bc) = (self.cols, self.block.1);
         let rows = codes.len() / cols;
         let band = self.src.slice(row0 * cols..(row0 + rows) * cols);
-        for (j, scale) in scales.iter_mut().enumerate() {
-            let c0 = j * self.block.1;
-            let c1 = (c0 + self.block.1).min(cols);
-            let mut absmax = 0.0f32;
-            for r in 0..rows {
-                let stats = dispatch::row_stats(self.u, band.slice(r * cols + c0..r * cols + c1));
-                if stats.first_non_finite.is_some() {
-                    // A later row of an earlier tile may hold the first one: rescan the band.
-                    return Err(first_non_finite(self.u, band, cols, row0));
+        scales.fill(0.0);
+        for r in 0..rows {
+            let row = band.slice(r * cols..(r + 1) * cols);
+            for (j, absmax) in scales.iter_mut().enumerate() {
+                let c0 = j * bc;
+                let seg = row.slice(c0..(c0 + bc).min(cols));
+                let stats = dispatch::row_stats(self.u, seg);
+                if let Some(c) = stats.first_non_finite {
+                    let col = c0 + c;
+                    let value = row.get(col);
+                    return Err(Found {
+                        row: row0 + r,
+                        col,
+                        value,
+                    });
                 }
-                absmax = absmax.max(stats.absmax);
+                *absmax = absmax.max(stats.absmax);
             }
-            *scale = (self.scale_for)(absmax);
-            let inv = 1.0 / *scale;
-            for (r, row_codes) in codes.chunks_exact_mut(cols).enumerate() {
-                let seg = band.slice(r * cols + c0..r * cols + c1);
-                dispatch::quantize_fp8(self.u, seg, inv, &mut row_codes[c0..c1]);
+        }
+        for scale in scales.iter_mut() {
+            *scale = (self.scale_for)(*scale);
+        }
+        for (r, row_codes) in codes.chunks_exact_mut(cols).enumerate() {
+            let row = band.slice(r * cols..(r + 1) * cols);
+            for (j, (seg_codes, &scale)) in row_codes.chunks_mut(bc).zip(scales.iter()).enumerate()
+            {
+                let c0 = j * bc;
+                let seg = row.slice(c0..c0 + seg_codes.len());
+                dispatch::quantize_fp8(self.u, seg, 1.0 / scale, seg_codes);
             }
         }
         Ok(())
@@ -290,19 +307,6 @@ fn merge(a: Result<f32, Found>, b: Result<f32, Found>) -> Result<f32, Found> {
             x
         }),
         (Err(x), Ok(_)) | (Ok(_), Err(x)) => Err(x),
-    }
-}
-
-/// The first non-finite value of `band` (whole rows starting at matrix row `row0`).
-///
-/// Only called once a non-finite value is known to be in `band`.
-fn first_non_finite(u: Usable, band: Src, cols: usize, row0: usize) -> Found {
-    let stats = dispatch::row_stats(u, band);
-    let i = stats.first_non_finite.unwrap_or(0);
-    Found {
-        row: row0 + i / cols,
-        col: i % cols,
-        value: band.get(i),
     }
 }
 

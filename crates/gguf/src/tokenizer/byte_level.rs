@@ -76,16 +76,21 @@ fn family(meta: &Meta<'_>, pre: Option<&str>, warnings: &mut Vec<String>) -> Res
         })
 }
 
-pub(crate) fn build(meta: &Meta<'_>, vocab: &Vocab<'_>, pre: Option<&str>, warnings: &mut Vec<String>) -> Result<Pipeline> {
+pub(crate) fn build(
+    meta: &Meta<'_>,
+    vocab: &Vocab<'_>,
+    pre: Option<&str>,
+    warnings: &mut Vec<String>,
+) -> Result<Pipeline> {
     let family = family(meta, pre, warnings)?;
     let bpe = model(meta, vocab, family, warnings)?;
     let mut tokenizer = Tokenizer::new(bpe);
     let pre_tokenizer = pre_tokenizer(meta, family)?;
     tokenizer.with_pre_tokenizer(Some(pre_tokenizer));
     if family == Family::Qwen2 {
-        tokenizer
-            .with_normalizer(Some(NFC))
-            .map_err(|e| Error::tokenizer(meta.path(), format!("cannot set the NFC normalizer: {e}")))?;
+        tokenizer.with_normalizer(Some(NFC)).map_err(|e| {
+            Error::tokenizer(meta.path(), format!("cannot set the NFC normalizer: {e}"))
+        })?;
     }
     // The byte-level post-processor only fixes offsets; BOS/EOS come from a template.
     let byte_level = ByteLevel::new(false, false, true);
@@ -98,7 +103,9 @@ pub(crate) fn build(meta: &Meta<'_>, vocab: &Vocab<'_>, pre: Option<&str>, warni
     let (class, extra) = match family {
         Family::Llama3 => ("PreTrainedTokenizerFast", vec![]),
         Family::Qwen2 => ("Qwen2Tokenizer", vec![("errors", json!("replace"))]),
-        Family::Gpt2 | Family::Digits => ("GPT2Tokenizer", vec![("add_prefix_space", json!(false))]),
+        Family::Gpt2 | Family::Digits => {
+            ("GPT2Tokenizer", vec![("add_prefix_space", json!(false))])
+        }
     };
     Ok(Pipeline {
         tokenizer,
@@ -110,28 +117,63 @@ pub(crate) fn build(meta: &Meta<'_>, vocab: &Vocab<'_>, pre: Option<&str>, warni
 
 fn pre_tokenizer(meta: &Meta<'_>, family: Family) -> Result<PreTokenizerWrapper> {
     let split = |pattern: &str| {
-        Split::new(SplitPattern::Regex(pattern.to_string()), SplitDelimiterBehavior::Isolated, false)
-            .map_err(|e| Error::tokenizer(meta.path(), format!("cannot compile the split pattern: {e}")))
+        Split::new(
+            SplitPattern::Regex(pattern.to_string()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(|e| {
+            Error::tokenizer(
+                meta.path(),
+                format!("cannot compile the split pattern: {e}"),
+            )
+        })
     };
     Ok(match family {
         Family::Gpt2 => ByteLevel::new(false, true, true).into(),
-        Family::Digits => Sequence::new(vec![Digits::new(true).into(), ByteLevel::new(false, true, true).into()]).into(),
-        Family::Llama3 => Sequence::new(vec![split(LLAMA3_PATTERN)?.into(), ByteLevel::new(false, true, false).into()]).into(),
-        Family::Qwen2 => Sequence::new(vec![split(QWEN2_PATTERN)?.into(), ByteLevel::new(false, false, false).into()]).into(),
+        Family::Digits => Sequence::new(vec![
+            Digits::new(true).into(),
+            ByteLevel::new(false, true, true).into(),
+        ])
+        .into(),
+        Family::Llama3 => Sequence::new(vec![
+            split(LLAMA3_PATTERN)?.into(),
+            ByteLevel::new(false, true, false).into(),
+        ])
+        .into(),
+        Family::Qwen2 => Sequence::new(vec![
+            split(QWEN2_PATTERN)?.into(),
+            ByteLevel::new(false, false, false).into(),
+        ])
+        .into(),
     })
 }
 
-fn model(meta: &Meta<'_>, vocab: &Vocab<'_>, family: Family, warnings: &mut Vec<String>) -> Result<BPE> {
+fn model(
+    meta: &Meta<'_>,
+    vocab: &Vocab<'_>,
+    family: Family,
+    warnings: &mut Vec<String>,
+) -> Result<BPE> {
     let key = "tokenizer.ggml.merges";
-    let raw = meta
-        .opt_strings(key)?
-        .ok_or_else(|| Error::tokenizer(meta.path(), format!("metadata `{key}` is missing; byte-level BPE needs its merges")))?;
+    let raw = meta.opt_strings(key)?.ok_or_else(|| {
+        Error::tokenizer(
+            meta.path(),
+            format!("metadata `{key}` is missing; byte-level BPE needs its merges"),
+        )
+    })?;
     let merges = raw
         .iter()
         .enumerate()
         .map(|(i, m)| match m.split_once(' ') {
-            Some((a, b)) if !a.is_empty() && !b.is_empty() && !b.contains(' ') => Ok((a.to_string(), b.to_string())),
-            _ => Err(Error::metadata(meta.path(), &format!("{key}[{i}]"), format!("{m:?} is not two tokens separated by one space"))),
+            Some((a, b)) if !a.is_empty() && !b.is_empty() && !b.contains(' ') => {
+                Ok((a.to_string(), b.to_string()))
+            }
+            _ => Err(Error::metadata(
+                meta.path(),
+                &format!("{key}[{i}]"),
+                format!("{m:?} is not two tokens separated by one space"),
+            )),
         })
         .collect::<Result<Vec<_>>>()?;
     let mut map = ahash::AHashMap::with_capacity(vocab.tokens.len());
@@ -158,5 +200,10 @@ fn model(meta: &Meta<'_>, vocab: &Vocab<'_>, family: Family, warnings: &mut Vec<
         // Llama 3 looks a whole pre-token up in the vocabulary before merging.
         .ignore_merges(family == Family::Llama3)
         .build()
-        .map_err(|e| Error::tokenizer(meta.path(), format!("the BPE vocabulary and merges are inconsistent: {e}")))
+        .map_err(|e| {
+            Error::tokenizer(
+                meta.path(),
+                format!("the BPE vocabulary and merges are inconsistent: {e}"),
+            )
+        })
 }

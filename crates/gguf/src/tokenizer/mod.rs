@@ -58,9 +58,12 @@ impl<'a> Vocab<'a> {
     fn read(meta: &Meta<'a>) -> Result<Self> {
         let path = meta.path();
         let key = "tokenizer.ggml.tokens";
-        let tokens = meta
-            .opt_strings(key)?
-            .ok_or_else(|| Error::tokenizer(path, format!("metadata `{key}` is missing, so there is no vocabulary")))?;
+        let tokens = meta.opt_strings(key)?.ok_or_else(|| {
+            Error::tokenizer(
+                path,
+                format!("metadata `{key}` is missing, so there is no vocabulary"),
+            )
+        })?;
         if tokens.is_empty() {
             return Err(Error::metadata(path, key, "is an empty list"));
         }
@@ -75,7 +78,10 @@ impl<'a> Vocab<'a> {
                 Some(id) => Err(Error::metadata(
                     path,
                     key,
-                    format!("token id {id} is outside the vocabulary of {} tokens", tokens.len()),
+                    format!(
+                        "token id {id} is outside the vocabulary of {} tokens",
+                        tokens.len()
+                    ),
                 )),
             }
         };
@@ -85,8 +91,12 @@ impl<'a> Vocab<'a> {
             eos: id("tokenizer.ggml.eos_token_id")?,
             unk: id("tokenizer.ggml.unknown_token_id")?,
             pad: id("tokenizer.ggml.padding_token_id")?,
-            add_bos: meta.opt_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(false),
-            add_eos: meta.opt_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false),
+            add_bos: meta
+                .opt_bool("tokenizer.ggml.add_bos_token")?
+                .unwrap_or(false),
+            add_eos: meta
+                .opt_bool("tokenizer.ggml.add_eos_token")?
+                .unwrap_or(false),
             tokens,
             types,
         })
@@ -138,15 +148,16 @@ impl<'a> Vocab<'a> {
         if let (Some(e), Some(id)) = (eos, self.eos) {
             specials.push((e.to_string(), id));
         }
-        let fail = |e: String| Error::tokenizer(self.path, format!("cannot build the BOS/EOS template: {e}"));
+        let fail = |e: String| {
+            Error::tokenizer(self.path, format!("cannot build the BOS/EOS template: {e}"))
+        };
         let mut builder = tokenizers::processors::template::TemplateProcessing::builder();
         builder.try_single(single).map_err(fail)?;
         builder.try_pair(pair).map_err(fail)?;
         builder.special_tokens(specials);
-        builder
-            .build()
-            .map(Some)
-            .map_err(|e| Error::tokenizer(self.path, format!("cannot build the BOS/EOS template: {e}")))
+        builder.build().map(Some).map_err(|e| {
+            Error::tokenizer(self.path, format!("cannot build the BOS/EOS template: {e}"))
+        })
     }
 }
 
@@ -162,8 +173,13 @@ fn read_types(meta: &Meta<'_>, raw: &[i64], count: usize) -> Result<Vec<TokenTyp
     raw.iter()
         .enumerate()
         .map(|(i, &t)| {
-            TokenType::from_gguf(t)
-                .ok_or_else(|| Error::metadata(meta.path(), &format!("{key}[{i}]"), format!("unknown token type {t}")))
+            TokenType::from_gguf(t).ok_or_else(|| {
+                Error::metadata(
+                    meta.path(),
+                    &format!("{key}[{i}]"),
+                    format!("unknown token type {t}"),
+                )
+            })
         })
         .collect()
 }
@@ -202,7 +218,10 @@ pub(crate) struct Pipeline {
 pub fn build(meta: &Meta<'_>, model_max_length: usize) -> Result<TokenizerFiles> {
     let model_key = "tokenizer.ggml.model";
     let model = meta.opt_str(model_key)?.ok_or_else(|| {
-        Error::tokenizer(meta.path(), format!("metadata `{model_key}` is missing: the file carries no tokenizer"))
+        Error::tokenizer(
+            meta.path(),
+            format!("metadata `{model_key}` is missing: the file carries no tokenizer"),
+        )
     })?;
     let vocab = Vocab::read(meta)?;
     let mut warnings = Vec::new();
@@ -222,12 +241,17 @@ pub fn build(meta: &Meta<'_>, model_max_length: usize) -> Result<TokenizerFiles>
     };
     let added = vocab.added_tokens(pipeline.unknown_is_special);
     let (special, plain): (Vec<_>, Vec<_>) = added.iter().cloned().partition(|(_, t)| t.special);
-    let fail = |e: tokenizers::Error| Error::tokenizer(meta.path(), format!("cannot register added tokens: {e}"));
+    let fail = |e: tokenizers::Error| {
+        Error::tokenizer(meta.path(), format!("cannot register added tokens: {e}"))
+    };
     pipeline
         .tokenizer
         .add_special_tokens(special.into_iter().map(|(_, t)| t))
         .map_err(fail)?;
-    pipeline.tokenizer.add_tokens(plain.into_iter().map(|(_, t)| t)).map_err(fail)?;
+    pipeline
+        .tokenizer
+        .add_tokens(plain.into_iter().map(|(_, t)| t))
+        .map_err(fail)?;
     let chat_template = meta.opt_str("tokenizer.chat_template")?;
     let (tokenizer_config, special_tokens_map) =
         config_files(&vocab, &added, &pipeline, chat_template, model_max_length);

@@ -23,17 +23,25 @@ const SPACE: &str = "\u{2581}";
 
 pub(crate) fn build(meta: &Meta<'_>, vocab: &Vocab<'_>) -> Result<Pipeline> {
     let key = "tokenizer.ggml.scores";
-    let scores = meta
-        .opt_floats(key)?
-        .ok_or_else(|| Error::tokenizer(meta.path(), format!("metadata `{key}` is missing; SentencePiece BPE needs the piece scores")))?;
+    let scores = meta.opt_floats(key)?.ok_or_else(|| {
+        Error::tokenizer(
+            meta.path(),
+            format!("metadata `{key}` is missing; SentencePiece BPE needs the piece scores"),
+        )
+    })?;
     if scores.len() != vocab.tokens.len() {
         return Err(Error::metadata(
             meta.path(),
             key,
-            format!("has {} entries but there are {} tokens", scores.len(), vocab.tokens.len()),
+            format!(
+                "has {} entries but there are {} tokens",
+                scores.len(),
+                vocab.tokens.len()
+            ),
         ));
     }
-    let fail = |what: &str, e: tokenizers::Error| Error::tokenizer(meta.path(), format!("{what}: {e}"));
+    let fail =
+        |what: &str, e: tokenizers::Error| Error::tokenizer(meta.path(), format!("{what}: {e}"));
     let mut builder = BPE::builder()
         .vocab_and_merges(vocab_map(vocab), merges_from_scores(vocab, &scores))
         .fuse_unk(true)
@@ -41,11 +49,17 @@ pub(crate) fn build(meta: &Meta<'_>, vocab: &Vocab<'_>) -> Result<Pipeline> {
     if let Some(unk) = vocab.token(vocab.unk) {
         builder = builder.unk_token(unk.to_string());
     }
-    let bpe = builder.build().map_err(|e| fail("cannot build the BPE model", e))?;
+    let bpe = builder
+        .build()
+        .map_err(|e| fail("cannot build the BPE model", e))?;
     let mut tokenizer = Tokenizer::new(bpe);
     // `add_space_prefix`: SentencePiece puts a word boundary before the text.
-    let add_prefix = meta.opt_bool("tokenizer.ggml.add_space_prefix")?.unwrap_or(true);
-    let replace = |from: &str, to: &str| Replace::new(from, to).map_err(|e| fail("cannot build a replace step", e));
+    let add_prefix = meta
+        .opt_bool("tokenizer.ggml.add_space_prefix")?
+        .unwrap_or(true);
+    let replace = |from: &str, to: &str| {
+        Replace::new(from, to).map_err(|e| fail("cannot build a replace step", e))
+    };
     let mut normalizers: Vec<NormalizerWrapper> = Vec::new();
     if add_prefix {
         normalizers.push(Prepend::new(SPACE.to_string()).into());
@@ -54,7 +68,11 @@ pub(crate) fn build(meta: &Meta<'_>, vocab: &Vocab<'_>) -> Result<Pipeline> {
     tokenizer
         .with_normalizer(Some(NormalizerSequence::new(normalizers)))
         .map_err(|e| fail("cannot set the normalizer", e))?;
-    let mut decoders: Vec<DecoderWrapper> = vec![replace(SPACE, " ")?.into(), ByteFallback::new().into(), Fuse::new().into()];
+    let mut decoders: Vec<DecoderWrapper> = vec![
+        replace(SPACE, " ")?.into(),
+        ByteFallback::new().into(),
+        Fuse::new().into(),
+    ];
     if add_prefix {
         decoders.push(Strip::new(' ', 1, 0).into());
     }
@@ -104,6 +122,11 @@ fn merges_from_scores(vocab: &Vocab<'_>, scores: &[f32]) -> Vec<(String, String)
     merges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
     merges
         .into_iter()
-        .map(|(_, _, l, r)| (vocab.tokens[l as usize].to_string(), vocab.tokens[r as usize].to_string()))
+        .map(|(_, _, l, r)| {
+            (
+                vocab.tokens[l as usize].to_string(),
+                vocab.tokens[r as usize].to_string(),
+            )
+        })
         .collect()
 }
