@@ -12,7 +12,10 @@ use temper_kernels::Isa;
 use temper_pipeline::progress::Cancel;
 
 fn spec(model: &std::path::Path, out: &std::path::Path, env: &[(&str, &str)]) -> JobSpec {
-    let env: BTreeMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let env: BTreeMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     JobSpec {
         name: "bench".into(),
         source: Location::Local(model.to_path_buf()),

@@ -32,12 +32,21 @@ pub struct SyntheticModel {
 impl SyntheticModel {
     /// Llama-2-7B's shapes with fewer layers.
     pub fn llama7b_like(layers: usize) -> Self {
-        SyntheticModel { layers, hidden: 4096, intermediate: 11008, vocab: 32000 }
+        SyntheticModel {
+            layers,
+            hidden: 4096,
+            intermediate: 11008,
+            vocab: 32000,
+        }
     }
 
     fn tensors(&self) -> Vec<TensorSpec> {
         let (h, f) = (self.hidden, self.intermediate);
-        let mut t = vec![TensorSpec::new("model.embed_tokens.weight", Dtype::BF16, vec![self.vocab, h])];
+        let mut t = vec![TensorSpec::new(
+            "model.embed_tokens.weight",
+            Dtype::BF16,
+            vec![self.vocab, h],
+        )];
         for l in 0..self.layers {
             let p = format!("model.layers.{l}");
             for (n, s) in [
@@ -55,7 +64,11 @@ impl SyntheticModel {
             }
         }
         t.push(TensorSpec::new("model.norm.weight", Dtype::BF16, vec![h]));
-        t.push(TensorSpec::new("lm_head.weight", Dtype::BF16, vec![self.vocab, h]));
+        t.push(TensorSpec::new(
+            "lm_head.weight",
+            Dtype::BF16,
+            vec![self.vocab, h],
+        ));
         t
     }
 
@@ -90,6 +103,10 @@ impl SyntheticModel {
 
     /// The largest tensor in bytes.
     pub fn largest_tensor_bytes(&self) -> u64 {
-        self.tensors().iter().map(|s| s.byte_len()).max().unwrap_or(0)
+        self.tensors()
+            .iter()
+            .map(|s| s.byte_len())
+            .max()
+            .unwrap_or(0)
     }
 }

@@ -10,28 +10,53 @@ use temper_benches::{workspace, SyntheticModel};
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let layers: usize = args.next().map(|a| a.parse().expect("LAYERS is a number")).unwrap_or(12);
+    let layers: usize = args
+        .next()
+        .map(|a| a.parse().expect("LAYERS is a number"))
+        .unwrap_or(12);
     let scheme = args.next().unwrap_or_else(|| "fp8".into());
     let bin = workspace().join("target/release/optimize");
-    assert!(bin.is_file(), "{} is missing: cargo build --release --bin optimize", bin.display());
+    assert!(
+        bin.is_file(),
+        "{} is missing: cargo build --release --bin optimize",
+        bin.display()
+    );
     let scratch = tempfile::tempdir_in(workspace().join(".cache")).expect("scratch dir");
     let model_dir = scratch.path().join("model");
     let model = SyntheticModel::llama7b_like(layers);
     let started = std::time::Instant::now();
     let total = model.write(&model_dir);
-    eprintln!("wrote a {:.2} GB synthetic checkpoint in {:.1} s", total as f64 / 1e9, started.elapsed().as_secs_f64());
+    eprintln!(
+        "wrote a {:.2} GB synthetic checkpoint in {:.1} s",
+        total as f64 / 1e9,
+        started.elapsed().as_secs_f64()
+    );
     let out = scratch.path().join("out");
     let started = std::time::Instant::now();
     let output = Command::new(&bin)
-        .args(["--model", model_dir.to_str().unwrap(), "--instance-type", "ml.p4de.24xlarge", "--quantize", &scheme])
+        .args([
+            "--model",
+            model_dir.to_str().unwrap(),
+            "--instance-type",
+            "ml.p4de.24xlarge",
+            "--quantize",
+            &scheme,
+        ])
         .args(["--output", out.to_str().unwrap(), "--json"])
         .output()
         .expect("optimize runs");
-    assert!(output.status.success(), "optimize failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "optimize failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let seconds = started.elapsed().as_secs_f64();
-    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON summary");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("one JSON summary");
     // optimize reads its own high-water mark (VmHWM) just before it exits.
-    let peak = summary["peak_rss_bytes"].as_u64().expect("peak_rss_bytes in the summary");
+    let peak = summary["peak_rss_bytes"]
+        .as_u64()
+        .expect("peak_rss_bytes in the summary");
     let largest = model.largest_tensor_bytes();
     println!(
         "{}",

@@ -54,7 +54,10 @@ mod tests {
         let g6 = Instance::lookup("ml.g6.xlarge").unwrap();
         let inf2 = Instance::lookup("ml.inf2.xlarge").unwrap();
         assert_eq!(ImageFlavour::for_target(g6, false), ImageFlavour::Lmi);
-        assert_eq!(ImageFlavour::for_target(g6, true), ImageFlavour::TensorRtLlm);
+        assert_eq!(
+            ImageFlavour::for_target(g6, true),
+            ImageFlavour::TensorRtLlm
+        );
         assert_eq!(ImageFlavour::for_target(inf2, false), ImageFlavour::Neuron);
         assert_eq!(
             recommended_image(ImageFlavour::Lmi, "eu-west-1"),

@@ -97,14 +97,30 @@ impl Instance {
     /// Looks up an instance type, with suggestions for a near miss.
     pub fn lookup(name: &str) -> Result<&'static Instance, CatalogError> {
         INSTANCES.iter().find(|i| i.name == name).ok_or_else(|| {
-            let family = name.trim_start_matches("ml.").split('.').next().unwrap_or("");
+            let family = name
+                .trim_start_matches("ml.")
+                .split('.')
+                .next()
+                .unwrap_or("");
             let mut close: Vec<&str> = INSTANCES
                 .iter()
-                .filter(|i| !family.is_empty() && i.name.trim_start_matches("ml.").starts_with(&format!("{family}.")))
+                .filter(|i| {
+                    !family.is_empty()
+                        && i.name
+                            .trim_start_matches("ml.")
+                            .starts_with(&format!("{family}."))
+                })
                 .map(|i| i.name)
                 .collect();
             if close.is_empty() {
-                close = vec!["ml.g5.xlarge", "ml.g6.12xlarge", "ml.g6e.xlarge", "ml.p4d.24xlarge", "ml.p5.48xlarge", "ml.inf2.xlarge"];
+                close = vec![
+                    "ml.g5.xlarge",
+                    "ml.g6.12xlarge",
+                    "ml.g6e.xlarge",
+                    "ml.p4d.24xlarge",
+                    "ml.p5.48xlarge",
+                    "ml.inf2.xlarge",
+                ];
             }
             CatalogError::UnknownInstance {
                 name: name.to_string(),
@@ -146,24 +162,44 @@ mod tests {
 
     #[test]
     fn every_api_enum_value_is_in_the_table() {
-        let shapes: serde_json::Value =
-            serde_json::from_str(include_str!("../../api/sagemaker-2017-07-24-optimization.json")).unwrap();
-        let values = shapes["shapes"]["OptimizationJobDeploymentInstanceType"]["enum"].as_array().unwrap();
+        let shapes: serde_json::Value = serde_json::from_str(include_str!(
+            "../../api/sagemaker-2017-07-24-optimization.json"
+        ))
+        .unwrap();
+        let values = shapes["shapes"]["OptimizationJobDeploymentInstanceType"]["enum"]
+            .as_array()
+            .unwrap();
         assert!(values.len() > 50);
         for v in values {
             Instance::lookup(v.as_str().unwrap()).unwrap();
         }
-        assert_eq!(values.len(), INSTANCES.len(), "the table lists types the API does not");
+        assert_eq!(
+            values.len(),
+            INSTANCES.len(),
+            "the table lists types the API does not"
+        );
     }
 
     #[test]
     fn facts_of_some_rows() {
         let g6 = Instance::lookup("ml.g6.12xlarge").unwrap();
-        assert_eq!((g6.accelerator, g6.devices, g6.memory_gib), (Accelerator::L4, 4, Some(22.0)));
+        assert_eq!(
+            (g6.accelerator, g6.devices, g6.memory_gib),
+            (Accelerator::L4, 4, Some(22.0))
+        );
         assert!(g6.accelerator.native_fp8());
-        assert!(!Instance::lookup("ml.g5.2xlarge").unwrap().accelerator.native_fp8());
-        assert!(!Instance::lookup("ml.p4d.24xlarge").unwrap().accelerator.native_fp8());
-        assert_eq!(Instance::lookup("ml.p4de.24xlarge").unwrap().memory_gib, Some(80.0));
+        assert!(!Instance::lookup("ml.g5.2xlarge")
+            .unwrap()
+            .accelerator
+            .native_fp8());
+        assert!(!Instance::lookup("ml.p4d.24xlarge")
+            .unwrap()
+            .accelerator
+            .native_fp8());
+        assert_eq!(
+            Instance::lookup("ml.p4de.24xlarge").unwrap().memory_gib,
+            Some(80.0)
+        );
         let inf2 = Instance::lookup("ml.inf2.48xlarge").unwrap();
         assert_eq!((inf2.devices, inf2.neuron_cores), (12, 24));
         assert_eq!(inf2.default_tensor_parallel_degree(), 24);

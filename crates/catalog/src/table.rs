@@ -2,18 +2,41 @@
 
 use crate::{Accelerator, Instance};
 
-const fn gpu(name: &'static str, accelerator: Accelerator, devices: u32, memory_gib: f64) -> Instance {
-    Instance { name, accelerator, devices, neuron_cores: 0, memory_gib: Some(memory_gib) }
+const fn gpu(
+    name: &'static str,
+    accelerator: Accelerator,
+    devices: u32,
+    memory_gib: f64,
+) -> Instance {
+    Instance {
+        name,
+        accelerator,
+        devices,
+        neuron_cores: 0,
+        memory_gib: Some(memory_gib),
+    }
 }
 
 /// Neuron chips carry 2 NeuronCore-v2 each and 32 GiB.
 const fn neuron(name: &'static str, accelerator: Accelerator, chips: u32) -> Instance {
-    Instance { name, accelerator, devices: chips, neuron_cores: 2 * chips, memory_gib: Some(32.0) }
+    Instance {
+        name,
+        accelerator,
+        devices: chips,
+        neuron_cores: 2 * chips,
+        memory_gib: Some(32.0),
+    }
 }
 
 /// Blackwell RTX-class rows whose device count and memory are not confirmed.
 const fn unverified(name: &'static str) -> Instance {
-    Instance { name, accelerator: Accelerator::BlackwellRtx, devices: 1, neuron_cores: 0, memory_gib: None }
+    Instance {
+        name,
+        accelerator: Accelerator::BlackwellRtx,
+        devices: 1,
+        neuron_cores: 0,
+        memory_gib: None,
+    }
 }
 
 pub static INSTANCES: [Instance; 55] = [

@@ -105,9 +105,11 @@ impl JobArgs {
     pub fn environment(&self) -> anyhow::Result<BTreeMap<String, String>> {
         let mut env = BTreeMap::new();
         for pair in &self.env {
-            let (k, v) = pair
-                .split_once('=')
-                .ok_or_else(|| anyhow::anyhow!("--env `{pair}`: expected KEY=VALUE, e.g. OPTION_MAX_MODEL_LEN=4096"))?;
+            let (k, v) = pair.split_once('=').ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--env `{pair}`: expected KEY=VALUE, e.g. OPTION_MAX_MODEL_LEN=4096"
+                )
+            })?;
             env.insert(k.trim().to_string(), v.to_string());
         }
         if let Some(q) = self.quantize {

@@ -12,9 +12,17 @@ pub struct Bar {
 impl Bar {
     /// A bar on stderr, or an invisible one (for `--json`, or when stderr is not a terminal).
     pub fn new(visible: bool) -> Self {
-        let target = if visible { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
+        let target = if visible {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
         let bar = ProgressBar::with_draw_target(None, target);
-        Bar { bar, tensors: 0, done: 0 }
+        Bar {
+            bar,
+            tensors: 0,
+            done: 0,
+        }
     }
 
     pub fn on_event(&mut self, event: Event) {
@@ -33,7 +41,8 @@ impl Bar {
             }
             Event::Tensor { bytes, .. } => {
                 self.done += 1;
-                self.bar.set_prefix(format!("{}/{} tensors", self.done, self.tensors));
+                self.bar
+                    .set_prefix(format!("{}/{} tensors", self.done, self.tensors));
                 self.bar.inc(bytes);
             }
         }

@@ -14,7 +14,11 @@ pub fn run(args: &ImportArgs, show_bar: bool) -> Result<Value> {
         overwrite: args.overwrite,
         ..Default::default()
     };
-    let target = if show_bar { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
+    let target = if show_bar {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
     let bar = ProgressBar::with_draw_target(None, target);
     bar.set_style(
         ProgressStyle::with_template("importing [{bar:30}] {pos}/{len} tensors {msg}")
@@ -24,7 +28,10 @@ pub fn run(args: &ImportArgs, show_bar: bool) -> Result<Value> {
     let mut progress = |done: usize, total: usize, bytes: u64| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
-        bar.set_message(format!("{:.1} MiB written", bytes as f64 / (1u64 << 20) as f64));
+        bar.set_message(format!(
+            "{:.1} MiB written",
+            bytes as f64 / (1u64 << 20) as f64
+        ));
     };
     let report = temper_gguf::import_gguf(&args.gguf, &args.output, &options, &mut progress);
     bar.finish_and_clear();

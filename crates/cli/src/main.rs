@@ -22,7 +22,9 @@ fn main() {
         if handler_cancel.is_cancelled() {
             std::process::exit(130);
         }
-        eprintln!("\ncancelling: finishing the current tensor, then removing the staged output ...");
+        eprintln!(
+            "\ncancelling: finishing the current tensor, then removing the staged output ..."
+        );
         handler_cancel.cancel();
     });
     let json = match &cli.command {
@@ -37,13 +39,19 @@ fn main() {
     match result {
         Ok(summary) => {
             if json {
-                println!("{}", serde_json::to_string(&summary).expect("summary serialises"));
+                println!(
+                    "{}",
+                    serde_json::to_string(&summary).expect("summary serialises")
+                );
             }
         }
         Err(e) => {
             let message = format!("{e:#}");
             if json {
-                println!("{}", serde_json::json!({"status": "failed", "error": message}));
+                println!(
+                    "{}",
+                    serde_json::json!({"status": "failed", "error": message})
+                );
             } else {
                 eprintln!("error: {message}");
             }

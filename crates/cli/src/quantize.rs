@@ -59,8 +59,14 @@ fn spec_from_flags(args: &JobArgs) -> Result<JobSpec> {
         name,
         source: Location::Local(model.clone()),
         output: Location::Local(output.clone()),
-        instance_type: args.instance_type.clone().context("--instance-type is required")?,
-        optimizations: vec![Optimization::new(Technique::Quantization, args.environment()?)],
+        instance_type: args
+            .instance_type
+            .clone()
+            .context("--instance-type is required")?,
+        optimizations: vec![Optimization::new(
+            Technique::Quantization,
+            args.environment()?,
+        )],
         environment: Default::default(),
         stopping: Stopping::default(),
         kms_key_id: None,
@@ -71,8 +77,11 @@ fn spec_from_flags(args: &JobArgs) -> Result<JobSpec> {
 }
 
 fn spec_from_request(path: &Path, args: &JobArgs) -> Result<JobSpec> {
-    let body = std::fs::read(path).with_context(|| format!("reading the request document {}", path.display()))?;
-    let options = temper_api::ConvertOptions { allow_local_paths: true };
+    let body = std::fs::read(path)
+        .with_context(|| format!("reading the request document {}", path.display()))?;
+    let options = temper_api::ConvertOptions {
+        allow_local_paths: true,
+    };
     let request = temper_api::parse_create_request_with(&body, &options)
         .map_err(|e| anyhow::anyhow!("{}: {}: {}", path.display(), e.type_name(), e.message()))?;
     let mut spec = temper_api::to_job_spec(&request, &options)
@@ -92,9 +101,16 @@ fn default_name(model: &Path) -> String {
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "model".into());
-    let cleaned: String = base.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let cleaned: String = base
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
     let name = format!("optimize-{}", cleaned.trim_matches('-'));
-    name.chars().take(63).collect::<String>().trim_end_matches('-').to_string()
+    name.chars()
+        .take(63)
+        .collect::<String>()
+        .trim_end_matches('-')
+        .to_string()
 }
 
 fn gib(v: &Value) -> String {
@@ -124,14 +140,21 @@ fn print_summary(s: &Value) {
         s["worst_relative_rms_error"].as_f64().unwrap_or(0.0),
         s["worst_tensor"].as_str().unwrap_or_default()
     );
-    println!("  target {}: {}", s["instance_type"].as_str().unwrap_or_default(), s["fit"]["explanation"].as_str().unwrap_or_default());
+    println!(
+        "  target {}: {}",
+        s["instance_type"].as_str().unwrap_or_default(),
+        s["fit"]["explanation"].as_str().unwrap_or_default()
+    );
     for note in s["notes"].as_array().into_iter().flatten() {
         println!("  note: {}", note.as_str().unwrap_or_default());
     }
     for w in s["warnings"].as_array().into_iter().flatten() {
         println!("  warning: {}", w.as_str().unwrap_or_default());
     }
-    println!("  recommended image: {}", s["recommended_image"].as_str().unwrap_or_default());
+    println!(
+        "  recommended image: {}",
+        s["recommended_image"].as_str().unwrap_or_default()
+    );
 }
 
 /// The process's peak resident set size (VmHWM), where the OS reports it (Linux).

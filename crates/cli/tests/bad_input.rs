@@ -25,11 +25,19 @@ fn expect_failure(model: &Path, extra: &[&str], needles: &[&str]) -> String {
     args.extend_from_slice(extra);
     let o = run(&args);
     let err = stderr(&o);
-    assert!(!o.status.success(), "expected failure, got success: {}", String::from_utf8_lossy(&o.stdout));
+    assert!(
+        !o.status.success(),
+        "expected failure, got success: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     for n in needles {
         assert!(err.contains(n), "error should mention `{n}`:\n{err}");
     }
-    assert_eq!(listing(parent.path()), Vec::<String>::new(), "left behind after: {err}");
+    assert_eq!(
+        listing(parent.path()),
+        Vec::<String>::new(),
+        "left behind after: {err}"
+    );
     err
 }
 
@@ -41,7 +49,11 @@ fn tiny(model: TinyModel) -> tempfile::TempDir {
 
 #[test]
 fn missing_model_directory() {
-    expect_failure(Path::new("/nonexistent/model"), &[], &["/nonexistent/model", "does not exist"]);
+    expect_failure(
+        Path::new("/nonexistent/model"),
+        &[],
+        &["/nonexistent/model", "does not exist"],
+    );
 }
 
 #[test]
@@ -75,19 +87,45 @@ fn header_offsets_past_the_end() {
 
 #[test]
 fn unsupported_dtype_names_the_tensor() {
-    let m = tiny(TinyModel { int_tensor: Some("model.layers.1.mlp.up_proj.weight".into()), ..Default::default() });
-    expect_failure(m.path(), &[], &["model.layers.1.mlp.up_proj.weight", "I32", "F32, F16 and BF16"]);
+    let m = tiny(TinyModel {
+        int_tensor: Some("model.layers.1.mlp.up_proj.weight".into()),
+        ..Default::default()
+    });
+    expect_failure(
+        m.path(),
+        &[],
+        &[
+            "model.layers.1.mlp.up_proj.weight",
+            "I32",
+            "F32, F16 and BF16",
+        ],
+    );
 }
 
 #[test]
 fn unknown_architecture_is_refused_with_a_way_out() {
-    let m = tiny(TinyModel { model_type: "bert", ..Default::default() });
-    expect_failure(m.path(), &[], &["BertModel", "bert", "--allow-unknown-architecture"]);
+    let m = tiny(TinyModel {
+        model_type: "bert",
+        ..Default::default()
+    });
+    expect_failure(
+        m.path(),
+        &[],
+        &["BertModel", "bert", "--allow-unknown-architecture"],
+    );
     let parent = tempfile::tempdir().unwrap();
     let out = parent.path().join("out");
     let o = run(&[
-        "--model", m.path().to_str().unwrap(), "--instance-type", "ml.g6.xlarge", "--quantize", "int8",
-        "--output", out.to_str().unwrap(), "--allow-unknown-architecture", "--json",
+        "--model",
+        m.path().to_str().unwrap(),
+        "--instance-type",
+        "ml.g6.xlarge",
+        "--quantize",
+        "int8",
+        "--output",
+        out.to_str().unwrap(),
+        "--allow-unknown-architecture",
+        "--json",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout_json(&o)["tensors_quantized"], 14);
@@ -96,35 +134,59 @@ fn unknown_architecture_is_refused_with_a_way_out() {
 #[test]
 fn nan_and_inf_name_tensor_row_and_column() {
     let name = "model.layers.1.self_attn.q_proj.weight";
-    let m = tiny(TinyModel { poison: vec![(name.into(), 3 * HIDDEN + 5, f32::NAN)], ..Default::default() });
+    let m = tiny(TinyModel {
+        poison: vec![(name.into(), 3 * HIDDEN + 5, f32::NAN)],
+        ..Default::default()
+    });
     expect_failure(m.path(), &[], &[name, "NaN", "row 3", "column 5"]);
     let m = tiny(TinyModel {
         dtype: Dtype::F32,
         poison: vec![(name.into(), 7 * HIDDEN + 63, f32::NEG_INFINITY)],
         ..Default::default()
     });
-    expect_failure(m.path(), &["--quantize", "int8"], &[name, "inf", "row 7", "column 63"]);
+    expect_failure(
+        m.path(),
+        &["--quantize", "int8"],
+        &[name, "inf", "row 7", "column 63"],
+    );
 }
 
 #[test]
 fn all_zero_row_is_quantized_exactly_and_reported() {
     let name = "model.layers.0.mlp.down_proj.weight";
-    let m = tiny(TinyModel { zero_row: Some((name.into(), 10)), ..Default::default() });
+    let m = tiny(TinyModel {
+        zero_row: Some((name.into(), 10)),
+        ..Default::default()
+    });
     let parent = tempfile::tempdir().unwrap();
     let out = parent.path().join("out");
     let o = run(&[
-        "--model", m.path().to_str().unwrap(), "--instance-type", "ml.g5.xlarge", "--quantize", "int8",
-        "--scheme", "W8A8", "--output", out.to_str().unwrap(), "--json",
+        "--model",
+        m.path().to_str().unwrap(),
+        "--instance-type",
+        "ml.g5.xlarge",
+        "--quantize",
+        "int8",
+        "--scheme",
+        "W8A8",
+        "--output",
+        out.to_str().unwrap(),
+        "--json",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let warnings = stdout_json(&o)["warnings"].to_string();
-    assert!(warnings.contains(name) && warnings.contains("1 scale group"), "{warnings}");
+    assert!(
+        warnings.contains(name) && warnings.contains("1 scale group"),
+        "{warnings}"
+    );
     let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let codes = st.tensor(name).unwrap();
     assert_eq!(codes.dtype(), Dtype::I8);
     assert!(codes.data()[10 * FFN..11 * FFN].iter().all(|&c| c == 0));
-    let scales = st.tensor("model.layers.0.mlp.down_proj.weight_scale").unwrap();
+    let scales = st
+        .tensor("model.layers.0.mlp.down_proj.weight_scale")
+        .unwrap();
     let s10 = half::bf16::from_le_bytes([scales.data()[20], scales.data()[21]]).to_f32();
     assert_eq!(s10, 1.0);
 }
@@ -136,11 +198,27 @@ fn existing_output_is_refused_then_replaced_with_overwrite() {
     let out = parent.path().join("out");
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("keep.txt"), "precious").unwrap();
-    let args = ["--model", m.path().to_str().unwrap(), "--instance-type", "ml.g6.xlarge", "--quantize", "fp8", "--output", out.to_str().unwrap()];
+    let args = [
+        "--model",
+        m.path().to_str().unwrap(),
+        "--instance-type",
+        "ml.g6.xlarge",
+        "--quantize",
+        "fp8",
+        "--output",
+        out.to_str().unwrap(),
+    ];
     let o = run(&args);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("already exists") && stderr(&o).contains("--overwrite"), "{}", stderr(&o));
-    assert_eq!(std::fs::read_to_string(out.join("keep.txt")).unwrap(), "precious");
+    assert!(
+        stderr(&o).contains("already exists") && stderr(&o).contains("--overwrite"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("keep.txt")).unwrap(),
+        "precious"
+    );
     let mut with_overwrite = args.to_vec();
     with_overwrite.push("--overwrite");
     let o = run(&with_overwrite);
@@ -157,7 +235,16 @@ fn unwritable_output() {
     let file = parent.path().join("a-file");
     std::fs::write(&file, "").unwrap();
     let out = file.join("out");
-    let o = run(&["--model", m.path().to_str().unwrap(), "--instance-type", "ml.g6.xlarge", "--quantize", "fp8", "--output", out.to_str().unwrap()]);
+    let o = run(&[
+        "--model",
+        m.path().to_str().unwrap(),
+        "--instance-type",
+        "ml.g6.xlarge",
+        "--quantize",
+        "fp8",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("a-file"), "{}", stderr(&o));
     assert_eq!(listing(parent.path()), vec!["a-file"]);
@@ -166,11 +253,31 @@ fn unwritable_output() {
 #[test]
 fn options_that_cannot_work_are_refused_before_any_work() {
     let m = tiny(TinyModel::default());
-    expect_failure(m.path(), &["--scheme", "FP8"], &["OPTION_FP8_SCHEME=FP8", "calibration", "FP8_DYNAMIC"]);
-    expect_failure(m.path(), &["--quantize", "int8", "--group-size", "128"], &["64 input columns", "group size 128"]);
-    expect_failure(m.path(), &["--ignore", "re:.*q_proj"], &["vLLM fuses", "k_proj"]);
-    expect_failure(m.path(), &["--instance-type", "ml.inf2.xlarge"], &["Neuron"]);
-    expect_failure(m.path(), &["--instance-type", "ml.g6.13xlarge"], &["ml.g6.13xlarge", "ml.g6.12xlarge"]);
+    expect_failure(
+        m.path(),
+        &["--scheme", "FP8"],
+        &["OPTION_FP8_SCHEME=FP8", "calibration", "FP8_DYNAMIC"],
+    );
+    expect_failure(
+        m.path(),
+        &["--quantize", "int8", "--group-size", "128"],
+        &["64 input columns", "group size 128"],
+    );
+    expect_failure(
+        m.path(),
+        &["--ignore", "re:.*q_proj"],
+        &["vLLM fuses", "k_proj"],
+    );
+    expect_failure(
+        m.path(),
+        &["--instance-type", "ml.inf2.xlarge"],
+        &["Neuron"],
+    );
+    expect_failure(
+        m.path(),
+        &["--instance-type", "ml.g6.13xlarge"],
+        &["ml.g6.13xlarge", "ml.g6.12xlarge"],
+    );
 }
 
 #[test]
@@ -198,9 +305,20 @@ fn request_documents_that_break_the_api_rules() {
         }
         assert_eq!(listing(parent.path()), vec!["job.json"]);
     };
-    check(&|r| r["OptimizationJobName"] = "bad_name!".into(), &["ValidationException", "bad_name!"]);
-    check(&|r| r["DeploymentInstanceType"] = "ml.x9.huge".into(), &["ValidationException", "ml.x9.huge"]);
-    check(&|r| { r.as_object_mut().unwrap().remove("RoleArn"); }, &["ValidationException", "roleArn"]);
+    check(
+        &|r| r["OptimizationJobName"] = "bad_name!".into(),
+        &["ValidationException", "bad_name!"],
+    );
+    check(
+        &|r| r["DeploymentInstanceType"] = "ml.x9.huge".into(),
+        &["ValidationException", "ml.x9.huge"],
+    );
+    check(
+        &|r| {
+            r.as_object_mut().unwrap().remove("RoleArn");
+        },
+        &["ValidationException", "roleArn"],
+    );
     check(
         &|r| r["OptimizationConfigs"][0]["ModelCompilationConfig"] = serde_json::json!({}),
         &["ValidationException", "ModelQuantizationConfig"],

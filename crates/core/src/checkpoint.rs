@@ -54,7 +54,11 @@ impl Checkpoint {
     /// Opens `dir`, reading `config.json` and every safetensors header.
     pub fn open(dir: &Path) -> Result<Self> {
         if !dir.is_dir() {
-            let reason = if dir.exists() { "is not a directory" } else { "does not exist" };
+            let reason = if dir.exists() {
+                "is not a directory"
+            } else {
+                "does not exist"
+            };
             return Err(Error::ModelDir {
                 dir: dir.to_path_buf(),
                 reason: reason.to_string(),
@@ -97,7 +101,8 @@ impl Checkpoint {
         };
         // Full validation: header JSON, offsets inside the buffer, no gaps or overlaps.
         SafeTensors::deserialize(&map).map_err(|e| bad(describe(&e, map.len())))?;
-        let (header_len, metadata) = SafeTensors::read_metadata(&map).map_err(|e| bad(describe(&e, map.len())))?;
+        let (header_len, metadata) =
+            SafeTensors::read_metadata(&map).map_err(|e| bad(describe(&e, map.len())))?;
         let data_start = 8 + header_len;
         let index = self.files.len();
         let mut entries: Vec<TensorEntry> = metadata
@@ -114,8 +119,16 @@ impl Checkpoint {
             .collect();
         entries.sort_by_key(|e| e.start);
         for e in entries {
-            if self.by_name.insert(e.name.clone(), self.tensors.len()).is_some() {
-                return Err(Error::tensor(path, &e.name, "appears in more than one safetensors file"));
+            if self
+                .by_name
+                .insert(e.name.clone(), self.tensors.len())
+                .is_some()
+            {
+                return Err(Error::tensor(
+                    path,
+                    &e.name,
+                    "appears in more than one safetensors file",
+                ));
             }
             self.tensors.push(e);
         }
@@ -153,7 +166,9 @@ impl Checkpoint {
             // SAFETY: MADV_DONTNEED on a read-only, file-backed mapping only drops clean
             // page-cache references; the bytes stay identical when touched again, so any
             // slice still borrowed from `map` keeps reading the same data.
-            let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
+            let _ = unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+            };
         }
     }
 
@@ -199,15 +214,19 @@ fn weight_file_names(dir: &Path) -> Result<Vec<String>> {
     let index_path = dir.join("model.safetensors.index.json");
     if index_path.is_file() {
         let text = std::fs::read_to_string(&index_path).at(&index_path)?;
-        let value: serde_json::Value = serde_json::from_str(&text).map_err(|source| Error::Json {
-            path: index_path.clone(),
-            source,
-        })?;
-        let map = value.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| Error::Config {
-            path: index_path.clone(),
-            field: "weight_map".into(),
-            reason: "is missing or not an object of tensor name -> file name".into(),
-        })?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|source| Error::Json {
+                path: index_path.clone(),
+                source,
+            })?;
+        let map = value
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| Error::Config {
+                path: index_path.clone(),
+                field: "weight_map".into(),
+                reason: "is missing or not an object of tensor name -> file name".into(),
+            })?;
         let mut files = BTreeSet::new();
         for (tensor, file) in map {
             let file = file.as_str().ok_or_else(|| Error::Config {
@@ -237,10 +256,13 @@ fn weight_file_names(dir: &Path) -> Result<Vec<String>> {
         .collect();
     found.sort();
     if found.is_empty() {
-        let hint = if std::fs::read_dir(dir).at(dir)?.filter_map(|e| e.ok()).any(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            n.ends_with(".bin") || n.ends_with(".pt")
-        }) {
+        let hint = if std::fs::read_dir(dir)
+            .at(dir)?
+            .filter_map(|e| e.ok())
+            .any(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.ends_with(".bin") || n.ends_with(".pt")
+            }) {
             " (PyTorch .bin/.pt weights were found: convert them to safetensors first)"
         } else {
             ""
@@ -271,7 +293,8 @@ mod tests {
         ];
         let w = ShardedWriter::create(dir, &specs, shard_limit).unwrap();
         w.write("model.embed_tokens.weight", &[1; 320]).unwrap();
-        w.write("model.layers.0.mlp.up_proj.weight", &[2; 512]).unwrap();
+        w.write("model.layers.0.mlp.up_proj.weight", &[2; 512])
+            .unwrap();
         w.finish().unwrap();
     }
 
@@ -297,13 +320,19 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
         let err = Checkpoint::open(dir.path()).err().unwrap().to_string();
-        assert!(err.contains("model.safetensors") && err.contains("truncated"), "{err}");
+        assert!(
+            err.contains("model.safetensors") && err.contains("truncated"),
+            "{err}"
+        );
     }
 
     #[test]
     fn missing_pieces_are_explained() {
         let dir = tempfile::tempdir().unwrap();
-        let err = Checkpoint::open(&dir.path().join("nope")).err().unwrap().to_string();
+        let err = Checkpoint::open(&dir.path().join("nope"))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("does not exist"), "{err}");
         let err = Checkpoint::open(dir.path()).err().unwrap().to_string();
         assert!(err.contains("no config.json"), "{err}");

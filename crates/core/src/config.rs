@@ -77,13 +77,24 @@ impl ModelConfig {
                 .as_str()
                 .ok_or_else(|| field_error(path, "architectures", "must be a list of strings"))?
                 .to_string(),
-            Some(_) => return Err(field_error(path, "architectures", "must be a non-empty list of strings")),
+            Some(_) => {
+                return Err(field_error(
+                    path,
+                    "architectures",
+                    "must be a non-empty list of strings",
+                ))
+            }
             None => model_type.clone(),
         };
         let hidden_size = get.usize("hidden_size")?;
         let num_attention_heads = get.usize("num_attention_heads")?;
-        let num_key_value_heads = get.opt_usize("num_key_value_heads")?.unwrap_or(num_attention_heads);
-        if num_attention_heads == 0 || num_key_value_heads == 0 || num_attention_heads % num_key_value_heads != 0 {
+        let num_key_value_heads = get
+            .opt_usize("num_key_value_heads")?
+            .unwrap_or(num_attention_heads);
+        if num_attention_heads == 0
+            || num_key_value_heads == 0
+            || num_attention_heads % num_key_value_heads != 0
+        {
             return Err(field_error(
                 path,
                 "num_key_value_heads",
@@ -117,8 +128,14 @@ impl ModelConfig {
             num_key_value_heads,
             head_dim,
             vocab_size: get.usize("vocab_size")?,
-            tie_word_embeddings: raw.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
-            torch_dtype: raw.get("torch_dtype").and_then(Value::as_str).map(str::to_string),
+            tie_word_embeddings: raw
+                .get("tie_word_embeddings")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            torch_dtype: raw
+                .get("torch_dtype")
+                .and_then(Value::as_str)
+                .map(str::to_string),
             quant_method,
             model_type,
             raw,
@@ -161,7 +178,11 @@ impl Fields<'_> {
     fn string(&self, field: &str) -> Result<String> {
         match self.raw.get(field) {
             Some(Value::String(s)) => Ok(s.clone()),
-            Some(v) => Err(field_error(self.path, field, &format!("must be a string, found {v}"))),
+            Some(v) => Err(field_error(
+                self.path,
+                field,
+                &format!("must be a string, found {v}"),
+            )),
             None => Err(field_error(self.path, field, "is missing")),
         }
     }
@@ -176,7 +197,11 @@ impl Fields<'_> {
             None | Some(Value::Null) => Ok(None),
             Some(v) => match v.as_u64() {
                 Some(n) if n > 0 => Ok(Some(n as usize)),
-                _ => Err(field_error(self.path, field, &format!("must be a positive integer, found {v}"))),
+                _ => Err(field_error(
+                    self.path,
+                    field,
+                    &format!("must be a positive integer, found {v}"),
+                )),
             },
         }
     }
@@ -211,11 +236,18 @@ mod tests {
     fn names_the_bad_field() {
         let mut raw = smollm();
         raw.insert("hidden_size".into(), "576".into());
-        let err = ModelConfig::from_map(Path::new("m/config.json"), raw).unwrap_err().to_string();
-        assert!(err.contains("m/config.json") && err.contains("hidden_size") && err.contains("\"576\""), "{err}");
+        let err = ModelConfig::from_map(Path::new("m/config.json"), raw)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("m/config.json") && err.contains("hidden_size") && err.contains("\"576\""),
+            "{err}"
+        );
         let mut raw = smollm();
         raw.insert("num_key_value_heads".into(), 4.into());
-        let err = ModelConfig::from_map(Path::new("config.json"), raw).unwrap_err().to_string();
+        let err = ModelConfig::from_map(Path::new("config.json"), raw)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("num_key_value_heads"), "{err}");
     }
 
@@ -226,7 +258,10 @@ mod tests {
         raw.insert("architectures".into(), serde_json::json!(["BertModel"]));
         let c = ModelConfig::from_map(Path::new("config.json"), raw).unwrap();
         let err = c.check_supported(false).unwrap_err().to_string();
-        assert!(err.contains("BertModel") && err.contains("--allow-unknown-architecture"), "{err}");
+        assert!(
+            err.contains("BertModel") && err.contains("--allow-unknown-architecture"),
+            "{err}"
+        );
         c.check_supported(true).unwrap();
     }
 }

@@ -37,8 +37,14 @@ impl<'a> FloatData<'a> {
         let end = start + out.len();
         match self {
             FloatData::F32(v) => out.copy_from_slice(&v[start..end]),
-            FloatData::F16(v) => out.iter_mut().zip(&v[start..end]).for_each(|(o, x)| *o = x.to_f32()),
-            FloatData::Bf16(v) => out.iter_mut().zip(&v[start..end]).for_each(|(o, x)| *o = x.to_f32()),
+            FloatData::F16(v) => out
+                .iter_mut()
+                .zip(&v[start..end])
+                .for_each(|(o, x)| *o = x.to_f32()),
+            FloatData::Bf16(v) => out
+                .iter_mut()
+                .zip(&v[start..end])
+                .for_each(|(o, x)| *o = x.to_f32()),
         }
     }
 

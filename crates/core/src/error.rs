@@ -34,7 +34,9 @@ pub enum Error {
         tensor: String,
         reason: String,
     },
-    #[error("unsupported architecture {architecture} (model_type `{model_type}`) in {path}: {reason}")]
+    #[error(
+        "unsupported architecture {architecture} (model_type `{model_type}`) in {path}: {reason}"
+    )]
     UnsupportedArchitecture {
         path: PathBuf,
         architecture: String,
@@ -60,7 +62,11 @@ impl Error {
         }
     }
 
-    pub fn tensor(path: impl Into<PathBuf>, tensor: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub fn tensor(
+        path: impl Into<PathBuf>,
+        tensor: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
         Error::Tensor {
             path: path.into(),
             tensor: tensor.into(),

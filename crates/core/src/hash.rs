@@ -32,6 +32,9 @@ mod tests {
         std::fs::write(&p, b"abc").unwrap();
         let (hex, n) = super::sha256_file(&p).unwrap();
         assert_eq!(n, 3);
-        assert_eq!(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            hex,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

@@ -21,7 +21,10 @@ pub enum Role {
 /// Classifies a tensor by its name and shape.
 pub fn classify(entry: &TensorEntry) -> Role {
     let name = entry.name.as_str();
-    if name.contains("embed_tokens") || name.contains("wte") || name.ends_with("word_embeddings.weight") {
+    if name.contains("embed_tokens")
+        || name.contains("wte")
+        || name.ends_with("word_embeddings.weight")
+    {
         return Role::Embedding;
     }
     if name == "lm_head.weight" || name.ends_with(".lm_head.weight") {
@@ -68,7 +71,8 @@ impl IgnoreList {
         for e in entries {
             if let Some(re) = e.strip_prefix("re:") {
                 let anchored = format!("^(?:{re})");
-                let compiled = Regex::new(&anchored).map_err(|err| format!("`{e}` is not a valid regex: {err}"))?;
+                let compiled = Regex::new(&anchored)
+                    .map_err(|err| format!("`{e}` is not a valid regex: {err}"))?;
                 patterns.push((e.clone(), compiled));
             }
         }
@@ -84,7 +88,9 @@ impl IgnoreList {
 
     /// Whether a module (not parameter) name is ignored.
     pub fn matches(&self, module: &str) -> bool {
-        self.entries.iter().any(|e| !e.starts_with("re:") && e == module)
+        self.entries
+            .iter()
+            .any(|e| !e.starts_with("re:") && e == module)
             || self.patterns.iter().any(|(_, re)| re.is_match(module))
     }
 }
@@ -98,7 +104,9 @@ pub const FUSED_GROUPS: &[&[&str]] = &[&["q_proj", "k_proj", "v_proj"], &["gate_
 pub fn mixed_fused_group(quantized: &[&str], ignored: &[&str]) -> Option<(String, String)> {
     for group in FUSED_GROUPS {
         for module in ignored {
-            let Some((prefix, leaf)) = module.rsplit_once('.') else { continue };
+            let Some((prefix, leaf)) = module.rsplit_once('.') else {
+                continue;
+            };
             if !group.contains(&leaf) {
                 continue;
             }
@@ -124,27 +132,53 @@ mod tests {
     fn entry(name: &str, shape: &[usize]) -> TensorEntry {
         let dir = tempfile::tempdir().unwrap();
         // Build a real entry through a one-tensor checkpoint to keep TensorEntry's fields private.
-        let specs = vec![crate::writer::TensorSpec::new(name, Dtype::F32, shape.to_vec())];
+        let specs = vec![crate::writer::TensorSpec::new(
+            name,
+            Dtype::F32,
+            shape.to_vec(),
+        )];
         let w = crate::writer::ShardedWriter::create(dir.path(), &specs, 1 << 30).unwrap();
-        w.write(name, &vec![0; shape.iter().product::<usize>() * 4]).unwrap();
+        w.write(name, &vec![0; shape.iter().product::<usize>() * 4])
+            .unwrap();
         w.finish().unwrap();
         std::fs::write(
             dir.path().join("config.json"),
             r#"{"model_type":"llama","hidden_size":4,"intermediate_size":4,"num_hidden_layers":1,"num_attention_heads":1,"vocab_size":4}"#,
         )
         .unwrap();
-        crate::checkpoint::Checkpoint::open(dir.path()).unwrap().tensors()[0].clone()
+        crate::checkpoint::Checkpoint::open(dir.path())
+            .unwrap()
+            .tensors()[0]
+            .clone()
     }
 
     #[test]
     fn roles_from_names_and_shapes() {
-        assert_eq!(classify(&entry("model.layers.0.self_attn.q_proj.weight", &[8, 4])), Role::Linear);
-        assert_eq!(classify(&entry("model.layers.0.self_attn.q_proj.bias", &[8])), Role::Other);
-        assert_eq!(classify(&entry("model.layers.0.input_layernorm.weight", &[4])), Role::Other);
-        assert_eq!(classify(&entry("model.embed_tokens.weight", &[16, 4])), Role::Embedding);
+        assert_eq!(
+            classify(&entry("model.layers.0.self_attn.q_proj.weight", &[8, 4])),
+            Role::Linear
+        );
+        assert_eq!(
+            classify(&entry("model.layers.0.self_attn.q_proj.bias", &[8])),
+            Role::Other
+        );
+        assert_eq!(
+            classify(&entry("model.layers.0.input_layernorm.weight", &[4])),
+            Role::Other
+        );
+        assert_eq!(
+            classify(&entry("model.embed_tokens.weight", &[16, 4])),
+            Role::Embedding
+        );
         assert_eq!(classify(&entry("lm_head.weight", &[16, 4])), Role::LmHead);
         assert_eq!(classify(&entry("model.norm.weight", &[4])), Role::Other);
-        assert_eq!(classify(&entry("encoder.layer.3.attention.self.query.weight", &[4, 4])), Role::Linear);
+        assert_eq!(
+            classify(&entry(
+                "encoder.layer.3.attention.self.query.weight",
+                &[4, 4]
+            )),
+            Role::Linear
+        );
     }
 
     #[test]
@@ -154,12 +188,18 @@ mod tests {
         assert!(!list.matches("model.lm_head2"));
         assert!(list.matches("model.layers.3.mlp.down_proj"));
         assert!(!list.matches("model.layers.3.mlp.up_proj"));
-        assert!(IgnoreList::parse(&["re:(".into()]).unwrap_err().contains("re:("));
+        assert!(IgnoreList::parse(&["re:(".into()])
+            .unwrap_err()
+            .contains("re:("));
     }
 
     #[test]
     fn mixed_fused_groups_are_found() {
-        let q = ["m.layers.0.self_attn.k_proj", "m.layers.0.self_attn.v_proj", "m.layers.0.mlp.up_proj"];
+        let q = [
+            "m.layers.0.self_attn.k_proj",
+            "m.layers.0.self_attn.v_proj",
+            "m.layers.0.mlp.up_proj",
+        ];
         let (ignored, partners) = mixed_fused_group(&q, &["m.layers.0.self_attn.q_proj"]).unwrap();
         assert_eq!(ignored, "m.layers.0.self_attn.q_proj");
         assert!(partners.contains("k_proj") && partners.contains("v_proj"));

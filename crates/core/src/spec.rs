@@ -27,7 +27,9 @@ impl Location {
         if let Some(rest) = uri.strip_prefix("s3://") {
             let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
-                return Err(Error::Spec(format!("`{uri}` has no bucket name after s3://")));
+                return Err(Error::Spec(format!(
+                    "`{uri}` has no bucket name after s3://"
+                )));
             }
             return Ok(Location::S3 {
                 bucket: bucket.to_string(),
@@ -176,10 +178,19 @@ mod tests {
     fn locations_parse() {
         assert_eq!(
             Location::parse("s3://b/k/x/").unwrap(),
-            Location::S3 { bucket: "b".into(), key: "k/x/".into() }
+            Location::S3 {
+                bucket: "b".into(),
+                key: "k/x/".into()
+            }
         );
-        assert_eq!(Location::parse("file:///tmp/m").unwrap(), Location::Local("/tmp/m".into()));
-        assert_eq!(Location::parse("rel/m").unwrap(), Location::Local("rel/m".into()));
+        assert_eq!(
+            Location::parse("file:///tmp/m").unwrap(),
+            Location::Local("/tmp/m".into())
+        );
+        assert_eq!(
+            Location::parse("rel/m").unwrap(),
+            Location::Local("rel/m".into())
+        );
         assert!(Location::parse("https://x/y").is_err());
         assert!(Location::parse("s3:///k").is_err());
         assert!(Location::parse("").is_err());
@@ -203,7 +214,8 @@ mod tests {
             tags: vec![],
             overwrite: false,
         };
-        spec.environment.insert("OPTION_QUANTIZE".into(), "int8".into());
+        spec.environment
+            .insert("OPTION_QUANTIZE".into(), "int8".into());
         spec.environment.insert("OPTION_X".into(), "1".into());
         let opts = spec.options_for(&spec.optimizations[0]);
         assert_eq!(opts["OPTION_QUANTIZE"], "fp8");

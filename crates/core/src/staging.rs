@@ -29,7 +29,12 @@ impl StagedDir {
         }
         let name = target
             .file_name()
-            .ok_or_else(|| Error::Spec(format!("output path {} has no final component", target.display())))?
+            .ok_or_else(|| {
+                Error::Spec(format!(
+                    "output path {} has no final component",
+                    target.display()
+                ))
+            })?
             .to_string_lossy()
             .into_owned();
         let parent = match target.parent() {
@@ -85,7 +90,11 @@ impl StagedDir {
         }
         self.committed = true;
         if let Some(parent) = self.target.parent() {
-            if let Ok(dir) = fs::File::open(if parent.as_os_str().is_empty() { Path::new(".") } else { parent }) {
+            if let Ok(dir) = fs::File::open(if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            }) {
                 let _ = dir.sync_all();
             }
         }

@@ -101,20 +101,35 @@ impl ShardedWriter {
             let (header, data_len) = header_for(group);
             let file = File::create(&path).at(&path)?;
             let data_start = 8 + header.len() as u64;
-            file.write_all_at(&(header.len() as u64).to_le_bytes(), 0).at(&path)?;
+            file.write_all_at(&(header.len() as u64).to_le_bytes(), 0)
+                .at(&path)?;
             file.write_all_at(&header, 8).at(&path)?;
             file.set_len(data_start + data_len).at(&path)?;
             let mut offset = 0;
             for t in group {
                 let len = t.byte_len();
-                if places.insert(t.name.clone(), Placement { shard: i, offset, len }).is_some() {
+                if places
+                    .insert(
+                        t.name.clone(),
+                        Placement {
+                            shard: i,
+                            offset,
+                            len,
+                        },
+                    )
+                    .is_some()
+                {
                     return Err(Error::tensor(&path, &t.name, "planned twice in the output"));
                 }
                 pending.insert(t.name.clone(), ());
                 offset += len;
             }
             total_size += data_len;
-            shards.push(Shard { path, file, data_start });
+            shards.push(Shard {
+                path,
+                file,
+                data_start,
+            });
         }
         Ok(ShardedWriter {
             dir: dir.to_path_buf(),
@@ -136,14 +151,21 @@ impl ShardedWriter {
             return Err(Error::tensor(
                 &shard.path,
                 name,
-                format!("planned {} bytes but {} were produced", place.len, bytes.len()),
+                format!(
+                    "planned {} bytes but {} were produced",
+                    place.len,
+                    bytes.len()
+                ),
             ));
         }
         shard
             .file
             .write_all_at(bytes, shard.data_start + place.offset)
             .at(&shard.path)?;
-        self.pending.lock().expect("writer lock poisoned").remove(name);
+        self.pending
+            .lock()
+            .expect("writer lock poisoned")
+            .remove(name);
         Ok(())
     }
 
@@ -152,7 +174,11 @@ impl ShardedWriter {
     pub fn finish(self) -> Result<Vec<String>> {
         let pending = self.pending.into_inner().expect("writer lock poisoned");
         if let Some((name, _)) = pending.iter().next() {
-            return Err(Error::tensor(&self.dir, name, format!("{} planned tensors were never written", pending.len())));
+            return Err(Error::tensor(
+                &self.dir,
+                name,
+                format!("{} planned tensors were never written", pending.len()),
+            ));
         }
         let mut names = Vec::new();
         for shard in &self.shards {
@@ -180,7 +206,9 @@ impl ShardedWriter {
 }
 
 fn file_name(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// The JSON header of one shard, padded with spaces to a multiple of 8 bytes so the
@@ -231,17 +259,28 @@ mod tests {
     #[test]
     fn splits_at_the_limit_and_writes_an_index() {
         let dir = tempfile::tempdir().unwrap();
-        let specs: Vec<_> = (0..5).map(|i| TensorSpec::new(format!("t{i}"), Dtype::U8, vec![100])).collect();
+        let specs: Vec<_> = (0..5)
+            .map(|i| TensorSpec::new(format!("t{i}"), Dtype::U8, vec![100]))
+            .collect();
         let w = ShardedWriter::create(dir.path(), &specs, 250).unwrap();
         for i in (0..5).rev() {
             w.write(&format!("t{i}"), &[i as u8; 100]).unwrap();
         }
         let names = w.finish().unwrap();
-        assert_eq!(names.len(), 4, "3 shards of <=250 bytes plus the index: {names:?}");
-        let index: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.path().join("model.safetensors.index.json")).unwrap()).unwrap();
+        assert_eq!(
+            names.len(),
+            4,
+            "3 shards of <=250 bytes plus the index: {names:?}"
+        );
+        let index: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join("model.safetensors.index.json")).unwrap(),
+        )
+        .unwrap();
         assert_eq!(index["metadata"]["total_size"], 500);
-        assert_eq!(index["weight_map"]["t4"], "model-00003-of-00003.safetensors");
+        assert_eq!(
+            index["weight_map"]["t4"],
+            "model-00003-of-00003.safetensors"
+        );
         let bytes = std::fs::read(dir.path().join("model-00003-of-00003.safetensors")).unwrap();
         let st = SafeTensors::deserialize(&bytes).unwrap();
         assert_eq!(st.tensor("t4").unwrap().data(), &[4u8; 100]);
@@ -252,8 +291,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let specs = vec![TensorSpec::new("x", Dtype::F16, vec![4])];
         let w = ShardedWriter::create(dir.path(), &specs, 1 << 20).unwrap();
-        assert!(w.write("x", &[0; 7]).unwrap_err().to_string().contains("planned 8 bytes"));
+        assert!(w
+            .write("x", &[0; 7])
+            .unwrap_err()
+            .to_string()
+            .contains("planned 8 bytes"));
         assert!(w.write("y", &[0; 8]).is_err());
-        assert!(w.finish().unwrap_err().to_string().contains("never written"));
+        assert!(w
+            .finish()
+            .unwrap_err()
+            .to_string()
+            .contains("never written"));
     }
 }

@@ -88,7 +88,11 @@ impl GgufFile {
             .ok_or_else(|| Error::tensor(&self.path, name, "is not in the file"))?;
         let shape = info.shape.dims().to_vec();
         let fail = |what: &str, e: candle_core::Error| {
-            Error::tensor(&self.path, name, format!("cannot {what} it: {e}"))
+            Error::tensor(
+                &self.path,
+                name,
+                format!("cannot {what} it: {}", candle_message(&e)),
+            )
         };
         let qtensor = info
             .read(
@@ -106,13 +110,15 @@ impl GgufFile {
     }
 
     fn check_extents(&self) -> Result<()> {
-        for (name, info) in &self.content.tensor_infos {
+        // In file order, so a truncated file names the first tensor it lost.
+        for name in self.names_in_file_order() {
+            let info = &self.content.tensor_infos[&name];
             let elems = info.shape.elem_count();
             let block = info.ggml_dtype.block_size();
             if !elems.is_multiple_of(block) {
                 return Err(Error::tensor(
                     &self.path,
-                    name,
+                    &name,
                     format!(
                         "has {elems} elements, not a multiple of the {:?} block size {block}; the file is corrupt",
                         info.ggml_dtype
@@ -125,7 +131,7 @@ impl GgufFile {
             if end > self.file_size {
                 return Err(Error::tensor(
                     &self.path,
-                    name,
+                    &name,
                     format!(
                         "needs bytes {start}..{end} but the file has only {} bytes: it is truncated; \
                          download it again",
@@ -138,8 +144,17 @@ impl GgufFile {
     }
 }
 
+/// A candle error's message without the backtrace candle appends when
+/// `RUST_BACKTRACE` is set (users need the reason, not candle's stack).
+fn candle_message(e: &candle_core::Error) -> String {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => candle_message(inner),
+        other => other.to_string(),
+    }
+}
+
 fn parse_error(path: &Path, e: &candle_core::Error) -> Error {
-    let reason = e.to_string();
+    let reason = candle_message(e);
     if let Some(code) = reason.strip_prefix("unknown dtype for tensor ") {
         return Error::Parse {
             path: path.to_path_buf(),

@@ -2,6 +2,7 @@
 //! `scripts/fetch-assets.sh`).
 
 use candle_core::quantized::gguf_file::{self, Value};
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use temper_gguf::reader::GgufFile;
 use temper_gguf::{import_gguf, Error, ImportOptions};
@@ -107,25 +108,16 @@ fn bf16_import_has_hugging_face_layout() {
             report.files
         );
     }
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("model.safetensors.index.json")).unwrap())
-            .unwrap();
-    let weight_map = index["weight_map"].as_object().unwrap();
-    assert_eq!(weight_map.len(), 272);
+    let (tensors, shards) = read_shards(&out);
+    assert_eq!(shards, 3);
+    assert_eq!(tensors.len(), 272);
     assert!(
-        !weight_map.contains_key("lm_head.weight"),
+        !tensors.contains_key("lm_head.weight"),
         "tied embeddings: no lm_head"
     );
-    let shards: std::collections::BTreeSet<&str> =
-        weight_map.values().map(|v| v.as_str().unwrap()).collect();
-    assert_eq!(shards.len(), 3, "{shards:?}");
-
-    let tensor = |name: &str| -> (safetensors::Dtype, Vec<usize>, Vec<u8>) {
-        let bytes = std::fs::read(out.join(weight_map[name].as_str().unwrap())).unwrap();
-        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let t = st.tensor(name).unwrap();
-        (t.dtype(), t.shape().to_vec(), t.data().to_vec())
-    };
+    assert!(tensors
+        .values()
+        .all(|(dtype, _, _)| *dtype == safetensors::Dtype::BF16));
     let expect = [
         ("model.embed_tokens.weight", vec![49152, 576]),
         ("model.layers.0.self_attn.q_proj.weight", vec![576, 576]),
@@ -137,22 +129,53 @@ fn bf16_import_has_hugging_face_layout() {
         ("model.norm.weight", vec![576]),
     ];
     for (name, shape) in expect {
-        let (dtype, got, _) = tensor(name);
-        assert_eq!((dtype, got), (safetensors::Dtype::BF16, shape), "{name}");
+        assert_eq!(tensors[name].1, shape, "{name}");
     }
     // The final norm is F32 in the GGUF: its bf16 copy is the exact rounding.
     let (norm, _) = GgufFile::open(&asset())
         .unwrap()
         .read_f32("output_norm.weight")
         .unwrap();
-    let (_, _, bytes) = tensor("model.norm.weight");
-    let written: Vec<half::bf16> = bytes
+    let written: Vec<half::bf16> = tensors["model.norm.weight"]
+        .2
         .chunks(2)
         .map(|b| half::bf16::from_le_bytes([b[0], b[1]]))
         .collect();
     let expected: Vec<half::bf16> = norm.iter().map(|&x| half::bf16::from_f32(x)).collect();
     assert_eq!(written, expected);
 
+    check_config_files(&out);
+    let report_json = serde_json::to_value(&report).unwrap();
+    assert_eq!(report_json["tokenizer"]["pre"], "smollm");
+}
+
+type TensorData = (safetensors::Dtype, Vec<usize>, Vec<u8>);
+
+/// Every tensor of a sharded output, found through its index; and the shard count.
+fn read_shards(out: &Path) -> (HashMap<String, TensorData>, usize) {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("model.safetensors.index.json")).unwrap())
+            .unwrap();
+    let weight_map = index["weight_map"].as_object().unwrap();
+    let shards: BTreeSet<&str> = weight_map.values().map(|v| v.as_str().unwrap()).collect();
+    let mut tensors = HashMap::new();
+    for shard in &shards {
+        let bytes = std::fs::read(out.join(shard)).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        for (name, t) in st.tensors() {
+            assert_eq!(
+                weight_map[&name], *shard,
+                "{name} is in the shard the index names"
+            );
+            tensors.insert(name, (t.dtype(), t.shape().to_vec(), t.data().to_vec()));
+        }
+    }
+    assert_eq!(tensors.len(), weight_map.len());
+    (tensors, shards.len())
+}
+
+/// `config.json`, `tokenizer_config.json` and `generation_config.json` of SmolLM2.
+fn check_config_files(out: &Path) {
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
     let checks = [
@@ -207,8 +230,6 @@ fn bf16_import_has_hugging_face_layout() {
         (gen["bos_token_id"].clone(), gen["eos_token_id"].clone()),
         (1.into(), 2.into())
     );
-    let report_json = serde_json::to_value(&report).unwrap();
-    assert_eq!(report_json["tokenizer"]["pre"], "smollm");
 }
 
 /// Writes a small GGUF with the given metadata and no tensors.

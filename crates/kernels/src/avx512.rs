@@ -131,53 +131,94 @@ unsafe fn absmax_bits_u16(s: &[u16]) -> u32 {
     _mm512_reduce_max_epu32(_mm512_max_epu32(lo, hi))
 }
 
-/// INT8 codes of 16 lanes: `clamp(round_half_even(x * inv), -128, 127)`, NaN -> 0.
+/// INT8 codes of 16 lanes, one per i32: `clamp(round_half_even(x * inv), -128, 127)`, NaN -> 0.
 ///
 /// Clamping to the integer bounds before rounding equals rounding then saturating (the bounds
 /// are integers and rounding is monotone). NaN lanes are zeroed by the `ordered` mask, matching
 /// the scalar `as i8` cast.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn int8_lanes(x: __m512, inv: __m512) -> __m128i {
+unsafe fn int8_lanes(x: __m512, inv: __m512) -> __m512i {
     let y = _mm512_mul_ps(x, inv);
     let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(y, y);
     let lo = _mm512_set1_ps(-128.0);
     let hi = _mm512_set1_ps(127.0);
     let clamped = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
-    let q = _mm512_maskz_cvt_roundps_epi32::<RNE>(ordered, clamped);
-    // Values are already in -128..=127, so truncating to bytes is exact.
-    _mm512_cvtepi32_epi8(q)
+    _mm512_maskz_cvt_roundps_epi32::<RNE>(ordered, clamped)
 }
 
-/// FP8 E4M3 codes of 16 lanes, the same two-range algorithm as `scalar::f32_to_fp8_e4m3`:
-/// normal magnitudes round their mantissa in the integer domain, subnormal ones are
-/// `round_half_even(|y| * 512)`; NaN -> `0x7F`, sign in bit 7.
+/// FP8 E4M3 codes of 16 lanes, one per i32, by the same two-range algorithm as
+/// `scalar::f32_to_fp8_e4m3`: normal magnitudes round their mantissa in the integer domain,
+/// subnormal ones are `round_half_even(|y| * 512)`; NaN -> `0x7F`, sign in bit 7.
+///
+/// The exponent rebias is folded into the rounding constant: for normal lanes
+/// `a >= 2^-6 = 0x3C80_0000`, so `a - (120 << 23)` stays positive and
+/// `(a - (120 << 23) + 0x7FFFF + odd) >> 20 == ((a + 0x7FFFF + odd) >> 20) - (120 << 3)`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn fp8_lanes(x: __m512, inv: __m512) -> __m128i {
+unsafe fn fp8_lanes(x: __m512, inv: __m512) -> __m512i {
     let bits = _mm512_castps_si512(_mm512_mul_ps(x, inv));
     let abs = _mm512_and_si512(bits, _mm512_set1_epi32(0x7FFF_FFFF));
     let nan = _mm512_cmpgt_epu32_mask(abs, _mm512_set1_epi32(0x7F80_0000));
     // Integer min on non-negative float bits is a float min: saturates finite values and Inf.
     let a = _mm512_min_epu32(abs, _mm512_set1_epi32(FP8_MAX_BITS as i32));
     let odd = _mm512_and_si512(_mm512_srli_epi32::<20>(a), _mm512_set1_epi32(1));
-    let rounded = _mm512_add_epi32(_mm512_add_epi32(a, _mm512_set1_epi32(0x7FFFF)), odd);
-    let normal = _mm512_sub_epi32(
-        _mm512_srli_epi32::<20>(rounded),
-        _mm512_set1_epi32(FP8_BIAS_SHIFT as i32),
+    let round_and_rebias = 0x7FFFF_u32.wrapping_sub(FP8_BIAS_SHIFT << 20) as i32;
+    let rounded = _mm512_add_epi32(
+        _mm512_add_epi32(a, _mm512_set1_epi32(round_and_rebias)),
+        odd,
     );
+    let normal = _mm512_srli_epi32::<20>(rounded);
     let scaled = _mm512_mul_ps(_mm512_castsi512_ps(a), _mm512_set1_ps(512.0));
     let subnormal = _mm512_cvt_roundps_epi32::<RNE>(scaled);
     let is_sub = _mm512_cmplt_epu32_mask(a, _mm512_set1_epi32(FP8_MIN_NORMAL_BITS as i32));
     let mag = _mm512_mask_blend_epi32(is_sub, normal, subnormal);
-    let sign = _mm512_srli_epi32::<24>(_mm512_andnot_si512(_mm512_set1_epi32(0x7FFF_FFFF), bits));
-    let code = _mm512_or_si512(mag, sign);
-    let code = _mm512_mask_blend_epi32(nan, code, _mm512_set1_epi32(i32::from(FP8_NAN)));
-    // Codes are 0..=255, so truncating to bytes is exact.
-    _mm512_cvtepi32_epi8(code)
+    // mag | ((bits >> 24) & 0x80) in one ternary-logic op (0xF8 = A | (B & C)).
+    let sign_byte = _mm512_srli_epi32::<24>(bits);
+    let code = _mm512_ternarylogic_epi32::<0xF8>(mag, sign_byte, _mm512_set1_epi32(0x80));
+    _mm512_mask_mov_epi32(code, nan, _mm512_set1_epi32(i32::from(FP8_NAN)))
+}
+
+/// Codes of 16 lanes as i32, INT8 or FP8 by `FP8`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn codes<const FP8: bool>(x: __m512, inv: __m512) -> __m512i {
+    // SAFETY: both helpers need only the features this function requires.
+    unsafe {
+        if FP8 {
+            fp8_lanes(x, inv)
+        } else {
+            int8_lanes(x, inv)
+        }
+    }
+}
+
+/// Packs four vectors of i32 codes (`a, b, c, d`, each already in byte range) into 64 bytes, in
+/// order.
+///
+/// The packs work per 128-bit lane, so lane `k` ends up holding the 4-byte groups
+/// `a_k b_k c_k d_k`; the dword permute restores `a_0..a_3 b_0..b_3 c_0..c_3 d_0..d_3`. Three
+/// shuffles and one full store per 64 codes are much cheaper than four `vpmovdb` stores.
+/// `UNSIGNED` picks unsigned byte saturation (FP8 codes 0..=255) over signed (INT8); the codes are
+/// in range, so saturation never changes a value.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn pack<const UNSIGNED: bool>(a: __m512i, b: __m512i, c: __m512i, d: __m512i) -> __m512i {
+    let ab = _mm512_packs_epi32(a, b);
+    let cd = _mm512_packs_epi32(c, d);
+    let bytes = if UNSIGNED {
+        _mm512_packus_epi16(ab, cd)
+    } else {
+        _mm512_packs_epi16(ab, cd)
+    };
+    let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    _mm512_permutexvar_epi32(order, bytes)
 }
 
 /// `dst[i] = code(src[i] * inv_scale)` for `i < n`, INT8 or FP8 codes by `FP8`.
+///
+/// Blocks of 64 use full loads and one packed 64-byte store; the remaining `< 64` elements go 16
+/// at a time with masked loads and masked byte stores.
 ///
 /// # Safety
 /// AVX-512 F/BW/VL available; `src` readable and `dst` writable for `n` elements.
@@ -185,6 +226,18 @@ unsafe fn fp8_lanes(x: __m512, inv: __m512) -> __m128i {
 unsafe fn quantize<T: Widen, const FP8: bool>(src: *const T, n: usize, inv: f32, dst: *mut u8) {
     let inv = _mm512_set1_ps(inv);
     let mut i = 0;
+    while i + 4 * W <= n {
+        // SAFETY: elements `i..i + 64` are within both buffers by the contract; the helpers need
+        // only the features this function requires.
+        unsafe {
+            let a = codes::<FP8>(T::load(src.add(i), u16::MAX), inv);
+            let b = codes::<FP8>(T::load(src.add(i + W), u16::MAX), inv);
+            let c = codes::<FP8>(T::load(src.add(i + 2 * W), u16::MAX), inv);
+            let d = codes::<FP8>(T::load(src.add(i + 3 * W), u16::MAX), inv);
+            _mm512_storeu_si512(dst.add(i).cast(), pack::<FP8>(a, b, c, d));
+        }
+        i += 4 * W;
+    }
     while i < n {
         let mask = if n - i >= W {
             u16::MAX
@@ -192,15 +245,11 @@ unsafe fn quantize<T: Widen, const FP8: bool>(src: *const T, n: usize, inv: f32,
             tail_mask(n - i)
         };
         // SAFETY: `mask` selects lanes `i..min(i + 16, n)`, within both buffers by the contract;
-        // the lane helpers need only the features this function requires.
+        // the helpers need only the features this function requires.
         unsafe {
-            let x = T::load(src.add(i), mask);
-            let codes = if FP8 {
-                fp8_lanes(x, inv)
-            } else {
-                int8_lanes(x, inv)
-            };
-            _mm_mask_storeu_epi8(dst.add(i).cast(), mask, codes);
+            let q = codes::<FP8>(T::load(src.add(i), mask), inv);
+            // Codes are in byte range, so truncating each lane to a byte is exact.
+            _mm_mask_storeu_epi8(dst.add(i).cast(), mask, _mm512_cvtepi32_epi8(q));
         }
         i += W;
     }
@@ -260,8 +309,14 @@ unsafe fn fp8_decode(c: __m512i) -> __m512 {
     let is_nan = _mm512_cmpeq_epi32_mask(mag, _mm512_set1_epi32(0x7F));
     let quiet_nan = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FC0_0000));
     let v = _mm512_mask_blend_ps(is_nan, v, quiet_nan);
-    let sign = _mm512_slli_epi32::<24>(_mm512_and_si512(c, _mm512_set1_epi32(0x80)));
-    _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(v), sign))
+    // v | ((c << 24) & 0x8000_0000) in one ternary-logic op (0xF8 = A | (B & C)).
+    let sign = _mm512_set1_epi32(i32::MIN);
+    let v = _mm512_castps_si512(v);
+    _mm512_castsi512_ps(_mm512_ternarylogic_epi32::<0xF8>(
+        v,
+        _mm512_slli_epi32::<24>(c),
+        sign,
+    ))
 }
 
 /// `out[i] = value(q[i]) * scale` for `i < n`, codes INT8 or FP8 by `FP8`.

@@ -23,21 +23,26 @@ fn is_rewritten(name: &str) -> bool {
         || [".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack", ".onnx"].iter().any(|ext| name.ends_with(ext))
 }
 
-/// Copies tokenizer files, generation config and the like. Returns their names.
-pub fn copy_side_files(source: &Path, dest: &Path) -> Result<Vec<String>> {
-    let mut copied = Vec::new();
-    let mut entries: Vec<_> = std::fs::read_dir(source).at(source)?.filter_map(|e| e.ok()).collect();
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let path = entry.path();
-        if is_rewritten(&name) || !path.is_file() {
-            continue;
-        }
-        std::fs::copy(&path, dest.join(&name)).at(&path)?;
-        copied.push(name);
+/// Tokenizer files, generation config and the like: what is copied unchanged.
+pub fn side_file_names(source: &Path) -> Result<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(source)
+        .at(source)?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !is_rewritten(n))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Copies the side files into `dest`.
+pub fn copy_side_files(source: &Path, dest: &Path, names: &[String]) -> Result<()> {
+    for name in names {
+        let path = source.join(name);
+        std::fs::copy(&path, dest.join(name)).at(&path)?;
     }
-    Ok(copied)
+    Ok(())
 }
 
 /// The source `config.json` with the `quantization_config` added.
@@ -48,7 +53,8 @@ pub fn write_config(plan: &QuantizePlan, dest: &Path) -> Result<()> {
         plan.options.scheme.quantization_config(&plan.ignore),
     );
     let path = dest.join("config.json");
-    let text = serde_json::to_string_pretty(&serde_json::Value::Object(raw)).expect("config serialises");
+    let text =
+        serde_json::to_string_pretty(&serde_json::Value::Object(raw)).expect("config serialises");
     std::fs::write(&path, text + "\n").at(&path)?;
     Ok(())
 }
@@ -57,11 +63,20 @@ pub fn write_config(plan: &QuantizePlan, dest: &Path) -> Result<()> {
 /// job carried for the serving engine become `option.x`.
 pub fn write_serving_properties(plan: &QuantizePlan, dest: &Path) -> Result<()> {
     let mut props = BTreeMap::new();
-    props.insert("option.quantize".to_string(), "compressed-tensors".to_string());
-    props.insert("option.tensor_parallel_degree".to_string(), plan.tensor_parallel_degree.to_string());
+    props.insert(
+        "option.quantize".to_string(),
+        "compressed-tensors".to_string(),
+    );
+    props.insert(
+        "option.tensor_parallel_degree".to_string(),
+        plan.tensor_parallel_degree.to_string(),
+    );
     props.insert("option.rolling_batch".to_string(), "vllm".to_string());
     for (k, v) in &plan.options.passthrough {
-        let key = format!("option.{}", k.trim_start_matches("OPTION_").to_ascii_lowercase());
+        let key = format!(
+            "option.{}",
+            k.trim_start_matches("OPTION_").to_ascii_lowercase()
+        );
         props.entry(key).or_insert_with(|| v.clone());
     }
     let mut text = format!(

@@ -32,7 +32,10 @@ pub fn plan_job(spec: &JobSpec) -> Result<QuantizePlan> {
         [one] if one.technique == Technique::Quantization => one,
         [] => return Err(Error::Plan("the job has no optimization to apply".into())),
         others => {
-            let names: Vec<String> = others.iter().map(|o| format!("{:?}", o.technique)).collect();
+            let names: Vec<String> = others
+                .iter()
+                .map(|o| format!("{:?}", o.technique))
+                .collect();
             return Err(Error::Unsupported(format!(
                 "this version runs one quantization per job; the job asks for [{}] (compilation, sharding \
                  and speculative decoding come in later versions)",
@@ -70,27 +73,43 @@ pub fn run_job(spec: &JobSpec, isa: Isa, sink: Sink, cancel: &Cancel) -> Result<
     let plan = plan_job(spec)?;
     let output = spec.output.local_path()?;
     let stage = StagedDir::create(output, spec.overwrite)?;
-    let writer = ShardedWriter::create(stage.path(), &plan.outputs, plan.options.max_shard_bytes)?;
-    sink(Event::Phase("quantize"));
-    let report = run_quantize(&plan, &writer, isa, sink, cancel)?;
-    let mut files = writer.finish()?;
+    let side_files = artifact::side_file_names(&plan.checkpoint.dir)?;
+    let input_names = artifact::input_names(&plan, &side_files);
+    // Hashing the inputs reads every source byte again: do it on its own thread while
+    // the quantize pass runs, so it costs little wall time.
+    let (report, inputs, mut files) = std::thread::scope(|scope| -> Result<_> {
+        let hashing = scope.spawn(|| artifact::digests(&plan.checkpoint.dir, &input_names));
+        let writer =
+            ShardedWriter::create(stage.path(), &plan.outputs, plan.options.max_shard_bytes)?;
+        sink(Event::Phase("quantize"));
+        let report = run_quantize(&plan, &writer, isa, sink, cancel)?;
+        let files = writer.finish()?;
+        sink(Event::Phase("finish"));
+        let inputs = hashing
+            .join()
+            .map_err(|_| Error::Plan("the input hashing thread panicked".into()))??;
+        Ok((report, inputs, files))
+    })?;
     cancel.check()?;
-    sink(Event::Phase("finish"));
-    let copied = artifact::copy_side_files(&plan.checkpoint.dir, stage.path())?;
+    artifact::copy_side_files(&plan.checkpoint.dir, stage.path(), &side_files)?;
     artifact::write_config(&plan, stage.path())?;
     artifact::write_serving_properties(&plan, stage.path())?;
-    files.extend(copied.iter().cloned());
+    files.extend(side_files.iter().cloned());
     files.push("config.json".into());
     files.push("serving.properties".into());
     files.sort();
-    let inputs = artifact::digests(&plan.checkpoint.dir, &artifact::input_names(&plan, &copied))?;
     let outputs = artifact::digests(stage.path(), &files)?;
     let manifest = manifest(spec, &plan, &report, inputs, outputs);
     let path = stage.path().join("manifest.json");
-    std::fs::write(&path, manifest.to_json_pretty() + "\n").map_err(|e| temper_core::Error::io(&path, e))?;
+    std::fs::write(&path, manifest.to_json_pretty() + "\n")
+        .map_err(|e| temper_core::Error::io(&path, e))?;
     cancel.check()?;
     let output = stage.commit()?;
-    Ok(JobOutcome { output, manifest, report })
+    Ok(JobOutcome {
+        output,
+        manifest,
+        report,
+    })
 }
 
 fn manifest(

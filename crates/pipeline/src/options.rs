@@ -85,30 +85,42 @@ impl QuantizeOptions {
     pub fn from_env(env: &BTreeMap<String, String>) -> Result<Self> {
         let get = |k: &str| env.get(k).map(|v| v.trim());
         let quantize = get(OPTION_QUANTIZE).ok_or_else(|| {
-            invalid(OPTION_QUANTIZE, "(not set)", "`fp8` or `int8` (e.g. --quantize fp8)")
+            invalid(
+                OPTION_QUANTIZE,
+                "(not set)",
+                "`fp8` or `int8` (e.g. --quantize fp8)",
+            )
         })?;
         let group = match get(OPTION_QUANT_GROUP_SIZE) {
             None => None,
             Some(v) => match v.parse::<usize>() {
                 Ok(g) if g > 0 && g % 4 == 0 => Some(g),
-                _ => return Err(invalid(OPTION_QUANT_GROUP_SIZE, v, "a positive multiple of 4, such as 128")),
+                _ => {
+                    return Err(invalid(
+                        OPTION_QUANT_GROUP_SIZE,
+                        v,
+                        "a positive multiple of 4, such as 128",
+                    ))
+                }
             },
         };
         let scheme = match quantize.to_ascii_lowercase().as_str() {
             "fp8" => parse_fp8_scheme(get(OPTION_FP8_SCHEME), group)?,
             "int8" => parse_int8_scheme(get(OPTION_INT8_SCHEME), group)?,
-            "awq" | "smoothquant" | "static_int8" | "gptq" => {
-                return Err(invalid(
-                    OPTION_QUANTIZE,
-                    quantize,
-                    "`fp8` or `int8`; this quantization method needs calibration and is not built yet",
-                ))
-            }
+            "awq" | "smoothquant" | "static_int8" | "gptq" => return Err(invalid(
+                OPTION_QUANTIZE,
+                quantize,
+                "`fp8` or `int8`; this quantization method needs calibration and is not built yet",
+            )),
             _ => return Err(invalid(OPTION_QUANTIZE, quantize, "`fp8` or `int8`")),
         };
         let ignore = match get(OPTION_FP8_IGNORE) {
             None => vec!["lm_head".to_string()],
-            Some(list) => list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+            Some(list) => list
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
         };
         let allow_unknown_architecture = match get(OPTION_ALLOW_UNKNOWN_ARCHITECTURE) {
             None => false,
@@ -120,7 +132,13 @@ impl QuantizeOptions {
                 .parse::<u64>()
                 .ok()
                 .filter(|&n| n >= 1 << 20)
-                .ok_or_else(|| invalid(OPTION_MAX_SHARD_BYTES, v, "a size in bytes of at least 1048576"))?,
+                .ok_or_else(|| {
+                    invalid(
+                        OPTION_MAX_SHARD_BYTES,
+                        v,
+                        "a size in bytes of at least 1048576",
+                    )
+                })?,
         };
         let passthrough = env
             .iter()
@@ -168,7 +186,11 @@ fn parse_int8_scheme(value: Option<&str>, group: Option<usize>) -> Result<Scheme
             &group.unwrap_or_default().to_string(),
             "unset for W8A8 (vLLM's int8 W8A8 kernels take per-channel weight scales only)",
         )),
-        Some(_) => Err(invalid(OPTION_INT8_SCHEME, value.unwrap_or_default(), "W8A16 or W8A8")),
+        Some(_) => Err(invalid(
+            OPTION_INT8_SCHEME,
+            value.unwrap_or_default(),
+            "W8A16 or W8A8",
+        )),
     }
 }
 
@@ -185,7 +207,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -200,27 +225,59 @@ mod tests {
     #[test]
     fn every_scheme_parses() {
         let cases = [
-            (vec![("OPTION_QUANTIZE", "fp8"), ("OPTION_FP8_SCHEME", "FP8_BLOCK")], Scheme::Fp8Block),
-            (vec![("OPTION_QUANTIZE", "int8"), ("OPTION_QUANT_GROUP_SIZE", "128")], Scheme::W8A16 { group: Some(128) }),
-            (vec![("OPTION_QUANTIZE", "int8"), ("OPTION_INT8_SCHEME", "W8A8")], Scheme::W8A8),
+            (
+                vec![
+                    ("OPTION_QUANTIZE", "fp8"),
+                    ("OPTION_FP8_SCHEME", "FP8_BLOCK"),
+                ],
+                Scheme::Fp8Block,
+            ),
+            (
+                vec![
+                    ("OPTION_QUANTIZE", "int8"),
+                    ("OPTION_QUANT_GROUP_SIZE", "128"),
+                ],
+                Scheme::W8A16 { group: Some(128) },
+            ),
+            (
+                vec![("OPTION_QUANTIZE", "int8"), ("OPTION_INT8_SCHEME", "W8A8")],
+                Scheme::W8A8,
+            ),
         ];
         for (pairs, scheme) in cases {
-            assert_eq!(QuantizeOptions::from_env(&env(&pairs)).unwrap().scheme, scheme);
+            assert_eq!(
+                QuantizeOptions::from_env(&env(&pairs)).unwrap().scheme,
+                scheme
+            );
         }
     }
 
     #[test]
     fn errors_name_option_and_value() {
-        let err = QuantizeOptions::from_env(&env(&[("OPTION_QUANTIZE", "int4")])).unwrap_err().to_string();
-        assert!(err.contains("OPTION_QUANTIZE") && err.contains("int4"), "{err}");
-        let err = QuantizeOptions::from_env(&env(&[("OPTION_QUANTIZE", "fp8"), ("OPTION_FP8_SCHEME", "FP8")]))
+        let err = QuantizeOptions::from_env(&env(&[("OPTION_QUANTIZE", "int4")]))
             .unwrap_err()
             .to_string();
+        assert!(
+            err.contains("OPTION_QUANTIZE") && err.contains("int4"),
+            "{err}"
+        );
+        let err = QuantizeOptions::from_env(&env(&[
+            ("OPTION_QUANTIZE", "fp8"),
+            ("OPTION_FP8_SCHEME", "FP8"),
+        ]))
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("calibration"), "{err}");
-        let err = QuantizeOptions::from_env(&env(&[("OPTION_QUANTIZE", "int8"), ("OPTION_QUANT_GROUP_SIZE", "-3")]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("OPTION_QUANT_GROUP_SIZE") && err.contains("-3"), "{err}");
+        let err = QuantizeOptions::from_env(&env(&[
+            ("OPTION_QUANTIZE", "int8"),
+            ("OPTION_QUANT_GROUP_SIZE", "-3"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("OPTION_QUANT_GROUP_SIZE") && err.contains("-3"),
+            "{err}"
+        );
     }
 
     #[test]

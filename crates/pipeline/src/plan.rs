@@ -9,7 +9,9 @@ use safetensors::Dtype;
 use temper_catalog::Instance;
 use temper_core::checkpoint::{Checkpoint, TensorEntry};
 use temper_core::manifest::FitRecord;
-use temper_core::select::{classify, layer_index, mixed_fused_group, module_name, IgnoreList, Role};
+use temper_core::select::{
+    classify, layer_index, mixed_fused_group, module_name, IgnoreList, Role,
+};
 use temper_core::writer::TensorSpec;
 
 /// What happens to one input tensor.
@@ -38,7 +40,11 @@ pub struct QuantizePlan {
 }
 
 impl QuantizePlan {
-    pub fn new(checkpoint: Checkpoint, options: QuantizeOptions, instance: &'static Instance) -> Result<Self> {
+    pub fn new(
+        checkpoint: Checkpoint,
+        options: QuantizeOptions,
+        instance: &'static Instance,
+    ) -> Result<Self> {
         let config = &checkpoint.config;
         config.check_supported(options.allow_unknown_architecture)?;
         if let Some(method) = &config.quant_method {
@@ -66,13 +72,22 @@ impl QuantizePlan {
         let outputs = output_specs(&checkpoint, &actions, options.scheme, scale_dtype);
         let mut ignore = vec!["lm_head".to_string()];
         ignore.extend(ignored.into_iter().filter(|m| m != "lm_head"));
-        let tensor_parallel_degree = tensor_parallel_degree(instance, config.num_attention_heads, config.num_key_value_heads);
+        let tensor_parallel_degree = tensor_parallel_degree(
+            instance,
+            config.num_attention_heads,
+            config.num_key_value_heads,
+        );
         let weight_bytes: u64 = outputs.iter().map(TensorSpec::byte_len).sum();
         let fit = fit(instance, tensor_parallel_degree, weight_bytes);
         if fit.fits == Some(false) {
             return Err(Error::Plan(fit.explanation.clone()));
         }
-        let notes = target_notes(instance, options.scheme, tensor_parallel_degree, config.num_attention_heads);
+        let notes = target_notes(
+            instance,
+            options.scheme,
+            tensor_parallel_degree,
+            config.num_attention_heads,
+        );
         Ok(QuantizePlan {
             checkpoint,
             options,
@@ -89,13 +104,21 @@ impl QuantizePlan {
 
     /// Number of tensors quantized.
     pub fn quantized_count(&self) -> usize {
-        self.actions.iter().filter(|a| **a == Action::Quantize).count()
+        self.actions
+            .iter()
+            .filter(|a| **a == Action::Quantize)
+            .count()
     }
 }
 
 fn check_layer_count(checkpoint: &Checkpoint) -> Result<()> {
     let config = &checkpoint.config;
-    let layers = checkpoint.tensors().iter().filter_map(|t| layer_index(&t.name)).max().map(|m| m + 1);
+    let layers = checkpoint
+        .tensors()
+        .iter()
+        .filter_map(|t| layer_index(&t.name))
+        .max()
+        .map(|m| m + 1);
     match layers {
         Some(n) if n != config.num_hidden_layers => Err(Error::Plan(format!(
             "{} says num_hidden_layers = {}, but the safetensors hold layers 0..{}: the config and the \
@@ -114,7 +137,11 @@ fn check_layer_count(checkpoint: &Checkpoint) -> Result<()> {
 }
 
 /// Decides per tensor, and returns the Linear modules left dense by the ignore list.
-fn choose_actions(checkpoint: &Checkpoint, ignore: &IgnoreList, scheme: Scheme) -> Result<(Vec<Action>, Vec<String>)> {
+fn choose_actions(
+    checkpoint: &Checkpoint,
+    ignore: &IgnoreList,
+    scheme: Scheme,
+) -> Result<(Vec<Action>, Vec<String>)> {
     let mut actions = Vec::with_capacity(checkpoint.tensors().len());
     let mut ignored = Vec::new();
     let mut quantized = Vec::new();
@@ -124,7 +151,11 @@ fn choose_actions(checkpoint: &Checkpoint, ignore: &IgnoreList, scheme: Scheme) 
         if linear && ignore.matches(module) {
             ignored.push(module.to_string());
         }
-        let action = if linear && !ignore.matches(module) { Action::Quantize } else { Action::Copy };
+        let action = if linear && !ignore.matches(module) {
+            Action::Quantize
+        } else {
+            Action::Copy
+        };
         if action == Action::Quantize {
             check_quantizable(checkpoint, t, scheme)?;
             quantized.push(module);
@@ -177,14 +208,22 @@ fn scale_dtype(checkpoint: &Checkpoint, actions: &[Action]) -> Dtype {
         .unwrap_or(Dtype::BF16)
 }
 
-fn output_specs(checkpoint: &Checkpoint, actions: &[Action], scheme: Scheme, scale_dtype: Dtype) -> Vec<TensorSpec> {
+fn output_specs(
+    checkpoint: &Checkpoint,
+    actions: &[Action],
+    scheme: Scheme,
+    scale_dtype: Dtype,
+) -> Vec<TensorSpec> {
     let mut specs = Vec::new();
     for (t, action) in checkpoint.tensors().iter().zip(actions) {
         match action {
             Action::Copy => specs.push(TensorSpec::new(t.name.clone(), t.dtype, t.shape.clone())),
-            Action::Quantize => {
-                specs.extend(scheme.output_tensors(module_name(&t.name), t.shape[0], t.shape[1], scale_dtype))
-            }
+            Action::Quantize => specs.extend(scheme.output_tensors(
+                module_name(&t.name),
+                t.shape[0],
+                t.shape[1],
+                scale_dtype,
+            )),
         }
     }
     specs
@@ -250,7 +289,11 @@ fn target_notes(instance: &Instance, scheme: Scheme, tp: u32, heads: usize) -> V
     let mut notes = Vec::new();
     if scheme.is_fp8() {
         if acc.native_fp8() {
-            notes.push(format!("{} ({}) runs FP8 matmuls natively", acc.name(), acc.compute_label()));
+            notes.push(format!(
+                "{} ({}) runs FP8 matmuls natively",
+                acc.name(),
+                acc.compute_label()
+            ));
         } else {
             notes.push(format!(
                 "{} ({}) has no native FP8 matmul: engines run this FP8 checkpoint weight-only (weights \
@@ -292,7 +335,11 @@ mod tests {
         assert_eq!(ok.fits, Some(true), "{}", ok.explanation);
         let too_big = fit(g5, 1, 70 << 30);
         assert_eq!(too_big.fits, Some(false));
-        assert!(too_big.explanation.contains("do not fit"), "{}", too_big.explanation);
+        assert!(
+            too_big.explanation.contains("do not fit"),
+            "{}",
+            too_big.explanation
+        );
         let g7 = Instance::lookup("ml.g7.2xlarge").unwrap();
         assert_eq!(fit(g7, 1, 1 << 30).fits, None);
     }

@@ -34,7 +34,13 @@ pub struct QuantizeReport {
 }
 
 /// Quantizes and copies every tensor of the plan into `writer`.
-pub fn run_quantize(plan: &QuantizePlan, writer: &ShardedWriter, isa: Isa, sink: Sink, cancel: &Cancel) -> Result<QuantizeReport> {
+pub fn run_quantize(
+    plan: &QuantizePlan,
+    writer: &ShardedWriter,
+    isa: Isa,
+    sink: Sink,
+    cancel: &Cancel,
+) -> Result<QuantizeReport> {
     let started = std::time::Instant::now();
     let checkpoint = &plan.checkpoint;
     sink(Event::Started {
@@ -49,11 +55,12 @@ pub fn run_quantize(plan: &QuantizePlan, writer: &ShardedWriter, isa: Isa, sink:
             Action::Copy => writer.write(&entry.name, bytes)?,
             Action::Quantize => {
                 let file = checkpoint.file_of(entry);
-                let data = FloatData::from_bytes(entry.dtype, bytes).ok_or_else(|| Error::Tensor {
-                    path: file.to_path_buf(),
-                    tensor: entry.name.clone(),
-                    reason: format!("dtype {} cannot be quantized", entry.dtype),
-                })?;
+                let data =
+                    FloatData::from_bytes(entry.dtype, bytes).ok_or_else(|| Error::Tensor {
+                        path: file.to_path_buf(),
+                        tensor: entry.name.clone(),
+                        reason: format!("dtype {} cannot be quantized", entry.dtype),
+                    })?;
                 let input = TensorInput {
                     file,
                     name: &entry.name,
@@ -78,7 +85,12 @@ pub fn run_quantize(plan: &QuantizePlan, writer: &ShardedWriter, isa: Isa, sink:
     Ok(report(plan, isa, errors, started.elapsed().as_secs_f64()))
 }
 
-fn report(plan: &QuantizePlan, isa: Isa, tensors: Vec<TensorError>, seconds: f64) -> QuantizeReport {
+fn report(
+    plan: &QuantizePlan,
+    isa: Isa,
+    tensors: Vec<TensorError>,
+    seconds: f64,
+) -> QuantizeReport {
     let n = tensors.len().max(1) as f64;
     let worst = tensors
         .iter()

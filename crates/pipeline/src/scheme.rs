@@ -52,15 +52,35 @@ impl Scheme {
     }
 
     /// The tensors written for module `prefix` (e.g. `model.layers.0.mlp.up_proj`).
-    pub fn output_tensors(&self, prefix: &str, rows: usize, cols: usize, scale_dtype: Dtype) -> Vec<TensorSpec> {
-        let scale = TensorSpec::new(format!("{prefix}.weight_scale"), scale_dtype, self.scale_shape(rows, cols));
+    pub fn output_tensors(
+        &self,
+        prefix: &str,
+        rows: usize,
+        cols: usize,
+        scale_dtype: Dtype,
+    ) -> Vec<TensorSpec> {
+        let scale = TensorSpec::new(
+            format!("{prefix}.weight_scale"),
+            scale_dtype,
+            self.scale_shape(rows, cols),
+        );
         match self {
             Scheme::Fp8Dynamic | Scheme::Fp8Block => {
-                vec![TensorSpec::new(format!("{prefix}.weight"), Dtype::F8_E4M3, vec![rows, cols]), scale]
+                vec![
+                    TensorSpec::new(format!("{prefix}.weight"), Dtype::F8_E4M3, vec![rows, cols]),
+                    scale,
+                ]
             }
-            Scheme::W8A8 => vec![TensorSpec::new(format!("{prefix}.weight"), Dtype::I8, vec![rows, cols]), scale],
+            Scheme::W8A8 => vec![
+                TensorSpec::new(format!("{prefix}.weight"), Dtype::I8, vec![rows, cols]),
+                scale,
+            ],
             Scheme::W8A16 { .. } => vec![
-                TensorSpec::new(format!("{prefix}.weight_packed"), Dtype::I32, vec![rows, cols / 4]),
+                TensorSpec::new(
+                    format!("{prefix}.weight_packed"),
+                    Dtype::I32,
+                    vec![rows, cols / 4],
+                ),
                 TensorSpec::new(format!("{prefix}.weight_shape"), Dtype::I64, vec![2]),
                 scale,
             ],
@@ -139,7 +159,10 @@ mod tests {
     #[test]
     fn tensors_per_scheme() {
         let t = Scheme::W8A16 { group: Some(128) }.output_tensors("m.q", 256, 512, Dtype::BF16);
-        let shapes: Vec<_> = t.iter().map(|t| (t.name.as_str(), t.dtype, t.shape.clone())).collect();
+        let shapes: Vec<_> = t
+            .iter()
+            .map(|t| (t.name.as_str(), t.dtype, t.shape.clone()))
+            .collect();
         assert_eq!(
             shapes,
             vec![
@@ -155,8 +178,14 @@ mod tests {
 
     #[test]
     fn shapes_that_cannot_be_packed_are_explained() {
-        assert!(Scheme::W8A16 { group: Some(128) }.check_shape(10, 576).unwrap().contains("576"));
-        assert!(Scheme::W8A16 { group: None }.check_shape(10, 578).unwrap().contains("multiple of 4"));
+        assert!(Scheme::W8A16 { group: Some(128) }
+            .check_shape(10, 576)
+            .unwrap()
+            .contains("576"));
+        assert!(Scheme::W8A16 { group: None }
+            .check_shape(10, 578)
+            .unwrap()
+            .contains("multiple of 4"));
         assert!(Scheme::W8A16 { group: None }.check_shape(10, 576).is_none());
     }
 
@@ -171,6 +200,9 @@ mod tests {
         assert_eq!(c["format"], "pack-quantized");
         assert!(c["config_groups"]["group_0"]["input_activations"].is_null());
         let c = Scheme::Fp8Block.quantization_config(&[]);
-        assert_eq!(c["config_groups"]["group_0"]["weights"]["block_structure"], json!([128, 128]));
+        assert_eq!(
+            c["config_groups"]["group_0"]["weights"]["block_structure"],
+            json!([128, 128])
+        );
     }
 }

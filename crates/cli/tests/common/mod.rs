@@ -10,7 +10,10 @@ use std::sync::OnceLock;
 use temper_core::writer::{ShardedWriter, TensorSpec};
 
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 pub fn optimize() -> Command {
@@ -28,7 +31,12 @@ pub fn stderr(o: &Output) -> String {
 
 pub fn stdout_json(o: &Output) -> serde_json::Value {
     let text = String::from_utf8_lossy(&o.stdout);
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {text}\nstderr: {}", stderr(o)))
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON object ({e}): {text}\nstderr: {}",
+            stderr(o)
+        )
+    })
 }
 
 /// The real SmolLM2-135M-Instruct as a bf16 Hugging Face directory, imported from the
@@ -44,12 +52,27 @@ pub fn smollm2() -> &'static Path {
         if dir.join("config.json").is_file() {
             return dir;
         }
-        let assets = std::env::var_os("TEMPER_ASSETS").map(PathBuf::from).unwrap_or(root.join(".cache/assets"));
+        let assets = std::env::var_os("TEMPER_ASSETS")
+            .map(PathBuf::from)
+            .unwrap_or(root.join(".cache/assets"));
         let gguf = assets.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-        assert!(gguf.is_file(), "{} is missing: run scripts/fetch-assets.sh first", gguf.display());
-        let out = run(&["import-gguf", gguf.to_str().unwrap(), dir.to_str().unwrap(), "--json"]);
+        assert!(
+            gguf.is_file(),
+            "{} is missing: run scripts/fetch-assets.sh first",
+            gguf.display()
+        );
+        let out = run(&[
+            "import-gguf",
+            gguf.to_str().unwrap(),
+            dir.to_str().unwrap(),
+            "--json",
+        ]);
         // Another test binary may have imported it at the same time: that is fine.
-        assert!(dir.join("config.json").is_file(), "import failed: {}", stderr(&out));
+        assert!(
+            dir.join("config.json").is_file(),
+            "import failed: {}",
+            stderr(&out)
+        );
         dir
     })
 }
@@ -69,7 +92,14 @@ pub struct TinyModel {
 
 impl Default for TinyModel {
     fn default() -> Self {
-        TinyModel { layers: 2, dtype: Dtype::BF16, model_type: "llama", poison: vec![], zero_row: None, int_tensor: None }
+        TinyModel {
+            layers: 2,
+            dtype: Dtype::BF16,
+            model_type: "llama",
+            poison: vec![],
+            zero_row: None,
+            int_tensor: None,
+        }
     }
 }
 
@@ -109,13 +139,21 @@ impl TinyModel {
             "vocab_size": VOCAB, "tie_word_embeddings": true, "rms_norm_eps": 1e-5,
             "torch_dtype": if self.dtype == Dtype::F32 { "float32" } else { "bfloat16" },
         });
-        std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&config).unwrap()).unwrap();
+        std::fs::write(
+            dir.join("config.json"),
+            serde_json::to_string_pretty(&config).unwrap(),
+        )
+        .unwrap();
         std::fs::write(dir.join("tokenizer.json"), "{}").unwrap();
         let tensors = self.tensors();
         let specs: Vec<TensorSpec> = tensors
             .iter()
             .map(|(n, s)| {
-                let dtype = if self.int_tensor.as_deref() == Some(n.as_str()) { Dtype::I32 } else { self.dtype };
+                let dtype = if self.int_tensor.as_deref() == Some(n.as_str()) {
+                    Dtype::I32
+                } else {
+                    self.dtype
+                };
                 TensorSpec::new(n.clone(), dtype, s.clone())
             })
             .collect();
@@ -139,13 +177,21 @@ impl TinyModel {
             if let Some((t, row)) = &self.zero_row {
                 if t == name {
                     let cols = shape[1];
-                    vals[row * cols..(row + 1) * cols].iter_mut().for_each(|v| *v = 0.0);
+                    vals[row * cols..(row + 1) * cols]
+                        .iter_mut()
+                        .for_each(|v| *v = 0.0);
                 }
             }
             let bytes: Vec<u8> = match spec.dtype {
                 Dtype::F32 => vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                Dtype::I32 => vals.iter().flat_map(|v| (*v as i32).to_le_bytes()).collect(),
-                _ => vals.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect(),
+                Dtype::I32 => vals
+                    .iter()
+                    .flat_map(|v| (*v as i32).to_le_bytes())
+                    .collect(),
+                _ => vals
+                    .iter()
+                    .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+                    .collect(),
             };
             w.write(name, &bytes).unwrap();
         }
@@ -156,7 +202,11 @@ impl TinyModel {
 /// Entries of `dir` (names), to show that nothing was left behind.
 pub fn listing(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|r| r.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|r| {
+            r.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
