@@ -148,7 +148,7 @@ pub fn import_gguf(
         .tensor_infos()
         .values()
         .fold(BTreeMap::new(), |mut m, t| {
-            *m.entry(format!("{:?}", t.ggml_dtype)).or_insert(0) += 1;
+            *m.entry(ggml_name(t.ggml_dtype)).or_insert(0) += 1;
             m
         });
 
@@ -213,6 +213,15 @@ fn write_tensors(
         progress(done + 1, total, written);
     }
     Ok((written, parameters))
+}
+
+/// llama.cpp's name of a tensor type (`Q4_K`, where candle's enum says `Q4K`).
+fn ggml_name(dtype: candle_core::quantized::GgmlDType) -> String {
+    let name = format!("{dtype:?}");
+    match name.strip_suffix('K') {
+        Some(stem) if stem.starts_with('Q') => format!("{stem}_K"),
+        _ => name,
+    }
 }
 
 /// The embedding may have more rows than tokens (padding), never fewer.
@@ -413,6 +422,8 @@ mod tests {
             panic!("bf16 expected")
         };
         assert_eq!(v[1], bf16::from_f32(-2.5));
+        assert_eq!(ggml_name(candle_core::quantized::GgmlDType::Q4K), "Q4_K");
+        assert_eq!(ggml_name(candle_core::quantized::GgmlDType::Q4_1), "Q4_1");
         let same = convert(&gguf, &[8, 1], None, OutputDtype::F32);
         assert!(matches!(same, Converted::F32(Cow::Borrowed(_))));
     }

@@ -3,7 +3,7 @@
 //! the tokenizer files, so users holding only a GGUF can optimize it like any model.
 //!
 //! - [`reader`]: the GGUF header, typed metadata and tensors dequantized to f32.
-//! - [`names`]: GGUF tensor names to Hugging Face names; the q/k row un-permutation.
+//! - `names`: GGUF tensor names to Hugging Face names; the q/k row un-permutation.
 //! - `config`: `config.json` from metadata, checked against the tensor shapes.
 //! - `rope`: Llama 3 rope scaling recovered from llama.cpp's factor tensor.
 //! - [`tokenizer`]: `tokenizer.json` and friends from the GGUF vocabulary.
@@ -12,7 +12,7 @@
 mod config;
 mod error;
 mod import;
-pub mod names;
+mod names;
 pub mod reader;
 mod rope;
 pub mod tokenizer;

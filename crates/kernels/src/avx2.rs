@@ -150,33 +150,34 @@ unsafe fn int8_lanes(x: __m256, inv: __m256) -> __m256i {
     _mm256_cvtps_epi32(rounded)
 }
 
-/// FP8 E4M3 codes of 8 lanes as i32, the same two-range algorithm as
-/// `scalar::f32_to_fp8_e4m3`: normal magnitudes round their mantissa in the integer domain,
-/// subnormal ones are `round_half_even(|y| * 512)`; NaN -> `0x7F`, sign in bit 7.
-///
-/// All magnitudes are `< 2^31` as integers, so signed compares and min act as unsigned ones.
+/// FP8 E4M3 codes of 8 lanes as i32; the same min-of-two-candidates algorithm as
+/// `avx512::fp8_lanes` (see there for why it equals `scalar::f32_to_fp8_e4m3`):
+/// `normal` rounds the mantissa of `clamp(a, 2^-6, 448)` in the integer domain, `sub` is
+/// `round_half_even(a * 512)`, the unsigned minimum selects, NaN (kept by the operand order of
+/// `MAXPS`/`MINPS`) is capped to `0x7F`, and the sign goes into bit 7.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn fp8_lanes(x: __m256, inv: __m256) -> __m256i {
     let bits = _mm256_castps_si256(_mm256_mul_ps(x, inv));
     let abs_mask = _mm256_set1_epi32(0x7FFF_FFFF);
-    let abs = _mm256_and_si256(bits, abs_mask);
-    let nan = _mm256_cmpgt_epi32(abs, _mm256_set1_epi32(0x7F80_0000));
-    // Integer min on non-negative float bits is a float min: saturates finite values and Inf.
-    let a = _mm256_min_epi32(abs, _mm256_set1_epi32(FP8_MAX_BITS as i32));
-    let odd = _mm256_and_si256(_mm256_srli_epi32::<20>(a), _mm256_set1_epi32(1));
-    let rounded = _mm256_add_epi32(_mm256_add_epi32(a, _mm256_set1_epi32(0x7FFFF)), odd);
-    let normal = _mm256_sub_epi32(
-        _mm256_srli_epi32::<20>(rounded),
-        _mm256_set1_epi32(FP8_BIAS_SHIFT as i32),
+    let abs = _mm256_castsi256_ps(_mm256_and_si256(bits, abs_mask));
+    let lo = _mm256_set1_ps(f32::from_bits(FP8_MIN_NORMAL_BITS));
+    let hi = _mm256_set1_ps(f32::from_bits(FP8_MAX_BITS));
+    let c = _mm256_castps_si256(_mm256_min_ps(hi, _mm256_max_ps(lo, abs)));
+    let odd = _mm256_and_si256(_mm256_srli_epi32::<20>(c), _mm256_set1_epi32(1));
+    let round_and_rebias = 0x7FFFF_u32.wrapping_sub(FP8_BIAS_SHIFT << 20) as i32;
+    let rounded = _mm256_add_epi32(
+        _mm256_add_epi32(c, _mm256_set1_epi32(round_and_rebias)),
+        odd,
     );
-    let scaled = _mm256_mul_ps(_mm256_castsi256_ps(a), _mm256_set1_ps(512.0));
-    let subnormal = _mm256_cvtps_epi32(_mm256_round_ps::<RNE>(scaled));
-    let is_sub = _mm256_cmpgt_epi32(_mm256_set1_epi32(FP8_MIN_NORMAL_BITS as i32), a);
-    let mag = _mm256_blendv_epi8(normal, subnormal, is_sub);
+    let normal = _mm256_srli_epi32::<20>(rounded);
+    let scaled = _mm256_mul_ps(abs, _mm256_set1_ps(512.0));
+    // Out-of-range and NaN conversions give 0x8000_0000, which the unsigned minimum ignores.
+    let sub = _mm256_cvtps_epi32(_mm256_round_ps::<RNE>(scaled));
+    let nan_cap = _mm256_set1_epi32(i32::from(FP8_NAN));
+    let mag = _mm256_min_epu32(_mm256_min_epu32(normal, sub), nan_cap);
     let sign = _mm256_srli_epi32::<24>(_mm256_andnot_si256(abs_mask, bits));
-    let code = _mm256_or_si256(mag, sign);
-    _mm256_blendv_epi8(code, _mm256_set1_epi32(i32::from(FP8_NAN)), nan)
+    _mm256_or_si256(mag, sign)
 }
 
 /// Packs four vectors of i32 codes (in order `a, b, c, d`) into 32 bytes, in order.

@@ -33,9 +33,29 @@ trait Widen: Copy {
     /// # Safety
     /// AVX-512 F/BW/VL must be available and every selected lane readable at `p`.
     unsafe fn load(p: *const Self, mask: __mmask16) -> __m512;
+
+    /// Dword permutation that puts the bytes of `pack(load64(p))` back in element order.
+    const ORDER: [i32; 16];
+
+    /// Loads 64 elements as four vectors of f32, in whichever lane order is cheapest to produce;
+    /// [`Widen::ORDER`] undoes that order after packing.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VL must be available and 64 elements readable at `p`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn load64(p: *const Self) -> [__m512; 4] {
+        // SAFETY: the caller guarantees 64 readable elements, i.e. four full vectors.
+        unsafe { [0, 1, 2, 3].map(|k| Self::load(p.add(k * W), u16::MAX)) }
+    }
 }
 
+/// Dword order after packing four in-order vectors: lane `k` holds groups `a_k b_k c_k d_k`.
+const PACKED_IN_ORDER: [i32; 16] = [0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15];
+
 impl Widen for f32 {
+    const ORDER: [i32; 16] = PACKED_IN_ORDER;
+
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     unsafe fn load(p: *const f32, mask: __mmask16) -> __m512 {
@@ -46,6 +66,32 @@ impl Widen for f32 {
 }
 
 impl Widen for bf16 {
+    /// `load64` yields, per 128-bit lane `k`, elements `8k..8k+4` then `8k+4..8k+8` of each
+    /// 32-element half, so after packing lane `k` holds `X[8k..8k+8] Y[8k..8k+8]` as two dword
+    /// pairs; this gathers the `X` pairs first, then the `Y` pairs.
+    const ORDER: [i32; 16] = [0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15];
+
+    /// Interleaving zero words below the bf16 words builds the f32 bit patterns with one unpack
+    /// per 16 lanes instead of a widen plus a shift.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn load64(p: *const bf16) -> [__m512; 4] {
+        // SAFETY: the caller guarantees 64 readable bf16, i.e. two full 64-byte vectors.
+        let (x, y) = unsafe {
+            (
+                _mm512_loadu_si512(p.cast()),
+                _mm512_loadu_si512(p.add(32).cast()),
+            )
+        };
+        let z = _mm512_setzero_si512();
+        [
+            _mm512_castsi512_ps(_mm512_unpacklo_epi16(z, x)),
+            _mm512_castsi512_ps(_mm512_unpackhi_epi16(z, x)),
+            _mm512_castsi512_ps(_mm512_unpacklo_epi16(z, y)),
+            _mm512_castsi512_ps(_mm512_unpackhi_epi16(z, y)),
+        ]
+    }
+
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     unsafe fn load(p: *const bf16, mask: __mmask16) -> __m512 {
@@ -57,6 +103,8 @@ impl Widen for bf16 {
 }
 
 impl Widen for f16 {
+    const ORDER: [i32; 16] = PACKED_IN_ORDER;
+
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     unsafe fn load(p: *const f16, mask: __mmask16) -> __m512 {
@@ -147,36 +195,44 @@ unsafe fn int8_lanes(x: __m512, inv: __m512) -> __m512i {
     _mm512_maskz_cvt_roundps_epi32::<RNE>(ordered, clamped)
 }
 
-/// FP8 E4M3 codes of 16 lanes, one per i32, by the same two-range algorithm as
-/// `scalar::f32_to_fp8_e4m3`: normal magnitudes round their mantissa in the integer domain,
-/// subnormal ones are `round_half_even(|y| * 512)`; NaN -> `0x7F`, sign in bit 7.
+/// FP8 E4M3 codes of 16 lanes, one per i32; equal to `scalar::f32_to_fp8_e4m3` lane by lane.
 ///
-/// The exponent rebias is folded into the rounding constant: for normal lanes
-/// `a >= 2^-6 = 0x3C80_0000`, so `a - (120 << 23)` stays positive and
-/// `(a - (120 << 23) + 0x7FFFF + odd) >> 20 == ((a + 0x7FFFF + odd) >> 20) - (120 << 3)`.
+/// With `a = |x * inv|`, two candidate magnitude codes are computed for every lane and the
+/// smaller one wins:
+/// - `normal`: `c = clamp(a, 2^-6, 448)` has its mantissa rounded to 3 bits, half to even, in the
+///   integer domain, `((c + 0x7FFFF + odd) >> 20) - (120 << 3)`, with the rebias folded into the
+///   constant (`c >= 2^-6` keeps `c - (120 << 23)` positive). Subnormal lanes get 8 here.
+/// - `sub`: `round_half_even(a * 512)`, the subnormal code (`<= 8` below 2^-6). For `a >= 2^-6`
+///   it is `>=` the normal code (equal in the first binade, larger above, and `0x8000_0000` when
+///   out of `i32` range or NaN), so the unsigned minimum picks the right one everywhere.
+/// - NaN: `MAXPS`/`MINPS` return their second operand when one is NaN, so with `a` second the
+///   clamp keeps NaN, whose `normal` code exceeds `0x7F`; the final `min(.., 0x7F)` maps it to
+///   `0x7F` and leaves real codes (`<= 0x7E`) alone.
+///
+/// The sign then goes into bit 7 with one ternary-logic op (`0xF8` = `A | (B & C)`).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 unsafe fn fp8_lanes(x: __m512, inv: __m512) -> __m512i {
     let bits = _mm512_castps_si512(_mm512_mul_ps(x, inv));
-    let abs = _mm512_and_si512(bits, _mm512_set1_epi32(0x7FFF_FFFF));
-    let nan = _mm512_cmpgt_epu32_mask(abs, _mm512_set1_epi32(0x7F80_0000));
-    // Integer min on non-negative float bits is a float min: saturates finite values and Inf.
-    let a = _mm512_min_epu32(abs, _mm512_set1_epi32(FP8_MAX_BITS as i32));
-    let odd = _mm512_and_si512(_mm512_srli_epi32::<20>(a), _mm512_set1_epi32(1));
+    let abs = _mm512_castsi512_ps(_mm512_and_si512(bits, _mm512_set1_epi32(0x7FFF_FFFF)));
+    let lo = _mm512_set1_ps(f32::from_bits(FP8_MIN_NORMAL_BITS));
+    let hi = _mm512_set1_ps(f32::from_bits(FP8_MAX_BITS));
+    let c = _mm512_castps_si512(_mm512_min_ps(hi, _mm512_max_ps(lo, abs)));
+    let odd = _mm512_and_si512(_mm512_srli_epi32::<20>(c), _mm512_set1_epi32(1));
     let round_and_rebias = 0x7FFFF_u32.wrapping_sub(FP8_BIAS_SHIFT << 20) as i32;
     let rounded = _mm512_add_epi32(
-        _mm512_add_epi32(a, _mm512_set1_epi32(round_and_rebias)),
+        _mm512_add_epi32(c, _mm512_set1_epi32(round_and_rebias)),
         odd,
     );
     let normal = _mm512_srli_epi32::<20>(rounded);
-    let scaled = _mm512_mul_ps(_mm512_castsi512_ps(a), _mm512_set1_ps(512.0));
-    let subnormal = _mm512_cvt_roundps_epi32::<RNE>(scaled);
-    let is_sub = _mm512_cmplt_epu32_mask(a, _mm512_set1_epi32(FP8_MIN_NORMAL_BITS as i32));
-    let mag = _mm512_mask_blend_epi32(is_sub, normal, subnormal);
-    // mag | ((bits >> 24) & 0x80) in one ternary-logic op (0xF8 = A | (B & C)).
+    let scaled = _mm512_mul_ps(abs, _mm512_set1_ps(512.0));
+    let sub = _mm512_cvt_roundps_epi32::<RNE>(scaled);
+    let mag = _mm512_min_epu32(
+        _mm512_min_epu32(normal, sub),
+        _mm512_set1_epi32(i32::from(FP8_NAN)),
+    );
     let sign_byte = _mm512_srli_epi32::<24>(bits);
-    let code = _mm512_ternarylogic_epi32::<0xF8>(mag, sign_byte, _mm512_set1_epi32(0x80));
-    _mm512_mask_mov_epi32(code, nan, _mm512_set1_epi32(i32::from(FP8_NAN)))
+    _mm512_ternarylogic_epi32::<0xF8>(mag, sign_byte, _mm512_set1_epi32(0x80))
 }
 
 /// Codes of 16 lanes as i32, INT8 or FP8 by `FP8`.
@@ -193,17 +249,18 @@ unsafe fn codes<const FP8: bool>(x: __m512, inv: __m512) -> __m512i {
     }
 }
 
-/// Packs four vectors of i32 codes (`a, b, c, d`, each already in byte range) into 64 bytes, in
-/// order.
+/// Packs four vectors of i32 codes (`a, b, c, d`, each already in byte range) into 64 bytes and
+/// permutes their dwords by `order` (see [`Widen::ORDER`]).
 ///
 /// The packs work per 128-bit lane, so lane `k` ends up holding the 4-byte groups
-/// `a_k b_k c_k d_k`; the dword permute restores `a_0..a_3 b_0..b_3 c_0..c_3 d_0..d_3`. Three
+/// `a_k b_k c_k d_k`; for in-order inputs the permute restores `a_0..a_3 b_0..b_3 ...`. Three
 /// shuffles and one full store per 64 codes are much cheaper than four `vpmovdb` stores.
 /// `UNSIGNED` picks unsigned byte saturation (FP8 codes 0..=255) over signed (INT8); the codes are
 /// in range, so saturation never changes a value.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn pack<const UNSIGNED: bool>(a: __m512i, b: __m512i, c: __m512i, d: __m512i) -> __m512i {
+unsafe fn pack<const UNSIGNED: bool>(v: [__m512i; 4], order: [i32; 16]) -> __m512i {
+    let [a, b, c, d] = v;
     let ab = _mm512_packs_epi32(a, b);
     let cd = _mm512_packs_epi32(c, d);
     let bytes = if UNSIGNED {
@@ -211,7 +268,11 @@ unsafe fn pack<const UNSIGNED: bool>(a: __m512i, b: __m512i, c: __m512i, d: __m5
     } else {
         _mm512_packs_epi16(ab, cd)
     };
-    let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    let o = order;
+    let order = _mm512_setr_epi32(
+        o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7], o[8], o[9], o[10], o[11], o[12], o[13],
+        o[14], o[15],
+    );
     _mm512_permutexvar_epi32(order, bytes)
 }
 
@@ -230,11 +291,8 @@ unsafe fn quantize<T: Widen, const FP8: bool>(src: *const T, n: usize, inv: f32,
         // SAFETY: elements `i..i + 64` are within both buffers by the contract; the helpers need
         // only the features this function requires.
         unsafe {
-            let a = codes::<FP8>(T::load(src.add(i), u16::MAX), inv);
-            let b = codes::<FP8>(T::load(src.add(i + W), u16::MAX), inv);
-            let c = codes::<FP8>(T::load(src.add(i + 2 * W), u16::MAX), inv);
-            let d = codes::<FP8>(T::load(src.add(i + 3 * W), u16::MAX), inv);
-            _mm512_storeu_si512(dst.add(i).cast(), pack::<FP8>(a, b, c, d));
+            let v = T::load64(src.add(i)).map(|x| codes::<FP8>(x, inv));
+            _mm512_storeu_si512(dst.add(i).cast(), pack::<FP8>(v, T::ORDER));
         }
         i += 4 * W;
     }

@@ -5,28 +5,23 @@
 //! which is what makes each call below sound.
 
 #[cfg(target_arch = "x86_64")]
-use crate::{avx2, avx512};
-use crate::{
-    isa::{Isa, Usable},
-    scalar, RowStats, Src,
-};
-use half::f16;
+use crate::{avx2, avx512, Isa};
+use crate::{isa::Usable, scalar, RowStats, Src};
 
 pub(crate) fn row_stats(u: Usable, src: Src) -> RowStats {
-    let max_bits = match u.isa() {
+    match u.isa() {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => {
             // SAFETY: `u` holds Avx512 only if this CPU has AVX-512 F/BW/VL (see `Isa::usable`).
-            unsafe { avx512::absmax_bits(src) }
+            finish_stats(src, unsafe { avx512::absmax_bits(src) })
         }
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => {
             // SAFETY: `u` holds Avx2 only if this CPU has AVX2/FMA/F16C (see `Isa::usable`).
-            unsafe { avx2::absmax_bits(src) }
+            finish_stats(src, unsafe { avx2::absmax_bits(src) })
         }
-        _ => return scalar::row_stats(src),
-    };
-    finish_stats(src, max_bits)
+        _ => scalar::row_stats(src),
+    }
 }
 
 /// Turns the largest `|x|` bit pattern found by a SIMD scan into [`RowStats`].
@@ -34,10 +29,11 @@ pub(crate) fn row_stats(u: Usable, src: Src) -> RowStats {
 /// Non-negative floats order like their bit patterns, so the largest pattern is the absmax unless
 /// it encodes Inf/NaN (exponent all ones). Then the reference scan runs instead: it finds the first
 /// non-finite index and keeps the results identical to [`Isa::Scalar`]; this is an error path.
+#[cfg(target_arch = "x86_64")]
 fn finish_stats(src: Src, max_bits: u32) -> RowStats {
     let absmax = match src {
         Src::F32(_) if max_bits < 0x7F80_0000 => f32::from_bits(max_bits),
-        Src::F16(_) if max_bits < 0x7C00 => f16::from_bits(max_bits as u16).to_f32(),
+        Src::F16(_) if max_bits < 0x7C00 => half::f16::from_bits(max_bits as u16).to_f32(),
         Src::Bf16(_) if max_bits < 0x7F80 => f32::from_bits(max_bits << 16),
         _ => return scalar::row_stats(src),
     };

@@ -13,8 +13,9 @@
 //! Conventions shared by all versions:
 //! - codes are computed as `x * inv_scale` (a multiply, never a divide), so versions agree exactly;
 //! - rounding is round-half-to-even;
-//! - a NaN input becomes INT8 code `0` and FP8 code `0x7F` (whatever its sign); the pipeline rejects
-//!   non-finite weights before quantizing, so this only has to be defined, not meaningful;
+//! - a NaN input becomes INT8 code `0` and FP8 code `0x7F` (`0xFF` if its sign bit is set, as in
+//!   PyTorch's `float8_e4m3fn` cast); the pipeline rejects non-finite weights before quantizing,
+//!   so this only has to be defined, not meaningful;
 //! - the element-level kernels panic if their slices differ in length (a caller bug).
 //!
 //! All versions assume the default floating-point environment (round-to-nearest, no FTZ/DAZ),
@@ -148,7 +149,8 @@ pub fn quantize_int8(isa: Isa, src: Src, inv_scale: f32, out: &mut [i8]) {
 }
 
 /// `out[i] = f32_to_fp8_e4m3(x[i] * inv_scale)`: OCP E4M3 "fn" codes, round-half-even,
-/// out-of-range values and ±Inf saturate to ±448 (`0x7E`/`0xFE`), NaN gives `0x7F`.
+/// out-of-range values and ±Inf saturate to ±448 (`0x7E`/`0xFE`), NaN gives `0x7F` (`0xFF` if
+/// its sign bit is set).
 ///
 /// # Panics
 /// If `src.len() != out.len()`.

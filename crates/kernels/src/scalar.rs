@@ -9,7 +9,7 @@ use crate::{RowStats, Src};
 pub(crate) const FP8_MAX_BITS: u32 = 0x43E0_0000;
 /// Bits of 2^-6, the smallest normal E4M3 magnitude.
 pub(crate) const FP8_MIN_NORMAL_BITS: u32 = 0x3C80_0000;
-/// E4M3 code given to NaN inputs (sign dropped).
+/// E4M3 magnitude code of NaN; a NaN input keeps its sign (`0x7F` or `0xFF`), as PyTorch does.
 pub(crate) const FP8_NAN: u8 = 0x7F;
 /// `(127 - 7) << 3`: f32 exponent bias minus E4M3 bias, aligned to the exponent field of
 /// `bits >> 20` (which is `exponent << 3 | top 3 mantissa bits`).
@@ -55,13 +55,14 @@ pub fn fp8_e4m3_to_f32(code: u8) -> f32 {
 
 /// Nearest E4M3 "fn" code to `x`, ties to even.
 ///
-/// Finite values beyond ±448 and ±Inf saturate to `0x7E`/`0xFE`; NaN gives `0x7F`; signed zeros
-/// keep their sign (`-0.0 -> 0x80`). Magnitudes below 2^-6 become subnormal codes `m * 2^-9`.
+/// Finite values beyond ±448 and ±Inf saturate to `0x7E`/`0xFE`; NaN gives `0x7F`, or `0xFF` when
+/// its sign bit is set; signed zeros keep their sign (`-0.0 -> 0x80`). Magnitudes below 2^-6 become subnormal codes `m * 2^-9`.
 pub fn f32_to_fp8_e4m3(x: f32) -> u8 {
     let bits = x.to_bits();
+    let sign = ((bits >> 24) & 0x80) as u8;
     let abs = bits & 0x7FFF_FFFF;
     if abs > 0x7F80_0000 {
-        return FP8_NAN;
+        return sign | FP8_NAN;
     }
     // For non-negative floats, integer order is numeric order, so this clamps to 448.
     let a = abs.min(FP8_MAX_BITS);
@@ -73,7 +74,7 @@ pub fn f32_to_fp8_e4m3(x: f32) -> u8 {
         let rounded = a + 0x7FFFF + ((a >> 20) & 1);
         (rounded >> 20) - FP8_BIAS_SHIFT
     };
-    ((bits >> 24) & 0x80) as u8 | mag as u8
+    sign | mag as u8
 }
 
 /// INT8 code of an already scaled value: round half even, saturate; NaN gives 0.

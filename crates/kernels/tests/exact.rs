@@ -163,7 +163,7 @@ fn half_precision_subnormals() {
 #[test]
 fn nan_and_inf_mid_row_and_tail() {
     type Placer = fn(&mut [f32]);
-    let placements: [(&str, Placer); 4] = [
+    let placements: [(&str, Placer); 5] = [
         ("nan-mid+inf-tail", |v| {
             let n = v.len();
             v[n / 2] = f32::NAN;
@@ -174,6 +174,19 @@ fn nan_and_inf_mid_row_and_tail() {
             v[n - 1] = f32::INFINITY;
         }),
         ("neg-nan-first", |v| v[0] = -f32::NAN),
+        ("nan-payloads", |v| {
+            let n = v.len();
+            let nans = [
+                0x7F80_0001u32,
+                0xFFFF_FFFF,
+                0x7FBF_FFFF,
+                0xFFC0_0001,
+                0x7FFF_0000,
+            ];
+            for (k, bits) in nans.into_iter().enumerate() {
+                v[(k * 37) % n] = f32::from_bits(bits);
+            }
+        }),
         ("inf-then-nan", |v| {
             let n = v.len();
             v[n / 3] = f32::INFINITY;
@@ -342,7 +355,7 @@ fn reference_semantics_spot_checks() {
         quantize_fp8(isa, Src::F32(&x), 1.0, &mut q);
         assert_eq!(
             q,
-            [0x7E, 0x7E, 0x7E, 0xFE, 0x7F, 0x7F, 0x80],
+            [0x7E, 0x7E, 0x7E, 0xFE, 0x7F, 0xFF, 0x80],
             "{}",
             isa.name()
         );

@@ -21,12 +21,12 @@ fn formula(code: u8) -> Option<f64> {
 }
 
 /// Independent reference: the nearest finite code by exhaustive search, ties to the even code,
-/// saturating beyond 448.
+/// saturating beyond 448; NaN keeps its sign.
 fn brute_force(x: f32) -> u8 {
-    if x.is_nan() {
-        return 0x7F;
-    }
     let sign = if x.is_sign_negative() { 0x80 } else { 0 };
+    if x.is_nan() {
+        return sign | 0x7F;
+    }
     let a = f64::from(x.abs());
     if a > 448.0 {
         return sign | 0x7E;
@@ -66,7 +66,8 @@ fn known_values() {
         assert_eq!(f32_to_fp8_e4m3(x), code, "{x:e}");
     }
     assert_eq!(f32_to_fp8_e4m3(f32::NAN), 0x7F);
-    assert_eq!(f32_to_fp8_e4m3(-f32::NAN), 0x7F);
+    assert_eq!(f32_to_fp8_e4m3(-f32::NAN), 0xFF);
+    assert_eq!(f32_to_fp8_e4m3(f32::from_bits(0x7F80_0001)), 0x7F); // signalling NaN
     assert_eq!(f32_to_fp8_e4m3(1e-45), 0x00);
     assert_eq!(f32_to_fp8_e4m3(-1e-45), 0x80);
 }
