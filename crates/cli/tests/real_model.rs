@@ -281,7 +281,7 @@ fn ctrl_c_leaves_no_output() {
     .write(model.path());
     let parent = tempfile::tempdir().unwrap();
     let out = parent.path().join("out");
-    let mut child = optimize()
+    let child = optimize()
         .args([
             "--model",
             model.path().to_str().unwrap(),

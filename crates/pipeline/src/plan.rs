@@ -235,7 +235,7 @@ pub fn tensor_parallel_degree(instance: &Instance, heads: usize, kv_heads: usize
     let max = instance.default_tensor_parallel_degree().max(1) as usize;
     (1..=max)
         .rev()
-        .find(|&d| heads % d == 0 && (kv_heads % d == 0 || d % kv_heads == 0))
+        .find(|&d| heads.is_multiple_of(d) && (kv_heads.is_multiple_of(d) || d % kv_heads == 0))
         .unwrap_or(1) as u32
 }
 

@@ -22,11 +22,11 @@ impl Scheme {
     /// Why this scheme can't take a `[rows, cols]` weight, if it can't.
     pub fn check_shape(&self, rows: usize, cols: usize) -> Option<String> {
         match *self {
-            Scheme::W8A16 { group: Some(g) } if cols % g != 0 => Some(format!(
+            Scheme::W8A16 { group: Some(g) } if !cols.is_multiple_of(g) => Some(format!(
                 "{cols} input columns are not a multiple of the group size {g}; use per-channel \
                  scales (leave OPTION_QUANT_GROUP_SIZE unset) or a group size that divides {cols}"
             )),
-            Scheme::W8A16 { .. } if cols % 4 != 0 => Some(format!(
+            Scheme::W8A16 { .. } if !cols.is_multiple_of(4) => Some(format!(
                 "pack-quantized stores four int8 values per int32 along the input dimension, and {cols} \
                  columns are not a multiple of 4"
             )),
