@@ -126,10 +126,21 @@ fn quantize_rows(c: &mut Criterion, pool: &ThreadPool, f32s: &[f32], bf16s: &[bf
             });
         }
     }
-    // FP8_BLOCK (128x128 tiles) on bf16, the pipeline's common case, with the detected ISA only.
+    // Per-group INT8 (group 128) and FP8_BLOCK (128x128 tiles) on bf16, with the detected ISA.
     let isa = Isa::detect();
-    let mut block_scales = vec![0.0f32; (ROWS / 128) * (COLS / 128)];
+    let mut group_scales = vec![0.0f32; ROWS * (COLS / 128)];
     g.throughput(Throughput::Bytes((bf16s.len() * 2) as u64));
+    g.bench_function(BenchmarkId::new("int8_group128/bf16", isa.name()), |b| {
+        pool.install(|| {
+            b.iter(|| {
+                let src = Src::Bf16(bf16s);
+                let (codes, scales) = (&mut codes_i8, &mut group_scales);
+                quantize_int8_rows(isa, src, COLS, 128, &int8_scale, codes, scales)
+                    .expect("finite input")
+            })
+        })
+    });
+    let mut block_scales = vec![0.0f32; (ROWS / 128) * (COLS / 128)];
     g.bench_function(BenchmarkId::new("fp8_block128/bf16", isa.name()), |b| {
         pool.install(|| {
             b.iter(|| {

@@ -63,19 +63,33 @@ impl Widen for f16 {
     }
 }
 
-/// Largest `|x|` bit pattern of the run: `max(bits & 0x7FFF_FFFF)` for f32, `max(bits & 0x7FFF)`
-/// for f16/bf16 (see `dispatch::finish_stats` for how that becomes the absmax).
+/// `acc[j] = max(acc[j], m_j)`, where `m_j` is the largest `|x|` bit pattern of the `j`-th
+/// `seg`-element segment of `src` (the last may be shorter): `max(bits & 0x7FFF_FFFF)` for f32,
+/// `max(bits & 0x7FFF)` for f16/bf16 (`dispatch::absmax_from_bits` turns it into the absmax).
+/// One call per row keeps per-group call overhead out of the matrix loops.
 ///
 /// # Safety
-/// AVX2/FMA/F16C must be available.
+/// AVX2/FMA/F16C must be available; `seg > 0`.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn absmax_bits(src: Src) -> u32 {
-    // SAFETY: the callees only need the features this function already requires.
+pub(crate) unsafe fn absmax_bits_segments(src: Src, seg: usize, acc: &mut [u32]) {
+    // SAFETY: the callees need only the features this function requires.
     unsafe {
         match src {
-            Src::F32(s) => absmax_bits_f32(s),
-            Src::F16(s) => absmax_bits_u16(s.reinterpret_cast()),
-            Src::Bf16(s) => absmax_bits_u16(s.reinterpret_cast()),
+            Src::F32(s) => {
+                for (a, c) in acc.iter_mut().zip(s.chunks(seg)) {
+                    *a = (*a).max(absmax_bits_f32(c));
+                }
+            }
+            Src::F16(s) => {
+                for (a, c) in acc.iter_mut().zip(s.reinterpret_cast().chunks(seg)) {
+                    *a = (*a).max(absmax_bits_u16(c));
+                }
+            }
+            Src::Bf16(s) => {
+                for (a, c) in acc.iter_mut().zip(s.reinterpret_cast().chunks(seg)) {
+                    *a = (*a).max(absmax_bits_u16(c));
+                }
+            }
         }
     }
 }
@@ -83,6 +97,7 @@ pub(crate) unsafe fn absmax_bits(src: Src) -> u32 {
 /// `max(bits(x[i]) & 0x7FFF_FFFF)`: integer max on sign-cleared bits orders like `|x|` and lets
 /// Inf/NaN surface as patterns `>= 0x7F80_0000`. The < 8 element tail is folded in scalar code,
 /// which is the same integer max.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn absmax_bits_f32(s: &[f32]) -> u32 {
     let keep = _mm256_set1_epi32(0x7FFF_FFFF);
@@ -108,6 +123,7 @@ unsafe fn absmax_bits_f32(s: &[f32]) -> u32 {
 
 /// `max(bits[i] & 0x7FFF)` over f16/bf16 bit patterns, 16 lanes at a time (half-precision
 /// magnitudes also order like their bits, so no widening is needed).
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn absmax_bits_u16(s: &[u16]) -> u32 {
     let keep = _mm256_set1_epi16(0x7FFF);
@@ -238,6 +254,7 @@ unsafe fn quantize_block<T: Widen, const FP8: bool>(src: *const T, inv: __m256, 
 ///
 /// # Safety
 /// AVX2/FMA/F16C must be available.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn quantize<T: Widen, Q: Copy + Default, const FP8: bool>(
     src: &[T],
@@ -264,34 +281,53 @@ unsafe fn quantize<T: Widen, Q: Copy + Default, const FP8: bool>(
     }
 }
 
-/// `out[i] = clamp(round_half_even(x[i] * inv_scale), -128, 127)` over `min(len)` elements.
+/// Quantizes each `seg`-element segment `j` of `src` (the last may be shorter) with `invs[j]`
+/// into the matching segment of `out`, stopping at the shortest input.
 ///
 /// # Safety
-/// AVX2/FMA/F16C must be available.
+/// AVX2/FMA/F16C must be available; `seg > 0`.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn quantize_int8(src: Src, inv_scale: f32, out: &mut [i8]) {
-    // SAFETY: the callee needs only the features this function requires.
+unsafe fn quantize_segments<T: Widen, Q: Copy + Default, const FP8: bool>(
+    src: &[T],
+    seg: usize,
+    invs: &[f32],
+    out: &mut [Q],
+) {
+    for ((s, &inv), o) in src.chunks(seg).zip(invs).zip(out.chunks_mut(seg)) {
+        // SAFETY: the callee needs only the features this function requires.
+        unsafe { quantize::<T, Q, FP8>(s, inv, o) }
+    }
+}
+
+/// Per segment `j`: `out[i] = clamp(round_half_even(x[i] * invs[j]), -128, 127)`.
+///
+/// # Safety
+/// AVX2/FMA/F16C must be available; `seg > 0`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn quantize_int8(src: Src, seg: usize, invs: &[f32], out: &mut [i8]) {
+    // SAFETY: the callee needs only the features this function requires; `seg > 0` as here.
     unsafe {
         match src {
-            Src::F32(s) => quantize::<_, _, false>(s, inv_scale, out),
-            Src::F16(s) => quantize::<_, _, false>(s, inv_scale, out),
-            Src::Bf16(s) => quantize::<_, _, false>(s, inv_scale, out),
+            Src::F32(s) => quantize_segments::<_, _, false>(s, seg, invs, out),
+            Src::F16(s) => quantize_segments::<_, _, false>(s, seg, invs, out),
+            Src::Bf16(s) => quantize_segments::<_, _, false>(s, seg, invs, out),
         }
     }
 }
 
-/// `out[i] = e4m3fn(x[i] * inv_scale)` over `min(len)` elements.
+/// Per segment `j`: `out[i] = e4m3fn(x[i] * invs[j])`.
 ///
 /// # Safety
-/// AVX2/FMA/F16C must be available.
+/// AVX2/FMA/F16C must be available; `seg > 0`.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn quantize_fp8(src: Src, inv_scale: f32, out: &mut [u8]) {
-    // SAFETY: the callee needs only the features this function requires.
+pub(crate) unsafe fn quantize_fp8(src: Src, seg: usize, invs: &[f32], out: &mut [u8]) {
+    // SAFETY: the callee needs only the features this function requires; `seg > 0` as here.
     unsafe {
         match src {
-            Src::F32(s) => quantize::<_, _, true>(s, inv_scale, out),
-            Src::F16(s) => quantize::<_, _, true>(s, inv_scale, out),
-            Src::Bf16(s) => quantize::<_, _, true>(s, inv_scale, out),
+            Src::F32(s) => quantize_segments::<_, _, true>(s, seg, invs, out),
+            Src::F16(s) => quantize_segments::<_, _, true>(s, seg, invs, out),
+            Src::Bf16(s) => quantize_segments::<_, _, true>(s, seg, invs, out),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! Results are bit-identical to [`crate::scalar`]; each lane helper states how.
 
 use core::arch::x86_64::*;
+use core::mem::size_of;
 
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
@@ -46,7 +47,14 @@ trait Widen: Copy {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     unsafe fn load64(p: *const Self) -> [__m512; 4] {
         // SAFETY: the caller guarantees 64 readable elements, i.e. four full vectors.
-        unsafe { [0, 1, 2, 3].map(|k| Self::load(p.add(k * W), u16::MAX)) }
+        unsafe {
+            [
+                Self::load(p, u16::MAX),
+                Self::load(p.add(W), u16::MAX),
+                Self::load(p.add(2 * W), u16::MAX),
+                Self::load(p.add(3 * W), u16::MAX),
+            ]
+        }
     }
 }
 
@@ -115,25 +123,40 @@ impl Widen for f16 {
     }
 }
 
-/// Largest `|x|` bit pattern of the run: `max(bits & 0x7FFF_FFFF)` for f32, `max(bits & 0x7FFF)`
-/// for f16/bf16 (see `dispatch::finish_stats` for how that becomes the absmax).
+/// `acc[j] = max(acc[j], m_j)`, where `m_j` is the largest `|x|` bit pattern of the `j`-th
+/// `seg`-element segment of `src` (the last may be shorter): `max(bits & 0x7FFF_FFFF)` for f32,
+/// `max(bits & 0x7FFF)` for f16/bf16 (`dispatch::absmax_from_bits` turns it into the absmax).
+/// One call per row keeps per-group call overhead out of the matrix loops.
 ///
 /// # Safety
-/// AVX-512 F/BW/VL must be available.
+/// AVX-512 F/BW/VL must be available; `seg > 0`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-pub(crate) unsafe fn absmax_bits(src: Src) -> u32 {
-    // SAFETY: the callees only need the features this function already requires.
+pub(crate) unsafe fn absmax_bits_segments(src: Src, seg: usize, acc: &mut [u32]) {
+    // SAFETY: the callees need only the features this function requires.
     unsafe {
         match src {
-            Src::F32(s) => absmax_bits_f32(s),
-            Src::F16(s) => absmax_bits_u16(s.reinterpret_cast()),
-            Src::Bf16(s) => absmax_bits_u16(s.reinterpret_cast()),
+            Src::F32(s) => {
+                for (a, c) in acc.iter_mut().zip(s.chunks(seg)) {
+                    *a = (*a).max(absmax_bits_f32(c));
+                }
+            }
+            Src::F16(s) => {
+                for (a, c) in acc.iter_mut().zip(s.reinterpret_cast().chunks(seg)) {
+                    *a = (*a).max(absmax_bits_u16(c));
+                }
+            }
+            Src::Bf16(s) => {
+                for (a, c) in acc.iter_mut().zip(s.reinterpret_cast().chunks(seg)) {
+                    *a = (*a).max(absmax_bits_u16(c));
+                }
+            }
         }
     }
 }
 
 /// `max(bits(x[i]) & 0x7FFF_FFFF)` over an f32 run: integer max on sign-cleared bits, which
 /// orders like `|x|` and lets Inf/NaN surface as patterns `>= 0x7F80_0000`.
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 unsafe fn absmax_bits_f32(s: &[f32]) -> u32 {
     let keep = _mm512_set1_epi32(0x7FFF_FFFF);
@@ -156,6 +179,7 @@ unsafe fn absmax_bits_f32(s: &[f32]) -> u32 {
 
 /// `max(bits[i] & 0x7FFF)` over a run of f16 or bf16 bit patterns, 32 lanes at a time; no
 /// widening is needed because half-precision magnitudes also order like their bits.
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 unsafe fn absmax_bits_u16(s: &[u16]) -> u32 {
     let keep = _mm512_set1_epi16(0x7FFF);
@@ -283,6 +307,7 @@ unsafe fn pack<const UNSIGNED: bool>(v: [__m512i; 4], order: [i32; 16]) -> __m51
 ///
 /// # Safety
 /// AVX-512 F/BW/VL available; `src` readable and `dst` writable for `n` elements.
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 unsafe fn quantize<T: Widen, const FP8: bool>(src: *const T, n: usize, inv: f32, dst: *mut u8) {
     let inv = _mm512_set1_ps(inv);
@@ -291,8 +316,10 @@ unsafe fn quantize<T: Widen, const FP8: bool>(src: *const T, n: usize, inv: f32,
         // SAFETY: elements `i..i + 64` are within both buffers by the contract; the helpers need
         // only the features this function requires.
         unsafe {
-            let v = T::load64(src.add(i)).map(|x| codes::<FP8>(x, inv));
-            _mm512_storeu_si512(dst.add(i).cast(), pack::<FP8>(v, T::ORDER));
+            let [a, b, c, d] = T::load64(src.add(i));
+            let (a, b) = (codes::<FP8>(a, inv), codes::<FP8>(b, inv));
+            let (c, d) = (codes::<FP8>(c, inv), codes::<FP8>(d, inv));
+            _mm512_storeu_si512(dst.add(i).cast(), pack::<FP8>([a, b, c, d], T::ORDER));
         }
         i += 4 * W;
     }
@@ -313,38 +340,55 @@ unsafe fn quantize<T: Widen, const FP8: bool>(src: *const T, n: usize, inv: f32,
     }
 }
 
-/// `out[i] = clamp(round_half_even(x[i] * inv_scale), -128, 127)` over `min(len)` elements.
+/// Quantizes each `seg`-element segment `j` of `src` (the last may be shorter) with `invs[j]`
+/// into the matching segment of `out` (one byte per code), stopping at the shortest input.
 ///
 /// # Safety
-/// AVX-512 F/BW/VL must be available.
+/// AVX-512 F/BW/VL must be available; `seg > 0`.
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-pub(crate) unsafe fn quantize_int8(src: Src, inv_scale: f32, out: &mut [i8]) {
-    let n = src.len().min(out.len());
-    let dst = out.as_mut_ptr().cast::<u8>();
-    // SAFETY: both buffers hold at least `n` elements; features as required here.
+unsafe fn quantize_segments<T: Widen, Q, const FP8: bool>(
+    src: &[T],
+    seg: usize,
+    invs: &[f32],
+    out: &mut [Q],
+) {
+    const { assert!(size_of::<Q>() == 1) };
+    for ((s, &inv), o) in src.chunks(seg).zip(invs).zip(out.chunks_mut(seg)) {
+        let n = s.len().min(o.len());
+        // SAFETY: `s` and `o` hold at least `n` elements and `Q` is one byte; features as here.
+        unsafe { quantize::<T, FP8>(s.as_ptr(), n, inv, o.as_mut_ptr().cast()) }
+    }
+}
+
+/// Per segment `j`: `out[i] = clamp(round_half_even(x[i] * invs[j]), -128, 127)`.
+///
+/// # Safety
+/// AVX-512 F/BW/VL must be available; `seg > 0`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(crate) unsafe fn quantize_int8(src: Src, seg: usize, invs: &[f32], out: &mut [i8]) {
+    // SAFETY: the callee needs only the features this function requires; `seg > 0` as here.
     unsafe {
         match src {
-            Src::F32(s) => quantize::<_, false>(s.as_ptr(), n, inv_scale, dst),
-            Src::F16(s) => quantize::<_, false>(s.as_ptr(), n, inv_scale, dst),
-            Src::Bf16(s) => quantize::<_, false>(s.as_ptr(), n, inv_scale, dst),
+            Src::F32(s) => quantize_segments::<_, _, false>(s, seg, invs, out),
+            Src::F16(s) => quantize_segments::<_, _, false>(s, seg, invs, out),
+            Src::Bf16(s) => quantize_segments::<_, _, false>(s, seg, invs, out),
         }
     }
 }
 
-/// `out[i] = e4m3fn(x[i] * inv_scale)` over `min(len)` elements.
+/// Per segment `j`: `out[i] = e4m3fn(x[i] * invs[j])`.
 ///
 /// # Safety
-/// AVX-512 F/BW/VL must be available.
+/// AVX-512 F/BW/VL must be available; `seg > 0`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-pub(crate) unsafe fn quantize_fp8(src: Src, inv_scale: f32, out: &mut [u8]) {
-    let n = src.len().min(out.len());
-    let dst = out.as_mut_ptr();
-    // SAFETY: both buffers hold at least `n` elements; features as required here.
+pub(crate) unsafe fn quantize_fp8(src: Src, seg: usize, invs: &[f32], out: &mut [u8]) {
+    // SAFETY: the callee needs only the features this function requires; `seg > 0` as here.
     unsafe {
         match src {
-            Src::F32(s) => quantize::<_, true>(s.as_ptr(), n, inv_scale, dst),
-            Src::F16(s) => quantize::<_, true>(s.as_ptr(), n, inv_scale, dst),
-            Src::Bf16(s) => quantize::<_, true>(s.as_ptr(), n, inv_scale, dst),
+            Src::F32(s) => quantize_segments::<_, _, true>(s, seg, invs, out),
+            Src::F16(s) => quantize_segments::<_, _, true>(s, seg, invs, out),
+            Src::Bf16(s) => quantize_segments::<_, _, true>(s, seg, invs, out),
         }
     }
 }

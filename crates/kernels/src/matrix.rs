@@ -1,8 +1,9 @@
 //! Matrix-level helpers: symmetric quantization of whole row-major tensors across rayon.
 //!
-//! Work is split into tasks of whole rows (or whole block-rows) of roughly [`TASK_ELEMS`]
-//! elements; each task runs stats -> scale -> codes for one row segment at a time while that
-//! segment is still in L1/L2, and allocates nothing.
+//! Work is split into rayon tasks of whole rows (or whole block-rows) of roughly [`TASK_ELEMS`]
+//! elements. A task runs stats -> scale -> codes one row (or one 128-row band) at a time, while
+//! that data is still in L1/L2, with one segmented kernel call per row covering all its groups.
+//! The only allocation is a per-task scratch of one `u32` and one `f32` per group or tile.
 //!
 //! On a [`KernelError::NonFinite`] error the contents of `codes` and `scales` are unspecified.
 
@@ -18,7 +19,7 @@ pub type ScaleFor<'a> = dyn Fn(f32) -> f32 + Sync + 'a;
 /// Elements per rayon task: large enough that scheduling costs vanish, small enough to balance.
 const TASK_ELEMS: usize = 1 << 16;
 
-/// Where a non-finite value sits; ordered by `(row, col)` so the first one wins.
+/// Where a non-finite value sits; the smallest `(row, col)` is reported.
 #[derive(Clone, Copy, Debug)]
 struct Found {
     row: usize,
@@ -36,8 +37,8 @@ impl From<Found> for KernelError {
     }
 }
 
-/// An element-level quantizer: `(isa, segment, inv_scale, codes)`.
-type Kernel<Q> = fn(Usable, Src, f32, &mut [Q]);
+/// A segmented quantizer: `(isa, row, segment length, inv_scale per segment, codes)`.
+type Kernel<Q> = fn(Usable, Src, usize, &[f32], &mut [Q]);
 
 /// Per-row (`group == cols`) or per-group symmetric INT8 quantization of a row-major
 /// `[rows, cols]` matrix, `rows = src.len() / cols`.
@@ -65,7 +66,7 @@ pub fn quantize_int8_rows(
         cols,
         group,
         scale_for,
-        kernel: dispatch::quantize_int8,
+        kernel: dispatch::quantize_int8_segments,
     };
     job.run(codes, scales)
 }
@@ -87,7 +88,7 @@ pub fn quantize_fp8_rows(
         cols,
         group,
         scale_for,
-        kernel: dispatch::quantize_fp8,
+        kernel: dispatch::quantize_fp8_segments,
     };
     job.run(codes, scales)
 }
@@ -129,26 +130,30 @@ impl<Q: Send> Rows<'_, Q> {
     }
 
     /// Rows `row0..` covered by `codes`; returns the first non-finite value, if any.
+    ///
+    /// Each row takes one stats call and one quantize call covering all its groups, so small
+    /// groups do not pay a dispatch per group; the per-group scratch is allocated once per task.
     fn task(&self, row0: usize, codes: &mut [Q], scales: &mut [f32]) -> Result<(), Found> {
         let (cols, group) = (self.cols, self.group);
+        let groups = cols / group;
+        let mut bits = vec![0u32; groups];
+        let mut invs = vec![0.0f32; groups];
         let rows = codes
             .chunks_exact_mut(cols)
-            .zip(scales.chunks_exact_mut(cols / group));
+            .zip(scales.chunks_exact_mut(groups));
         for (r, (row_codes, row_scales)) in rows.enumerate() {
             let row = row0 + r;
             let row_src = self.src.slice(row * cols..(row + 1) * cols);
-            let groups = row_codes.chunks_exact_mut(group).zip(row_scales);
-            for (g, (group_codes, scale)) in groups.enumerate() {
-                let seg = row_src.slice(g * group..(g + 1) * group);
-                let stats = dispatch::row_stats(self.u, seg);
-                if let Some(c) = stats.first_non_finite {
-                    let col = g * group + c;
-                    let value = row_src.get(col);
-                    return Err(Found { row, col, value });
-                }
-                *scale = (self.scale_for)(stats.absmax);
-                (self.kernel)(self.u, seg, 1.0 / *scale, group_codes);
+            bits.fill(0);
+            dispatch::absmax_bits_segments(self.u, row_src, group, &mut bits);
+            for ((&b, scale), inv) in bits.iter().zip(row_scales).zip(&mut invs) {
+                let Some(absmax) = dispatch::absmax_from_bits(row_src, b) else {
+                    return Err(first_non_finite(self.u, row_src, cols, row));
+                };
+                *scale = (self.scale_for)(absmax);
+                *inv = 1.0 / *scale;
             }
+            (self.kernel)(self.u, row_src, group, &invs, row_codes);
         }
         Ok(())
     }
@@ -199,7 +204,8 @@ pub fn quantize_fp8_blocks(
         scale_for,
     };
     let first = codes
-        .par_chunks_mut(br * cols)
+        // `min(rows)` keeps a huge block height from overflowing; the band is then all rows.
+        .par_chunks_mut(br.min(rows) * cols)
         .zip(scales.par_chunks_mut(tiles_per_row))
         .enumerate()
         .filter_map(|(t, (codes, scales))| job.block_row(t * br, codes, scales).err())
@@ -219,44 +225,29 @@ struct Blocks<'a> {
 impl Blocks<'_> {
     /// Quantizes the block-row starting at `row0` (the rows `codes` covers).
     ///
-    /// Both passes walk the band row-major, so memory is read sequentially (tile by tile would
-    /// stride through it): pass 1 folds each row segment's absmax into its tile, using `scales`
-    /// as the accumulator, and meets non-finite values in row-major order; pass 2 quantizes the
-    /// band, which is still in L2 (one 128-row band of 4096 f32 columns is 2 MiB).
+    /// Both passes walk the band row-major, one call per row, so memory is read sequentially (tile
+    /// by tile would stride through it): pass 1 folds each row's per-tile maxima into `bits`;
+    /// pass 2 quantizes the band, which is still in L2 (128 rows of 4096 f32 are 2 MiB).
     fn block_row(&self, row0: usize, codes: &mut [u8], scales: &mut [f32]) -> Result<(), Found> {
         let (cols, bc) = (self.cols, self.block.1);
         let rows = codes.len() / cols;
         let band = self.src.slice(row0 * cols..(row0 + rows) * cols);
-        scales.fill(0.0);
+        let mut bits = vec![0u32; scales.len()];
         for r in 0..rows {
             let row = band.slice(r * cols..(r + 1) * cols);
-            for (j, absmax) in scales.iter_mut().enumerate() {
-                let c0 = j * bc;
-                let seg = row.slice(c0..(c0 + bc).min(cols));
-                let stats = dispatch::row_stats(self.u, seg);
-                if let Some(c) = stats.first_non_finite {
-                    let col = c0 + c;
-                    let value = row.get(col);
-                    return Err(Found {
-                        row: row0 + r,
-                        col,
-                        value,
-                    });
-                }
-                *absmax = absmax.max(stats.absmax);
-            }
+            dispatch::absmax_bits_segments(self.u, row, bc, &mut bits);
         }
-        for scale in scales.iter_mut() {
-            *scale = (self.scale_for)(*scale);
+        let mut invs = vec![0.0f32; scales.len()];
+        for ((&b, scale), inv) in bits.iter().zip(scales.iter_mut()).zip(&mut invs) {
+            let Some(absmax) = dispatch::absmax_from_bits(band, b) else {
+                return Err(first_non_finite(self.u, band, cols, row0));
+            };
+            *scale = (self.scale_for)(absmax);
+            *inv = 1.0 / *scale;
         }
         for (r, row_codes) in codes.chunks_exact_mut(cols).enumerate() {
             let row = band.slice(r * cols..(r + 1) * cols);
-            for (j, (seg_codes, &scale)) in row_codes.chunks_mut(bc).zip(scales.iter()).enumerate()
-            {
-                let c0 = j * bc;
-                let seg = row.slice(c0..c0 + seg_codes.len());
-                dispatch::quantize_fp8(self.u, seg, 1.0 / scale, seg_codes);
-            }
+            dispatch::quantize_fp8_segments(self.u, row, bc, &invs, row_codes);
         }
         Ok(())
     }
@@ -307,6 +298,18 @@ fn merge(a: Result<f32, Found>, b: Result<f32, Found>) -> Result<f32, Found> {
             x
         }),
         (Err(x), Ok(_)) | (Ok(_), Err(x)) => Err(x),
+    }
+}
+
+/// The first non-finite value of `band` (whole rows starting at matrix row `row0`).
+///
+/// Only called once a non-finite value is known to be in `band`.
+fn first_non_finite(u: Usable, band: Src, cols: usize, row0: usize) -> Found {
+    let i = dispatch::row_stats(u, band).first_non_finite.unwrap_or(0);
+    Found {
+        row: row0 + i / cols,
+        col: i % cols,
+        value: band.get(i),
     }
 }
 

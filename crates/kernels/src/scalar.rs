@@ -131,6 +131,22 @@ fn stats_of(values: impl Iterator<Item = f32>) -> RowStats {
     }
 }
 
+/// `acc[j] = max(acc[j], max |bits|)` over the `seg`-element segments of `src`, where `|bits|`
+/// clears the sign bit of the stored pattern (f32, or f16/bf16 as u16): the same integer maximum
+/// the SIMD versions compute, interpreted by `dispatch::absmax_from_bits`.
+pub(crate) fn absmax_bits_segments(src: Src, seg: usize, acc: &mut [u32]) {
+    fn fold<T>(xs: &[T], seg: usize, acc: &mut [u32], bits: impl Fn(&T) -> u32) {
+        for (a, c) in acc.iter_mut().zip(xs.chunks(seg)) {
+            *a = c.iter().fold(*a, |m, x| m.max(bits(x)));
+        }
+    }
+    match src {
+        Src::F32(s) => fold(s, seg, acc, |x| x.to_bits() & 0x7FFF_FFFF),
+        Src::F16(s) => fold(s, seg, acc, |x| u32::from(x.to_bits() & 0x7FFF)),
+        Src::Bf16(s) => fold(s, seg, acc, |x| u32::from(x.to_bits() & 0x7FFF)),
+    }
+}
+
 /// `out[i] = int8_code(x[i] * inv_scale)`.
 pub(crate) fn quantize_int8(src: Src, inv_scale: f32, out: &mut [i8]) {
     map_src(src, out, |x| int8_code(x * inv_scale));

@@ -279,7 +279,13 @@ fn blocks_report_earliest_row_across_tiles() {
 
 #[test]
 fn blocks_with_partial_edge_tiles() {
-    for (rows, cols, br, bc) in [(5, 7, 2, 3), (130, 300, 128, 128), (1, 1, 128, 128)] {
+    let whole = usize::MAX; // one tile for the whole tensor (per-tensor scale)
+    for (rows, cols, br, bc) in [
+        (5, 7, 2, 3),
+        (130, 300, 128, 128),
+        (1, 1, 128, 128),
+        (9, 5, whole, whole),
+    ] {
         let owned = Owned::new(&random_matrix(21, rows, cols));
         let (tr, tc) = (rows.div_ceil(br), cols.div_ceil(bc));
         for src in owned.srcs() {
