@@ -1,5 +1,6 @@
 //! Peak resident memory of `optimize` on a synthetic multi-GB checkpoint, beside the
-//! size of its largest tensor and of the whole model.
+//! size of its largest tensor and of the whole model; and its wall time beside a plain
+//! copy (with fsync) of the same files, measured in the same run.
 //!
 //! Usage: cargo run --release -p temper-benches --bin peak_rss -- [LAYERS] [SCHEME]
 //! (default 12 layers of Llama-2-7B shapes, about 5 GB of bf16; scheme fp8 or int8).
@@ -31,6 +32,7 @@ fn main() {
         total as f64 / 1e9,
         started.elapsed().as_secs_f64()
     );
+    let copy_seconds = copy_dir(&model_dir, &scratch.path().join("copy"));
     let out = scratch.path().join("out");
     let started = std::time::Instant::now();
     let output = Command::new(&bin)
@@ -68,6 +70,23 @@ fn main() {
             "peak_rss_over_model": peak as f64 / total as f64,
             "scheme": scheme,
             "seconds": seconds,
+            "copy_seconds": copy_seconds,
+            "seconds_over_copy": seconds / copy_seconds,
         })
     );
+}
+
+/// Copies every file of `from` into `to` and fsyncs it; returns the seconds taken.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> f64 {
+    let started = std::time::Instant::now();
+    std::fs::create_dir_all(to).expect("create copy dir");
+    for entry in std::fs::read_dir(from).expect("read model dir") {
+        let entry = entry.expect("dir entry");
+        let dest = to.join(entry.file_name());
+        std::fs::copy(entry.path(), &dest).expect("copy file");
+        std::fs::File::open(&dest).and_then(|f| f.sync_all()).expect("fsync copy");
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    std::fs::remove_dir_all(to).expect("remove copy");
+    seconds
 }
