@@ -84,7 +84,9 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> f64 {
         let entry = entry.expect("dir entry");
         let dest = to.join(entry.file_name());
         std::fs::copy(entry.path(), &dest).expect("copy file");
-        std::fs::File::open(&dest).and_then(|f| f.sync_all()).expect("fsync copy");
+        std::fs::File::open(&dest)
+            .and_then(|f| f.sync_all())
+            .expect("fsync copy");
     }
     let seconds = started.elapsed().as_secs_f64();
     std::fs::remove_dir_all(to).expect("remove copy");

@@ -37,7 +37,6 @@ impl TensorEntry {
 struct WeightFile {
     path: PathBuf,
     map: Mmap,
-    data_start: usize,
 }
 
 /// An opened model directory.
@@ -135,7 +134,6 @@ impl Checkpoint {
         self.files.push(WeightFile {
             path: path.to_path_buf(),
             map,
-            data_start,
         });
         Ok(())
     }
@@ -185,11 +183,6 @@ impl Checkpoint {
     /// Sum of the tensor data sizes.
     pub fn total_tensor_bytes(&self) -> u64 {
         self.tensors.iter().map(|t| t.byte_len() as u64).sum()
-    }
-
-    /// The offset of the first data byte of a file (for tests and tools).
-    pub fn data_start(&self, entry: &TensorEntry) -> usize {
-        self.files[entry.file].data_start
     }
 }
 

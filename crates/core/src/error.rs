@@ -47,8 +47,6 @@ pub enum Error {
     OutputExists { path: PathBuf },
     #[error("invalid job specification: {0}")]
     Spec(String),
-    #[error("cancelled")]
-    Cancelled,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

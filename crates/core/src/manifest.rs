@@ -30,7 +30,8 @@ pub struct TargetRecord {
     pub instance_type: String,
     pub accelerator: String,
     pub accelerator_count: u32,
-    pub memory_per_device_gib: f64,
+    /// `None` where the catalog row is unverified.
+    pub memory_per_device_gib: Option<f64>,
     pub compute: String,
     /// How the target runs this artifact's formats (e.g. FP8 weight-only on A100).
     pub notes: Vec<String>,

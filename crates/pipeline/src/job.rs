@@ -150,7 +150,7 @@ fn manifest(
             instance_type: instance.name.into(),
             accelerator: instance.accelerator.name().into(),
             accelerator_count: instance.devices,
-            memory_per_device_gib: instance.memory_gib.unwrap_or(0.0),
+            memory_per_device_gib: instance.memory_gib,
             compute: instance.accelerator.compute_label(),
             notes: plan.notes.clone(),
             fit: plan.fit.clone(),
