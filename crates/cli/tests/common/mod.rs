@@ -125,6 +125,15 @@ impl TinyModel {
             ] {
                 t.push((format!("{p}.{n}"), s));
             }
+            if self.model_type == "qwen2" {
+                for (n, rows) in [
+                    ("q_proj", HIDDEN),
+                    ("k_proj", HIDDEN / 2),
+                    ("v_proj", HIDDEN / 2),
+                ] {
+                    t.push((format!("{p}.self_attn.{n}.bias"), vec![rows]));
+                }
+            }
         }
         t.push(("model.norm.weight".to_string(), vec![HIDDEN]));
         t
@@ -133,7 +142,12 @@ impl TinyModel {
     pub fn write(&self, dir: &Path) {
         std::fs::create_dir_all(dir).unwrap();
         let config = serde_json::json!({
-            "architectures": [if self.model_type == "llama" { "LlamaForCausalLM" } else { "BertModel" }],
+            "architectures": [match self.model_type {
+                "llama" => "LlamaForCausalLM",
+                "mistral" => "MistralForCausalLM",
+                "qwen2" => "Qwen2ForCausalLM",
+                _ => "BertModel",
+            }],
             "model_type": self.model_type, "hidden_size": HIDDEN, "intermediate_size": FFN,
             "num_hidden_layers": self.layers, "num_attention_heads": 4, "num_key_value_heads": 2,
             "vocab_size": VOCAB, "tie_word_embeddings": true, "rms_norm_eps": 1e-5,
