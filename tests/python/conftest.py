@@ -44,10 +44,15 @@ class _Env:
     """Resolves the artifact directories inside the test body, so that a missing one
     FAILS the test (a fixture that fails shows up as a setup error instead)."""
 
-    def source(self) -> Path:
-        path = _env_dir("TEMPER_SOURCE_MODEL")
+    def source(self, scheme: str | None = None) -> Path:
+        # A scheme may come from its own source model (FP8_BLOCK needs 128-aligned layers,
+        # which SmolLM2 lacks): TEMPER_SOURCE_MODEL_FP8_BLOCK overrides for `fp8-block`.
+        var = "TEMPER_SOURCE_MODEL"
+        if scheme is not None and os.environ.get(f"{var}_{scheme.upper().replace('-', '_')}"):
+            var = f"{var}_{scheme.upper().replace('-', '_')}"
+        path = _env_dir(var)
         if not (path / "config.json").exists():
-            pytest.fail(f"TEMPER_SOURCE_MODEL={path} has no config.json. {HOW_TO}", pytrace=False)
+            pytest.fail(f"{var}={path} has no config.json. {HOW_TO}", pytrace=False)
         return path
 
     def artifact(self, scheme: str) -> Path:
@@ -59,7 +64,7 @@ class _Env:
 
     def dirs(self, scheme: str) -> tuple[Path, Path]:
         """(artifact directory, source model directory)."""
-        return self.artifact(scheme), self.source()
+        return self.artifact(scheme), self.source(scheme)
 
 
 @pytest.fixture(scope="session")

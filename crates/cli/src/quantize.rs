@@ -113,7 +113,7 @@ fn default_name(model: &Path) -> String {
         .to_string()
 }
 
-fn gib(v: &Value) -> String {
+fn mib(v: &Value) -> String {
     format!("{:.1} MiB", v.as_f64().unwrap_or(0.0) / (1u64 << 20) as f64)
 }
 
@@ -131,8 +131,8 @@ fn print_summary(s: &Value) {
     let rate = s["input_bytes"].as_f64().unwrap_or(0.0) / secs.max(1e-9) / 1e9;
     println!(
         "  weights {} -> {} in {secs:.2} s ({rate:.2} GB/s)",
-        gib(&s["input_bytes"]),
-        gib(&s["output_bytes"])
+        mib(&s["input_bytes"]),
+        mib(&s["output_bytes"])
     );
     println!(
         "  relative RMS error: mean {:.3e}, worst {:.3e} ({})",

@@ -330,3 +330,52 @@ fn request_documents_that_break_the_api_rules() {
     assert_eq!(stdout_json(&o)["job_name"], "tiny-fp8");
     assert!(parent.path().join("out/manifest.json").is_file());
 }
+
+#[test]
+fn an_output_that_contains_the_source_is_refused_even_with_overwrite() {
+    let parent = tempfile::tempdir().unwrap();
+    let model = parent.path().join("models/tiny");
+    TinyModel::default().write(&model);
+    let out = parent.path().join("models");
+    let o = run(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--instance-type",
+        "ml.g6.xlarge",
+        "--quantize",
+        "fp8",
+        "--output",
+        out.to_str().unwrap(),
+        "--overwrite",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("overlap") && stderr(&o).contains("destroy the source"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        model.join("model.safetensors").is_file(),
+        "the source model was touched"
+    );
+    let inside = model.join("quantized");
+    let o = run(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--instance-type",
+        "ml.g6.xlarge",
+        "--quantize",
+        "fp8",
+        "--output",
+        inside.to_str().unwrap(),
+    ]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("overlap"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        listing(&model),
+        vec!["config.json", "model.safetensors", "tokenizer.json"]
+    );
+}

@@ -28,11 +28,6 @@ const CASES: &[Case] = &[
         max_relative_rms: 0.03,
     },
     Case {
-        args: &["--quantize", "fp8", "--scheme", "FP8_BLOCK"],
-        format: "float-quantized",
-        max_relative_rms: 0.03,
-    },
-    Case {
         args: &["--quantize", "int8"],
         format: "pack-quantized",
         max_relative_rms: 0.0125,
@@ -339,4 +334,73 @@ fn gguf_import_through_the_cli() {
         Dtype::F32
     );
     assert!(out.join("tokenizer.json").is_file());
+}
+
+#[test]
+fn fp8_block_is_refused_where_vllm_would_refuse_it_and_aligned_models_get_a_valid_degree() {
+    // SmolLM2's 576-wide q/k projections are not 128-aligned: vLLM's block-FP8 layers
+    // refuse them, so the plan does too, before any work.
+    let parent = tempfile::tempdir().unwrap();
+    let out = parent.path().join("artifact");
+    let o = run(&[
+        "--model",
+        smollm2().to_str().unwrap(),
+        "--instance-type",
+        "ml.g6.12xlarge",
+        "--quantize",
+        "fp8",
+        "--scheme",
+        "FP8_BLOCK",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("FP8_BLOCK")
+            && err.contains("not a multiple of 128")
+            && err.contains("FP8_DYNAMIC"),
+        "{err}"
+    );
+    assert!(listing(parent.path()).is_empty());
+    // A 128-aligned model quantizes, with partial edge blocks in the scales where a
+    // dimension is not a multiple of 128 (k/v: 128 rows; down_proj input 384 = 3 blocks).
+    let model = parent.path().join("aligned");
+    TinyModel {
+        hidden: 256,
+        ffn: 384,
+        ..Default::default()
+    }
+    .write(&model);
+    let o = run(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--instance-type",
+        "ml.p5.48xlarge",
+        "--quantize",
+        "fp8",
+        "--scheme",
+        "FP8_BLOCK",
+        "--output",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let a = Checkpoint::open(&out).unwrap();
+    assert_eq!(
+        a.get("model.layers.0.mlp.down_proj.weight_scale")
+            .unwrap()
+            .shape,
+        vec![2, 3]
+    );
+    assert_eq!(
+        a.get("model.layers.0.self_attn.k_proj.weight_scale")
+            .unwrap()
+            .shape,
+        vec![1, 2]
+    );
+    // 4 heads and 2 kv heads on 8 GPUs would allow degree 4, but k/v's 128 rows split over
+    // two or more ranks are no longer 128-aligned, so the degree drops to 1.
+    let props = std::fs::read_to_string(out.join("serving.properties")).unwrap();
+    assert!(props.contains("option.tensor_parallel_degree=1"), "{props}");
 }

@@ -55,6 +55,18 @@ impl StagedDir {
         })
     }
 
+    /// Where a replaced output waits until the new one is in place (unique per process, so
+    /// concurrent or crashed runs never collide).
+    fn aside_path(&self) -> PathBuf {
+        let name = self
+            .target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.staging
+            .with_file_name(format!(".{name}.temper-replaced-{}", std::process::id()))
+    }
+
     /// Where files are written until commit.
     pub fn path(&self) -> &Path {
         &self.staging
@@ -77,7 +89,7 @@ impl StagedDir {
                     path: self.target.clone(),
                 });
             }
-            let aside = self.staging.with_extension("old");
+            let aside = self.aside_path();
             fs::rename(&self.target, &aside).at(&self.target)?;
             old = Some(aside);
         }
@@ -99,7 +111,14 @@ impl StagedDir {
             }
         }
         if let Some(aside) = old {
-            fs::remove_dir_all(&aside).at(&aside)?;
+            // The new artifact is in place: failing to delete the old copy must not turn
+            // a finished job into a failed one. It stays beside the output, named clearly.
+            if let Err(e) = fs::remove_dir_all(&aside) {
+                eprintln!(
+                    "warning: could not remove the replaced output {}: {e}",
+                    aside.display()
+                );
+            }
         }
         Ok(self.target.clone())
     }

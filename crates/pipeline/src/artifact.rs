@@ -6,7 +6,7 @@ use crate::plan::QuantizePlan;
 use crate::Result;
 use std::collections::BTreeMap;
 use std::path::Path;
-use temper_core::hash::sha256_file;
+use temper_core::hash::sha256_file_unless;
 use temper_core::manifest::FileDigest;
 use temper_core::IoContext;
 
@@ -92,20 +92,25 @@ pub fn write_serving_properties(plan: &QuantizePlan, dest: &Path) -> Result<()> 
     Ok(())
 }
 
-/// Digests of files, named relative to `dir`.
-pub fn digests(dir: &Path, names: &[String]) -> Result<Vec<FileDigest>> {
+/// Digests of files, named relative to `dir`; `Ok(None)` once `stop` says so.
+pub fn digests(
+    dir: &Path,
+    names: &[String],
+    stop: &(dyn Fn() -> bool + Sync),
+) -> Result<Option<Vec<FileDigest>>> {
     use rayon::prelude::*;
     names
         .par_iter()
         .map(|name| {
-            let (sha256, bytes) = sha256_file(&dir.join(name))?;
-            Ok(FileDigest {
-                path: name.clone(),
-                bytes,
-                sha256,
-            })
+            Ok(
+                sha256_file_unless(&dir.join(name), stop)?.map(|(sha256, bytes)| FileDigest {
+                    path: name.clone(),
+                    bytes,
+                    sha256,
+                }),
+            )
         })
-        .collect()
+        .collect::<Result<Option<Vec<_>>>>()
 }
 
 /// The source files a job read: config, weights, index, and the copied side files.

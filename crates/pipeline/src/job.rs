@@ -10,6 +10,7 @@ use crate::progress::{Cancel, Event, Sink};
 use crate::quantize_pass::{run_quantize, QuantizeReport};
 use crate::{Error, Result};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use temper_catalog::{recommended_image, ImageFlavour, Instance, DEFAULT_REGION};
 use temper_core::checkpoint::Checkpoint;
 use temper_core::manifest::{Manifest, PassRecord, TargetRecord, SCHEMA_VERSION};
@@ -48,9 +49,10 @@ pub fn plan_job(spec: &JobSpec) -> Result<QuantizePlan> {
     let source = spec.source.local_path()?;
     let output = spec.output.local_path()?;
     if let (Ok(s), Ok(o)) = (source.canonicalize(), absolute(output)) {
-        if o == s || o.starts_with(&s) {
+        if o == s || o.starts_with(&s) || s.starts_with(&o) {
             return Err(Error::Plan(format!(
-                "the output {} is inside the source model {}; write the artifact somewhere else",
+                "the output {} and the source model {} overlap (one contains the other); writing or \
+                 replacing the output would destroy the source: write the artifact somewhere else",
                 output.display(),
                 source.display()
             )));
@@ -77,17 +79,25 @@ pub fn run_job(spec: &JobSpec, isa: Isa, sink: Sink, cancel: &Cancel) -> Result<
     let input_names = artifact::input_names(&plan, &side_files);
     // Hashing the inputs reads every source byte again: do it on its own thread while
     // the quantize pass runs, so it costs little wall time.
+    // A failure or Ctrl-C stops the hashing at its next block instead of waiting for it.
+    let failed = AtomicBool::new(false);
+    let stop = || failed.load(Ordering::Relaxed) || cancel.is_cancelled();
     let (report, inputs, mut files) = std::thread::scope(|scope| -> Result<_> {
-        let hashing = scope.spawn(|| artifact::digests(&plan.checkpoint.dir, &input_names));
-        let writer =
-            ShardedWriter::create(stage.path(), &plan.outputs, plan.options.max_shard_bytes)?;
-        sink(Event::Phase("quantize"));
-        let report = run_quantize(&plan, &writer, isa, sink, cancel)?;
-        let files = writer.finish()?;
-        sink(Event::Phase("finish"));
-        let inputs = hashing
+        let hashing = scope.spawn(|| artifact::digests(&plan.checkpoint.dir, &input_names, &stop));
+        let quantized = (|| -> Result<_> {
+            let writer =
+                ShardedWriter::create(stage.path(), &plan.outputs, plan.options.max_shard_bytes)?;
+            sink(Event::Phase("quantize"));
+            let report = run_quantize(&plan, &writer, isa, sink, cancel)?;
+            Ok((report, writer.finish()?))
+        })();
+        failed.store(quantized.is_err(), Ordering::Relaxed);
+        let hashed = hashing
             .join()
-            .map_err(|_| Error::Plan("the input hashing thread panicked".into()))??;
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let (report, files) = quantized?;
+        sink(Event::Phase("finish"));
+        let inputs = hashed?.ok_or(Error::Cancelled)?;
         Ok((report, inputs, files))
     })?;
     cancel.check()?;
@@ -98,7 +108,8 @@ pub fn run_job(spec: &JobSpec, isa: Isa, sink: Sink, cancel: &Cancel) -> Result<
     files.push("config.json".into());
     files.push("serving.properties".into());
     files.sort();
-    let outputs = artifact::digests(stage.path(), &files)?;
+    let outputs = artifact::digests(stage.path(), &files, &|| cancel.is_cancelled())?
+        .ok_or(Error::Cancelled)?;
     let manifest = manifest(spec, &plan, &report, inputs, outputs);
     let path = stage.path().join("manifest.json");
     std::fs::write(&path, manifest.to_json_pretty() + "\n")

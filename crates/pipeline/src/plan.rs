@@ -4,6 +4,7 @@
 //! cannot succeed fails in seconds with the reason, not after an hour.
 
 use crate::options::{QuantizeOptions, Scheme};
+use crate::scheme::FP8_BLOCK;
 use crate::{Error, Result};
 use safetensors::Dtype;
 use temper_catalog::Instance;
@@ -72,11 +73,15 @@ impl QuantizePlan {
         let outputs = output_specs(&checkpoint, &actions, options.scheme, scale_dtype);
         let mut ignore = vec!["lm_head".to_string()];
         ignore.extend(ignored.into_iter().filter(|m| m != "lm_head"));
-        let tensor_parallel_degree = tensor_parallel_degree(
+        let mut tensor_parallel_degree = tensor_parallel_degree(
             instance,
             config.num_attention_heads,
             config.num_key_value_heads,
         );
+        if options.scheme == Scheme::Fp8Block {
+            tensor_parallel_degree =
+                block_fp8_degree(&checkpoint, &actions, tensor_parallel_degree)?;
+        }
         let weight_bytes: u64 = outputs.iter().map(TensorSpec::byte_len).sum();
         let fit = fit(instance, tensor_parallel_degree, weight_bytes);
         if fit.fits == Some(false) {
@@ -235,8 +240,76 @@ pub fn tensor_parallel_degree(instance: &Instance, heads: usize, kv_heads: usize
     let max = instance.default_tensor_parallel_degree().max(1) as usize;
     (1..=max)
         .rev()
-        .find(|&d| heads.is_multiple_of(d) && (kv_heads.is_multiple_of(d) || d % kv_heads == 0))
+        .find(|&d| heads_allow(d, heads, kv_heads))
         .unwrap_or(1) as u32
+}
+
+fn heads_allow(d: usize, heads: usize, kv_heads: usize) -> bool {
+    heads.is_multiple_of(d) && (kv_heads.is_multiple_of(d) || d.is_multiple_of(kv_heads))
+}
+
+/// Why vLLM's block-FP8 layers would refuse a tensor at degree `tp`, if they would.
+///
+/// vLLM (`validate_fp8_block_shape`) needs, per rank, the output size of every member of
+/// a fused layer but the last (q and k of qkv, gate of gate/up) to be a multiple of the
+/// 128-row block, and with tp > 1 every column-parallel output and every row-parallel
+/// input (o_proj, down_proj) too.
+fn block_fp8_problem(entry: &TensorEntry, tp: usize) -> Option<String> {
+    let leaf = module_name(&entry.name).rsplit('.').next().unwrap_or("");
+    let (rows, cols) = (entry.shape[0], entry.shape[1]);
+    let (block_n, block_k) = FP8_BLOCK;
+    let fused_not_last = matches!(leaf, "q_proj" | "k_proj" | "gate_proj");
+    let column = fused_not_last || matches!(leaf, "v_proj" | "up_proj");
+    let row = matches!(leaf, "o_proj" | "down_proj");
+    let out_per_rank = rows / tp;
+    let in_per_rank = cols / tp;
+    if (fused_not_last || (tp > 1 && column)) && !out_per_rank.is_multiple_of(block_n) {
+        return Some(format!(
+            "{out_per_rank} output rows per rank are not a multiple of {block_n}"
+        ));
+    }
+    if tp > 1 && row && !in_per_rank.is_multiple_of(block_k) {
+        return Some(format!(
+            "{in_per_rank} input columns per rank are not a multiple of {block_k}"
+        ));
+    }
+    None
+}
+
+/// The largest degree up to `max` that both the heads and vLLM's block-FP8 shape rules
+/// accept; an error naming the first offending tensor when not even 1 works.
+fn block_fp8_degree(checkpoint: &Checkpoint, actions: &[Action], max: u32) -> Result<u32> {
+    let config = &checkpoint.config;
+    let quantized: Vec<&TensorEntry> = checkpoint
+        .tensors()
+        .iter()
+        .zip(actions)
+        .filter(|(_, a)| **a == Action::Quantize)
+        .map(|(t, _)| t)
+        .collect();
+    let ok = |d: usize| quantized.iter().all(|t| block_fp8_problem(t, d).is_none());
+    let heads = (config.num_attention_heads, config.num_key_value_heads);
+    if let Some(d) = (1..=max as usize)
+        .rev()
+        .find(|&d| heads_allow(d, heads.0, heads.1) && ok(d))
+    {
+        return Ok(d as u32);
+    }
+    let Some((t, why)) = quantized
+        .iter()
+        .find_map(|t| block_fp8_problem(t, 1).map(|why| (t, why)))
+    else {
+        return Ok(1);
+    };
+    Err(Error::Tensor {
+        path: checkpoint.file_of(t).to_path_buf(),
+        tensor: t.name.clone(),
+        reason: format!(
+            "shape {:?}: vLLM loads FP8_BLOCK only when fused layers are 128x128-aligned, and would \
+             refuse this one ({why}); use FP8_DYNAMIC (the default), which has no shape constraint",
+            t.shape
+        ),
+    })
 }
 
 const GIB: f64 = (1u64 << 30) as f64;

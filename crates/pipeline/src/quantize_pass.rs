@@ -18,8 +18,8 @@ pub struct QuantizeReport {
     pub scheme: String,
     pub format: &'static str,
     pub isa: &'static str,
-    /// How codes are computed: the division `w / scale` happens in f32 (more exact than
-    /// llm-compressor, which divides in the model's dtype; both load identically).
+    /// How codes are computed: `w * (1 / scale)` in f32 (llm-compressor divides in the
+    /// model's dtype instead; codes can differ by one step near ties, both load identically).
     pub rounding: &'static str,
     pub tensors_quantized: usize,
     pub tensors_copied: usize,
@@ -99,7 +99,7 @@ fn report(
         scheme: plan.options.scheme.label(),
         format: plan.options.scheme.format(),
         isa: isa.name(),
-        rounding: "f32 division by the scale rounded up to the scale dtype; round half to even",
+        rounding: "codes = round_half_even(w * (1/scale)) in f32, with the scale rounded up to the scale dtype",
         tensors_quantized: plan.quantized_count(),
         tensors_copied: plan.actions.len() - plan.quantized_count(),
         input_bytes: plan.checkpoint.total_tensor_bytes(),

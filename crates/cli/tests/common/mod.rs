@@ -88,6 +88,8 @@ pub struct TinyModel {
     pub zero_row: Option<(String, usize)>,
     /// Store this tensor as I32 instead.
     pub int_tensor: Option<String>,
+    pub hidden: usize,
+    pub ffn: usize,
 }
 
 impl Default for TinyModel {
@@ -99,6 +101,8 @@ impl Default for TinyModel {
             poison: vec![],
             zero_row: None,
             int_tensor: None,
+            hidden: HIDDEN,
+            ffn: FFN,
         }
     }
 }
@@ -109,33 +113,42 @@ pub const VOCAB: usize = 100;
 
 impl TinyModel {
     pub fn tensors(&self) -> Vec<(String, Vec<usize>)> {
-        let mut t = vec![("model.embed_tokens.weight".to_string(), vec![VOCAB, HIDDEN])];
+        let mut t = vec![(
+            "model.embed_tokens.weight".to_string(),
+            vec![VOCAB, self.hidden],
+        )];
         for l in 0..self.layers {
             let p = format!("model.layers.{l}");
             for (n, s) in [
-                ("input_layernorm.weight", vec![HIDDEN]),
-                ("self_attn.q_proj.weight", vec![HIDDEN, HIDDEN]),
-                ("self_attn.k_proj.weight", vec![HIDDEN / 2, HIDDEN]),
-                ("self_attn.v_proj.weight", vec![HIDDEN / 2, HIDDEN]),
-                ("self_attn.o_proj.weight", vec![HIDDEN, HIDDEN]),
-                ("post_attention_layernorm.weight", vec![HIDDEN]),
-                ("mlp.gate_proj.weight", vec![FFN, HIDDEN]),
-                ("mlp.up_proj.weight", vec![FFN, HIDDEN]),
-                ("mlp.down_proj.weight", vec![HIDDEN, FFN]),
+                ("input_layernorm.weight", vec![self.hidden]),
+                ("self_attn.q_proj.weight", vec![self.hidden, self.hidden]),
+                (
+                    "self_attn.k_proj.weight",
+                    vec![self.hidden / 2, self.hidden],
+                ),
+                (
+                    "self_attn.v_proj.weight",
+                    vec![self.hidden / 2, self.hidden],
+                ),
+                ("self_attn.o_proj.weight", vec![self.hidden, self.hidden]),
+                ("post_attention_layernorm.weight", vec![self.hidden]),
+                ("mlp.gate_proj.weight", vec![self.ffn, self.hidden]),
+                ("mlp.up_proj.weight", vec![self.ffn, self.hidden]),
+                ("mlp.down_proj.weight", vec![self.hidden, self.ffn]),
             ] {
                 t.push((format!("{p}.{n}"), s));
             }
             if self.model_type == "qwen2" {
                 for (n, rows) in [
-                    ("q_proj", HIDDEN),
-                    ("k_proj", HIDDEN / 2),
-                    ("v_proj", HIDDEN / 2),
+                    ("q_proj", self.hidden),
+                    ("k_proj", self.hidden / 2),
+                    ("v_proj", self.hidden / 2),
                 ] {
                     t.push((format!("{p}.self_attn.{n}.bias"), vec![rows]));
                 }
             }
         }
-        t.push(("model.norm.weight".to_string(), vec![HIDDEN]));
+        t.push(("model.norm.weight".to_string(), vec![self.hidden]));
         t
     }
 
@@ -148,7 +161,7 @@ impl TinyModel {
                 "qwen2" => "Qwen2ForCausalLM",
                 _ => "BertModel",
             }],
-            "model_type": self.model_type, "hidden_size": HIDDEN, "intermediate_size": FFN,
+            "model_type": self.model_type, "hidden_size": self.hidden, "intermediate_size": self.ffn,
             "num_hidden_layers": self.layers, "num_attention_heads": 4, "num_key_value_heads": 2,
             "vocab_size": VOCAB, "tie_word_embeddings": true, "rms_norm_eps": 1e-5,
             "torch_dtype": if self.dtype == Dtype::F32 { "float32" } else { "bfloat16" },
