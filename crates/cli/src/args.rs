@@ -110,7 +110,11 @@ impl JobArgs {
                     "--env `{pair}`: expected KEY=VALUE, e.g. OPTION_MAX_MODEL_LEN=4096"
                 )
             })?;
-            env.insert(k.trim().to_string(), v.to_string());
+            let key = k.trim();
+            if !key.starts_with("OPTION_") {
+                anyhow::bail!("--env `{pair}`: only OPTION_* variables are job options (e.g. OPTION_MAX_MODEL_LEN=4096)");
+            }
+            env.insert(key.to_string(), v.to_string());
         }
         if let Some(q) = self.quantize {
             let method = match q {

@@ -15,11 +15,13 @@ fn main() {
     let cli = args::Cli::parse();
     let cancel = Arc::new(Cancel::new());
     let handler_cancel = cancel.clone();
-    // Ctrl-C sets a flag the pipeline checks between tensors; the staged output is then
-    // removed and nothing partial is left. A second Ctrl-C exits at once (the staging
-    // directory is hidden and named after the process, so it is easy to spot).
+    let cancellable = cli.command.is_none();
+    // Ctrl-C sets a flag the quantize pipeline checks between tensors; the staged output
+    // is then removed and nothing partial is left. A second Ctrl-C (or any Ctrl-C during
+    // an import, which has no cancellation point) exits at once; the hidden staging
+    // directory it leaves is removed by the next run writing the same output.
     let _ = ctrlc::set_handler(move || {
-        if handler_cancel.is_cancelled() {
+        if !cancellable || handler_cancel.is_cancelled() {
             std::process::exit(130);
         }
         eprintln!(

@@ -77,6 +77,12 @@ fn spec_from_flags(args: &JobArgs) -> Result<JobSpec> {
 }
 
 fn spec_from_request(path: &Path, args: &JobArgs) -> Result<JobSpec> {
+    if args.scheme.is_some() {
+        anyhow::bail!(
+            "--scheme needs --quantize; with --request, put OPTION_FP8_SCHEME or OPTION_INT8_SCHEME in the \
+             request's OverrideEnvironment (or pass --env OPTION_INT8_SCHEME=W8A8)"
+        );
+    }
     let body = std::fs::read(path)
         .with_context(|| format!("reading the request document {}", path.display()))?;
     let options = temper_api::ConvertOptions {
@@ -87,7 +93,8 @@ fn spec_from_request(path: &Path, args: &JobArgs) -> Result<JobSpec> {
     let mut spec = temper_api::to_job_spec(&request, &options)
         .map_err(|e| anyhow::anyhow!("{}: {}: {}", path.display(), e.type_name(), e.message()))?;
     spec.overwrite = args.overwrite;
-    // Flags given beside --request add to every optimization's environment.
+    // Flags given beside --request become job-wide options (OptimizationEnvironment); an
+    // optimization's own OverrideEnvironment in the request still wins, as in the API.
     for (k, v) in args.environment()? {
         spec.environment.insert(k, v);
     }

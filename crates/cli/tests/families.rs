@@ -48,12 +48,43 @@ fn llama_mistral_and_qwen2_quantize_and_keep_everything_else() {
                 t.name
             );
         }
-        let biases = source
+        let biases: Vec<_> = artifact
             .tensors()
             .iter()
             .filter(|t| t.name.ends_with(".bias"))
-            .count();
-        assert_eq!(biases, if model_type == "qwen2" { 6 } else { 0 });
+            .collect();
+        assert_eq!(
+            biases.len(),
+            if model_type == "qwen2" { 6 } else { 0 },
+            "{model_type}: biases in the artifact"
+        );
+        for l in 0..2 {
+            for m in [
+                "self_attn.q_proj",
+                "self_attn.k_proj",
+                "self_attn.v_proj",
+                "self_attn.o_proj",
+                "mlp.gate_proj",
+                "mlp.up_proj",
+                "mlp.down_proj",
+            ] {
+                let w = artifact
+                    .get(&format!("model.layers.{l}.{m}.weight"))
+                    .unwrap();
+                assert_eq!(w.dtype, safetensors::Dtype::F8_E4M3, "{model_type} {m}");
+                let scale = artifact
+                    .get(&format!("model.layers.{l}.{m}.weight_scale"))
+                    .unwrap();
+                assert_eq!(scale.shape, vec![w.shape[0], 1], "{model_type} {m}");
+                assert_eq!(scale.dtype, safetensors::Dtype::BF16);
+            }
+        }
+        let q = &artifact.config.raw["quantization_config"];
+        assert_eq!(q["format"], "float-quantized");
+        assert_eq!(
+            q["config_groups"]["group_0"]["weights"]["strategy"],
+            "channel"
+        );
         assert_eq!(
             artifact.config.raw["architectures"],
             source.config.raw["architectures"]

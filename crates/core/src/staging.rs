@@ -42,6 +42,7 @@ impl StagedDir {
             _ => PathBuf::from("."),
         };
         fs::create_dir_all(&parent).at(&parent)?;
+        remove_abandoned(&parent, &name);
         let staging = parent.join(format!(".{name}.temper-staging-{}", std::process::id()));
         if staging.exists() {
             fs::remove_dir_all(&staging).at(&staging)?;
@@ -132,6 +133,30 @@ impl Drop for StagedDir {
     }
 }
 
+/// Removes staging and replaced-output directories of `name` left by runs that were
+/// killed (a second Ctrl-C, SIGKILL, a power cut): their process no longer exists.
+/// Only Linux exposes processes under /proc; elsewhere nothing is removed.
+fn remove_abandoned(parent: &Path, name: &str) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let pid = [".temper-staging-", ".temper-replaced-"]
+            .iter()
+            .find_map(|tag| file_name.strip_prefix(&format!(".{name}{tag}")))
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
 fn sync_tree(dir: &Path) -> Result<()> {
     for entry in fs::read_dir(dir).at(dir)? {
         let entry = entry.at(dir)?;
@@ -171,6 +196,24 @@ mod tests {
         assert_eq!(fs::read(target.join("a")).unwrap(), b"x");
         let err = StagedDir::create(&target, false).unwrap_err();
         assert!(matches!(err, Error::OutputExists { .. }), "{err}");
+    }
+
+    #[test]
+    fn leftovers_of_dead_processes_are_removed() {
+        let root = tempfile::tempdir().unwrap();
+        let target = root.path().join("out");
+        // pid 0 never names a user process; our own pid is alive and must be kept.
+        let dead = root.path().join(".out.temper-staging-0");
+        let other = root.path().join(".other.temper-staging-0");
+        fs::create_dir(&dead).unwrap();
+        fs::create_dir(&other).unwrap();
+        let stage = StagedDir::create(&target, false).unwrap();
+        assert!(!dead.exists());
+        assert!(
+            other.exists(),
+            "another output's staging must be left alone"
+        );
+        drop(stage);
     }
 
     #[test]
