@@ -78,6 +78,12 @@ impl StagedDir {
         &self.target
     }
 
+    /// Flushes every file written so far to disk (commit does it again for whatever came
+    /// later; files already flushed cost almost nothing the second time).
+    pub fn sync(&self) -> Result<()> {
+        sync_tree(&self.staging)
+    }
+
     /// Flushes every file to disk and renames the staging directory into place.
     /// An existing target (allowed by `overwrite`) is moved aside first and removed
     /// only after the new artifact is in place.

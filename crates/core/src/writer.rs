@@ -169,8 +169,9 @@ impl ShardedWriter {
         Ok(())
     }
 
-    /// Checks that every planned tensor was written, flushes the files and writes the
-    /// index when there is more than one shard. Returns the file names written.
+    /// Checks that every planned tensor was written and writes the index when there is
+    /// more than one shard. Returns the file names written. Flushing to disk is left to
+    /// the caller (`StagedDir::sync`/`commit`), so it can overlap with other work.
     pub fn finish(self) -> Result<Vec<String>> {
         let pending = self.pending.into_inner().expect("writer lock poisoned");
         if let Some((name, _)) = pending.iter().next() {
@@ -182,7 +183,6 @@ impl ShardedWriter {
         }
         let mut names = Vec::new();
         for shard in &self.shards {
-            shard.file.sync_all().at(&shard.path)?;
             names.push(file_name(&shard.path));
         }
         if self.shards.len() > 1 {

@@ -108,8 +108,13 @@ pub fn run_job(spec: &JobSpec, isa: Isa, sink: Sink, cancel: &Cancel) -> Result<
     files.push("config.json".into());
     files.push("serving.properties".into());
     files.sort();
-    let outputs = artifact::digests(stage.path(), &files, &|| cancel.is_cancelled())?
-        .ok_or(Error::Cancelled)?;
+    // Hashing the outputs (CPU) and flushing them to disk (I/O wait) overlap.
+    let (outputs, synced) = rayon::join(
+        || artifact::digests(stage.path(), &files, &|| cancel.is_cancelled()),
+        || stage.sync(),
+    );
+    synced?;
+    let outputs = outputs?.ok_or(Error::Cancelled)?;
     let manifest = manifest(spec, &plan, &report, inputs, outputs);
     let path = stage.path().join("manifest.json");
     std::fs::write(&path, manifest.to_json_pretty() + "\n")
