@@ -115,18 +115,17 @@ fn unknown_architecture_is_refused_with_a_way_out() {
     );
     let parent = tempfile::tempdir().unwrap();
     let out = parent.path().join("out");
-    let o = run(&[
-        "--model",
-        m.path().to_str().unwrap(),
-        "--instance-type",
+    let o = quantize(
+        m.path(),
         "ml.g6.xlarge",
-        "--quantize",
-        "int8",
-        "--output",
-        out.to_str().unwrap(),
-        "--allow-unknown-architecture",
-        "--json",
-    ]);
+        &out,
+        &[
+            "--quantize",
+            "int8",
+            "--allow-unknown-architecture",
+            "--json",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout_json(&o)["tensors_quantized"], 14);
 }
@@ -160,19 +159,12 @@ fn all_zero_row_is_quantized_exactly_and_reported() {
     });
     let parent = tempfile::tempdir().unwrap();
     let out = parent.path().join("out");
-    let o = run(&[
-        "--model",
-        m.path().to_str().unwrap(),
-        "--instance-type",
+    let o = quantize(
+        m.path(),
         "ml.g5.xlarge",
-        "--quantize",
-        "int8",
-        "--scheme",
-        "W8A8",
-        "--output",
-        out.to_str().unwrap(),
-        "--json",
-    ]);
+        &out,
+        &["--quantize", "int8", "--scheme", "W8A8", "--json"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let warnings = stdout_json(&o)["warnings"].to_string();
     assert!(
@@ -235,16 +227,7 @@ fn unwritable_output() {
     let file = parent.path().join("a-file");
     std::fs::write(&file, "").unwrap();
     let out = file.join("out");
-    let o = run(&[
-        "--model",
-        m.path().to_str().unwrap(),
-        "--instance-type",
-        "ml.g6.xlarge",
-        "--quantize",
-        "fp8",
-        "--output",
-        out.to_str().unwrap(),
-    ]);
+    let o = quantize(m.path(), "ml.g6.xlarge", &out, &["--quantize", "fp8"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("a-file"), "{}", stderr(&o));
     assert_eq!(listing(parent.path()), vec!["a-file"]);
@@ -337,17 +320,12 @@ fn an_output_that_contains_the_source_is_refused_even_with_overwrite() {
     let model = parent.path().join("models/tiny");
     TinyModel::default().write(&model);
     let out = parent.path().join("models");
-    let o = run(&[
-        "--model",
-        model.to_str().unwrap(),
-        "--instance-type",
+    let o = quantize(
+        &model,
         "ml.g6.xlarge",
-        "--quantize",
-        "fp8",
-        "--output",
-        out.to_str().unwrap(),
-        "--overwrite",
-    ]);
+        &out,
+        &["--quantize", "fp8", "--overwrite"],
+    );
     assert!(!o.status.success());
     assert!(
         stderr(&o).contains("overlap") && stderr(&o).contains("destroy the source"),
@@ -359,16 +337,7 @@ fn an_output_that_contains_the_source_is_refused_even_with_overwrite() {
         "the source model was touched"
     );
     let inside = model.join("quantized");
-    let o = run(&[
-        "--model",
-        model.to_str().unwrap(),
-        "--instance-type",
-        "ml.g6.xlarge",
-        "--quantize",
-        "fp8",
-        "--output",
-        inside.to_str().unwrap(),
-    ]);
+    let o = quantize(&model, "ml.g6.xlarge", &inside, &["--quantize", "fp8"]);
     assert!(
         !o.status.success() && stderr(&o).contains("overlap"),
         "{}",

@@ -18,17 +18,12 @@ fn llama_mistral_and_qwen2_quantize_and_keep_everything_else() {
         .write(model.path());
         let parent = tempfile::tempdir().unwrap();
         let out = parent.path().join("out");
-        let o = run(&[
-            "--model",
-            model.path().to_str().unwrap(),
-            "--instance-type",
+        let o = quantize(
+            model.path(),
             "ml.g6e.xlarge",
-            "--quantize",
-            "fp8",
-            "--output",
-            out.to_str().unwrap(),
-            "--json",
-        ]);
+            &out,
+            &["--quantize", "fp8", "--json"],
+        );
         assert!(o.status.success(), "{model_type}: {}", stderr(&o));
         assert_eq!(stdout_json(&o)["tensors_quantized"], 14, "{model_type}");
         let source = Checkpoint::open(model.path()).unwrap();

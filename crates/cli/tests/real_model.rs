@@ -44,7 +44,7 @@ const CASES: &[Case] = &[
     },
 ];
 
-fn quantize(case: &Case, out: &Path) -> Value {
+fn quantize_case(case: &Case, out: &Path) -> Value {
     let model = smollm2();
     let mut args = vec![
         "--model",
@@ -110,7 +110,7 @@ fn every_scheme_round_trips_on_the_real_model() {
     for case in CASES {
         let parent = tempfile::tempdir().unwrap();
         let out = parent.path().join("artifact");
-        let summary = quantize(case, &out);
+        let summary = quantize_case(case, &out);
         assert_eq!(summary["status"], "completed");
         assert_eq!(summary["format"], case.format);
         assert_eq!(summary["tensors_quantized"], 30 * 7);
@@ -173,7 +173,7 @@ fn every_scheme_round_trips_on_the_real_model() {
 fn artifact_files_and_manifest() {
     let parent = tempfile::tempdir().unwrap();
     let out = parent.path().join("artifact");
-    quantize(&CASES[0], &out);
+    quantize_case(&CASES[0], &out);
     for f in [
         "config.json",
         "model.safetensors",
@@ -214,17 +214,12 @@ fn artifact_files_and_manifest() {
     }
     // FP8 on an A10G (no native FP8) is said to run weight-only.
     let out2 = parent.path().join("g5");
-    let o = run(&[
-        "--model",
-        smollm2().to_str().unwrap(),
-        "--instance-type",
+    let o = quantize(
+        smollm2(),
         "ml.g5.2xlarge",
-        "--quantize",
-        "fp8",
-        "--output",
-        out2.to_str().unwrap(),
-        "--json",
-    ]);
+        &out2,
+        &["--quantize", "fp8", "--json"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout_json(&o)["notes"].to_string().contains("weight-only"));
 }
@@ -233,19 +228,18 @@ fn artifact_files_and_manifest() {
 fn shards_split_at_the_limit_with_an_index() {
     let parent = tempfile::tempdir().unwrap();
     let out = parent.path().join("artifact");
-    let o = run(&[
-        "--model",
-        smollm2().to_str().unwrap(),
-        "--instance-type",
+    let o = quantize(
+        smollm2(),
         "ml.g6.xlarge",
-        "--quantize",
-        "int8",
-        "--output",
-        out.to_str().unwrap(),
-        "--env",
-        "OPTION_MAX_SHARD_BYTES=50000000",
-        "--json",
-    ]);
+        &out,
+        &[
+            "--quantize",
+            "int8",
+            "--env",
+            "OPTION_MAX_SHARD_BYTES=50000000",
+            "--json",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let index: Value =
         serde_json::from_slice(&std::fs::read(out.join("model.safetensors.index.json")).unwrap())
@@ -354,18 +348,12 @@ fn fp8_block_is_refused_where_vllm_would_refuse_it_and_aligned_models_get_a_vali
     // refuse them, so the plan does too, before any work.
     let parent = tempfile::tempdir().unwrap();
     let out = parent.path().join("artifact");
-    let o = run(&[
-        "--model",
-        smollm2().to_str().unwrap(),
-        "--instance-type",
+    let o = quantize(
+        smollm2(),
         "ml.g6.12xlarge",
-        "--quantize",
-        "fp8",
-        "--scheme",
-        "FP8_BLOCK",
-        "--output",
-        out.to_str().unwrap(),
-    ]);
+        &out,
+        &["--quantize", "fp8", "--scheme", "FP8_BLOCK"],
+    );
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(
@@ -384,19 +372,12 @@ fn fp8_block_is_refused_where_vllm_would_refuse_it_and_aligned_models_get_a_vali
         ..Default::default()
     }
     .write(&model);
-    let o = run(&[
-        "--model",
-        model.to_str().unwrap(),
-        "--instance-type",
+    let o = quantize(
+        &model,
         "ml.p5.48xlarge",
-        "--quantize",
-        "fp8",
-        "--scheme",
-        "FP8_BLOCK",
-        "--output",
-        out.to_str().unwrap(),
-        "--json",
-    ]);
+        &out,
+        &["--quantize", "fp8", "--scheme", "FP8_BLOCK", "--json"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let a = Checkpoint::open(&out).unwrap();
     assert_eq!(

@@ -25,6 +25,21 @@ pub fn run(args: &[&str]) -> Output {
     optimize().args(args).output().expect("optimize runs")
 }
 
+/// Runs `optimize --model MODEL --instance-type INSTANCE --output OUT` plus `extra`.
+pub fn quantize(model: &Path, instance: &str, out: &Path, extra: &[&str]) -> Output {
+    optimize()
+        .args([
+            "--model",
+            model.to_str().unwrap(),
+            "--instance-type",
+            instance,
+        ])
+        .args(["--output", out.to_str().unwrap()])
+        .args(extra)
+        .output()
+        .expect("optimize runs")
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
