@@ -12,7 +12,7 @@ use std::path::PathBuf;
     about = "Quantize a Hugging Face model into a checkpoint vLLM and SGLang load, for a SageMaker instance type",
     args_conflicts_with_subcommands = true,
     args_override_self = true,
-    after_help = "Examples:\n  optimize --model ./smollm2 --instance-type ml.g6.12xlarge --quantize fp8 --output ./smollm2-fp8\n  optimize --request job.json          (a CreateOptimizationJob request document)\n  optimize import-gguf model.gguf ./model-hf"
+    after_help = "Examples:\n  optimize --model ./smollm2 --instance-type ml.g6.12xlarge --quantize fp8 --output ./smollm2-fp8\n  optimize --request job.json          (a CreateOptimizationJob request document)\n  optimize import-gguf model.gguf ./model-hf\n  optimize generate --model ./smollm2-fp8 --chat --prompt \"Name three rivers\"\n  optimize eval --model ./smollm2-fp8 --reference ./smollm2 --data hamlet.txt"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -25,6 +25,76 @@ pub struct Cli {
 pub enum Command {
     /// Convert a GGUF file into a Hugging Face model directory (safetensors, config, tokenizer).
     ImportGguf(ImportArgs),
+    /// Generate text with a model (original or optimized) on this machine's CPU.
+    Generate(GenerateArgs),
+    /// Perplexity of a model, and its KL divergence and top-1 agreement against a reference.
+    Eval(EvalArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// Model directory: a Hugging Face model or an artifact written by `optimize`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The prompt (plain text, or the user message with --chat).
+    #[arg(long)]
+    pub prompt: String,
+    /// Render the prompt as a user message with the model's chat template.
+    #[arg(long)]
+    pub chat: bool,
+    /// System message for --chat.
+    #[arg(long, requires = "chat")]
+    pub system: Option<String>,
+    /// Most new tokens to generate.
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// 0 is greedy decoding.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Nucleus sampling: keep the smallest set of tokens whose probability reaches P.
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    /// Keep only the K most likely tokens.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Random seed for sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop when this text appears (repeatable); it is not printed.
+    #[arg(long = "stop")]
+    pub stop: Vec<String>,
+    /// Keep activations in f32 for INT8/FP8 checkpoints that quantize them (what GPUs
+    /// without native FP8 do).
+    #[arg(long)]
+    pub weight_only: bool,
+    /// Print one JSON object (text and timings) instead of streaming.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// The model to evaluate (e.g. an optimized artifact).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The model to compare against (e.g. the original); adds KL divergence and top-1 agreement.
+    #[arg(long)]
+    pub reference: Option<PathBuf>,
+    /// Evaluation text: plain text, ShareGPT JSON, or JSON lines (prompt/completion or messages).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Tokens per window.
+    #[arg(long, default_value_t = 512)]
+    pub window: usize,
+    /// Most windows to evaluate (the first ones of the data).
+    #[arg(long, default_value_t = 8)]
+    pub max_windows: usize,
+    /// Keep activations in f32 for checkpoints that quantize them.
+    #[arg(long)]
+    pub weight_only: bool,
+    /// Print one JSON object instead of a summary.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -70,8 +140,8 @@ pub struct JobArgs {
     /// Quantization method (OPTION_QUANTIZE).
     #[arg(long, value_enum, required_unless_present = "request")]
     pub quantize: Option<QuantizeMethod>,
-    /// FP8_DYNAMIC (default for fp8), FP8_BLOCK, W8A16 (default for int8) or W8A8
-    /// (OPTION_FP8_SCHEME / OPTION_INT8_SCHEME).
+    /// FP8_DYNAMIC (default for fp8), FP8_BLOCK, FP8 (per-tensor, static calibrated input
+    /// scales), W8A16 (default for int8) or W8A8 (OPTION_FP8_SCHEME / OPTION_INT8_SCHEME).
     #[arg(long)]
     pub scheme: Option<String>,
     /// INT8 W8A16 group size, e.g. 128 (OPTION_QUANT_GROUP_SIZE); per channel when unset.
@@ -95,6 +165,13 @@ pub struct JobArgs {
     /// Job name recorded in the manifest.
     #[arg(long)]
     pub name: Option<String>,
+    /// Text for calibration (static FP8) and the quality evaluation in the manifest
+    /// (OPTION_CALIB_DATA; default: a sample built into temper).
+    #[arg(long)]
+    pub calib_data: Option<PathBuf>,
+    /// Skip measuring the artifact's quality (OPTION_EVAL=false).
+    #[arg(long)]
+    pub no_eval: bool,
     /// Print one JSON object instead of a progress bar and summary.
     #[arg(long)]
     pub json: bool,
@@ -135,6 +212,12 @@ impl JobArgs {
         }
         if let Some(ignore) = &self.ignore {
             env.insert("OPTION_FP8_IGNORE".into(), ignore.clone());
+        }
+        if let Some(data) = &self.calib_data {
+            env.insert("OPTION_CALIB_DATA".into(), data.display().to_string());
+        }
+        if self.no_eval {
+            env.insert("OPTION_EVAL".into(), "false".into());
         }
         if self.allow_unknown_architecture {
             env.insert("OPTION_ALLOW_UNKNOWN_ARCHITECTURE".into(), "true".into());

@@ -31,6 +31,8 @@ impl Bar {
             Event::Started { tensors, bytes } => {
                 self.tensors = tensors;
                 self.bar.set_length(bytes);
+                self.bar.set_position(0);
+                self.bar.reset_eta();
                 self.bar.set_style(
                     ProgressStyle::with_template(
                         "{msg:>9} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {prefix}",
@@ -38,6 +40,20 @@ impl Bar {
                     .expect("static template")
                     .progress_chars("=> "),
                 );
+            }
+            Event::Progress { unit, done, total } => {
+                if self.tensors == 0 || self.done == self.tensors {
+                    // Outside the quantize pass the bar counts steps instead of bytes.
+                    self.bar.set_style(
+                        ProgressStyle::with_template(&format!(
+                            "{{msg:>9}} [{{bar:30}}] {{pos}}/{{len}} {unit} ETA {{eta}}"
+                        ))
+                        .expect("valid template")
+                        .progress_chars("=> "),
+                    );
+                    self.bar.set_length(total as u64);
+                    self.bar.set_position(done as u64);
+                }
             }
             Event::Tensor { bytes, .. } => {
                 self.done += 1;

@@ -1,8 +1,11 @@
 //! `optimize`: quantize a Hugging Face model for a SageMaker deployment instance type,
-//! or import a GGUF file into a Hugging Face directory.
+//! import a GGUF file into a Hugging Face directory, and generate text or evaluate quality with
+//! the CPU runtime.
 
 mod args;
 mod bar;
+mod eval;
+mod generate;
 mod import;
 mod quantize;
 
@@ -31,11 +34,15 @@ fn main() {
     });
     let json = match &cli.command {
         Some(args::Command::ImportGguf(a)) => a.json,
+        Some(args::Command::Generate(a)) => a.json,
+        Some(args::Command::Eval(a)) => a.json,
         None => cli.job.json,
     };
     let show_bar = !json && std::io::stderr().is_terminal();
     let result = match &cli.command {
         Some(args::Command::ImportGguf(a)) => import::run(a, show_bar),
+        Some(args::Command::Generate(a)) => generate::run(a),
+        Some(args::Command::Eval(a)) => eval::run(a, show_bar),
         None => quantize::run(&cli.job, show_bar, &cancel),
     };
     match result {

@@ -66,6 +66,11 @@ pub struct Manifest {
     /// Other images that can serve the artifact (the project's own serving image).
     pub alternative_images: Vec<String>,
     pub passes: Vec<PassRecord>,
+    /// What the optimization cost in quality, measured by running the artifact and its source
+    /// on held-out text: `{"measured": true, perplexity, KL, top-1 ...}` or
+    /// `{"measured": false, "reason": ...}`.
+    #[serde(default)]
+    pub evaluation: serde_json::Value,
     pub outputs: Vec<FileDigest>,
     pub warnings: Vec<String>,
 }

@@ -18,6 +18,9 @@ pub enum Isa {
 /// answer never changes while the process runs.
 static DETECTED: OnceLock<Isa> = OnceLock::new();
 
+/// Cached `avx512vnni` detection (only consulted when [`Isa::Avx512`] is usable).
+static VNNI: OnceLock<bool> = OnceLock::new();
+
 impl Isa {
     /// The best ISA this CPU supports, detected once and cached.
     pub fn detect() -> Isa {
@@ -67,6 +70,23 @@ impl Usable {
     pub(crate) fn isa(self) -> Isa {
         self.0
     }
+
+    /// Whether this is [`Isa::Avx512`] on a CPU that also has AVX-512 VNNI (`vpdpbusd`), detected
+    /// once and cached. `Isa` itself stays as is: VNNI only changes the speed of the INT8 dot
+    /// products, never a result.
+    pub(crate) fn avx512_vnni(self) -> bool {
+        self.0 == Isa::Avx512 && *VNNI.get_or_init(detect_vnni)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn detect_vnni() -> bool {
+    is_x86_feature_detected!("avx512vnni")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn detect_vnni() -> bool {
+    false
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -18,6 +18,9 @@
 //!   so this only has to be defined, not meaningful;
 //! - the element-level kernels panic if their slices differ in length (a caller bug).
 //!
+//! [`matmul`] holds the products the model runtime runs on these weights (dense, weight-only
+//! INT8/FP8, and W8A8 INT8), with the same scalar/AVX2/AVX-512 structure.
+//!
 //! All versions assume the default floating-point environment (round-to-nearest, no FTZ/DAZ),
 //! which Rust never changes.
 
@@ -28,6 +31,7 @@ mod avx512;
 mod dispatch;
 mod error;
 mod isa;
+pub mod matmul;
 mod matrix;
 mod scalar;
 

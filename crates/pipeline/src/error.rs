@@ -22,6 +22,10 @@ pub enum Error {
         tensor: String,
         reason: String,
     },
+    #[error(transparent)]
+    Runtime(#[from] temper_runtime::RuntimeError),
+    #[error(transparent)]
+    Text(#[from] temper_text::TextError),
     #[error("the job cannot run as planned: {0}")]
     Plan(String),
     #[error("cancelled; nothing was written to the output")]

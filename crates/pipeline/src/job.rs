@@ -8,6 +8,7 @@ use crate::options::QuantizeOptions;
 use crate::plan::QuantizePlan;
 use crate::progress::{Cancel, Event, Sink};
 use crate::quantize_pass::{run_quantize, QuantizeReport};
+use crate::samples::{self, CalibrationRecord, EvaluationRecord, SampleWindows};
 use crate::{Error, Result};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -72,8 +73,24 @@ fn absolute(path: &std::path::Path) -> std::io::Result<PathBuf> {
 /// Runs the job to completion.
 pub fn run_job(spec: &JobSpec, isa: Isa, sink: Sink, cancel: &Cancel) -> Result<JobOutcome> {
     sink(Event::Phase("plan"));
-    let plan = plan_job(spec)?;
+    let mut plan = plan_job(spec)?;
     let output = spec.output.local_path()?;
+    let (samples, sample_problem) = prepare_samples(&plan)?;
+    let calibration = if plan.options.scheme.needs_calibration() {
+        let samples = samples.as_ref().ok_or_else(|| {
+            Error::Plan(format!(
+                "static FP8 needs calibration: {}",
+                sample_problem.clone().unwrap_or_default()
+            ))
+        })?;
+        sink(Event::Phase("calibrate"));
+        let (absmax, record) = samples::calibrate(&plan.checkpoint.dir, samples, sink)?;
+        plan.input_absmax = absmax;
+        cancel.check()?;
+        Some(record)
+    } else {
+        None
+    };
     let stage = StagedDir::create(output, spec.overwrite)?;
     let side_files = artifact::side_file_names(&plan.checkpoint.dir)?;
     let input_names = artifact::input_names(&plan, &side_files);
@@ -108,6 +125,24 @@ pub fn run_job(spec: &JobSpec, isa: Isa, sink: Sink, cancel: &Cancel) -> Result<
     files.push("config.json".into());
     files.push("serving.properties".into());
     files.sort();
+    let evaluation = match (&samples, sample_problem) {
+        (Some(samples), _) if !samples.evaluation.is_empty() => {
+            sink(Event::Phase("evaluate"));
+            let weight_only =
+                plan.options.scheme.is_fp8() && !plan.instance.accelerator.native_fp8();
+            samples::evaluate(
+                &plan.checkpoint.dir,
+                stage.path(),
+                samples,
+                plan.options.scheme,
+                weight_only,
+                sink,
+            )?
+        }
+        (_, Some(problem)) => EvaluationRecord::skipped(problem),
+        _ => EvaluationRecord::skipped("OPTION_EVAL=false: the job asked not to measure quality"),
+    };
+    cancel.check()?;
     // Hashing the outputs (CPU) and flushing them to disk (I/O wait) overlap.
     let (outputs, synced) = rayon::join(
         || artifact::digests(stage.path(), &files, &|| cancel.is_cancelled()),
@@ -115,7 +150,12 @@ pub fn run_job(spec: &JobSpec, isa: Isa, sink: Sink, cancel: &Cancel) -> Result<
     );
     synced?;
     let outputs = outputs?.ok_or(Error::Cancelled)?;
-    let manifest = manifest(spec, &plan, &report, inputs, outputs);
+    let quality = Quality {
+        calibration,
+        evaluation,
+        skipped_records: samples.and_then(|s| s.skipped),
+    };
+    let manifest = manifest(spec, &plan, &report, &quality, inputs, outputs);
     let path = stage.path().join("manifest.json");
     std::fs::write(&path, manifest.to_json_pretty() + "\n")
         .map_err(|e| temper_core::Error::io(&path, e))?;
@@ -128,10 +168,50 @@ pub fn run_job(spec: &JobSpec, isa: Isa, sink: Sink, cancel: &Cancel) -> Result<
     })
 }
 
+/// Sample windows when the job needs them, or why they could not be made (the quality
+/// evaluation is then skipped with that reason; static FP8 fails with it).
+fn prepare_samples(plan: &QuantizePlan) -> Result<(Option<SampleWindows>, Option<String>)> {
+    let opts = &plan.options.samples;
+    let calibrate = plan.options.scheme.needs_calibration();
+    if opts.eval_windows == 0 && !calibrate {
+        return Ok((None, None));
+    }
+    let config = &plan.checkpoint.config;
+    if config.family == temper_core::config::Family::Unknown {
+        return Ok((
+            None,
+            Some(format!(
+                "the model runtime runs {} models, not `{}`, so the artifact's quality was not measured",
+                temper_core::config::Family::SUPPORTED,
+                config.model_type
+            )),
+        ));
+    }
+    if !plan.checkpoint.dir.join("tokenizer.json").is_file() {
+        return Ok((
+            None,
+            Some(format!(
+                "{} has no tokenizer.json, so no sample text could be tokenized and the artifact's                  quality was not measured",
+                plan.checkpoint.dir.display()
+            )),
+        ));
+    }
+    // A user's data file that cannot be read is an error in the job, not a skipped check.
+    samples::sample_windows(&plan.checkpoint.dir, opts, calibrate).map(|s| (Some(s), None))
+}
+
+/// Calibration and evaluation results for the manifest.
+struct Quality {
+    calibration: Option<CalibrationRecord>,
+    evaluation: EvaluationRecord,
+    skipped_records: Option<String>,
+}
+
 fn manifest(
     spec: &JobSpec,
     plan: &QuantizePlan,
     report: &QuantizeReport,
+    quality: &Quality,
     inputs: Vec<temper_core::manifest::FileDigest>,
     outputs: Vec<temper_core::manifest::FileDigest>,
 ) -> Manifest {
@@ -149,6 +229,12 @@ fn manifest(
         .collect();
     if plan.fit.fits.is_none() {
         warnings.push(plan.fit.explanation.clone());
+    }
+    if let Some(reason) = quality.evaluation.reason.as_ref().filter(|_| !quality.evaluation.measured) {
+        warnings.push(format!("quality not measured: {reason}"));
+    }
+    if let Some(skipped) = &quality.skipped_records {
+        warnings.push(format!("sample data: {skipped}"));
     }
     let flavour = ImageFlavour::for_target(instance, false);
     Manifest {
@@ -182,9 +268,11 @@ fn manifest(
                 "scale_dtype": plan.scale_dtype.to_string(),
                 "max_shard_bytes": plan.options.max_shard_bytes,
                 "environment": spec.options_for(&spec.optimizations[0]),
+                "calibration": quality.calibration,
             }),
             report: serde_json::to_value(report).expect("report serialises"),
         }],
+        evaluation: serde_json::to_value(&quality.evaluation).expect("evaluation serialises"),
         outputs,
         warnings,
     }

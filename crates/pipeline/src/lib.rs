@@ -3,6 +3,7 @@
 //! - [`options`]: LMI `OPTION_*` variables parsed once into typed options;
 //! - [`plan`]: every check that can run before heavy work;
 //! - [`quantize_tensor`] / [`quantize_pass`]: the streaming quantizer;
+//! - [`samples`]: sample text windows, static FP8 calibration and the quality evaluation;
 //! - [`artifact`]: config, serving.properties, side files, digests;
 //! - [`job`]: the whole job, staged and renamed into place.
 
@@ -14,6 +15,7 @@ pub mod plan;
 pub mod progress;
 pub mod quantize_pass;
 pub mod quantize_tensor;
+pub mod samples;
 pub mod scheme;
 
 pub use error::{Error, Result};

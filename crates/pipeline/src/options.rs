@@ -18,6 +18,13 @@ pub const OPTION_MAX_MODEL_LEN: &str = "OPTION_MAX_MODEL_LEN";
 pub const OPTION_ALLOW_UNKNOWN_ARCHITECTURE: &str = "OPTION_ALLOW_UNKNOWN_ARCHITECTURE";
 /// Not an LMI option: largest safetensors shard written, in bytes (default 5 GiB).
 pub const OPTION_MAX_SHARD_BYTES: &str = "OPTION_MAX_SHARD_BYTES";
+/// Not an LMI option: a text, ShareGPT or JSON-lines file for calibration and the quality
+/// evaluation (default: the sample text built into temper).
+pub const OPTION_CALIB_DATA: &str = "OPTION_CALIB_DATA";
+/// Not an LMI option: `false` skips measuring the artifact's quality (default `true`).
+pub const OPTION_EVAL: &str = "OPTION_EVAL";
+/// Not an LMI option: held-out windows the quality evaluation runs (default 4).
+pub const OPTION_EVAL_SAMPLES: &str = "OPTION_EVAL_SAMPLES";
 
 /// Options this pass understands; anything else starting with `OPTION_` is passed
 /// through to `serving.properties` untouched (it may be meant for the serving engine).
@@ -31,6 +38,9 @@ const KNOWN: &[&str] = &[
     OPTION_MAX_MODEL_LEN,
     OPTION_ALLOW_UNKNOWN_ARCHITECTURE,
     OPTION_MAX_SHARD_BYTES,
+    OPTION_CALIB_DATA,
+    OPTION_EVAL,
+    OPTION_EVAL_SAMPLES,
 ];
 
 /// The compressed-tensors scheme written.
@@ -42,6 +52,9 @@ pub enum Scheme {
     Fp8Dynamic,
     /// FP8 E4M3 weights with one scale per 128x128 block.
     Fp8Block,
+    /// FP8 E4M3 weights with one scale per tensor, and a static per-tensor input scale
+    /// calibrated by running sample text through the model (`OPTION_FP8_SCHEME=FP8`).
+    Fp8Static,
     /// INT8 weights, 16-bit activations (`pack-quantized`); `group` None = per channel.
     W8A16 { group: Option<usize> },
     /// INT8 weights per channel, INT8 activations per token at run time (`int-quantized`).
@@ -53,6 +66,7 @@ impl Scheme {
         match self {
             Scheme::Fp8Dynamic => "FP8_DYNAMIC".into(),
             Scheme::Fp8Block => "FP8_BLOCK".into(),
+            Scheme::Fp8Static => "FP8 (static, calibrated)".into(),
             Scheme::W8A16 { group: None } => "INT8 W8A16 (per channel)".into(),
             Scheme::W8A16 { group: Some(g) } => format!("INT8 W8A16 (group {g})"),
             Scheme::W8A8 => "INT8 W8A8".into(),
@@ -70,7 +84,29 @@ pub struct QuantizeOptions {
     pub max_shard_bytes: u64,
     /// `OPTION_*` entries this pass does not interpret, kept for `serving.properties`.
     pub passthrough: BTreeMap<String, String>,
+    pub samples: SampleOptions,
 }
+
+/// The sample text run through the model: calibration (static FP8) and the quality
+/// evaluation written into the manifest, on disjoint windows of the same data.
+#[derive(Debug, Clone, Serialize)]
+pub struct SampleOptions {
+    /// `None`: the sample text built into temper.
+    pub data: Option<std::path::PathBuf>,
+    /// Tokens per window (`OPTION_MAX_MODEL_LEN`, at most 256 unless set).
+    pub window_len: usize,
+    /// Calibration windows (`OPTION_CALIB_SIZE`), used by static FP8 only.
+    pub calibration_windows: usize,
+    /// Held-out windows for the quality evaluation; 0 when `OPTION_EVAL=false`.
+    pub eval_windows: usize,
+}
+
+/// Default calibration windows: enough for stable per-tensor maxima on a CPU budget.
+pub const DEFAULT_CALIB_SIZE: usize = 8;
+/// Default evaluation windows (4 x 256 tokens).
+pub const DEFAULT_EVAL_SAMPLES: usize = 4;
+/// Default tokens per window.
+pub const DEFAULT_WINDOW_LEN: usize = 256;
 
 fn invalid(option: &str, value: &str, expected: &str) -> Error {
     Error::Option {
@@ -140,6 +176,30 @@ impl QuantizeOptions {
                     )
                 })?,
         };
+        let count = |option: &str, default: usize, min: usize| -> Result<usize> {
+            match get(option) {
+                None => Ok(default),
+                Some(v) => v.parse::<usize>().ok().filter(|&n| n >= min).ok_or_else(|| {
+                    invalid(option, v, &format!("a whole number of at least {min}"))
+                }),
+            }
+        };
+        let eval = match get(OPTION_EVAL) {
+            None => true,
+            Some(v) => parse_bool(OPTION_EVAL, v)?,
+        };
+        let samples = SampleOptions {
+            data: get(OPTION_CALIB_DATA)
+                .filter(|v| !v.is_empty())
+                .map(|v| v.strip_prefix("file://").unwrap_or(v).into()),
+            window_len: count(OPTION_MAX_MODEL_LEN, DEFAULT_WINDOW_LEN, 16)?,
+            calibration_windows: count(OPTION_CALIB_SIZE, DEFAULT_CALIB_SIZE, 1)?,
+            eval_windows: if eval {
+                count(OPTION_EVAL_SAMPLES, DEFAULT_EVAL_SAMPLES, 1)?
+            } else {
+                0
+            },
+        };
         let passthrough = env
             .iter()
             .filter(|(k, _)| k.starts_with("OPTION_") && !KNOWN.contains(&k.as_str()))
@@ -151,6 +211,7 @@ impl QuantizeOptions {
             allow_unknown_architecture,
             max_shard_bytes,
             passthrough,
+            samples,
         })
     }
 }
@@ -166,13 +227,7 @@ fn parse_fp8_scheme(value: Option<&str>, group: Option<usize>) -> Result<Scheme>
     match value.map(str::to_ascii_uppercase).as_deref() {
         None | Some("FP8_DYNAMIC") => Ok(Scheme::Fp8Dynamic),
         Some("FP8_BLOCK") => Ok(Scheme::Fp8Block),
-        Some("FP8") => Err(Error::Unsupported(
-            "OPTION_FP8_SCHEME=FP8 (per-tensor weights with a static input_scale) needs calibration \
-             data run through a model runtime, which this version does not have yet; use FP8_DYNAMIC \
-             (the default: per-channel weights, per-token activations at run time, no calibration) or \
-             FP8_BLOCK"
-                .into(),
-        )),
+        Some("FP8") => Ok(Scheme::Fp8Static),
         Some(_) => Err(invalid(OPTION_FP8_SCHEME, value.unwrap_or_default(), "FP8_DYNAMIC, FP8 or FP8_BLOCK")),
     }
 }
@@ -243,6 +298,10 @@ mod tests {
                 vec![("OPTION_QUANTIZE", "int8"), ("OPTION_INT8_SCHEME", "W8A8")],
                 Scheme::W8A8,
             ),
+            (
+                vec![("OPTION_QUANTIZE", "fp8"), ("OPTION_FP8_SCHEME", "FP8")],
+                Scheme::Fp8Static,
+            ),
         ];
         for (pairs, scheme) in cases {
             assert_eq!(
@@ -263,11 +322,14 @@ mod tests {
         );
         let err = QuantizeOptions::from_env(&env(&[
             ("OPTION_QUANTIZE", "fp8"),
-            ("OPTION_FP8_SCHEME", "FP8"),
+            ("OPTION_CALIB_SIZE", "0"),
         ]))
         .unwrap_err()
         .to_string();
-        assert!(err.contains("calibration"), "{err}");
+        assert!(
+            err.contains("OPTION_CALIB_SIZE") && err.contains("at least 1"),
+            "{err}"
+        );
         let err = QuantizeOptions::from_env(&env(&[
             ("OPTION_QUANTIZE", "int8"),
             ("OPTION_QUANT_GROUP_SIZE", "-3"),

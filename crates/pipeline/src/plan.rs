@@ -38,6 +38,9 @@ pub struct QuantizePlan {
     pub fit: FitRecord,
     /// How the target runs the artifact.
     pub notes: Vec<String>,
+    /// Static FP8: the largest |input| of each Linear module seen during calibration, filled
+    /// by the job before the quantize pass runs.
+    pub input_absmax: std::collections::BTreeMap<String, f32>,
 }
 
 impl QuantizePlan {
@@ -104,6 +107,7 @@ impl QuantizePlan {
             tensor_parallel_degree,
             fit,
             notes,
+            input_absmax: Default::default(),
         })
     }
 

@@ -12,6 +12,13 @@ pub enum Event<'a> {
     Started { tensors: usize, bytes: u64 },
     /// One input tensor is done.
     Tensor { name: &'a str, bytes: u64 },
+    /// `done` of `total` steps of a phase without tensors (calibration, evaluation), counted in
+    /// `unit`s (`layers`, `steps`).
+    Progress {
+        unit: &'a str,
+        done: usize,
+        total: usize,
+    },
 }
 
 /// Receives events; `&mut` so a sink can keep state (a bar, a counter).

@@ -68,6 +68,10 @@ pub fn run_quantize(
                     cols: entry.shape[1],
                     data: &data,
                     scale_dtype: plan.scale_dtype,
+                    input_absmax: plan
+                        .input_absmax
+                        .get(temper_core::select::module_name(&entry.name))
+                        .copied(),
                 };
                 let q = quantize_tensor(isa, plan.options.scheme, &input)?;
                 for (name, out) in &q.outputs {

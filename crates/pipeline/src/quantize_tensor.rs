@@ -48,6 +48,8 @@ pub struct TensorInput<'a> {
     pub cols: usize,
     pub data: &'a FloatData<'a>,
     pub scale_dtype: Dtype,
+    /// Static FP8 only: the calibrated largest |input| of this Linear.
+    pub input_absmax: Option<f32>,
 }
 
 fn src<'a>(data: &'a FloatData<'a>) -> Src<'a> {
@@ -123,6 +125,17 @@ pub fn quantize_tensor(isa: Isa, scheme: Scheme, input: &TensorInput) -> Result<
             &mut codes,
             &mut scales,
         ),
+        // One block covering the whole matrix: one scale per tensor.
+        Scheme::Fp8Static => temper_kernels::quantize_fp8_blocks(
+            isa,
+            source,
+            rows,
+            cols,
+            (rows, cols),
+            &scale_for,
+            &mut codes,
+            &mut scales,
+        ),
         Scheme::W8A8 | Scheme::W8A16 { .. } => {
             let group = match scheme {
                 Scheme::W8A16 { group: Some(g) } => g,
@@ -157,8 +170,34 @@ pub fn quantize_tensor(isa: Isa, scheme: Scheme, input: &TensorInput) -> Result<
         &scales,
         zero_groups.into_inner(),
     );
-    let outputs = encode(scheme, input, codes, &scales);
+    let mut outputs = encode(scheme, input, codes, &scales);
+    if scheme.needs_calibration() {
+        outputs.push(input_scale(input)?);
+    }
     Ok(QuantizedTensor { outputs, error })
+}
+
+/// `input_scale = absmax / 448` of the calibrated inputs, rounded up to the scale dtype so the
+/// largest calibrated activation still fits without saturating.
+fn input_scale(input: &TensorInput) -> Result<(String, Vec<u8>)> {
+    let prefix = temper_core::select::module_name(input.name);
+    let absmax = input.input_absmax.filter(|a| a.is_finite() && *a > 0.0).ok_or_else(|| {
+        tensor_error(
+            input,
+            format!(
+                "static FP8 needs the calibrated input range of `{prefix}`, but calibration saw {};                  check that the calibration data is non-empty text",
+                match input.input_absmax {
+                    Some(v) => format!("a largest |input| of {v}"),
+                    None => "no input".into(),
+                }
+            ),
+        )
+    })?;
+    let scale = round_scale_up(absmax / crate::scheme::FP8_MAX, input.scale_dtype);
+    Ok((
+        format!("{prefix}.input_scale"),
+        scales_to_bytes(&[scale], input.scale_dtype),
+    ))
 }
 
 fn tensor_error(input: &TensorInput, reason: String) -> Error {
@@ -245,6 +284,12 @@ impl ScaleLayout {
             Scheme::W8A16 { group: Some(g) } => ScaleLayout {
                 width: g,
                 per_row_stride: cols / g,
+                rows_per_scale_row: 1,
+            },
+            // Every row uses the single scale at index 0.
+            Scheme::Fp8Static => ScaleLayout {
+                width: cols,
+                per_row_stride: 0,
                 rows_per_scale_row: 1,
             },
             _ => ScaleLayout {
@@ -418,6 +463,7 @@ mod tests {
             cols,
             data,
             scale_dtype,
+            input_absmax: Some(3.0),
         };
         quantize_tensor(Isa::detect(), scheme, &input).unwrap()
     }
@@ -440,6 +486,7 @@ mod tests {
         let schemes = [
             Scheme::Fp8Dynamic,
             Scheme::Fp8Block,
+            Scheme::Fp8Static,
             Scheme::W8A8,
             Scheme::W8A16 { group: None },
             Scheme::W8A16 { group: Some(64) },

@@ -9,11 +9,14 @@ use temper_core::writer::TensorSpec;
 /// FP8_BLOCK tile: 128 output rows by 128 input columns.
 pub const FP8_BLOCK: (usize, usize) = (128, 128);
 
+/// Largest finite FP8 E4M3 magnitude: scales are absmax / this.
+pub const FP8_MAX: f32 = temper_kernels::FP8_E4M3_MAX;
+
 impl Scheme {
     /// compressed-tensors `format`.
     pub fn format(&self) -> &'static str {
         match self {
-            Scheme::Fp8Dynamic | Scheme::Fp8Block => "float-quantized",
+            Scheme::Fp8Dynamic | Scheme::Fp8Block | Scheme::Fp8Static => "float-quantized",
             Scheme::W8A16 { .. } => "pack-quantized",
             Scheme::W8A8 => "int-quantized",
         }
@@ -47,6 +50,7 @@ impl Scheme {
     pub fn scale_shape(&self, rows: usize, cols: usize) -> Vec<usize> {
         match self {
             Scheme::Fp8Block => vec![rows.div_ceil(FP8_BLOCK.0), cols.div_ceil(FP8_BLOCK.1)],
+            Scheme::Fp8Static => vec![1],
             _ => vec![rows, self.groups_per_row(cols)],
         }
     }
@@ -71,6 +75,11 @@ impl Scheme {
                     scale,
                 ]
             }
+            Scheme::Fp8Static => vec![
+                TensorSpec::new(format!("{prefix}.weight"), Dtype::F8_E4M3, vec![rows, cols]),
+                scale,
+                TensorSpec::new(format!("{prefix}.input_scale"), scale_dtype, vec![1]),
+            ],
             Scheme::W8A8 => vec![
                 TensorSpec::new(format!("{prefix}.weight"), Dtype::I8, vec![rows, cols]),
                 scale,
@@ -111,6 +120,7 @@ impl Scheme {
         let (kind, strategy, group, block) = match *self {
             Scheme::Fp8Dynamic => ("float", "channel", None, None),
             Scheme::Fp8Block => ("float", "block", None, Some([FP8_BLOCK.0, FP8_BLOCK.1])),
+            Scheme::Fp8Static => ("float", "tensor", None, None),
             Scheme::W8A16 { group: None } | Scheme::W8A8 => ("int", "channel", None, None),
             Scheme::W8A16 { group: Some(g) } => ("int", "group", Some(g), None),
         };
@@ -133,6 +143,11 @@ impl Scheme {
             Scheme::Fp8Dynamic => dynamic("float", "token", None),
             Scheme::Fp8Block => dynamic("float", "group", Some(FP8_BLOCK.1)),
             Scheme::W8A8 => dynamic("int", "token", None),
+            Scheme::Fp8Static => json!({
+                "num_bits": 8, "type": "float", "strategy": "tensor", "symmetric": true, "dynamic": false,
+                "group_size": null, "block_structure": null, "actorder": null, "observer": "minmax",
+                "observer_kwargs": {},
+            }),
             Scheme::W8A16 { .. } => Value::Null,
         }
     }
@@ -140,7 +155,7 @@ impl Scheme {
     /// Largest representable code magnitude: the scale is absmax / this.
     pub fn qmax(&self) -> f32 {
         match self {
-            Scheme::Fp8Dynamic | Scheme::Fp8Block => 448.0,
+            Scheme::Fp8Dynamic | Scheme::Fp8Block | Scheme::Fp8Static => 448.0,
             // Symmetric [-127, 127]: the largest weight maps exactly onto a code, and no
             // clamping error appears (llm-compressor uses 127.5 and clamps at 127).
             Scheme::W8A16 { .. } | Scheme::W8A8 => 127.0,
@@ -148,7 +163,12 @@ impl Scheme {
     }
 
     pub fn is_fp8(&self) -> bool {
-        matches!(self, Scheme::Fp8Dynamic | Scheme::Fp8Block)
+        matches!(self, Scheme::Fp8Dynamic | Scheme::Fp8Block | Scheme::Fp8Static)
+    }
+
+    /// Whether the scheme needs calibration data run through the model.
+    pub fn needs_calibration(&self) -> bool {
+        *self == Scheme::Fp8Static
     }
 }
 
@@ -199,6 +219,21 @@ mod tests {
         let c = Scheme::W8A16 { group: None }.quantization_config(&[]);
         assert_eq!(c["format"], "pack-quantized");
         assert!(c["config_groups"]["group_0"]["input_activations"].is_null());
+        let c = Scheme::Fp8Static.quantization_config(&[]);
+        let g = &c["config_groups"]["group_0"];
+        assert_eq!(g["weights"]["strategy"], "tensor");
+        assert_eq!(g["input_activations"]["strategy"], "tensor");
+        assert_eq!(g["input_activations"]["dynamic"], false);
+        let t = Scheme::Fp8Static.output_tensors("m.q", 300, 129, Dtype::BF16);
+        let names: Vec<_> = t.iter().map(|t| (t.name.as_str(), t.shape.clone())).collect();
+        assert_eq!(
+            names,
+            vec![
+                ("m.q.weight", vec![300, 129]),
+                ("m.q.weight_scale", vec![1]),
+                ("m.q.input_scale", vec![1])
+            ]
+        );
         let c = Scheme::Fp8Block.quantization_config(&[]);
         assert_eq!(
             c["config_groups"]["group_0"]["weights"]["block_structure"],

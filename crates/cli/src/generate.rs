@@ -1,0 +1,90 @@
+//! `optimize generate`: stream text from a model on the CPU and report prefill and decode speed.
+
+use crate::args::GenerateArgs;
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+use std::io::Write;
+use temper_runtime::generate::{generate, GenerateOptions};
+use temper_runtime::{LoadOptions, Model};
+use temper_text::chat::{ChatTemplate, Message};
+use temper_text::sampling::SamplingParams;
+
+pub fn run(args: &GenerateArgs) -> Result<Value> {
+    let tokenizer = temper_text::tokenizer::load_tokenizer(&args.model.join("tokenizer.json"))?;
+    let prompt_text = if args.chat {
+        let template = ChatTemplate::from_model_dir(&args.model)?.with_context(|| {
+            format!(
+                "--chat: {} has no chat_template in tokenizer_config.json; leave out --chat to use \
+                 the prompt as plain text",
+                args.model.display()
+            )
+        })?;
+        let mut messages = Vec::new();
+        if let Some(system) = &args.system {
+            messages.push(Message::new("system", system));
+        }
+        messages.push(Message::new("user", &args.prompt));
+        template.render(&messages, true)?
+    } else {
+        args.prompt.clone()
+    };
+    // A rendered chat prompt already holds its special tokens as text.
+    let encoding = tokenizer
+        .encode(prompt_text.as_str(), !args.chat)
+        .map_err(|e| anyhow::anyhow!("tokenizing the prompt: {e}"))?;
+    let prompt = encoding.get_ids().to_vec();
+    let defaults = temper_text::config::GenerationDefaults::from_model_dir(&args.model, &tokenizer)?;
+
+    let load_started = std::time::Instant::now();
+    let model = Model::load(
+        &args.model,
+        &LoadOptions {
+            weight_only: args.weight_only,
+            ..Default::default()
+        },
+    )?;
+    let load_seconds = load_started.elapsed().as_secs_f64();
+    let opts = GenerateOptions {
+        max_new_tokens: args.max_tokens,
+        sampling: SamplingParams {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            seed: args.seed,
+        },
+        stop_strings: args.stop.clone(),
+        eos_token_ids: defaults.eos_token_ids.clone(),
+    };
+    let mut stdout = std::io::stdout();
+    let mut print = |piece: &str| {
+        if !args.json {
+            let _ = stdout.write_all(piece.as_bytes());
+            let _ = stdout.flush();
+        }
+    };
+    let report = generate(&model, &tokenizer, &prompt, &opts, &mut print)?;
+    if !args.json {
+        println!();
+        eprintln!(
+            "[{}] prefill {} tokens in {:.3} s ({:.1} tokens/s); decode {} tokens in {:.3} s ({:.1} tokens/s); stopped: {:?}",
+            model.format(),
+            report.prompt_tokens,
+            report.prefill_seconds,
+            report.prefill_tokens_per_second,
+            report.decode_steps,
+            report.decode_seconds,
+            report.decode_tokens_per_second,
+            report.finish_reason,
+        );
+    }
+    Ok(json!({
+        "status": "completed",
+        "model": args.model.display().to_string(),
+        "format": model.format(),
+        "weight_bytes_per_token": model.weight_bytes_per_token(),
+        "isa": temper_kernels::Isa::detect().name(),
+        "threads": rayon::current_num_threads(),
+        "load_seconds": load_seconds,
+        "report": report,
+    }))
+}

@@ -1,0 +1,96 @@
+//! The key/value cache of one sequence: preallocated per layer and filled in place, so a decode
+//! step copies only its own keys and values (no re-concatenation of the history).
+
+use crate::error::{Result, RuntimeError};
+use crate::params::ModelParams;
+use crate::rope::RopeTables;
+use candle_core::{DType, Device, Tensor};
+
+/// Keys and values of every layer, `[kv_heads, capacity, head_dim]` each, plus the rotary
+/// tables for the same positions.
+pub struct KvCache {
+    keys: Vec<Tensor>,
+    values: Vec<Tensor>,
+    len: usize,
+    capacity: usize,
+    pub(crate) rope: RopeTables,
+}
+
+impl KvCache {
+    /// A cache for up to `capacity` positions (prompt plus generated tokens).
+    pub fn new(params: &ModelParams, capacity: usize) -> Result<Self> {
+        if capacity == 0 {
+            return Err(RuntimeError::Input("a KV cache needs at least one position".into()));
+        }
+        if capacity > params.max_positions {
+            return Err(RuntimeError::ContextOverflow {
+                needed: capacity,
+                limit: params.max_positions,
+                advice: "the model's max_position_embeddings is the longest sequence it was trained \
+                         for; shorten the prompt or ask for fewer new tokens"
+                    .into(),
+            });
+        }
+        let shape = (params.num_kv_heads, capacity, params.head_dim);
+        let zeros = || Tensor::zeros(shape, DType::F32, &Device::Cpu);
+        let mut keys = Vec::with_capacity(params.num_layers);
+        let mut values = Vec::with_capacity(params.num_layers);
+        for _ in 0..params.num_layers {
+            keys.push(zeros()?);
+            values.push(zeros()?);
+        }
+        Ok(KvCache {
+            keys,
+            values,
+            len: 0,
+            capacity,
+            rope: RopeTables::new(
+                params.head_dim,
+                params.rope_theta,
+                &params.rope_scaling,
+                capacity,
+            )?,
+        })
+    }
+
+    /// Positions filled so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Forgets everything (the buffers are kept for the next sequence).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Drops positions from `len` on (e.g. rejected speculative tokens).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// Writes layer `layer`'s new keys and values (`[kv_heads, new, head_dim]`) after the
+    /// current positions and returns all keys and values so far.
+    pub(crate) fn append(&self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let new = k.dim(1)?;
+        self.keys[layer].slice_set(k, 1, self.len)?;
+        self.values[layer].slice_set(v, 1, self.len)?;
+        let total = self.len + new;
+        Ok((
+            self.keys[layer].narrow(1, 0, total)?,
+            self.values[layer].narrow(1, 0, total)?,
+        ))
+    }
+
+    /// Marks `n` more positions as filled (after every layer appended them).
+    pub(crate) fn advance(&mut self, n: usize) {
+        self.len += n;
+    }
+}

@@ -1,0 +1,146 @@
+//! Text generation: prefill the prompt, then decode one token at a time through the KV cache,
+//! streaming text as it becomes final and timing both phases.
+
+use crate::error::{Result, RuntimeError};
+use crate::model::{Logits, Model};
+use serde::Serialize;
+use std::time::Instant;
+use temper_text::sampling::{Sampler, SamplingParams};
+use temper_text::stream::{StopStrings, TextStream};
+use tokenizers::Tokenizer;
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    pub max_new_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Generation ends before any of these strings; they are not part of the text.
+    pub stop_strings: Vec<String>,
+    /// Token ids that end generation (not part of the text).
+    pub eos_token_ids: Vec<u32>,
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The model produced an end-of-sequence token.
+    Eos,
+    /// A stop string appeared.
+    Stop,
+    /// `max_new_tokens` (or the context window) was reached.
+    Length,
+}
+
+/// The generated text and every timing.
+#[derive(Debug, Clone, Serialize)]
+pub struct GenerateReport {
+    pub text: String,
+    pub finish_reason: FinishReason,
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    /// Prompt forward pass plus choosing the first token.
+    pub prefill_seconds: f64,
+    pub prefill_tokens_per_second: f64,
+    /// Forward passes after the first token, one token each.
+    pub decode_steps: usize,
+    pub decode_seconds: f64,
+    pub decode_tokens_per_second: f64,
+}
+
+/// Generates from `prompt` (token ids), calling `on_text` with each piece of final text.
+pub fn generate(
+    model: &Model,
+    tokenizer: &Tokenizer,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<GenerateReport> {
+    let limit = model.params().max_positions;
+    if prompt.is_empty() {
+        return Err(RuntimeError::Input(
+            "the prompt is empty (no tokens after tokenization)".into(),
+        ));
+    }
+    if prompt.len() >= limit {
+        return Err(RuntimeError::ContextOverflow {
+            needed: prompt.len() + 1,
+            limit,
+            advice: format!(
+                "the prompt alone is {} tokens and the model's context window \
+                 (max_position_embeddings) is {limit}; shorten the prompt",
+                prompt.len()
+            ),
+        });
+    }
+    let max_new = opts.max_new_tokens.min(limit - prompt.len());
+    let mut sampler = Sampler::new(opts.sampling.clone())?;
+    let mut stream = TextStream::new(tokenizer);
+    let mut stops = StopStrings::new(opts.stop_strings.clone());
+    let mut cache = model.new_cache(prompt.len() + max_new.max(1))?;
+    let mut text = String::new();
+    let mut emit = |piece: &str, text: &mut String| {
+        if !piece.is_empty() {
+            on_text(piece);
+            text.push_str(piece);
+        }
+    };
+
+    let started = Instant::now();
+    let logits = model.forward(prompt, &mut cache, Logits::Last)?;
+    let mut next = sampler.sample(&logits.flatten_all()?.to_vec1::<f32>()?);
+    let prefill_seconds = started.elapsed().as_secs_f64();
+
+    let decode_started = Instant::now();
+    let mut generated = 0;
+    let mut decode_steps = 0;
+    let finish = loop {
+        if max_new == 0 {
+            break FinishReason::Length;
+        }
+        if opts.eos_token_ids.contains(&next) {
+            break FinishReason::Eos;
+        }
+        generated += 1;
+        let delta = stream.push(next)?;
+        let out = stops.push(&delta);
+        emit(&out.text, &mut text);
+        if out.stopped {
+            break FinishReason::Stop;
+        }
+        if generated == max_new {
+            break FinishReason::Length;
+        }
+        let logits = model.forward(&[next], &mut cache, Logits::Last)?;
+        decode_steps += 1;
+        next = sampler.sample(&logits.flatten_all()?.to_vec1::<f32>()?);
+    };
+    let decode_seconds = decode_started.elapsed().as_secs_f64();
+    if finish != FinishReason::Stop {
+        let tail = stream.finish()?;
+        let out = stops.push(&tail);
+        emit(&out.text, &mut text);
+        if !out.stopped {
+            emit(&stops.finish(), &mut text);
+        }
+    }
+    Ok(GenerateReport {
+        text,
+        finish_reason: if stops.stopped() {
+            FinishReason::Stop
+        } else {
+            finish
+        },
+        prompt_tokens: prompt.len(),
+        generated_tokens: generated,
+        prefill_seconds,
+        prefill_tokens_per_second: prompt.len() as f64 / prefill_seconds,
+        decode_steps,
+        decode_seconds,
+        decode_tokens_per_second: if decode_steps > 0 {
+            decode_steps as f64 / decode_seconds
+        } else {
+            0.0
+        },
+    })
+}

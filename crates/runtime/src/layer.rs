@@ -1,0 +1,140 @@
+//! One Llama-family decoder layer: RMSNorm, grouped-query attention with rotary embeddings,
+//! RMSNorm, SwiGLU MLP, each with a residual connection.
+
+use crate::cache::KvCache;
+use crate::error::Result;
+use crate::linear::Linear;
+use crate::params::ModelParams;
+use candle_core::{Tensor, D};
+
+/// A projection (possibly several fused ones) and the checkpoint modules it came from.
+pub struct Projection {
+    /// One Linear, or several when their formats could not be fused; outputs are concatenated.
+    pub parts: Vec<Linear>,
+    /// Module names in output order, e.g. `model.layers.0.self_attn.q_proj`.
+    pub modules: Vec<String>,
+}
+
+impl Projection {
+    /// Adds the largest |input| seen by this projection (when observing) under each of its
+    /// module names: fused modules share one input.
+    pub fn record_observed(&self, out: &mut std::collections::BTreeMap<String, f32>) {
+        let seen = self
+            .parts
+            .iter()
+            .filter_map(Linear::observed_absmax)
+            .fold(None, |acc: Option<f32>, v| Some(acc.map_or(v, |a| a.max(v))));
+        if let Some(v) = seen {
+            for m in &self.modules {
+                out.insert(m.clone(), v);
+            }
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self.parts.as_slice() {
+            [one] => one.forward(x),
+            parts => {
+                let outs = parts
+                    .iter()
+                    .map(|p| p.forward(x))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Tensor::cat(&outs, D::Minus1)?)
+            }
+        }
+    }
+}
+
+pub struct Layer {
+    pub input_norm: Tensor,
+    pub post_attention_norm: Tensor,
+    /// q, k and v along the output dimension.
+    pub qkv: Projection,
+    pub o: Projection,
+    /// gate and up along the output dimension.
+    pub gate_up: Projection,
+    pub down: Projection,
+}
+
+/// What the layer needs besides its input.
+pub struct Step<'a> {
+    pub params: &'a ModelParams,
+    pub index: usize,
+    /// Rotary tables for the new positions, `[new, head_dim/2]`.
+    pub cos: &'a Tensor,
+    pub sin: &'a Tensor,
+    /// Additive causal mask `[new, past + new]`, when more than one position is new.
+    pub mask: Option<&'a Tensor>,
+}
+
+impl Layer {
+    pub fn projections(&self) -> [&Projection; 4] {
+        [&self.qkv, &self.o, &self.gate_up, &self.down]
+    }
+
+    /// `x`: `[new, hidden]`; returns the same shape. Without a cache the positions are the
+    /// whole sequence (evaluation one layer at a time).
+    pub fn forward(&self, x: &Tensor, cache: Option<&KvCache>, step: &Step) -> Result<Tensor> {
+        let eps = step.params.rms_norm_eps as f32;
+        let h = candle_nn::ops::rms_norm(x, &self.input_norm, eps)?;
+        let attn = self.attention(&h, cache, step)?;
+        let x = (x + attn)?;
+        let h = candle_nn::ops::rms_norm(&x, &self.post_attention_norm, eps)?;
+        let mlp = self.mlp(&h, step.params)?;
+        Ok((x + mlp)?)
+    }
+
+    fn attention(&self, h: &Tensor, cache: Option<&KvCache>, step: &Step) -> Result<Tensor> {
+        let p = step.params;
+        let (new, d) = (h.dim(0)?, p.head_dim);
+        let (nh, nkv) = (p.num_heads, p.num_kv_heads);
+        let qkv = self.qkv.forward(h)?;
+        // [new, heads * d] -> [1, heads, new, d], the layout candle-nn's rope takes.
+        let heads = |start: usize, count: usize| -> Result<Tensor> {
+            Ok(qkv
+                .narrow(1, start * d, count * d)?
+                .reshape((new, count, d))?
+                .transpose(0, 1)?
+                .contiguous()?
+                .unsqueeze(0)?)
+        };
+        let q = candle_nn::rotary_emb::rope(&heads(0, nh)?, step.cos, step.sin)?;
+        let k = candle_nn::rotary_emb::rope(&heads(nh, nkv)?, step.cos, step.sin)?;
+        let v = heads(nh + nkv, nkv)?;
+        let (k, v) = match cache {
+            Some(cache) => cache.append(step.index, &k.squeeze(0)?, &v.squeeze(0)?)?,
+            None => (k.squeeze(0)?, v.squeeze(0)?),
+        };
+        let total = k.dim(1)?;
+
+        // Grouped-query attention without copying keys: query heads sharing a kv head are
+        // consecutive, so [heads, new, d] regroups as [kv_heads, group * new, d].
+        let group = nh / nkv;
+        let q = q.squeeze(0)?.reshape((nkv, group * new, d))?;
+        let scores = (q.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?;
+        let scores = match step.mask {
+            Some(mask) => scores
+                .reshape((nkv, group, new, total))?
+                .broadcast_add(mask)?
+                .reshape((nkv, group * new, total))?,
+            None => scores,
+        };
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let out = probs.matmul(&v)?; // [kv_heads, group * new, d]
+        let out = out
+            .reshape((nh, new, d))?
+            .transpose(0, 1)?
+            .contiguous()?
+            .reshape((new, nh * d))?;
+        self.o.forward(&out)
+    }
+
+    fn mlp(&self, h: &Tensor, p: &ModelParams) -> Result<Tensor> {
+        let f = p.intermediate_size;
+        let gate_up = self.gate_up.forward(h)?;
+        let gate = gate_up.narrow(1, 0, f)?;
+        let up = gate_up.narrow(1, f, f)?;
+        let act = (gate.silu()? * up)?;
+        self.down.forward(&act)
+    }
+}

@@ -1,0 +1,375 @@
+//! A Llama-family causal language model (Llama, Mistral, Qwen2) loaded straight from a Hugging
+//! Face directory or a compressed-tensors artifact, with the weights in their stored format.
+
+use crate::cache::KvCache;
+use crate::error::{Result, RuntimeError};
+use crate::layer::{Layer, Projection, Step};
+use crate::linear::{self, ActQuant, Linear};
+use crate::load::{self, LoadedLinear};
+use crate::params::ModelParams;
+use crate::quant_config::{LinearScheme, QuantConfig};
+use candle_core::{Device, Tensor};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use temper_core::checkpoint::Checkpoint;
+use temper_kernels::matmul::Matrix;
+
+/// How to load a model.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Keep activations in f32 even where the checkpoint asks for INT8/FP8 activations: what an
+    /// engine does on GPUs without native FP8 (A10G, A100) for FP8 checkpoints.
+    pub weight_only: bool,
+    /// Dequantize every quantized weight to f32 at load (a slow, plain-arithmetic twin used
+    /// to check the quantized kernels).
+    pub dequantize: bool,
+    /// Record the largest |input| of every Linear (static FP8 calibration).
+    pub observe_inputs: bool,
+}
+
+/// Which positions to compute logits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last new position (generation).
+    Last,
+    /// Every new position (evaluation).
+    All,
+}
+
+pub struct Model {
+    params: ModelParams,
+    dir: PathBuf,
+    layers: Vec<Layer>,
+    head: Head,
+    /// A short description of the weight formats, e.g. "fp8 (per-token fp8 activations)".
+    format: String,
+}
+
+impl Model {
+    /// Loads the model in `dir` (config.json + safetensors).
+    pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Model> {
+        let source = LayerSource::open(dir, opts)?;
+        let layers = (0..source.params.num_layers)
+            .map(|i| source.layer(i))
+            .collect::<Result<Vec<_>>>()?;
+        let head = source.head()?;
+        Ok(Model {
+            format: describe_format(&layers),
+            dir: dir.to_path_buf(),
+            params: source.params,
+            layers,
+            head,
+        })
+    }
+
+    pub fn params(&self) -> &ModelParams {
+        &self.params
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// e.g. `"int8 per-channel, int8 per-token activations"`.
+    pub fn format(&self) -> &str {
+        &self.format
+    }
+
+    /// Weight bytes one decode step streams (every Linear and the LM head).
+    pub fn weight_bytes_per_token(&self) -> usize {
+        self.projections()
+            .flat_map(|p| p.parts.iter())
+            .map(|l| l.matrix().weight_bytes())
+            .sum()
+    }
+
+    /// A fresh KV cache for sequences of up to `capacity` positions.
+    pub fn new_cache(&self, capacity: usize) -> Result<KvCache> {
+        KvCache::new(&self.params, capacity)
+    }
+
+    /// Runs `tokens` after what `cache` already holds and returns logits `[n, vocab]`, `n` being
+    /// 1 for [`Logits::Last`] and `tokens.len()` for [`Logits::All`].
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, want: Logits) -> Result<Tensor> {
+        let new = tokens.len();
+        let past = cache.len();
+        if new == 0 {
+            return Err(RuntimeError::Input("no tokens to run".into()));
+        }
+        if past + new > cache.capacity() {
+            return Err(RuntimeError::ContextOverflow {
+                needed: past + new,
+                limit: cache.capacity(),
+                advice: format!(
+                    "the model accepts at most {} positions (max_position_embeddings); shorten \
+                     the prompt or ask for fewer new tokens",
+                    self.params.max_positions
+                ),
+            });
+        }
+        let x = self.head.embed(tokens)?;
+        let cos = cache.rope.cos.narrow(0, past, new)?;
+        let sin = cache.rope.sin.narrow(0, past, new)?;
+        let mask = (new > 1).then(|| causal_mask(past, new)).transpose()?;
+        let mut x = x;
+        for (index, layer) in self.layers.iter().enumerate() {
+            let step = Step {
+                params: &self.params,
+                index,
+                cos: &cos,
+                sin: &sin,
+                mask: mask.as_ref(),
+            };
+            x = layer.forward(&x, Some(cache), &step)?;
+        }
+        cache.advance(new);
+        let x = match want {
+            Logits::Last => x.narrow(0, new - 1, 1)?,
+            Logits::All => x,
+        };
+        self.head.logits(&x, self.params.rms_norm_eps)
+    }
+
+    /// The largest |input| each Linear module saw since loading with
+    /// [`LoadOptions::observe_inputs`] (fused modules share their input and their value).
+    pub fn observed_input_absmax(&self) -> BTreeMap<String, f32> {
+        let mut out = BTreeMap::new();
+        for p in self.projections() {
+            p.record_observed(&mut out);
+        }
+        out
+    }
+
+    fn projections(&self) -> impl Iterator<Item = &Projection> {
+        self.layers
+            .iter()
+            .flat_map(|l| l.projections())
+            .chain(std::iter::once(&self.head.lm_head))
+    }
+}
+
+/// The embedding, final norm and LM head: what runs before and after the layers.
+pub struct Head {
+    /// `None` when tied to the LM head.
+    embed: Option<Matrix>,
+    norm: Tensor,
+    lm_head: Projection,
+}
+
+/// A checkpoint from which layers are loaded one at a time, so a pass over many sequences can
+/// hold one layer in memory instead of the whole model (evaluation and calibration of models
+/// larger than memory).
+pub struct LayerSource {
+    ckpt: Checkpoint,
+    params: ModelParams,
+    quant: Option<QuantConfig>,
+    opts: LoadOptions,
+}
+
+impl LayerSource {
+    pub fn open(dir: &Path, opts: &LoadOptions) -> Result<Self> {
+        let ckpt = Checkpoint::open(dir)?;
+        let params = ModelParams::from_config(&ckpt.config)?;
+        let quant = QuantConfig::from_config(&ckpt.config)?;
+        Ok(LayerSource {
+            ckpt,
+            params,
+            quant,
+            opts: opts.clone(),
+        })
+    }
+
+    pub fn params(&self) -> &ModelParams {
+        &self.params
+    }
+
+    /// A short description of the weight and activation formats (of the first layer).
+    pub fn format(&self) -> Result<String> {
+        Ok(describe_format(&[self.layer(0)?]))
+    }
+
+    fn scheme(&self, module: &str) -> LinearScheme {
+        self.quant
+            .as_ref()
+            .map_or(LinearScheme::DENSE, |q| q.scheme_for(module))
+    }
+
+    fn linear(&self, name: String, rows: usize, cols: usize) -> Result<(String, LoadedLinear)> {
+        let l = load::load_linear(&self.ckpt, &name, rows, cols, self.scheme(&name))?;
+        Ok((name, l))
+    }
+
+    /// Decoder layer `i`, copied out of the checkpoint (whose pages are then released).
+    pub fn layer(&self, i: usize) -> Result<Layer> {
+        let p = &self.params;
+        let (h, f, d) = (p.hidden_size, p.intermediate_size, p.head_dim);
+        let (nh, nkv) = (p.num_heads, p.num_kv_heads);
+        let at = |m: &str| format!("model.layers.{i}.self_attn.{m}");
+        let mlp = |m: &str| format!("model.layers.{i}.mlp.{m}");
+        let qkv = vec![
+            self.linear(at("q_proj"), nh * d, h)?,
+            self.linear(at("k_proj"), nkv * d, h)?,
+            self.linear(at("v_proj"), nkv * d, h)?,
+        ];
+        let o = vec![self.linear(at("o_proj"), h, nh * d)?];
+        let gate_up = vec![
+            self.linear(mlp("gate_proj"), f, h)?,
+            self.linear(mlp("up_proj"), f, h)?,
+        ];
+        let down = vec![self.linear(mlp("down_proj"), h, f)?];
+        let layer = Layer {
+            input_norm: norm(&self.ckpt, &format!("model.layers.{i}.input_layernorm.weight"), h)?,
+            post_attention_norm: norm(
+                &self.ckpt,
+                &format!("model.layers.{i}.post_attention_layernorm.weight"),
+                h,
+            )?,
+            qkv: projection(qkv, &self.opts)?,
+            o: projection(o, &self.opts)?,
+            gate_up: projection(gate_up, &self.opts)?,
+            down: projection(down, &self.opts)?,
+        };
+        let prefix = format!("model.layers.{i}.");
+        for e in self.ckpt.tensors().iter().filter(|e| e.name.starts_with(&prefix)) {
+            self.ckpt.release(e);
+        }
+        Ok(layer)
+    }
+
+    /// The embedding, final norm and LM head.
+    pub fn head(&self) -> Result<Head> {
+        let p = &self.params;
+        let embed_name = "model.embed_tokens.weight";
+        let embed = load::dense_matrix(&self.ckpt, embed_name, p.vocab_size, p.hidden_size)?;
+        let (embed, lm_head) = if p.tie_word_embeddings {
+            let lm = Linear::new(embed, None, ActQuant::None)?;
+            (None, single(lm, embed_name))
+        } else {
+            let l = self.linear("lm_head".into(), p.vocab_size, p.hidden_size)?;
+            (Some(embed), projection(vec![l], &self.opts)?)
+        };
+        Ok(Head {
+            embed,
+            norm: norm(&self.ckpt, "model.norm.weight", p.hidden_size)?,
+            lm_head,
+        })
+    }
+}
+
+impl Head {
+    /// The LM head (observed during calibration like any Linear).
+    pub fn lm_head(&self) -> &Projection {
+        &self.lm_head
+    }
+
+    fn embedding_matrix(&self) -> &Matrix {
+        match &self.embed {
+            Some(m) => m,
+            None => self.lm_head.parts[0].matrix(),
+        }
+    }
+
+    /// Hidden states `[tokens, hidden]` of `tokens`.
+    pub fn embed(&self, tokens: &[u32]) -> Result<Tensor> {
+        let table = self.embedding_matrix();
+        let h = table.cols();
+        let mut x = vec![0f32; tokens.len() * h];
+        for (&t, row) in tokens.iter().zip(x.chunks_exact_mut(h)) {
+            if t as usize >= table.rows() {
+                return Err(RuntimeError::Input(format!(
+                    "token id {t} is outside the vocabulary of {} tokens",
+                    table.rows()
+                )));
+            }
+            table.row(t as usize, row);
+        }
+        Ok(Tensor::from_vec(x, (tokens.len(), h), &Device::Cpu)?)
+    }
+
+    /// Final norm then LM head: logits `[n, vocab]` of hidden states `[n, hidden]`.
+    pub fn logits(&self, x: &Tensor, eps: f64) -> Result<Tensor> {
+        let x = candle_nn::ops::rms_norm(x, &self.norm, eps as f32)?;
+        self.lm_head.forward(&x)
+    }
+}
+
+fn norm(ckpt: &Checkpoint, name: &str, size: usize) -> Result<Tensor> {
+    let w = load::float_tensor(ckpt, name, &[size])?;
+    Ok(Tensor::from_vec(w, size, &Device::Cpu)?)
+}
+
+fn single(lin: Linear, module: &str) -> Projection {
+    Projection {
+        parts: vec![lin],
+        modules: vec![module.to_string()],
+    }
+}
+
+/// Wraps loaded Linears (fusing those that share a format) as one projection.
+fn projection(parts: Vec<(String, LoadedLinear)>, opts: &LoadOptions) -> Result<Projection> {
+    let mut modules = Vec::with_capacity(parts.len());
+    let mut linears = Vec::with_capacity(parts.len());
+    for (name, l) in parts {
+        let act = if opts.weight_only || opts.dequantize {
+            ActQuant::None
+        } else {
+            l.act
+        };
+        let mut lin = Linear::new(l.matrix, l.bias, act)?;
+        if opts.dequantize {
+            lin = linear::dequantized(&lin)?;
+        }
+        lin.observe_inputs(opts.observe_inputs);
+        modules.push(name);
+        linears.push(lin);
+    }
+    let mut parts = linear::fuse(linears);
+    if opts.observe_inputs {
+        parts.iter_mut().for_each(|p| p.observe_inputs(true));
+    }
+    Ok(Projection { parts, modules })
+}
+
+/// `0` where query `i` (at position `past + i`) may see key `j`, `-inf` after it.
+pub(crate) fn causal_mask(past: usize, new: usize) -> Result<Tensor> {
+    let total = past + new;
+    let mask: Vec<f32> = (0..new)
+        .flat_map(|i| (0..total).map(move |j| if j <= past + i { 0.0 } else { f32::NEG_INFINITY }))
+        .collect();
+    Ok(Tensor::from_vec(mask, (new, total), &Device::Cpu)?)
+}
+
+fn describe_format(layers: &[Layer]) -> String {
+    let Some(first) = layers.first() else {
+        return "no layers".into();
+    };
+    let lin = &first.gate_up.parts[0];
+    let weights = match lin.matrix().weights() {
+        temper_kernels::matmul::Weights::F32(_) => "f32".to_string(),
+        temper_kernels::matmul::Weights::F16(_) => "f16".to_string(),
+        temper_kernels::matmul::Weights::Bf16(_) => "bf16".to_string(),
+        temper_kernels::matmul::Weights::Int8 { group, .. } => {
+            format!("int8 {}", group_name(*group, lin.cols()))
+        }
+        temper_kernels::matmul::Weights::Fp8 { group, .. } => {
+            format!("fp8 e4m3 {}", group_name(*group, lin.cols()))
+        }
+    };
+    let acts = match lin.act() {
+        ActQuant::None => "f32 activations",
+        ActQuant::Int8PerToken => "int8 per-token activations",
+        ActQuant::Fp8PerGroup { group } if group == lin.cols() => "fp8 per-token activations",
+        ActQuant::Fp8PerGroup { .. } => "fp8 per-group activations",
+        ActQuant::Fp8PerTensor => "fp8 per-tensor dynamic activations",
+        ActQuant::Fp8Static { .. } => "fp8 static activations",
+    };
+    format!("{weights}, {acts}")
+}
+
+fn group_name(group: usize, cols: usize) -> String {
+    if group == cols {
+        "per channel".into()
+    } else {
+        format!("group {group}")
+    }
+}
