@@ -239,7 +239,12 @@ fn options_that_cannot_work_are_refused_before_any_work() {
     expect_failure(
         m.path(),
         &["--scheme", "FP8"],
-        &["OPTION_FP8_SCHEME=FP8", "calibration", "FP8_DYNAMIC"],
+        &["tokenizer.json", "calibrate input scales", "FP8_DYNAMIC"],
+    );
+    expect_failure(
+        m.path(),
+        &["--scheme", "FP8_DYNAMIC", "--calib-data", "/nonexistent/calib.txt"],
+        &["/nonexistent/calib.txt"],
     );
     expect_failure(
         m.path(),

@@ -249,7 +249,7 @@ fn every_job_measures_what_quantization_cost() {
     TinyModel::default().write(&tiny);
     let out = tmp.path().join("tiny-fp8");
     let o = quantize(&tiny, "ml.g6.12xlarge", &out, &["--quantize", "fp8", "--json"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}{}", stderr(&o), String::from_utf8_lossy(&o.stdout));
     let m = manifest(&out);
     assert_eq!(m["evaluation"]["measured"], false);
     assert!(m["evaluation"]["reason"].as_str().unwrap().contains("tokenizer.json"));

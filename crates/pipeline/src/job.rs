@@ -178,26 +178,37 @@ fn prepare_samples(plan: &QuantizePlan) -> Result<(Option<SampleWindows>, Option
     }
     let config = &plan.checkpoint.config;
     if config.family == temper_core::config::Family::Unknown {
-        return Ok((
-            None,
-            Some(format!(
-                "the model runtime runs {} models, not `{}`, so the artifact's quality was not measured",
-                temper_core::config::Family::SUPPORTED,
-                config.model_type
-            )),
-        ));
+        let reason = format!(
+            "the model runtime runs {} models, not `{}`",
+            temper_core::config::Family::SUPPORTED,
+            config.model_type
+        );
+        return skip_or_fail(calibrate, reason);
     }
-    if !plan.checkpoint.dir.join("tokenizer.json").is_file() {
-        return Ok((
-            None,
-            Some(format!(
-                "{} has no tokenizer.json, so no sample text could be tokenized and the artifact's                  quality was not measured",
-                plan.checkpoint.dir.display()
-            )),
-        ));
+    let tokenizer = plan.checkpoint.dir.join("tokenizer.json");
+    if !tokenizer.is_file() {
+        let reason = format!(
+            "{} has no tokenizer.json, so no sample text could be tokenized",
+            plan.checkpoint.dir.display()
+        );
+        return skip_or_fail(calibrate, reason);
+    }
+    if let Err(e) = temper_text::tokenizer::load_tokenizer(&tokenizer) {
+        return skip_or_fail(calibrate, e.to_string());
     }
     // A user's data file that cannot be read is an error in the job, not a skipped check.
     samples::sample_windows(&plan.checkpoint.dir, opts, calibrate).map(|s| (Some(s), None))
+}
+
+/// Without usable sample text, evaluation is skipped with the reason; calibration, which the
+/// artifact cannot be written without, fails the job with it.
+fn skip_or_fail(calibrate: bool, reason: String) -> Result<(Option<SampleWindows>, Option<String>)> {
+    if calibrate {
+        return Err(Error::Plan(format!(
+            "{reason}; static FP8 needs it to calibrate input scales (use --scheme FP8_DYNAMIC, or add the model's tokenizer.json)"
+        )));
+    }
+    Ok((None, Some(format!("{reason}, so the artifact's quality was not measured"))))
 }
 
 /// Calibration and evaluation results for the manifest.

@@ -188,10 +188,19 @@ impl QuantizeOptions {
             None => true,
             Some(v) => parse_bool(OPTION_EVAL, v)?,
         };
+        let data: Option<std::path::PathBuf> = get(OPTION_CALIB_DATA)
+            .filter(|v| !v.is_empty())
+            .map(|v| v.strip_prefix("file://").unwrap_or(v).into());
+        // Checked now, so a mistyped path fails before any work rather than after it.
+        if let Some(path) = data.as_ref().filter(|p| !p.is_file()) {
+            return Err(Error::Option {
+                option: OPTION_CALIB_DATA.into(),
+                value: path.display().to_string(),
+                expected: "an existing file of plain text, ShareGPT JSON or JSON lines".into(),
+            });
+        }
         let samples = SampleOptions {
-            data: get(OPTION_CALIB_DATA)
-                .filter(|v| !v.is_empty())
-                .map(|v| v.strip_prefix("file://").unwrap_or(v).into()),
+            data,
             window_len: count(OPTION_MAX_MODEL_LEN, DEFAULT_WINDOW_LEN, 16)?,
             calibration_windows: count(OPTION_CALIB_SIZE, DEFAULT_CALIB_SIZE, 1)?,
             eval_windows: if eval {

@@ -223,7 +223,7 @@ mod tests {
     #[test]
     fn identical_logits_have_zero_kl_and_full_agreement() {
         let r = vec![0.1, 2.0, -1.0, 0.5, 0.3, 0.2];
-        let s = compare_logits(&r, &r, &[0, 1, 3], 3);
+        let s = compare_logits(&r, &r, &[0, 1, 2], 3);
         assert_eq!(s.positions, 2);
         assert_eq!(s.agree, 2);
         assert!(s.kl.abs() < 1e-12);

@@ -9,6 +9,7 @@
 //! in f32, so only the summation order differs from an FP8 tensor core.
 
 use crate::error::{Result, RuntimeError};
+use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU32, Ordering};
