@@ -33,7 +33,8 @@ pub fn run(args: &GenerateArgs) -> Result<Value> {
         .encode(prompt_text.as_str(), !args.chat)
         .map_err(|e| anyhow::anyhow!("tokenizing the prompt: {e}"))?;
     let prompt = encoding.get_ids().to_vec();
-    let defaults = temper_text::config::GenerationDefaults::from_model_dir(&args.model, &tokenizer)?;
+    let defaults =
+        temper_text::config::GenerationDefaults::from_model_dir(&args.model, &tokenizer)?;
 
     let load_started = std::time::Instant::now();
     let model = Model::load(

@@ -243,7 +243,12 @@ fn options_that_cannot_work_are_refused_before_any_work() {
     );
     expect_failure(
         m.path(),
-        &["--scheme", "FP8_DYNAMIC", "--calib-data", "/nonexistent/calib.txt"],
+        &[
+            "--scheme",
+            "FP8_DYNAMIC",
+            "--calib-data",
+            "/nonexistent/calib.txt",
+        ],
         &["/nonexistent/calib.txt"],
     );
     expect_failure(

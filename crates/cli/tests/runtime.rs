@@ -39,7 +39,9 @@ fn logits(model: &Model, tokens: &[u32]) -> Vec<Vec<f32>> {
         .unwrap()
 }
 
-const TOKENS: &[u32] = &[504, 3575, 282, 4649, 314, 7042, 30, 378, 2616, 282, 5027, 314];
+const TOKENS: &[u32] = &[
+    504, 3575, 282, 4649, 314, 7042, 30, 378, 2616, 282, 5027, 314,
+];
 
 #[test]
 fn quantized_kernels_match_plain_arithmetic_on_dequantized_weights() {
@@ -219,11 +221,19 @@ fn every_job_measures_what_quantization_cost() {
     let tmp = tempfile::tempdir().unwrap();
     // L4 (g6) runs FP8 natively: activations are quantized in the evaluation too.
     let native = tmp.path().join("fp8-g6");
-    let o = quantize(smollm2(), "ml.g6.12xlarge", &native, &["--quantize", "fp8", "--json"]);
+    let o = quantize(
+        smollm2(),
+        "ml.g6.12xlarge",
+        &native,
+        &["--quantize", "fp8", "--json"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let e = &manifest(&native)["evaluation"];
     assert_eq!(e["measured"], true, "{e}");
-    assert!(e["activations"].as_str().unwrap().contains("fp8 per token"), "{e}");
+    assert!(
+        e["activations"].as_str().unwrap().contains("fp8 per token"),
+        "{e}"
+    );
     assert_eq!(e["windows"], 4);
     assert_eq!(e["window_len"], 256);
     assert!(e["data"].as_str().unwrap().contains("built-in sample"));
@@ -233,10 +243,18 @@ fn every_job_measures_what_quantization_cost() {
     // A10G (g5) has no FP8 matmul: engines run the checkpoint weight-only, and so does the
     // evaluation.
     let ampere = tmp.path().join("fp8-g5");
-    let o = quantize(smollm2(), "ml.g5.12xlarge", &ampere, &["--quantize", "fp8", "--json"]);
+    let o = quantize(
+        smollm2(),
+        "ml.g5.12xlarge",
+        &ampere,
+        &["--quantize", "fp8", "--json"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let w = &manifest(&ampere)["evaluation"];
-    assert!(w["activations"].as_str().unwrap().contains("weight-only"), "{w}");
+    assert!(
+        w["activations"].as_str().unwrap().contains("weight-only"),
+        "{w}"
+    );
     let kl = |v: &Value| v["mean_kl"].as_f64().unwrap();
     assert!(
         kl(w) < kl(e),
@@ -248,11 +266,24 @@ fn every_job_measures_what_quantization_cost() {
     let tiny = tmp.path().join("tiny");
     TinyModel::default().write(&tiny);
     let out = tmp.path().join("tiny-fp8");
-    let o = quantize(&tiny, "ml.g6.12xlarge", &out, &["--quantize", "fp8", "--json"]);
-    assert!(o.status.success(), "{}{}", stderr(&o), String::from_utf8_lossy(&o.stdout));
+    let o = quantize(
+        &tiny,
+        "ml.g6.12xlarge",
+        &out,
+        &["--quantize", "fp8", "--json"],
+    );
+    assert!(
+        o.status.success(),
+        "{}{}",
+        stderr(&o),
+        String::from_utf8_lossy(&o.stdout)
+    );
     let m = manifest(&out);
     assert_eq!(m["evaluation"]["measured"], false);
-    assert!(m["evaluation"]["reason"].as_str().unwrap().contains("tokenizer.json"));
+    assert!(m["evaluation"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("tokenizer.json"));
     assert!(m["warnings"].to_string().contains("quality not measured"));
 }
 
@@ -283,9 +314,13 @@ fn static_fp8_is_calibrated_loaded_and_evaluated() {
     assert_eq!(acts["dynamic"], false);
     assert_eq!(acts["strategy"], "tensor");
     let ckpt = temper_core::checkpoint::Checkpoint::open(&out).unwrap();
-    let scale = ckpt.get("model.layers.0.self_attn.q_proj.input_scale").unwrap();
+    let scale = ckpt
+        .get("model.layers.0.self_attn.q_proj.input_scale")
+        .unwrap();
     assert_eq!(scale.shape, vec![1]);
-    let wscale = ckpt.get("model.layers.0.mlp.down_proj.weight_scale").unwrap();
+    let wscale = ckpt
+        .get("model.layers.0.mlp.down_proj.weight_scale")
+        .unwrap();
     assert_eq!(wscale.shape, vec![1]);
     let m = manifest(&out);
     let calib = &m["passes"][0]["options"]["calibration"];
@@ -346,7 +381,9 @@ fn a_prompt_longer_than_the_context_window_is_refused() {
         "This prompt has clearly more than eight tokens in it, by a wide margin.",
     );
     assert!(
-        err.contains("context window") && err.contains("max_position_embeddings") && err.contains('8'),
+        err.contains("context window")
+            && err.contains("max_position_embeddings")
+            && err.contains('8'),
         "{err}"
     );
 }
@@ -398,7 +435,10 @@ fn empty_and_malformed_eval_files_are_refused() {
     let broken = tmp.path().join("broken.jsonl");
     std::fs::write(&broken, "{\"messages\": [\n{not json\n").unwrap();
     let err = eval(&broken);
-    assert!(err.contains("broken.jsonl") && err.contains("line 1"), "{err}");
+    assert!(
+        err.contains("broken.jsonl") && err.contains("line 1"),
+        "{err}"
+    );
     let short = tmp.path().join("short.txt");
     std::fs::write(&short, "Too short for a window.").unwrap();
     let err = eval(&short);

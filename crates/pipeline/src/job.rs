@@ -202,13 +202,21 @@ fn prepare_samples(plan: &QuantizePlan) -> Result<(Option<SampleWindows>, Option
 
 /// Without usable sample text, evaluation is skipped with the reason; calibration, which the
 /// artifact cannot be written without, fails the job with it.
-fn skip_or_fail(calibrate: bool, reason: String) -> Result<(Option<SampleWindows>, Option<String>)> {
+fn skip_or_fail(
+    calibrate: bool,
+    reason: String,
+) -> Result<(Option<SampleWindows>, Option<String>)> {
     if calibrate {
         return Err(Error::Plan(format!(
             "{reason}; static FP8 needs it to calibrate input scales (use --scheme FP8_DYNAMIC, or add the model's tokenizer.json)"
         )));
     }
-    Ok((None, Some(format!("{reason}, so the artifact's quality was not measured"))))
+    Ok((
+        None,
+        Some(format!(
+            "{reason}, so the artifact's quality was not measured"
+        )),
+    ))
 }
 
 /// Calibration and evaluation results for the manifest.
@@ -241,7 +249,12 @@ fn manifest(
     if plan.fit.fits.is_none() {
         warnings.push(plan.fit.explanation.clone());
     }
-    if let Some(reason) = quality.evaluation.reason.as_ref().filter(|_| !quality.evaluation.measured) {
+    if let Some(reason) = quality
+        .evaluation
+        .reason
+        .as_ref()
+        .filter(|_| !quality.evaluation.measured)
+    {
         warnings.push(format!("quality not measured: {reason}"));
     }
     if let Some(skipped) = &quality.skipped_records {

@@ -179,9 +179,13 @@ impl QuantizeOptions {
         let count = |option: &str, default: usize, min: usize| -> Result<usize> {
             match get(option) {
                 None => Ok(default),
-                Some(v) => v.parse::<usize>().ok().filter(|&n| n >= min).ok_or_else(|| {
-                    invalid(option, v, &format!("a whole number of at least {min}"))
-                }),
+                Some(v) => v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&n| n >= min)
+                    .ok_or_else(|| {
+                        invalid(option, v, &format!("a whole number of at least {min}"))
+                    }),
             }
         };
         let eval = match get(OPTION_EVAL) {
@@ -237,7 +241,11 @@ fn parse_fp8_scheme(value: Option<&str>, group: Option<usize>) -> Result<Scheme>
         None | Some("FP8_DYNAMIC") => Ok(Scheme::Fp8Dynamic),
         Some("FP8_BLOCK") => Ok(Scheme::Fp8Block),
         Some("FP8") => Ok(Scheme::Fp8Static),
-        Some(_) => Err(invalid(OPTION_FP8_SCHEME, value.unwrap_or_default(), "FP8_DYNAMIC, FP8 or FP8_BLOCK")),
+        Some(_) => Err(invalid(
+            OPTION_FP8_SCHEME,
+            value.unwrap_or_default(),
+            "FP8_DYNAMIC, FP8 or FP8_BLOCK",
+        )),
     }
 }
 

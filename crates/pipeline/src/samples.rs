@@ -55,7 +55,12 @@ pub fn sample_windows(
             "built-in sample".to_string(),
         ),
     };
-    let wanted = opts.eval_windows + if calibrate { opts.calibration_windows } else { 0 };
+    let wanted = opts.eval_windows
+        + if calibrate {
+            opts.calibration_windows
+        } else {
+            0
+        };
     let windows = temper_text::data::token_windows(
         &tokenizer,
         &docs.documents,

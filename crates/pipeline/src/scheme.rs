@@ -163,7 +163,10 @@ impl Scheme {
     }
 
     pub fn is_fp8(&self) -> bool {
-        matches!(self, Scheme::Fp8Dynamic | Scheme::Fp8Block | Scheme::Fp8Static)
+        matches!(
+            self,
+            Scheme::Fp8Dynamic | Scheme::Fp8Block | Scheme::Fp8Static
+        )
     }
 
     /// Whether the scheme needs calibration data run through the model.
@@ -225,7 +228,10 @@ mod tests {
         assert_eq!(g["input_activations"]["strategy"], "tensor");
         assert_eq!(g["input_activations"]["dynamic"], false);
         let t = Scheme::Fp8Static.output_tensors("m.q", 300, 129, Dtype::BF16);
-        let names: Vec<_> = t.iter().map(|t| (t.name.as_str(), t.shape.clone())).collect();
+        let names: Vec<_> = t
+            .iter()
+            .map(|t| (t.name.as_str(), t.shape.clone()))
+            .collect();
         assert_eq!(
             names,
             vec![

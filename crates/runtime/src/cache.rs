@@ -20,15 +20,18 @@ impl KvCache {
     /// A cache for up to `capacity` positions (prompt plus generated tokens).
     pub fn new(params: &ModelParams, capacity: usize) -> Result<Self> {
         if capacity == 0 {
-            return Err(RuntimeError::Input("a KV cache needs at least one position".into()));
+            return Err(RuntimeError::Input(
+                "a KV cache needs at least one position".into(),
+            ));
         }
         if capacity > params.max_positions {
             return Err(RuntimeError::ContextOverflow {
                 needed: capacity,
                 limit: params.max_positions,
-                advice: "the model's max_position_embeddings is the longest sequence it was trained \
+                advice:
+                    "the model's max_position_embeddings is the longest sequence it was trained \
                          for; shorten the prompt or ask for fewer new tokens"
-                    .into(),
+                        .into(),
             });
         }
         let shape = (params.num_kv_heads, capacity, params.head_dim);

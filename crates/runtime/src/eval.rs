@@ -143,7 +143,10 @@ pub fn perplexity(
 
 /// The rows of `[len, vocab]` logits that predict a next token (all but the last).
 fn predicting_rows(logits: &Tensor, len: usize) -> Result<Vec<f32>> {
-    Ok(logits.narrow(0, 0, len - 1)?.flatten_all()?.to_vec1::<f32>()?)
+    Ok(logits
+        .narrow(0, 0, len - 1)?
+        .flatten_all()?
+        .to_vec1::<f32>()?)
 }
 
 fn perplexity_of(nll: f64, tokens: usize) -> Perplexity {

@@ -23,7 +23,9 @@ impl Projection {
             .parts
             .iter()
             .filter_map(Linear::observed_absmax)
-            .fold(None, |acc: Option<f32>, v| Some(acc.map_or(v, |a| a.max(v))));
+            .fold(None, |acc: Option<f32>, v| {
+                Some(acc.map_or(v, |a| a.max(v)))
+            });
         if let Some(v) = seen {
             for m in &self.modules {
                 out.insert(m.clone(), v);

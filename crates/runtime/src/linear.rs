@@ -58,7 +58,8 @@ impl Linear {
                 )));
             }
         }
-        if act == ActQuant::Int8PerToken && !matches!(matrix.weights(), Weights::Int8 { group, .. } if *group == matrix.cols())
+        if act == ActQuant::Int8PerToken
+            && !matches!(matrix.weights(), Weights::Int8 { group, .. } if *group == matrix.cols())
         {
             return Err(RuntimeError::Input(
                 "INT8 activations need per-channel INT8 weights".into(),
@@ -182,9 +183,16 @@ impl CustomOp1 for Linear {
         "temper-linear"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("temper-linear takes f32 activations, got {:?}", storage.dtype());
+            candle_core::bail!(
+                "temper-linear takes f32 activations, got {:?}",
+                storage.dtype()
+            );
         };
         let Some((start, end)) = layout.contiguous_offsets() else {
             candle_core::bail!("temper-linear needs a contiguous input");
@@ -192,12 +200,16 @@ impl CustomOp1 for Linear {
         let dims = layout.shape().dims();
         let cols = *dims.last().unwrap_or(&0);
         if cols != self.cols() {
-            candle_core::bail!("temper-linear: input has {cols} columns, the weight {}", self.cols());
+            candle_core::bail!(
+                "temper-linear: input has {cols} columns, the weight {}",
+                self.cols()
+            );
         }
         let x = &data[start..end];
         let m = x.len() / cols.max(1);
         let mut y = vec![0f32; m * self.rows()];
-        self.forward_slice(x, m, &mut y).map_err(candle_core::Error::wrap)?;
+        self.forward_slice(x, m, &mut y)
+            .map_err(candle_core::Error::wrap)?;
         let mut out_dims = dims.to_vec();
         if let Some(last) = out_dims.last_mut() {
             *last = self.rows();
@@ -282,20 +294,44 @@ fn concat_weights<'a>(mut parts: impl Iterator<Item = &'a Weights>) -> Weights {
             Weights::Bf16(a)
         }
         (
-            Weights::Int8 { mut codes, mut scales, group },
-            Weights::Int8 { codes: c, scales: s, .. },
+            Weights::Int8 {
+                mut codes,
+                mut scales,
+                group,
+            },
+            Weights::Int8 {
+                codes: c,
+                scales: s,
+                ..
+            },
         ) => {
             codes.extend_from_slice(c);
             scales.extend_from_slice(s);
-            Weights::Int8 { codes, scales, group }
+            Weights::Int8 {
+                codes,
+                scales,
+                group,
+            }
         }
         (
-            Weights::Fp8 { mut codes, mut scales, group },
-            Weights::Fp8 { codes: c, scales: s, .. },
+            Weights::Fp8 {
+                mut codes,
+                mut scales,
+                group,
+            },
+            Weights::Fp8 {
+                codes: c,
+                scales: s,
+                ..
+            },
         ) => {
             codes.extend_from_slice(c);
             scales.extend_from_slice(s);
-            Weights::Fp8 { codes, scales, group }
+            Weights::Fp8 {
+                codes,
+                scales,
+                group,
+            }
         }
         // `fusable` checked the kinds agree.
         (acc, _) => acc,

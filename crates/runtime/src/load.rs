@@ -40,16 +40,32 @@ pub fn load_linear(
                 bytemuck::cast_slice::<u8, i8>(ckpt.bytes(e)).to_vec()
             };
             let (scales, group) = scales(ckpt, prefix, rows, cols, strategy)?;
-            Matrix::new(rows, cols, Weights::Int8 { codes, scales, group })
-                .map_err(|e| kernel_shape(ckpt, prefix, e))?
+            Matrix::new(
+                rows,
+                cols,
+                Weights::Int8 {
+                    codes,
+                    scales,
+                    group,
+                },
+            )
+            .map_err(|e| kernel_shape(ckpt, prefix, e))?
         }
         WeightFormat::Fp8 { strategy } => {
             let e = entry(ckpt, &format!("{prefix}.weight"))?;
             check(ckpt, e, Dtype::F8_E4M3, &[rows, cols])?;
             let codes = ckpt.bytes(e).to_vec();
             let (scales, group) = scales(ckpt, prefix, rows, cols, strategy)?;
-            Matrix::new(rows, cols, Weights::Fp8 { codes, scales, group })
-                .map_err(|e| kernel_shape(ckpt, prefix, e))?
+            Matrix::new(
+                rows,
+                cols,
+                Weights::Fp8 {
+                    codes,
+                    scales,
+                    group,
+                },
+            )
+            .map_err(|e| kernel_shape(ckpt, prefix, e))?
         }
     };
     let act = match scheme.inputs {
@@ -112,7 +128,7 @@ pub fn dense_matrix(ckpt: &Checkpoint, name: &str, rows: usize, cols: usize) -> 
             ))
         }
     };
-    Ok(Matrix::new(rows, cols, weights).map_err(|err| kernel_shape(ckpt, name, err))?)
+    Matrix::new(rows, cols, weights).map_err(|err| kernel_shape(ckpt, name, err))
 }
 
 /// A float tensor of any shape widened to f32 (norm weights, biases, scales).
@@ -123,13 +139,14 @@ pub fn float_tensor(ckpt: &Checkpoint, name: &str, shape: &[usize]) -> Result<Ve
 }
 
 fn float_values(ckpt: &Checkpoint, e: &TensorEntry) -> Result<Vec<f32>> {
-    let data = temper_core::dtype::FloatData::from_bytes(e.dtype, ckpt.bytes(e)).ok_or_else(|| {
-        RuntimeError::tensor(
-            ckpt.file_of(e),
-            &e.name,
-            format!("dtype {:?} is not a float dtype (F32, F16, BF16)", e.dtype),
-        )
-    })?;
+    let data =
+        temper_core::dtype::FloatData::from_bytes(e.dtype, ckpt.bytes(e)).ok_or_else(|| {
+            RuntimeError::tensor(
+                ckpt.file_of(e),
+                &e.name,
+                format!("dtype {:?} is not a float dtype (F32, F16, BF16)", e.dtype),
+            )
+        })?;
     let mut out = vec![0f32; data.len()];
     data.copy_to_f32(0, &mut out);
     Ok(out)
@@ -262,7 +279,9 @@ fn scales(
         }
         Strategy::Group(g) => {
             if g == 0 || !cols.is_multiple_of(g) || e.shape != [rows, cols / g] {
-                return Err(bad(format!("[{rows}, {cols}/{g}] with {cols} a multiple of {g}")));
+                return Err(bad(format!(
+                    "[{rows}, {cols}/{g}] with {cols} a multiple of {g}"
+                )));
             }
             Ok((values, g))
         }

@@ -218,7 +218,11 @@ impl LayerSource {
         ];
         let down = vec![self.linear(mlp("down_proj"), h, f)?];
         let layer = Layer {
-            input_norm: norm(&self.ckpt, &format!("model.layers.{i}.input_layernorm.weight"), h)?,
+            input_norm: norm(
+                &self.ckpt,
+                &format!("model.layers.{i}.input_layernorm.weight"),
+                h,
+            )?,
             post_attention_norm: norm(
                 &self.ckpt,
                 &format!("model.layers.{i}.post_attention_layernorm.weight"),
@@ -230,7 +234,12 @@ impl LayerSource {
             down: projection(down, &self.opts)?,
         };
         let prefix = format!("model.layers.{i}.");
-        for e in self.ckpt.tensors().iter().filter(|e| e.name.starts_with(&prefix)) {
+        for e in self
+            .ckpt
+            .tensors()
+            .iter()
+            .filter(|e| e.name.starts_with(&prefix))
+        {
             self.ckpt.release(e);
         }
         Ok(layer)
@@ -334,7 +343,15 @@ fn projection(parts: Vec<(String, LoadedLinear)>, opts: &LoadOptions) -> Result<
 pub(crate) fn causal_mask(past: usize, new: usize) -> Result<Tensor> {
     let total = past + new;
     let mask: Vec<f32> = (0..new)
-        .flat_map(|i| (0..total).map(move |j| if j <= past + i { 0.0 } else { f32::NEG_INFINITY }))
+        .flat_map(|i| {
+            (0..total).map(move |j| {
+                if j <= past + i {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+        })
         .collect();
     Ok(Tensor::from_vec(mask, (new, total), &Device::Cpu)?)
 }

@@ -146,7 +146,10 @@ fn string_list(path: &Path, v: Option<&Value>, field: &str) -> Result<Vec<String
             .iter()
             .map(|i| {
                 i.as_str().map(str::to_string).ok_or_else(|| {
-                    unsupported(path, &format!("{field} must be a list of strings, found {i}"))
+                    unsupported(
+                        path,
+                        &format!("{field} must be a list of strings, found {i}"),
+                    )
                 })
             })
             .collect(),
@@ -218,7 +221,9 @@ fn compressed_tensors(path: &Path, q: &Map<String, Value>) -> Result<QuantConfig
         {
             return Err(unsupported(
                 path,
-                &format!("{field}: INT8 activations are supported with per-channel INT8 weights only"),
+                &format!(
+                    "{field}: INT8 activations are supported with per-channel INT8 weights only"
+                ),
             ));
         }
         parsed.push((targets, LinearScheme { weights, inputs }));
@@ -236,13 +241,19 @@ fn group_weights(
     field: &str,
 ) -> Result<WeightFormat> {
     let Some(Value::Object(w)) = w else {
-        return Err(unsupported(path, &format!("{field}.weights must be an object")));
+        return Err(unsupported(
+            path,
+            &format!("{field}.weights must be an object"),
+        ));
     };
     let bits = w.get("num_bits").and_then(Value::as_u64);
     if bits != Some(8) {
         return Err(unsupported(
             path,
-            &format!("{field}.weights.num_bits is {:?}; only 8-bit weights are supported", bits),
+            &format!(
+                "{field}.weights.num_bits is {:?}; only 8-bit weights are supported",
+                bits
+            ),
         ));
     }
     if w.get("symmetric").and_then(Value::as_bool) == Some(false) {
@@ -287,7 +298,9 @@ fn group_weights(
         }
     };
     match (w.get("type").and_then(Value::as_str), format) {
-        (Some("float"), "float-quantized" | "naive-quantized") => Ok(WeightFormat::Fp8 { strategy }),
+        (Some("float"), "float-quantized" | "naive-quantized") => {
+            Ok(WeightFormat::Fp8 { strategy })
+        }
         (Some("int"), "int-quantized" | "naive-quantized") => Ok(WeightFormat::Int8 {
             strategy,
             packed: false,

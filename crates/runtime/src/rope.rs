@@ -13,7 +13,9 @@ use temper_core::config::ModelConfig;
 pub enum RopeScaling {
     None,
     /// Positions divided by `factor`.
-    Linear { factor: f32 },
+    Linear {
+        factor: f32,
+    },
     /// Llama 3.1's frequency-dependent scaling.
     Llama3 {
         factor: f32,
@@ -116,7 +118,12 @@ pub struct RopeTables {
 }
 
 impl RopeTables {
-    pub fn new(head_dim: usize, theta: f32, scaling: &RopeScaling, positions: usize) -> Result<Self> {
+    pub fn new(
+        head_dim: usize,
+        theta: f32,
+        scaling: &RopeScaling,
+        positions: usize,
+    ) -> Result<Self> {
         let inv = inverse_frequencies(head_dim, theta, scaling);
         let half = inv.len();
         let mut cos = Vec::with_capacity(positions * half);

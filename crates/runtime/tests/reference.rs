@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use temper_runtime::{LoadOptions, Logits, Model};
 
 fn smollm2() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/models/smollm2-135m-instruct");
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/models/smollm2-135m-instruct");
     assert!(
         dir.join("model.safetensors").is_file(),
         "{} is missing: run scripts/test.sh (it imports the model) first",
@@ -31,7 +32,10 @@ fn prompt(dir: &std::path::Path) -> Vec<u32> {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -58,7 +62,10 @@ fn logits_and_greedy_tokens_match_candle_transformers_llama() {
     let mut pos = 0;
     let mut input: Vec<u32> = prompt.clone();
     for _ in 0..steps {
-        let x = Tensor::new(input.as_slice(), &device).unwrap().unsqueeze(0).unwrap();
+        let x = Tensor::new(input.as_slice(), &device)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
         let want = candle_model
             .forward(&x, pos, &mut candle_cache)
             .unwrap()
@@ -82,7 +89,10 @@ fn logits_and_greedy_tokens_match_candle_transformers_llama() {
         input = vec![next_candle];
         tokens.push(next_candle);
     }
-    assert!(worst <= 1e-4, "largest logit difference {worst} exceeds 1e-4");
+    assert!(
+        worst <= 1e-4,
+        "largest logit difference {worst} exceeds 1e-4"
+    );
     assert_eq!(ours_generated, candle_generated, "greedy tokens differ");
     eprintln!("largest logit difference over {steps} steps: {worst:e}; tokens {tokens:?}");
 }
@@ -93,7 +103,9 @@ fn all_position_logits_equal_step_by_step_logits() {
     // give the same logits at every position (causal mask, rope offsets, cache writes).
     let dir = smollm2();
     let model = Model::load(&dir, &LoadOptions::default()).unwrap();
-    let seq: Vec<u32> = vec![504, 3575, 282, 4649, 314, 7042, 30, 378, 2616, 282, 5027, 314];
+    let seq: Vec<u32> = vec![
+        504, 3575, 282, 4649, 314, 7042, 30, 378, 2616, 282, 5027, 314,
+    ];
     let mut cache = model.new_cache(seq.len()).unwrap();
     let all = model
         .forward(&seq, &mut cache, Logits::All)
