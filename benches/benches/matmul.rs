@@ -262,6 +262,60 @@ fn decode(c: &mut Criterion) {
     }
 }
 
+/// Every projection of SmolLM2-135M's 30 layers in order (fused q/k/v 960x576, o 576x576,
+/// fused gate/up 3072x576, down 576x1536), as one decode step streams them: ~106 MB of INT8
+/// weights, over three times the L3 cache, so this reads DRAM where the single-shape groups above
+/// may be served from cache. Beside a read of as many bytes over the pool.
+fn decode_stream(c: &mut Criterion) {
+    const LAYERS: usize = 30;
+    let shapes = [(960, 576), (576, 576), (3072, 576), (576, 1536)];
+    let isa = Isa::detect();
+    let mut g = c.benchmark_group("decode_smollm2_30_layers");
+    let build = |quant: fn(&[f32], usize, usize) -> Matrix| -> Vec<Matrix> {
+        (0..LAYERS)
+            .flat_map(|l| {
+                shapes
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, &(r, k))| (l * 4 + i, r, k))
+            })
+            .map(|(seed, r, k)| quant(&values(r, k, 100 + seed as u64), r, k))
+            .collect()
+    };
+    let run_all = |g: &mut BenchmarkGroup<'_, WallTime>, name: &str, ms: &[Matrix], act: Activations| {
+        let bytes: usize = ms.iter().map(Matrix::weight_bytes).sum();
+        let xs: Vec<Vec<f32>> = shapes.iter().map(|&(_, k)| values(1, k, 7)).collect();
+        let mut y = vec![0.0f32; 3072];
+        let mut scratch = Scratch::default();
+        g.throughput(Throughput::Bytes(bytes as u64));
+        g.bench_function(BenchmarkId::new(name, isa.name()), |b| {
+            in_pool(|| {
+                b.iter(|| {
+                    for (i, w) in ms.iter().enumerate() {
+                        let x = &xs[i % 4];
+                        matmul(isa, w, black_box(x), 1, &mut y[..w.rows()], act, &mut scratch)
+                            .expect("product");
+                    }
+                })
+            })
+        });
+        bytes
+    };
+    let int8 = build(int8_matrix);
+    let bytes = run_all(&mut g, "int8", &int8, Activations::F32);
+    run_all(&mut g, "w8a8_int8", &int8, Activations::Int8PerToken);
+    drop(int8);
+    let fp8 = build(fp8_matrix);
+    run_all(&mut g, "fp8", &fp8, Activations::F32);
+    drop(fp8);
+    let buf: Vec<u64> = (0..bytes / 8).map(|i| i as u64).collect();
+    g.throughput(Throughput::Bytes((buf.len() * 8) as u64));
+    g.bench_function("read_bandwidth/pool", |b| {
+        in_pool(|| b.iter(|| read_parallel(black_box(&buf))))
+    });
+    g.finish();
+}
+
 /// candle's Q8_0 quantized matrix-vector product on the same weights (its own threads).
 fn candle_q8_0(
     g: &mut BenchmarkGroup<'_, WallTime>,
@@ -340,6 +394,7 @@ fn matmul_benches(c: &mut Criterion) {
         rayon::current_num_threads()
     );
     decode(c);
+    decode_stream(c);
     prefill(c);
 }
 

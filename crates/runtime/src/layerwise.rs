@@ -57,9 +57,12 @@ pub fn run_layers(
             sin: &rope.sin,
             mask: mask.as_ref(),
         };
-        for x in states.iter_mut() {
-            *x = layer.forward(x, None, &step)?;
-        }
+        crate::pool::in_pool(|| -> Result<()> {
+            for x in states.iter_mut() {
+                *x = layer.forward(x, None, &step)?;
+            }
+            Ok(())
+        })?;
         on_layer(index, &layer);
         progress(index + 1, p.num_layers);
     }

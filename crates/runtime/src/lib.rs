@@ -15,6 +15,7 @@ pub mod linear;
 pub mod load;
 pub mod model;
 pub mod params;
+pub mod pool;
 pub mod quant_config;
 pub mod rope;
 

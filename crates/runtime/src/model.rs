@@ -91,6 +91,10 @@ impl Model {
     /// Runs `tokens` after what `cache` already holds and returns logits `[n, vocab]`, `n` being
     /// 1 for [`Logits::Last`] and `tokens.len()` for [`Logits::All`].
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, want: Logits) -> Result<Tensor> {
+        crate::pool::in_pool(|| self.forward_here(tokens, cache, want))
+    }
+
+    fn forward_here(&self, tokens: &[u32], cache: &mut KvCache, want: Logits) -> Result<Tensor> {
         let new = tokens.len();
         let past = cache.len();
         if new == 0 {

@@ -282,7 +282,8 @@ unsafe fn gemv_rows<D: Dec>(
     let mut t = 0;
     while t < tokens {
         let tk = (tokens - t).min(2);
-        let full = if tk == 2 { 2 } else { 4 };
+        // One token: one row at a time, so weights stream in order (see the AVX-512 `gemv_rows`).
+        let full = if tokens == 1 { 1 } else if tk == 2 { 2 } else { 4 };
         let mut r = 0;
         while r < nr {
             let rk = if nr - r >= full { full } else { 1 };
@@ -589,7 +590,7 @@ impl Backend for Avx2 {
         assert!(xq.len() >= tokens * cols && out.len() >= tokens * nr);
         let mut r = 0;
         while r < nr {
-            let rk = if nr - r >= 4 { 4 } else { 1 };
+            let rk = if tokens > 1 && nr - r >= 4 { 4 } else { 1 };
             let mut t = 0;
             while t < tokens {
                 let tk = (tokens - t).min(2);
