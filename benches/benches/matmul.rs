@@ -282,25 +282,34 @@ fn decode_stream(c: &mut Criterion) {
             .map(|(seed, r, k)| quant(&values(r, k, 100 + seed as u64), r, k))
             .collect()
     };
-    let run_all = |g: &mut BenchmarkGroup<'_, WallTime>, name: &str, ms: &[Matrix], act: Activations| {
-        let bytes: usize = ms.iter().map(Matrix::weight_bytes).sum();
-        let xs: Vec<Vec<f32>> = shapes.iter().map(|&(_, k)| values(1, k, 7)).collect();
-        let mut y = vec![0.0f32; 3072];
-        let mut scratch = Scratch::default();
-        g.throughput(Throughput::Bytes(bytes as u64));
-        g.bench_function(BenchmarkId::new(name, isa.name()), |b| {
-            in_pool(|| {
-                b.iter(|| {
-                    for (i, w) in ms.iter().enumerate() {
-                        let x = &xs[i % 4];
-                        matmul(isa, w, black_box(x), 1, &mut y[..w.rows()], act, &mut scratch)
+    let run_all =
+        |g: &mut BenchmarkGroup<'_, WallTime>, name: &str, ms: &[Matrix], act: Activations| {
+            let bytes: usize = ms.iter().map(Matrix::weight_bytes).sum();
+            let xs: Vec<Vec<f32>> = shapes.iter().map(|&(_, k)| values(1, k, 7)).collect();
+            let mut y = vec![0.0f32; 3072];
+            let mut scratch = Scratch::default();
+            g.throughput(Throughput::Bytes(bytes as u64));
+            g.bench_function(BenchmarkId::new(name, isa.name()), |b| {
+                in_pool(|| {
+                    b.iter(|| {
+                        for (i, w) in ms.iter().enumerate() {
+                            let x = &xs[i % 4];
+                            matmul(
+                                isa,
+                                w,
+                                black_box(x),
+                                1,
+                                &mut y[..w.rows()],
+                                act,
+                                &mut scratch,
+                            )
                             .expect("product");
-                    }
+                        }
+                    })
                 })
-            })
-        });
-        bytes
-    };
+            });
+            bytes
+        };
     let int8 = build(int8_matrix);
     let bytes = run_all(&mut g, "int8", &int8, Activations::F32);
     run_all(&mut g, "w8a8_int8", &int8, Activations::Int8PerToken);

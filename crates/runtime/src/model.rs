@@ -20,8 +20,8 @@ pub struct LoadOptions {
     /// Keep activations in f32 even where the checkpoint asks for INT8/FP8 activations: what an
     /// engine does on GPUs without native FP8 (A10G, A100) for FP8 checkpoints.
     pub weight_only: bool,
-    /// Dequantize every quantized weight to f32 at load (a slow, plain-arithmetic twin used
-    /// to check the quantized kernels).
+    /// Widen every weight (quantized or bf16/f16) to f32 at load: a plain-arithmetic twin used
+    /// to check the quantized kernels, and the f32 model of the benchmarks.
     pub dequantize: bool,
     /// Record the largest |input| of every Linear (static FP8 calibration).
     pub observe_inputs: bool,

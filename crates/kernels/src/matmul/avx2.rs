@@ -283,7 +283,13 @@ unsafe fn gemv_rows<D: Dec>(
     while t < tokens {
         let tk = (tokens - t).min(2);
         // One token: one row at a time, so weights stream in order (see the AVX-512 `gemv_rows`).
-        let full = if tokens == 1 { 1 } else if tk == 2 { 2 } else { 4 };
+        let full = if tokens == 1 {
+            1
+        } else if tk == 2 {
+            2
+        } else {
+            4
+        };
         let mut r = 0;
         while r < nr {
             let rk = if nr - r >= full { full } else { 1 };
