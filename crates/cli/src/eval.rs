@@ -8,6 +8,17 @@ use temper_runtime::eval::{compare, perplexity, Side};
 use temper_runtime::{LayerSource, LoadOptions};
 
 pub fn run(args: &EvalArgs, show_progress: bool) -> Result<Value> {
+    // Opening the checkpoints first gives a missing or broken model directory its own error.
+    let opts = LoadOptions {
+        weight_only: args.weight_only,
+        ..Default::default()
+    };
+    let format = LayerSource::open(&args.model, &opts)?.format()?;
+    let reference_opts = LoadOptions::default();
+    let reference_format = match &args.reference {
+        Some(dir) => Some(LayerSource::open(dir, &reference_opts)?.format()?),
+        None => None,
+    };
     let tokenizer = temper_text::tokenizer::load_tokenizer(&args.model.join("tokenizer.json"))?;
     let docs = temper_text::data::load_documents(&args.data)?;
     let template = temper_text::chat::ChatTemplate::from_model_dir(&args.model)?;
@@ -20,11 +31,6 @@ pub fn run(args: &EvalArgs, show_progress: bool) -> Result<Value> {
             max_windows: args.max_windows,
         },
     )?;
-    let opts = LoadOptions {
-        weight_only: args.weight_only,
-        ..Default::default()
-    };
-    let format = LayerSource::open(&args.model, &opts)?.format()?;
     let model = Side {
         dir: &args.model,
         opts: &opts,
@@ -46,8 +52,6 @@ pub fn run(args: &EvalArgs, show_progress: bool) -> Result<Value> {
     });
     match &args.reference {
         Some(reference_dir) => {
-            let reference_opts = LoadOptions::default();
-            let reference_format = LayerSource::open(reference_dir, &reference_opts)?.format()?;
             let reference = Side {
                 dir: reference_dir,
                 opts: &reference_opts,

@@ -10,6 +10,16 @@ use temper_text::chat::{ChatTemplate, Message};
 use temper_text::sampling::SamplingParams;
 
 pub fn run(args: &GenerateArgs) -> Result<Value> {
+    // Loading first gives a missing or broken model directory its own error.
+    let load_started = std::time::Instant::now();
+    let model = Model::load(
+        &args.model,
+        &LoadOptions {
+            weight_only: args.weight_only,
+            ..Default::default()
+        },
+    )?;
+    let load_seconds = load_started.elapsed().as_secs_f64();
     let tokenizer = temper_text::tokenizer::load_tokenizer(&args.model.join("tokenizer.json"))?;
     let prompt_text = if args.chat {
         let template = ChatTemplate::from_model_dir(&args.model)?.with_context(|| {
@@ -36,15 +46,6 @@ pub fn run(args: &GenerateArgs) -> Result<Value> {
     let defaults =
         temper_text::config::GenerationDefaults::from_model_dir(&args.model, &tokenizer)?;
 
-    let load_started = std::time::Instant::now();
-    let model = Model::load(
-        &args.model,
-        &LoadOptions {
-            weight_only: args.weight_only,
-            ..Default::default()
-        },
-    )?;
-    let load_seconds = load_started.elapsed().as_secs_f64();
     let opts = GenerateOptions {
         max_new_tokens: args.max_tokens,
         sampling: SamplingParams {

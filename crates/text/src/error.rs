@@ -6,7 +6,7 @@ use std::path::PathBuf;
 /// and says what would fix it, so a CLI can print it as it is.
 #[derive(Debug, thiserror::Error)]
 pub enum TextError {
-    #[error("cannot read {path}: {source}; check the path and its permissions")]
+    #[error("cannot read {path}; check the path and its permissions")]
     Read {
         path: PathBuf,
         #[source]
