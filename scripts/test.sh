@@ -21,6 +21,7 @@ run() { # name, flags...
   "$bin" --model "$model" --instance-type ml.g6.12xlarge --output "$artifacts/$name" --overwrite --json "$@" >/dev/null
 }
 run fp8-dynamic --quantize fp8
+run fp8-static --quantize fp8 --scheme FP8
 run int8-w8a16 --quantize int8
 run int8-w8a16-g64 --quantize int8 --group-size 64
 run int8-w8a8 --quantize int8 --scheme W8A8

@@ -46,6 +46,13 @@ SCHEMES = {
         act=dict(num_bits=8, type="float", strategy="group", symmetric=True, dynamic=True,
                  group_size=128),
     ),
+    # Static FP8: one weight scale per tensor and a calibrated `input_scale` [1] per Linear.
+    "fp8-static": dict(
+        format="float-quantized", type="float", strategy="tensor", group_size=None,
+        block_structure=None,
+        act=dict(num_bits=8, type="float", strategy="tensor", symmetric=True, dynamic=False,
+                 group_size=None),
+    ),
     "int8-w8a16": dict(
         format="pack-quantized", type="int", strategy="channel", group_size=None,
         block_structure=None, act=None,
@@ -75,6 +82,7 @@ SCHEMES = {
 RMS_LIMIT = {
     "fp8-dynamic": 0.035,
     "fp8-block": 0.035,
+    "fp8-static": 0.035,     # per tensor: 2.61% / 2.65% / 2.67% (floating point barely cares)
     "int8-w8a16": 0.015,
     "int8-w8a16-g64": 0.010,
     "int8-w8a8": 0.015,
@@ -407,11 +415,15 @@ def expected_quantized_tensors(scheme: str, prefix: str, out: int, inp: int, src
     spec = SCHEMES[scheme]
     if spec["strategy"] == "channel":
         scale_shape = (out, 1)
+    elif spec["strategy"] == "tensor":
+        scale_shape = (1,)
     elif spec["strategy"] == "group":
         scale_shape = (out, inp // spec["group_size"])
     else:
         scale_shape = (-(-out // BLOCK), -(-inp // BLOCK))
     scale = {f"{prefix}.weight_scale": (src_dtype, scale_shape)}
+    if spec["act"] is not None and not spec["act"]["dynamic"]:
+        scale[f"{prefix}.input_scale"] = (src_dtype, (1,))
     if spec["format"] == "float-quantized":
         return {f"{prefix}.weight": ("F8_E4M3", (out, inp)), **scale}
     if spec["format"] == "int-quantized":
@@ -573,6 +585,8 @@ def _group_reduce_max(m: np.ndarray, strategy: str, group: int | None) -> np.nda
     out, inp = m.shape
     if strategy == "channel":
         return m.max(axis=1, keepdims=True)
+    if strategy == "tensor":
+        return m.max().reshape(1)
     if strategy == "group":
         return m.reshape(out, inp // group, group).max(axis=2)
     r, c = -(-out // BLOCK), -(-inp // BLOCK)
@@ -582,7 +596,7 @@ def _group_reduce_max(m: np.ndarray, strategy: str, group: int | None) -> np.nda
 
 
 def _expand(scale: np.ndarray, strategy: str, group: int | None, out: int, inp: int) -> np.ndarray:
-    if strategy == "channel":
+    if strategy in ("channel", "tensor"):
         return np.broadcast_to(scale, (out, inp))
     if strategy == "group":
         return np.repeat(scale, group, axis=1)
@@ -751,9 +765,44 @@ def check_values(scheme: str, art: Checkpoint, src: Checkpoint, manifest_path: P
         problems += p
         if st is not None:
             stats[name] = st
+    spec = SCHEMES[scheme]
+    if spec["act"] is not None and not spec["act"]["dynamic"]:
+        problems += check_input_scales(art, src)
     if manifest_path is not None:
         problems += check_manifest_report(manifest_path, stats, src)
     return problems, stats
+
+
+# Linears that read the same input, so a calibrated input scale must be shared (vLLM fuses
+# them and keeps one scale).
+_SHARED_INPUT = [("self_attn", ("q_proj", "k_proj", "v_proj")), ("mlp", ("gate_proj", "up_proj"))]
+
+
+def check_input_scales(art: Checkpoint, src: Checkpoint) -> list[str]:
+    """Static activations: every `input_scale` finite and positive, equal across modules
+    that share their input."""
+    problems: list[str] = []
+    values = {}
+    for name in quantized_weights(src):
+        prefix = name[: -len(".weight")]
+        try:
+            v = art.tensors[f"{prefix}.input_scale"].floats().reshape(-1)
+        except (KeyError, ValueError) as e:
+            problems.append(f"{prefix}.input_scale: cannot read ({e!r})")
+            continue
+        if v.shape != (1,) or not np.isfinite(v[0]) or v[0] <= 0:
+            problems.append(f"{prefix}.input_scale: {v.tolist()} is not one finite positive value")
+            continue
+        values[prefix] = float(v[0])
+    layers = {p.rsplit(".", 2)[0] for p in values}
+    for layer in sorted(layers):
+        for block, mods in _SHARED_INPUT:
+            got = {m: values.get(f"{layer}.{block}.{m}") for m in mods}
+            present = {m: v for m, v in got.items() if v is not None}
+            if len(set(present.values())) > 1:
+                problems.append(f"{layer}.{block}: input scales differ across modules that share "
+                                f"their input: {present}")
+    return problems
 
 
 def check_manifest_report(manifest_path: Path, stats: dict, src: Checkpoint) -> list[str]:

@@ -28,12 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-SCHEME_NAMES = ["fp8-dynamic", "fp8-block", "int8-w8a16", "int8-w8a16-g64", "int8-w8a8"]
+SCHEME_NAMES = ["fp8-dynamic", "fp8-block", "fp8-static", "int8-w8a16", "int8-w8a16-g64", "int8-w8a8"]
 
 # scheme -> (format, weight type, strategy, group size, input activations)
 _SCHEMES = {
     "fp8-dynamic": ("float-quantized", "float", "channel", None, ("float", "token", None)),
     "fp8-block": ("float-quantized", "float", "block", None, ("float", "group", 128)),
+    # Static: activations "tensor" with a calibrated input_scale (here a fixed stand-in).
+    "fp8-static": ("float-quantized", "float", "tensor", None, ("float", "tensor", None)),
     "int8-w8a16": ("pack-quantized", "int", "channel", None, None),
     "int8-w8a16-g64": ("pack-quantized", "int", "group", 64, None),
     "int8-w8a8": ("int-quantized", "int", "channel", None, ("int", "token", None)),
@@ -148,6 +150,8 @@ def _groups(w: np.ndarray, strategy: str, group):
     out, inp = w.shape
     if strategy == "channel":
         return w.reshape(out, 1, inp), lambda g: g.reshape(out, inp)
+    if strategy == "tensor":
+        return w.reshape(1, 1, out * inp), lambda g: g.reshape(out, inp)
     if strategy == "group":
         return w.reshape(out, inp // group, group), lambda g: g.reshape(out, inp)
     r, c = -(-out // 128), -(-inp // 128)
@@ -185,6 +189,14 @@ def quantize(scheme: str, prefix: str, w: np.ndarray, dtype: str, reciprocal: bo
               "max_abs_error": float(err.max()), "max_error_over_bound": float((err / bound).max()),
               "zero_groups": int(zero.sum())}
     scale = [dtype, list(stored.shape), stored]
+    if strategy == "tensor":
+        scale = [dtype, [1], stored.reshape(1)]
+    if fmt == "float-quantized" and _SCHEMES[scheme][4] == ("float", "tensor", None):
+        # A calibrated input scale stand-in: any finite positive value is valid.
+        one = {"BF16": np.array([0x3C00], np.uint16), "F16": np.array([0.0078125], np.float16)}
+        input_scale = [dtype, [1], one.get(dtype, np.array([0.0078125], np.float32))]
+        return {f"{prefix}.weight": ["F8_E4M3", [out, inp], codes], f"{prefix}.weight_scale": scale,
+                f"{prefix}.input_scale": input_scale}, report
     if fmt == "float-quantized":
         return {f"{prefix}.weight": ["F8_E4M3", [out, inp], codes], f"{prefix}.weight_scale": scale}, report
     if fmt == "int-quantized":
@@ -205,8 +217,8 @@ def quantization_config(scheme: str) -> dict:
                "actorder": None, "observer": "minmax"}
     acts = None
     if act is not None:
-        acts = {"num_bits": 8, "type": act[0], "strategy": act[1], "symmetric": True, "dynamic": True,
-                "group_size": act[2]}
+        acts = {"num_bits": 8, "type": act[0], "strategy": act[1], "symmetric": True,
+                "dynamic": act[1] != "tensor", "group_size": act[2]}
     return {"quant_method": "compressed-tensors", "format": fmt, "quantization_status": "compressed",
             "ignore": ["lm_head"], "kv_cache_scheme": None,
             "config_groups": {"group_0": {"targets": ["Linear"], "weights": weights,

@@ -370,6 +370,10 @@ CORRUPTIONS = [
     ("fp8-nan-code", "fp8-dynamic", 1, set_code(L1 + "mlp.up_proj.weight", 2, 2, 0x7F), None, None,
      "values", "NaN codes"),
     # ---- values: scales
+    ("static-input-scales-differ", "fp8-static", 1, bump_scale(L1 + "self_attn.k_proj.input_scale", (0,), +1),
+     None, None, "values", "input scales differ"),
+    ("static-weight-scale-up", "fp8-static", 1, bump_scale(L1 + "mlp.up_proj.weight_scale", (0,), +1), None,
+     None, "values", "not w/scale rounded"),
     ("scale-up-one-ulp", "int8-w8a16-g64", 1, bump_scale(L1 + "mlp.down_proj.weight_scale", (10, 2), +1), None,
      None, "values", "rounded up to BF16 (too large)"),
     ("scale-down-one-ulp", "int8-w8a16", 1, bump_scale(L1 + "self_attn.v_proj.weight_scale", (20, 0), -1), None,
