@@ -107,6 +107,10 @@ impl Layer {
             Some(cache) => cache.append(step.index, &k.squeeze(0)?, &v.squeeze(0)?)?,
             None => (k.squeeze(0)?, v.squeeze(0)?),
         };
+        if new == 1 && cache.is_some() {
+            let out = crate::attention::attend_one(&q, &k, &v, nh)?;
+            return self.o.forward(&out);
+        }
         let total = k.dim(1)?;
 
         // Grouped-query attention without copying keys: query heads sharing a kv head are
