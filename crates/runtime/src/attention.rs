@@ -22,7 +22,7 @@ pub fn attend_one(q: &Tensor, keys: &Tensor, values: &Tensor, num_heads: usize) 
     let (kv_heads, total, d) = keys.dims3()?;
     let q = q.flatten_all()?.to_vec1::<f32>()?;
     if q.len() != num_heads * d
-        || num_heads % kv_heads != 0
+        || !num_heads.is_multiple_of(kv_heads)
         || values.dims3()? != (kv_heads, total, d)
     {
         return Err(RuntimeError::Input(format!(
