@@ -15,11 +15,9 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::llama as reference;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
-use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use temper_core::spec::{JobSpec, Location, Optimization, Stopping, Technique};
 use temper_kernels::Isa;
 use temper_pipeline::progress::Cancel;
 use temper_runtime::{LoadOptions, Logits, Model};
@@ -44,24 +42,9 @@ fn artifact(model: &Path, name: &str, env: &[(&str, &str)]) -> PathBuf {
     if out.join("manifest.json").is_file() {
         return out;
     }
-    let mut options: BTreeMap<String, String> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    options.insert("OPTION_EVAL".into(), "false".into());
-    let spec = JobSpec {
-        name: format!("bench-{name}"),
-        source: Location::Local(model.to_path_buf()),
-        output: Location::Local(out.clone()),
-        instance_type: "ml.g6.12xlarge".into(),
-        optimizations: vec![Optimization::new(Technique::Quantization, options)],
-        environment: BTreeMap::new(),
-        stopping: Stopping::default(),
-        kms_key_id: None,
-        role_arn: None,
-        tags: vec![],
-        overwrite: true,
-    };
+    let mut options = env.to_vec();
+    options.push(("OPTION_EVAL", "false"));
+    let spec = temper_benches::quantize_job(model, &out, &options);
     let mut sink = |_e: temper_pipeline::progress::Event| {};
     temper_pipeline::run_job(&spec, Isa::detect(), &mut sink, &Cancel::new())
         .unwrap_or_else(|e| panic!("writing the {name} artifact: {e}"));

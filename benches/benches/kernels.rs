@@ -30,37 +30,9 @@ fn one_thread_pool() -> ThreadPool {
         .expect("cannot build a 1-thread rayon pool")
 }
 
-/// Deterministic, roughly normal weights (sum of uniforms), varying per row like real layers.
+/// Deterministic, roughly normal weights, varying per row like real layers.
 fn weights() -> Vec<f32> {
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let mut uniform = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 40) as f32 / (1u64 << 24) as f32
-    };
-    (0..ROWS * COLS)
-        .map(|i| {
-            let row_scale = 0.01 * (1.0 + (i / COLS % 7) as f32);
-            (uniform() + uniform() + uniform() - 1.5) * row_scale
-        })
-        .collect()
-}
-
-fn int8_scale(absmax: f32) -> f32 {
-    if absmax > 0.0 {
-        absmax / 127.0
-    } else {
-        1.0
-    }
-}
-
-fn fp8_scale(absmax: f32) -> f32 {
-    if absmax > 0.0 {
-        absmax / 448.0
-    } else {
-        1.0
-    }
+    temper_benches::synthetic_weights(ROWS, COLS, 0x2545_F491_4F6C_DD1D, 0.01)
 }
 
 fn memory_baseline(c: &mut Criterion, pool: &ThreadPool) {
@@ -100,7 +72,7 @@ fn quantize_rows(c: &mut Criterion, pool: &ThreadPool, f32s: &[f32], bf16s: &[bf
                             src,
                             COLS,
                             COLS,
-                            &int8_scale,
+                            &temper_benches::int8_scale,
                             &mut codes_i8,
                             &mut scales,
                         )
@@ -116,7 +88,7 @@ fn quantize_rows(c: &mut Criterion, pool: &ThreadPool, f32s: &[f32], bf16s: &[bf
                             src,
                             COLS,
                             COLS,
-                            &fp8_scale,
+                            &temper_benches::fp8_scale,
                             &mut codes_u8,
                             &mut scales,
                         )
@@ -135,8 +107,16 @@ fn quantize_rows(c: &mut Criterion, pool: &ThreadPool, f32s: &[f32], bf16s: &[bf
             b.iter(|| {
                 let src = Src::Bf16(bf16s);
                 let (codes, scales) = (&mut codes_i8, &mut group_scales);
-                quantize_int8_rows(isa, src, COLS, 128, &int8_scale, codes, scales)
-                    .expect("finite input")
+                quantize_int8_rows(
+                    isa,
+                    src,
+                    COLS,
+                    128,
+                    &temper_benches::int8_scale,
+                    codes,
+                    scales,
+                )
+                .expect("finite input")
             })
         })
     });
@@ -146,8 +126,17 @@ fn quantize_rows(c: &mut Criterion, pool: &ThreadPool, f32s: &[f32], bf16s: &[bf
             b.iter(|| {
                 let src = Src::Bf16(bf16s);
                 let (codes, scales) = (&mut codes_u8, &mut block_scales);
-                quantize_fp8_blocks(isa, src, ROWS, COLS, (128, 128), &fp8_scale, codes, scales)
-                    .expect("finite input")
+                quantize_fp8_blocks(
+                    isa,
+                    src,
+                    ROWS,
+                    COLS,
+                    (128, 128),
+                    &temper_benches::fp8_scale,
+                    codes,
+                    scales,
+                )
+                .expect("finite input")
             })
         })
     });
@@ -175,8 +164,16 @@ fn quantize_in_cache(c: &mut Criterion, pool: &ThreadPool, f32s: &[f32], bf16s: 
                 pool.install(|| {
                     b.iter(|| {
                         let (codes, scales) = (&mut codes_i8, &mut scales);
-                        quantize_int8_rows(isa, src, COLS, COLS, &int8_scale, codes, scales)
-                            .expect("finite input")
+                        quantize_int8_rows(
+                            isa,
+                            src,
+                            COLS,
+                            COLS,
+                            &temper_benches::int8_scale,
+                            codes,
+                            scales,
+                        )
+                        .expect("finite input")
                     })
                 })
             });
@@ -184,8 +181,16 @@ fn quantize_in_cache(c: &mut Criterion, pool: &ThreadPool, f32s: &[f32], bf16s: 
                 pool.install(|| {
                     b.iter(|| {
                         let (codes, scales) = (&mut codes_u8, &mut scales);
-                        quantize_fp8_rows(isa, src, COLS, COLS, &fp8_scale, codes, scales)
-                            .expect("finite input")
+                        quantize_fp8_rows(
+                            isa,
+                            src,
+                            COLS,
+                            COLS,
+                            &temper_benches::fp8_scale,
+                            codes,
+                            scales,
+                        )
+                        .expect("finite input")
                     })
                 })
             });

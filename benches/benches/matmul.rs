@@ -22,37 +22,18 @@ use criterion::{
 };
 use half::bf16;
 use rayon::prelude::*;
+use temper_benches::{fp8_scale, int8_scale, synthetic_weights};
 use temper_kernels::matmul::{matmul, Activations, Matrix, Scratch, Weights};
 use temper_kernels::{quantize_fp8_rows, quantize_int8_rows, Isa, Src};
 
-/// Deterministic, roughly normal values (sum of uniforms), scale varying per row.
+/// Deterministic, roughly normal values, scale varying per row.
 fn values(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut uniform = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 40) as f32 / (1u64 << 24) as f32
-    };
-    (0..rows * cols)
-        .map(|i| (uniform() + uniform() + uniform() - 1.5) * 0.02 * (1.0 + (i / cols % 7) as f32))
-        .collect()
-}
-
-fn int8_scale(absmax: f32) -> f32 {
-    if absmax > 0.0 {
-        absmax / 127.0
-    } else {
-        1.0
-    }
-}
-
-fn fp8_scale(absmax: f32) -> f32 {
-    if absmax > 0.0 {
-        absmax / 448.0
-    } else {
-        1.0
-    }
+    synthetic_weights(
+        rows,
+        cols,
+        seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+        0.02,
+    )
 }
 
 /// Per-channel INT8 weights quantized by the crate's own quantizer.

@@ -6,30 +6,8 @@
 //! inputs and outputs, fsync and the final rename.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use std::collections::BTreeMap;
-use temper_core::spec::{JobSpec, Location, Optimization, Stopping, Technique};
 use temper_kernels::Isa;
 use temper_pipeline::progress::Cancel;
-
-fn spec(model: &std::path::Path, out: &std::path::Path, env: &[(&str, &str)]) -> JobSpec {
-    let env: BTreeMap<String, String> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    JobSpec {
-        name: "bench".into(),
-        source: Location::Local(model.to_path_buf()),
-        output: Location::Local(out.to_path_buf()),
-        instance_type: "ml.g6.12xlarge".into(),
-        optimizations: vec![Optimization::new(Technique::Quantization, env)],
-        environment: BTreeMap::new(),
-        stopping: Stopping::default(),
-        kms_key_id: None,
-        role_arn: None,
-        tags: vec![],
-        overwrite: true,
-    }
-}
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     let _ = std::fs::remove_dir_all(to);
@@ -54,7 +32,7 @@ fn bench(c: &mut Criterion) {
         ("quantize_fp8_dynamic", vec![("OPTION_QUANTIZE", "fp8")]),
         ("quantize_int8_w8a16", vec![("OPTION_QUANTIZE", "int8")]),
     ] {
-        let spec = spec(&model, &out, &env);
+        let spec = temper_benches::quantize_job(&model, &out, &env);
         g.bench_function(name, |b| {
             b.iter(|| {
                 let cancel = Cancel::new();

@@ -110,3 +110,60 @@ impl SyntheticModel {
             .unwrap_or(0)
     }
 }
+
+/// Deterministic, roughly normal weights (a sum of three xorshift uniforms), `base` times 1-7
+/// depending on the row, like real layers whose rows differ in scale. `state` seeds the
+/// generator (any nonzero value).
+pub fn synthetic_weights(rows: usize, cols: usize, state: u64, base: f32) -> Vec<f32> {
+    let mut state = state;
+    let mut uniform = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32
+    };
+    (0..rows * cols)
+        .map(|i| (uniform() + uniform() + uniform() - 1.5) * base * (1.0 + (i / cols % 7) as f32))
+        .collect()
+}
+
+/// Per-channel INT8 scale of a row with largest magnitude `absmax` (1 for an all-zero row).
+pub fn int8_scale(absmax: f32) -> f32 {
+    if absmax > 0.0 {
+        absmax / 127.0
+    } else {
+        1.0
+    }
+}
+
+/// Per-channel FP8 E4M3 scale of a row with largest magnitude `absmax` (1 for an all-zero row).
+pub fn fp8_scale(absmax: f32) -> f32 {
+    if absmax > 0.0 {
+        absmax / 448.0
+    } else {
+        1.0
+    }
+}
+
+/// A local quantization job of `model` into `out` for ml.g6.12xlarge with `env` as the
+/// quantization options (replacing an existing output).
+pub fn quantize_job(model: &Path, out: &Path, env: &[(&str, &str)]) -> temper_core::spec::JobSpec {
+    use temper_core::spec::{JobSpec, Location, Optimization, Stopping, Technique};
+    let env = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    JobSpec {
+        name: "bench".into(),
+        source: Location::Local(model.to_path_buf()),
+        output: Location::Local(out.to_path_buf()),
+        instance_type: "ml.g6.12xlarge".into(),
+        optimizations: vec![Optimization::new(Technique::Quantization, env)],
+        environment: Default::default(),
+        stopping: Stopping::default(),
+        kms_key_id: None,
+        role_arn: None,
+        tags: vec![],
+        overwrite: true,
+    }
+}
