@@ -389,6 +389,19 @@ fn a_prompt_longer_than_the_context_window_is_refused() {
 }
 
 #[test]
+fn a_sliding_window_caps_the_context() {
+    // Past the window sliding-window attention differs from full attention, so the runtime
+    // refuses to go there rather than answer differently from transformers and vLLM.
+    let tmp = tempfile::tempdir().unwrap();
+    let model = edited_model(tmp.path(), |c| c["sliding_window"] = 8.into());
+    let err = generate_error(
+        &model,
+        "This prompt has clearly more than eight tokens in it, by a wide margin.",
+    );
+    assert!(err.contains("sliding_window") && err.contains('8'), "{err}");
+}
+
+#[test]
 fn config_and_tensors_that_disagree_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let model = edited_model(tmp.path(), |c| c["intermediate_size"] = 1024.into());
@@ -412,6 +425,50 @@ fn unsupported_quantization_configs_are_named() {
         err.contains("quant_method") && err.contains("gptq") && err.contains("compressed-tensors"),
         "{err}"
     );
+    // Settings that change what the tensors mean are refused, not ignored.
+    let ct = |extra: serde_json::Value| {
+        let mut q = serde_json::json!({
+            "quant_method": "compressed-tensors",
+            "format": "float-quantized",
+            "quantization_status": "compressed",
+            "config_groups": {"group_0": {
+                "targets": ["Linear"],
+                "weights": {"num_bits": 8, "type": "float", "strategy": "channel", "symmetric": true, "dynamic": false},
+                "input_activations": {"num_bits": 8, "type": "float", "strategy": "token", "symmetric": true, "dynamic": true}
+            }}
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            q[k] = v.clone();
+        }
+        q
+    };
+    for (name, q, needle) in [
+        (
+            "sparse",
+            ct(serde_json::json!({"sparsity_config": {"format": "sparse-24-bitmask"}})),
+            "sparsity_config",
+        ),
+        (
+            "rotated",
+            ct(serde_json::json!({"transform_config": {"config_groups": {}}})),
+            "transform_config",
+        ),
+        (
+            "asymmetric",
+            {
+                let mut q = ct(serde_json::json!({}));
+                q["config_groups"]["group_0"]["input_activations"]["symmetric"] = false.into();
+                q
+            },
+            "asymmetric",
+        ),
+    ] {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        let model = edited_model(&dir, |c| c["quantization_config"] = q.clone());
+        let err = generate_error(&model, "Hello");
+        assert!(err.contains(needle), "{name}: {err}");
+    }
 }
 
 #[test]

@@ -185,7 +185,8 @@ fn input_scale(input: &TensorInput) -> Result<(String, Vec<u8>)> {
         tensor_error(
             input,
             format!(
-                "static FP8 needs the calibrated input range of `{prefix}`, but calibration saw {};                  check that the calibration data is non-empty text",
+                "static FP8 needs the calibrated input range of `{prefix}`, but calibration saw {}; \
+                 check that the calibration data is non-empty text",
                 match input.input_absmax {
                     Some(v) => format!("a largest |input| of {v}"),
                     None => "no input".into(),

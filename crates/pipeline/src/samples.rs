@@ -128,7 +128,8 @@ pub fn calibrate(
         },
     )?;
     let mut absmax = BTreeMap::new();
-    let hidden = run_layers(
+    // The LM head is never quantized, so calibration stops after the last layer.
+    run_layers(
         &source,
         &samples.calibration,
         |_, layer| {
@@ -144,11 +145,6 @@ pub fn calibrate(
             })
         },
     )?;
-    // The LM head's input, in case it is quantized too (it is ignored by default).
-    for i in 0..hidden.states.len() {
-        hidden.logits(i)?;
-    }
-    hidden.head.lm_head().record_observed(&mut absmax);
     let record = CalibrationRecord {
         source: samples.source.clone(),
         windows: samples.calibration.len(),

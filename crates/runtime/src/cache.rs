@@ -28,10 +28,11 @@ impl KvCache {
             return Err(RuntimeError::ContextOverflow {
                 needed: capacity,
                 limit: params.max_positions,
-                advice:
-                    "the model's max_position_embeddings is the longest sequence it was trained \
-                         for; shorten the prompt or ask for fewer new tokens"
-                        .into(),
+                advice: format!(
+                    "the model's {} is the longest sequence it runs exactly; shorten the prompt \
+                     or ask for fewer new tokens",
+                    params.max_positions_field
+                ),
             });
         }
         let shape = (params.num_kv_heads, capacity, params.head_dim);

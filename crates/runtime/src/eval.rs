@@ -1,7 +1,7 @@
 //! Quality of a model, and of an optimized model against its reference: perplexity, mean KL
 //! divergence of the candidate's next-token distribution from the reference's, and top-1
 //! agreement, over the same token windows (the standard non-overlapping-window protocol: every
-//! position but the first of a window predicts the next token).
+//! position but the last of a window predicts the next token, so every token but the first is predicted).
 
 use crate::error::{Result, RuntimeError};
 use crate::layerwise::run_layers;
@@ -98,6 +98,8 @@ pub fn compare(
     for (i, w) in windows.iter().enumerate() {
         let rl = predicting_rows(&r_hidden.logits(i)?, w.len())?;
         let cl = predicting_rows(&c_hidden.logits(i)?, w.len())?;
+        check_finite(&rl, vocab, reference.dir, i)?;
+        check_finite(&cl, vocab, candidate.dir, i)?;
         sums = sums.add(compare_logits(&rl, &cl, w, vocab));
         progress(lr + lc + i + 1, total);
     }
@@ -132,6 +134,7 @@ pub fn perplexity(
     let mut positions = 0;
     for (i, w) in windows.iter().enumerate() {
         let logits = predicting_rows(&hidden.logits(i)?, w.len())?;
+        check_finite(&logits, vocab, model.dir, i)?;
         for (row, &next) in logits.chunks_exact(vocab).zip(&w[1..]) {
             nll += log_normalizer(row) - row[next as usize] as f64;
             positions += 1;
@@ -147,6 +150,22 @@ fn predicting_rows(logits: &Tensor, len: usize) -> Result<Vec<f32>> {
         .narrow(0, 0, len - 1)?
         .flatten_all()?
         .to_vec1::<f32>()?)
+}
+
+/// NaN or infinite logits mean a broken model; without this check they would vanish into
+/// the sums (a NaN KL term clamps to 0) and a broken artifact could look fine.
+fn check_finite(logits: &[f32], vocab: usize, model: &Path, window: usize) -> Result<()> {
+    match logits.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(at) => Err(RuntimeError::Input(format!(
+            "{}: logit {} of position {} in evaluation window {window} is {}; the model's \
+             weights or scales are broken (check them with the artifact reader)",
+            model.display(),
+            at % vocab,
+            at / vocab,
+            logits[at]
+        ))),
+    }
 }
 
 fn perplexity_of(nll: f64, tokens: usize) -> Perplexity {
@@ -193,7 +212,8 @@ fn compare_logits(reference: &[f32], candidate: &[f32], window: &[u32], vocab: u
                 positions: 1,
                 ref_nll: lr - r[next] as f64,
                 cand_nll: lc - c[next] as f64,
-                // Rounding can make a tiny KL negative; the true value never is.
+                // Rounding can make a tiny KL negative; the true value never is (the logits
+                // are finite, checked by the caller, so `kl` is not NaN).
                 kl: kl.max(0.0),
                 agree: usize::from(argmax(r) == argmax(c)),
             }
@@ -231,6 +251,19 @@ mod tests {
         assert_eq!(s.agree, 2);
         assert!(s.kl.abs() < 1e-12);
         assert!((s.ref_nll - s.cand_nll).abs() < 1e-12);
+    }
+
+    #[test]
+    fn non_finite_logits_are_an_error_naming_the_position() {
+        let logits = vec![0.0, 1.0, 2.0, 3.0, f32::NAN, 5.0];
+        let err = check_finite(&logits, 3, Path::new("/m"), 2)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/m") && err.contains("logit 1 of position 1") && err.contains("window 2"),
+            "{err}"
+        );
+        assert!(check_finite(&logits[..3], 3, Path::new("/m"), 0).is_ok());
     }
 
     #[test]

@@ -67,9 +67,10 @@ pub fn generate(
             needed: prompt.len() + 1,
             limit,
             advice: format!(
-                "the prompt alone is {} tokens and the model's context window \
-                 (max_position_embeddings) is {limit}; shorten the prompt",
-                prompt.len()
+                "the prompt alone is {} tokens and the model's context window ({}) is {limit}; \
+                 shorten the prompt",
+                prompt.len(),
+                model.params().max_positions_field
             ),
         });
     }

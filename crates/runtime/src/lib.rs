@@ -5,7 +5,7 @@
 //! It loads original Hugging Face directories and compressed-tensors artifacts directly; see
 //! [`quant_config`] for the quantization configs it runs and refuses.
 
-pub mod attention;
+pub(crate) mod attention;
 pub mod cache;
 pub mod error;
 pub mod eval;

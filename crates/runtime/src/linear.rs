@@ -262,11 +262,20 @@ pub fn fuse(parts: Vec<Linear>) -> Vec<Linear> {
     }
 }
 
+/// Whether two Linears treat their input alike; static scales may differ (fusing keeps the
+/// largest, as vLLM does), every other parameter must match.
+fn same_activations(a: ActQuant, b: ActQuant) -> bool {
+    match (a, b) {
+        (ActQuant::Fp8Static { .. }, ActQuant::Fp8Static { .. }) => true,
+        (a, b) => a == b,
+    }
+}
+
 fn fusable(parts: &[Linear]) -> bool {
     let first = &parts[0];
     parts.iter().all(|p| {
         p.cols() == first.cols()
-            && std::mem::discriminant(&p.act) == std::mem::discriminant(&first.act)
+            && same_activations(p.act, first.act)
             && match (p.matrix.weights(), first.matrix.weights()) {
                 (Weights::F32(_), Weights::F32(_))
                 | (Weights::F16(_), Weights::F16(_))

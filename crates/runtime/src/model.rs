@@ -105,9 +105,11 @@ impl Model {
                 needed: past + new,
                 limit: cache.capacity(),
                 advice: format!(
-                    "the model accepts at most {} positions (max_position_embeddings); shorten \
-                     the prompt or ask for fewer new tokens",
-                    self.params.max_positions
+                    "this KV cache holds {} positions (the model accepts at most {}, its {}); \
+                     shorten the prompt or ask for fewer new tokens",
+                    cache.capacity(),
+                    self.params.max_positions,
+                    self.params.max_positions_field
                 ),
             });
         }
@@ -255,8 +257,17 @@ impl LayerSource {
         let embed_name = "model.embed_tokens.weight";
         let embed = load::dense_matrix(&self.ckpt, embed_name, p.vocab_size, p.hidden_size)?;
         let (embed, lm_head) = if p.tie_word_embeddings {
-            let lm = Linear::new(embed, None, ActQuant::None)?;
-            (None, single(lm, embed_name))
+            // The tied table serves as both; as the head it honours the load options
+            // (widened by `dequantize`, observed by `observe_inputs`) like any Linear.
+            let tied = LoadedLinear {
+                matrix: embed,
+                bias: None,
+                act: ActQuant::None,
+            };
+            (
+                None,
+                projection(vec![("lm_head".into(), tied)], &self.opts)?,
+            )
         } else {
             let l = self.linear("lm_head".into(), p.vocab_size, p.hidden_size)?;
             (Some(embed), projection(vec![l], &self.opts)?)
@@ -309,13 +320,6 @@ impl Head {
 fn norm(ckpt: &Checkpoint, name: &str, size: usize) -> Result<Tensor> {
     let w = load::float_tensor(ckpt, name, &[size])?;
     Ok(Tensor::from_vec(w, size, &Device::Cpu)?)
-}
-
-fn single(lin: Linear, module: &str) -> Projection {
-    Projection {
-        parts: vec![lin],
-        modules: vec![module.to_string()],
-    }
 }
 
 /// Wraps loaded Linears (fusing those that share a format) as one projection.

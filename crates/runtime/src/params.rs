@@ -21,6 +21,9 @@ pub struct ModelParams {
     pub rope_scaling: RopeScaling,
     /// The longest sequence the model was trained for (`max_position_embeddings`).
     pub max_positions: usize,
+    /// The config field `max_positions` comes from (`max_position_embeddings`, or
+    /// `sliding_window` when that is smaller), for error messages.
+    pub max_positions_field: &'static str,
     pub tie_word_embeddings: bool,
 }
 
@@ -53,7 +56,23 @@ impl ModelParams {
         }
         let rms_norm_eps = number(cfg, "rms_norm_eps")?.unwrap_or(1e-6);
         let rope_theta = number(cfg, "rope_theta")?.unwrap_or(10_000.0) as f32;
-        let max_positions = number(cfg, "max_position_embeddings")?.unwrap_or(2048.0) as usize;
+        let mut max_positions = number(cfg, "max_position_embeddings")?.unwrap_or(2048.0) as usize;
+        // Sliding-window attention (Mistral v0.1's `sliding_window`; Qwen2's when
+        // `use_sliding_window` is true) only differs from full attention past the window, so the
+        // runtime stays exact by never going past it.
+        let windowed = match cfg.family {
+            Family::Qwen2 => {
+                cfg.raw.get("use_sliding_window").and_then(Value::as_bool) == Some(true)
+            }
+            _ => true,
+        };
+        let mut max_positions_field = "max_position_embeddings";
+        if let Some(window) = number(cfg, "sliding_window")?.filter(|_| windowed) {
+            if (window as usize) < max_positions {
+                max_positions = window as usize;
+                max_positions_field = "sliding_window";
+            }
+        }
         let rope_scaling = RopeScaling::from_config(cfg)?;
         Ok(ModelParams {
             family: cfg.family,
@@ -68,6 +87,7 @@ impl ModelParams {
             rope_theta,
             rope_scaling,
             max_positions,
+            max_positions_field,
             tie_word_embeddings: cfg.tie_word_embeddings,
         })
     }

@@ -121,12 +121,19 @@ impl QuantConfig {
         if self.ignore.matches(module) {
             return LinearScheme::DENSE;
         }
-        self.groups
-            .iter()
-            .find(|(targets, _)| match targets {
-                Targets::AllLinear => true,
-                Targets::Names(list) => list.matches(module),
-            })
+        // Groups naming the module (or a pattern matching it) win over a `Linear` catch-all,
+        // whatever their order in the file, as in compressed-tensors.
+        let named = self.groups.iter().find(|(targets, _)| match targets {
+            Targets::AllLinear => false,
+            Targets::Names(list) => list.matches(module),
+        });
+        let any = || {
+            self.groups
+                .iter()
+                .find(|(targets, _)| matches!(targets, Targets::AllLinear))
+        };
+        named
+            .or_else(any)
             .map(|(_, scheme)| *scheme)
             .unwrap_or(LinearScheme::DENSE)
     }
@@ -181,6 +188,16 @@ fn compressed_tensors(path: &Path, q: &Map<String, Value>) -> Result<QuantConfig
             return Err(unsupported(
                 path,
                 &format!("quantization_config.quantization_status is `{status}`; only `compressed` checkpoints hold quantized codes"),
+            ));
+        }
+    }
+    // Sparse storage and online rotations change what the tensors mean; running without them
+    // would give wrong output rather than an error.
+    for key in ["sparsity_config", "transform_config"] {
+        if !matches!(q.get(key), None | Some(Value::Null)) {
+            return Err(unsupported(
+                path,
+                &format!("quantization_config.{key} is set; this runtime runs dense, unrotated checkpoints only"),
             ));
         }
     }
@@ -327,6 +344,12 @@ fn group_inputs(path: &Path, a: Option<&Value>, field: &str) -> Result<InputActi
             ))
         }
     };
+    if a.get("symmetric").and_then(Value::as_bool) == Some(false) {
+        return Err(unsupported(
+            path,
+            &format!("{field}.input_activations.symmetric is false; asymmetric (zero-point) activations are not supported"),
+        ));
+    }
     let bits = a.get("num_bits").and_then(Value::as_u64);
     let kind = a.get("type").and_then(Value::as_str);
     let strategy = a.get("strategy").and_then(Value::as_str);
@@ -387,4 +410,31 @@ fn vllm_fp8(path: &Path, q: &Map<String, Value>) -> Result<QuantConfig> {
             "quantization_config.ignored_layers",
         )?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_groups_win_over_a_linear_catch_all() {
+        let weights = |kind: &str| {
+            serde_json::json!({"num_bits": 8, "type": kind, "strategy": "channel",
+                               "symmetric": true, "dynamic": false})
+        };
+        // The catch-all comes first in the file; the named group must still win.
+        let q = serde_json::json!({
+            "quant_method": "compressed-tensors",
+            "format": "naive-quantized",
+            "config_groups": {
+                "group_0": {"targets": ["Linear"], "weights": weights("int")},
+                "group_1": {"targets": ["re:.*down_proj"], "weights": weights("float")}
+            }
+        });
+        let c = compressed_tensors(Path::new("config.json"), q.as_object().unwrap()).unwrap();
+        let down = c.scheme_for("model.layers.0.mlp.down_proj").weights;
+        let up = c.scheme_for("model.layers.0.mlp.up_proj").weights;
+        assert!(matches!(down, WeightFormat::Fp8 { .. }), "{down:?}");
+        assert!(matches!(up, WeightFormat::Int8 { .. }), "{up:?}");
+    }
 }

@@ -60,12 +60,22 @@ impl RopeScaling {
             "linear" => Ok(RopeScaling::Linear {
                 factor: num("factor")?,
             }),
-            "llama3" => Ok(RopeScaling::Llama3 {
-                factor: num("factor")?,
-                low_freq_factor: num("low_freq_factor")?,
-                high_freq_factor: num("high_freq_factor")?,
-                original_max_positions: num("original_max_position_embeddings")?,
-            }),
+            "llama3" => {
+                let (low, high) = (num("low_freq_factor")?, num("high_freq_factor")?);
+                if high <= low {
+                    return Err(RuntimeError::config(
+                        &cfg.path,
+                        "rope_scaling.high_freq_factor",
+                        format!("{high} must be larger than low_freq_factor ({low}) for llama3 scaling"),
+                    ));
+                }
+                Ok(RopeScaling::Llama3 {
+                    factor: num("factor")?,
+                    low_freq_factor: low,
+                    high_freq_factor: high,
+                    original_max_positions: num("original_max_position_embeddings")?,
+                })
+            }
             other => Err(RuntimeError::config(
                 &cfg.path,
                 "rope_scaling.rope_type",
