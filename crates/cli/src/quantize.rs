@@ -43,6 +43,7 @@ pub fn run(args: &JobArgs, show_bar: bool, cancel: &Cancel) -> Result<Value> {
         "notes": m.target.notes,
         "recommended_image": m.recommended_image,
         "warnings": m.warnings,
+        "evaluation": m.evaluation,
         "peak_rss_bytes": peak_rss_bytes(),
     });
     if !args.json {
@@ -147,6 +148,7 @@ fn print_summary(s: &Value) {
         s["worst_relative_rms_error"].as_f64().unwrap_or(0.0),
         s["worst_tensor"].as_str().unwrap_or_default()
     );
+    print_evaluation(&s["evaluation"]);
     println!(
         "  target {}: {}",
         s["instance_type"].as_str().unwrap_or_default(),
@@ -162,6 +164,24 @@ fn print_summary(s: &Value) {
         "  recommended image: {}",
         s["recommended_image"].as_str().unwrap_or_default()
     );
+}
+
+/// What the quality evaluation measured, or why it did not run.
+fn print_evaluation(e: &Value) {
+    if e["measured"] == true {
+        println!(
+            "  quality vs source: perplexity {:.3} -> {:.3} ({:+.2}%), mean KL {:.4}, top-1 agreement {:.1}% ({}; {})",
+            e["reference"]["perplexity"].as_f64().unwrap_or(f64::NAN),
+            e["candidate"]["perplexity"].as_f64().unwrap_or(f64::NAN),
+            e["perplexity_change"].as_f64().unwrap_or(f64::NAN) * 100.0,
+            e["mean_kl"].as_f64().unwrap_or(f64::NAN),
+            e["top1_agreement"].as_f64().unwrap_or(f64::NAN) * 100.0,
+            e["data"].as_str().unwrap_or_default(),
+            e["activations"].as_str().unwrap_or_default()
+        );
+    } else if let Some(reason) = e["reason"].as_str() {
+        println!("  quality not measured: {reason}");
+    }
 }
 
 /// The process's peak resident set size (VmHWM), where the OS reports it (Linux).

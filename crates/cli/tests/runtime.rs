@@ -230,6 +230,11 @@ fn every_job_measures_what_quantization_cost() {
     assert!(o.status.success(), "{}", stderr(&o));
     let e = &manifest(&native)["evaluation"];
     assert_eq!(e["measured"], true, "{e}");
+    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        &summary["evaluation"], e,
+        "the JSON summary carries the manifest's evaluation"
+    );
     assert!(
         e["activations"].as_str().unwrap().contains("fp8 per token"),
         "{e}"
