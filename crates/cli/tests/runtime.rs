@@ -506,3 +506,31 @@ fn empty_and_malformed_eval_files_are_refused() {
     let err = eval(&short);
     assert!(err.contains("short.txt") || err.contains("tokens"), "{err}");
 }
+
+#[test]
+fn an_fp8_nan_code_is_refused_naming_the_tensor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("fp8");
+    let o = quantize(
+        smollm2(),
+        "ml.g6.12xlarge",
+        &out,
+        &["--quantize", "fp8", "--no-eval"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Overwrite one code of a weight with 0x7F (NaN in E4M3 "fn") in the safetensors file.
+    let path = out.join("model.safetensors");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let name = "model.layers.3.mlp.up_proj.weight";
+    let start = header[name]["data_offsets"][0].as_u64().unwrap() as usize;
+    let cols = header[name]["shape"][1].as_u64().unwrap() as usize;
+    bytes[8 + n + start + 2 * cols + 5] = 0x7F;
+    std::fs::write(&path, bytes).unwrap();
+    let err = generate_error(&out, "Hello");
+    assert!(
+        err.contains(name) && err.contains("row 2, column 5") && err.contains("NaN"),
+        "{err}"
+    );
+}

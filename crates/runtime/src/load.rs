@@ -55,6 +55,21 @@ pub fn load_linear(
             let e = entry(ckpt, &format!("{prefix}.weight"))?;
             check(ckpt, e, Dtype::F8_E4M3, &[rows, cols])?;
             let codes = ckpt.bytes(e).to_vec();
+            // E4M3 "fn" has NaN codes only (0x7F/0xFF); no quantizer writes them, and the
+            // kernels would read them as ±480, so a checkpoint holding one is corrupt.
+            if let Some(i) = codes.iter().position(|&c| c & 0x7F == 0x7F) {
+                return Err(RuntimeError::tensor(
+                    ckpt.file_of(e),
+                    &e.name,
+                    format!(
+                        "row {}, column {} holds the FP8 NaN code {:#04x}; the checkpoint is corrupt \
+                         (re-run the quantization)",
+                        i / cols.max(1),
+                        i % cols.max(1),
+                        codes[i]
+                    ),
+                ));
+            }
             let (scales, group) = scales(ckpt, prefix, rows, cols, strategy)?;
             Matrix::new(
                 rows,

@@ -218,3 +218,26 @@ fn plain_fallback() {
         "System: Be kind.\nUser: Hi\nAssistant: Hello"
     );
 }
+
+#[test]
+fn special_tokens_fall_back_to_special_tokens_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let template =
+        "{{ bos_token }}{% for m in messages %}{{ m['content'] }}{{ eos_token }}{% endfor %}";
+    std::fs::write(
+        dir.path().join("tokenizer_config.json"),
+        json!({"chat_template": template, "eos_token": "</s>"}).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("special_tokens_map.json"),
+        json!({"bos_token": {"content": "<s>"}, "eos_token": "<ignored>"}).to_string(),
+    )
+    .unwrap();
+    let t = load(dir.path());
+    // bos from the map; eos from tokenizer_config.json, which wins where both name one.
+    assert_eq!(
+        t.render(&[Message::new("user", "hi")], false).unwrap(),
+        "<s>hi</s>"
+    );
+}

@@ -337,3 +337,29 @@ fn chat_documents_in_windows_use_the_template() {
         }
     ));
 }
+
+#[test]
+fn unicode_space_before_an_array_and_text_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = r#"{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}"#;
+    // A no-break space before the array used to slice inside the character and panic.
+    let path = write(
+        dir.path(),
+        "nbsp.json",
+        format!("\u{a0}[{record}]").as_bytes(),
+    );
+    let docs = load_documents(&path).unwrap();
+    assert_eq!(docs.documents.len(), 1);
+    assert!(docs.skipped.is_none());
+    // Content after the closing bracket is reported, not silently dropped.
+    let path = write(
+        dir.path(),
+        "two.json",
+        format!("[{record}]\n[{record}]").as_bytes(),
+    );
+    let docs = load_documents(&path).unwrap();
+    assert_eq!(docs.documents.len(), 1);
+    let skipped = docs.skipped.expect("the trailing array is reported");
+    assert!(skipped.stopped_reading);
+    assert!(skipped.to_string().contains("closing `]`"), "{skipped}");
+}

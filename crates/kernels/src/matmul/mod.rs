@@ -240,7 +240,7 @@ pub enum Activations {
     /// `x` used as f32: dense weights and weight-only quantization ("W8A16", FP8 weight-only).
     F32,
     /// W8A8 INT8: each row `x_t` is quantized on the fly, `s_t = absmax(x_t) / 127`,
-    /// `xq = clamp(round_half_even(x * (1 / s_t)), -127, 127)` (never clamped in practice), and
+    /// `xq = round_half_even(x * (1 / s_t))`, which lies in [-127, 127] (checked in debug builds), and
     /// `y[t, n] = (s_t * scale_n) * (exact i32 dot of xq and the codes of row n) as f32`.
     ///
     /// Only for [`Weights::Int8`] with `group == cols` (per channel) and
@@ -379,6 +379,9 @@ fn quantize_activations(u: Usable, x: &[f32], m: usize, cols: usize, scratch: &m
             *s = 0.0;
         } else {
             dispatch::quantize_int8(u, Src::F32(row), inv, q);
+            // |x| * (127 / absmax) <= 127 up to one rounding, so -128 cannot occur; the integer
+            // dots rely on that (sign flips and the i32 bound assume |xq| <= 127).
+            debug_assert!(!q.contains(&i8::MIN), "activation code -128 in row");
             *s = scale;
         }
     }

@@ -53,7 +53,8 @@ impl ChatTemplate {
     /// Like transformers, a `chat_template.jinja` file wins over the `chat_template`
     /// field of `tokenizer_config.json`; that field is a string or a list of
     /// `{"name", "template"}` of which the one named `default` is used. Special tokens
-    /// come from `tokenizer_config.json` (plain strings or `{"content": ...}` objects).
+    /// come from `tokenizer_config.json`, else `special_tokens_map.json` (plain strings or
+    /// `{"content": ...}` objects).
     pub fn from_model_dir(dir: &Path) -> Result<Option<ChatTemplate>, TextError> {
         let config_path = dir.join("tokenizer_config.json");
         let config = read_json_object(&config_path)?;
@@ -69,12 +70,23 @@ impl ChatTemplate {
             }
             Err(e) => return Err(TextError::read(jinja_path, e)),
         };
+        // transformers also reads `special_tokens_map.json`; tokenizer_config.json wins
+        // where both name a token.
+        let map_path = dir.join("special_tokens_map.json");
+        let map = read_json_object(&map_path)?;
         let mut special_tokens = Vec::new();
-        if let Some(config) = &config {
-            for name in SPECIAL_TOKENS {
-                if let Some(token) = special_token(config, name, &config_path)? {
-                    special_tokens.push((name, token));
+        for name in SPECIAL_TOKENS {
+            let mut token = None;
+            if let Some(config) = &config {
+                token = special_token(config, name, &config_path)?;
+            }
+            if token.is_none() {
+                if let Some(map) = &map {
+                    token = special_token(map, name, &map_path)?;
                 }
+            }
+            if let Some(token) = token {
+                special_tokens.push((name, token));
             }
         }
         let env = env::build(source).map_err(|e| TextError::TemplateSyntax {

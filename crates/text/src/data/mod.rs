@@ -279,8 +279,8 @@ fn parse_array(text: &str, base: usize) -> Parsed {
         pos
     };
     let mut parsed = Parsed::default();
-    // Past the opening bracket.
-    let mut pos = skip_ws(0) + 1;
+    // Past the opening bracket (the format check skipped Unicode whitespace to find it).
+    let mut pos = text.len() - text.trim_start().len() + 1;
     loop {
         pos = skip_ws(pos);
         if pos >= bytes.len() || bytes[pos] == b']' {
@@ -302,7 +302,20 @@ fn parse_array(text: &str, base: usize) -> Parsed {
         pos = skip_ws(pos);
         match bytes.get(pos) {
             Some(b',') => pos += 1,
-            Some(b']') | None => break,
+            Some(b']') => {
+                // Anything after the array would otherwise be dropped without a word.
+                let rest = text[pos + 1..].trim();
+                if !rest.is_empty() {
+                    let at = RecordLocation::Byte(base + pos + 1);
+                    let reason = format!(
+                        "{} bytes follow the closing `]` of the array; they were not read",
+                        rest.len()
+                    );
+                    parsed.skip(at, reason, true);
+                }
+                break;
+            }
+            None => break,
             Some(&other) => {
                 let at = RecordLocation::Byte(base + pos);
                 let reason = format!(

@@ -74,7 +74,19 @@ pub fn token_windows(
         if tokens.len() >= wanted {
             break;
         }
-        let (mut text, add_special) = doc.render(template)?;
+        // A template that refuses a conversation (roles that do not alternate, a system role
+        // it does not take) names the template; say which conversation too.
+        let (mut text, add_special) = doc.render(template).map_err(|e| match e {
+            TextError::TemplateRaised { path, message } => TextError::TemplateRaised {
+                path,
+                message: format!(
+                    "{message} (conversation {} of {} in the data; remove or fix it)",
+                    i + 1,
+                    docs.len()
+                ),
+            },
+            other => other,
+        })?;
         if i + 1 < docs.len() {
             text.push_str(SEPARATOR);
         }
