@@ -76,7 +76,9 @@ pub fn generate(
     }
     let max_new = opts.max_new_tokens.min(limit - prompt.len());
     let mut sampler = Sampler::new(opts.sampling.clone())?;
-    let mut stream = TextStream::new(tokenizer);
+    // A few prompt tokens as context, so the first word keeps its leading space.
+    let mut stream =
+        TextStream::new(tokenizer).with_context(&prompt[prompt.len().saturating_sub(4)..]);
     let mut stops = StopStrings::new(opts.stop_strings.clone());
     let mut cache = model.new_cache(prompt.len() + max_new.max(1))?;
     let mut text = String::new();

@@ -13,12 +13,15 @@ use crate::TextError;
 /// Incremental detokenizer: push tokens, get the text they completed.
 ///
 /// The concatenation of everything [`push`](Self::push) and [`finish`](Self::finish)
-/// return equals decoding all the tokens at once.
+/// return equals decoding all the tokens at once (after the context, with
+/// [`with_context`](Self::with_context)).
 #[derive(Debug)]
 pub struct TextStream<'t> {
     tokenizer: &'t Tokenizer,
     skip_special_tokens: bool,
     ids: Vec<u32>,
+    /// Leading tokens of `ids` that are context (the end of the prompt), never printed.
+    context: usize,
     /// Start of the decoding window: tokens before it are printed and never re-decoded.
     prefix_offset: usize,
     /// End of what has been printed; `ids[prefix_offset..read_offset]` is decoded again
@@ -33,9 +36,22 @@ impl<'t> TextStream<'t> {
             tokenizer,
             skip_special_tokens: true,
             ids: Vec::new(),
+            context: 0,
             prefix_offset: 0,
             read_offset: 0,
         }
+    }
+
+    /// Decodes the generated tokens after `context` (the last few prompt tokens), as if
+    /// they were printed already. SentencePiece decoders drop the leading space of a
+    /// sequence's first token; with the prompt's tail in front, the first generated word
+    /// keeps its space (" Paris" after "The capital of France is"), as in a whole decode.
+    pub fn with_context(mut self, context: &[u32]) -> Self {
+        self.ids = context.to_vec();
+        self.context = context.len();
+        self.prefix_offset = 0;
+        self.read_offset = context.len();
+        self
     }
 
     /// Whether special tokens are left out of the text (the default) or printed.
@@ -73,9 +89,9 @@ impl<'t> TextStream<'t> {
         Ok(suffix_after(&text, &prefix))
     }
 
-    /// All tokens pushed so far.
+    /// All tokens pushed so far (without the context).
     pub fn tokens(&self) -> &[u32] {
-        &self.ids
+        &self.ids[self.context..]
     }
 
     fn decode(&self, start: usize, end: usize) -> Result<String, TextError> {

@@ -136,3 +136,24 @@ fn stop_strings_hold_back_possible_starts() {
     let mut none = StopStrings::new(Vec::new());
     assert_eq!(none.push("anything"), out("anything", false));
 }
+
+#[test]
+fn prompt_context_keeps_the_first_words_space() {
+    // SentencePiece-style (Metaspace) decoding drops the leading space of a sequence's
+    // first token; with the prompt's tail as context the first generated word keeps it.
+    let json = r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],
+      "normalizer":null,
+      "pre_tokenizer":{"type":"Metaspace","replacement":"\u2581","prepend_scheme":"always","split":true},
+      "post_processor":null,
+      "decoder":{"type":"Metaspace","replacement":"\u2581","prepend_scheme":"always","split":true},
+      "model":{"type":"WordLevel","vocab":{"\u2581The":0,"\u2581capital":1,"\u2581is":2,"\u2581Paris":3,"<unk>":4},"unk_token":"<unk>"}}"#;
+    let tokenizer = tokenizers::Tokenizer::from_bytes(json.as_bytes()).unwrap();
+    let mut bare = TextStream::new(&tokenizer);
+    assert_eq!(bare.push(3).unwrap(), "Paris");
+    let mut stream = TextStream::new(&tokenizer).with_context(&[1, 2]);
+    let mut text = stream.push(3).unwrap();
+    text += &stream.push(0).unwrap();
+    text += &stream.finish().unwrap();
+    assert_eq!(text, " Paris The");
+    assert_eq!(stream.tokens(), &[3, 0]);
+}
