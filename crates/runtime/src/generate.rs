@@ -80,6 +80,13 @@ pub fn generate(
     let mut stream =
         TextStream::new(tokenizer).with_context(&prompt[prompt.len().saturating_sub(4)..]);
     let mut stops = StopStrings::new(opts.stop_strings.clone());
+    // A stop string that is a whole special token (`<|im_end|>`) never shows up in the text,
+    // which leaves special tokens out; stop on its id instead.
+    let stop_ids: Vec<u32> = opts
+        .stop_strings
+        .iter()
+        .filter_map(|s| tokenizer.token_to_id(s))
+        .collect();
     let mut cache = model.new_cache(prompt.len() + max_new.max(1))?;
     let mut text = String::new();
     let mut emit = |piece: &str, text: &mut String| {
@@ -104,6 +111,9 @@ pub fn generate(
         if opts.eos_token_ids.contains(&next) {
             break FinishReason::Eos;
         }
+        if stop_ids.contains(&next) {
+            break FinishReason::Stop;
+        }
         generated += 1;
         let delta = stream.push(next)?;
         let out = stops.push(&delta);
@@ -119,7 +129,8 @@ pub fn generate(
         next = sampler.sample(&logits.flatten_all()?.to_vec1::<f32>()?);
     };
     let decode_seconds = decode_started.elapsed().as_secs_f64();
-    if finish != FinishReason::Stop {
+    // Unless a stop string ended the text, print what the stream still holds.
+    if !stops.stopped() {
         let tail = stream.finish()?;
         let out = stops.push(&tail);
         emit(&out.text, &mut text);
