@@ -363,3 +363,30 @@ fn unicode_space_before_an_array_and_text_after_it() {
     assert!(skipped.stopped_reading);
     assert!(skipped.to_string().contains("closing `]`"), "{skipped}");
 }
+
+#[test]
+fn a_large_text_is_tokenized_in_pieces_with_the_same_tokens() {
+    // ~2.3 MB: more than two pieces. For SmolLM2's byte-level BPE the windows must equal
+    // those of tokenizing the whole text at once.
+    let tokenizer = common::smollm2_tokenizer();
+    let hamlet = std::fs::read_to_string(common::hamlet()).unwrap();
+    let text = hamlet.repeat(12);
+    let docs = [Document::Text(text.clone())];
+    let whole = tokenizer
+        .encode(text.as_str(), true)
+        .unwrap()
+        .get_ids()
+        .to_vec();
+    let windows = token_windows(&tokenizer, &docs, None, &WindowOptions::new(4096)).unwrap();
+    assert_eq!(windows.len(), whole.len() / 4096);
+    for (i, w) in windows.iter().enumerate() {
+        assert_eq!(w[..], whole[i * 4096..(i + 1) * 4096], "window {i}");
+    }
+    // A few windows need only the first piece.
+    let few = WindowOptions {
+        window_len: 256,
+        max_windows: 2,
+    };
+    let two = token_windows(&tokenizer, &docs, None, &few).unwrap();
+    assert_eq!(two.concat(), whole[..512]);
+}

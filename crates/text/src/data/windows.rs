@@ -17,7 +17,8 @@ pub struct WindowOptions {
     /// Tokens per window.
     pub window_len: usize,
     /// At most this many windows (`usize::MAX`: as many as the text gives). Tokenizing
-    /// stops once enough tokens are collected, so a small count on a large file is cheap.
+    /// stops once enough tokens are collected (large documents are tokenized in pieces),
+    /// so a small count on a large file is cheap.
     pub max_windows: usize,
 }
 
@@ -90,7 +91,15 @@ pub fn token_windows(
         if i + 1 < docs.len() {
             text.push_str(SEPARATOR);
         }
-        tokens.extend(encode(&tokenizer, &text, add_special)?);
+        // A large document (a whole corpus in one text file) is tokenized a paragraph-aligned
+        // piece at a time, so a few windows from a multi-GB file cost a few pieces, not the
+        // file. Special-token processing (BOS) applies at the document's start only.
+        for (j, piece) in pieces(&text, PIECE_BYTES).enumerate() {
+            if tokens.len() >= wanted {
+                break;
+            }
+            tokens.extend(encode(&tokenizer, piece, add_special && j == 0)?);
+        }
     }
     let count = (tokens.len() / window_len).min(max_windows);
     if count == 0 {
@@ -104,6 +113,35 @@ pub fn token_windows(
         .take(count)
         .map(<[u32]>::to_vec)
         .collect())
+}
+
+/// Bytes of text tokenized at once, at least (pieces end before a blank line).
+const PIECE_BYTES: usize = 1 << 20;
+
+/// `text` cut into consecutive pieces of at least `min` bytes, each ending just before a
+/// blank line (`"\n\n"`) where one follows, else at the end of the text. Byte-level BPE
+/// pre-tokenizers split there anyway (after the last non-space, before the whitespace run
+/// that leads into the next word), so the tokens are those of the whole text; a piece
+/// ending in the blank line instead would turn it into one `"\n\n"` token.
+fn pieces(text: &str, min: usize) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let cut = if rest.len() <= min {
+            rest.len()
+        } else {
+            // `min` may fall inside a character: search from the next char boundary.
+            let from = (min..rest.len())
+                .find(|&i| rest.is_char_boundary(i))
+                .unwrap_or(rest.len());
+            rest[from..].find("\n\n").map_or(rest.len(), |at| from + at)
+        };
+        let (piece, tail) = rest.split_at(cut);
+        rest = tail;
+        Some(piece)
+    })
 }
 
 /// The tokenizer without truncation or padding: some tokenizer.json files truncate to
@@ -161,4 +199,19 @@ pub fn split_held_out(windows: Vec<Vec<u32>>, eval_count: usize) -> Result<HeldO
         }
     }
     Ok(held)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pieces;
+
+    #[test]
+    fn pieces_cover_the_text_and_end_after_blank_lines() {
+        let text = "aé b\n\nccc\n\nd\n\ne";
+        let cut: Vec<&str> = pieces(text, 3).collect();
+        assert_eq!(cut.concat(), text);
+        assert_eq!(cut, vec!["aé b", "\n\nccc", "\n\nd", "\n\ne"]);
+        assert_eq!(pieces("short", 100).collect::<Vec<_>>(), vec!["short"]);
+        assert_eq!(pieces("", 100).count(), 0);
+    }
 }
