@@ -1,5 +1,6 @@
 //! The runtime's linear layers (`temper_kernels::matmul`), with the detected ISA and rayon's
-//! global pool (all cores), every measurement made from a worker of that pool (see `in_pool`).
+//! global pool (all cores), every measurement made from a worker of that pool, as the runtime
+//! calls them (`temper_runtime::pool::in_pool`).
 //!
 //! - `decode_<n>x<k>`: `m = 1`, in GB/s of weights streamed (`Matrix::weight_bytes`), beside two
 //!   read-bandwidth baselines over a buffer of as many bytes as the INT8 weights (summing u64,
@@ -25,6 +26,7 @@ use rayon::prelude::*;
 use temper_benches::{fp8_scale, int8_scale, synthetic_weights};
 use temper_kernels::matmul::{matmul, Activations, Matrix, Scratch, Weights};
 use temper_kernels::{quantize_fp8_rows, quantize_int8_rows, Isa, Src};
+use temper_runtime::pool::in_pool;
 
 /// Deterministic, roughly normal values, scale varying per row.
 fn values(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
@@ -115,13 +117,6 @@ fn bench_product(
             b.iter(|| matmul(isa, w, black_box(x), m, &mut y, act, &mut scratch).expect("product"))
         })
     });
-}
-
-/// Runs `f` on a worker of rayon's global pool, as the runtime should call the products: from
-/// outside the pool every call pays a futex wake-up each way (~10-15 µs on a small VM), and the
-/// products then keep small matrices on the calling thread.
-fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    rayon::scope(|_| f())
 }
 
 /// Sum of a u64 buffer over the global pool, split like the products' matrix-vector chunks:

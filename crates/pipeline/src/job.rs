@@ -193,11 +193,13 @@ fn prepare_samples(plan: &QuantizePlan) -> Result<(Option<SampleWindows>, Option
         );
         return skip_or_fail(calibrate, reason);
     }
-    if let Err(e) = temper_text::tokenizer::load_tokenizer(&tokenizer) {
-        return skip_or_fail(calibrate, e.to_string());
-    }
+    let tokenizer = match temper_text::tokenizer::load_tokenizer(&tokenizer) {
+        Ok(t) => t,
+        Err(e) => return skip_or_fail(calibrate, e.to_string()),
+    };
     // A user's data file that cannot be read is an error in the job, not a skipped check.
-    samples::sample_windows(&plan.checkpoint.dir, opts, calibrate).map(|s| (Some(s), None))
+    samples::sample_windows(&plan.checkpoint.dir, &tokenizer, opts, calibrate)
+        .map(|s| (Some(s), None))
 }
 
 /// Without usable sample text, evaluation is skipped with the reason; calibration, which the

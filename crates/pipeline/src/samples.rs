@@ -28,17 +28,17 @@ pub struct SampleWindows {
     pub skipped: Option<String>,
 }
 
-/// Cuts the windows a job needs from its sample data, tokenized with the model's tokenizer.
+/// Cuts the windows a job needs from its sample data, tokenized with the model's `tokenizer`
+/// (and its chat template, for conversations).
 /// Evaluation windows come first in the data and calibration windows after them, so the two
 /// never overlap. With the built-in sample, calibration takes what is left when the text runs
 /// short; with the user's own data a shortfall is an error.
 pub fn sample_windows(
     model_dir: &Path,
+    tokenizer: &temper_text::Tokenizer,
     opts: &SampleOptions,
     calibrate: bool,
 ) -> Result<SampleWindows> {
-    let tokenizer_path = model_dir.join("tokenizer.json");
-    let tokenizer = temper_text::tokenizer::load_tokenizer(&tokenizer_path)?;
     let template = temper_text::chat::ChatTemplate::from_model_dir(model_dir)?;
     let (docs, source) = match &opts.data {
         Some(path) => (
@@ -62,7 +62,7 @@ pub fn sample_windows(
             0
         };
     let windows = temper_text::data::token_windows(
-        &tokenizer,
+        tokenizer,
         &docs.documents,
         template.as_ref(),
         &WindowOptions {

@@ -112,8 +112,12 @@ impl Linear {
             let stats = temper_kernels::row_stats(Isa::detect(), x.into());
             max.fetch_max(stats.absmax.to_bits(), Ordering::Relaxed);
         }
-        BUFFERS.with(|b| {
-            let (scratch, rounded, codes) = &mut *b.borrow_mut();
+        // The buffers leave the thread-local during the product: while it waits for its
+        // chunks, a rayon worker may run another product (another thread's forward) that
+        // then starts from empty buffers instead of finding them borrowed.
+        let mut buffers = BUFFERS.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        let result = {
+            let (scratch, rounded, codes) = &mut buffers;
             let (input, acts) = match self.act {
                 ActQuant::None => (x, Activations::F32),
                 ActQuant::Int8PerToken => (x, Activations::Int8PerToken),
@@ -131,7 +135,9 @@ impl Linear {
                 }
             };
             matmul::matmul(Isa::detect(), &self.matrix, input, m, y, acts, scratch)
-        })?;
+        };
+        BUFFERS.with(|b| *b.borrow_mut() = buffers);
+        result?;
         if let Some(bias) = &self.bias {
             for row in y.chunks_exact_mut(bias.len()) {
                 row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);

@@ -9,8 +9,7 @@ use crate::load::{self, LoadedLinear};
 use crate::params::ModelParams;
 use crate::quant_config::{LinearScheme, QuantConfig};
 use candle_core::{Device, Tensor};
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use temper_core::checkpoint::Checkpoint;
 use temper_kernels::matmul::Matrix;
 
@@ -38,7 +37,6 @@ pub enum Logits {
 
 pub struct Model {
     params: ModelParams,
-    dir: PathBuf,
     layers: Vec<Layer>,
     head: Head,
     /// A short description of the weight formats, e.g. "fp8 (per-token fp8 activations)".
@@ -55,7 +53,6 @@ impl Model {
         let head = source.head()?;
         Ok(Model {
             format: describe_format(&layers),
-            dir: dir.to_path_buf(),
             params: source.params,
             layers,
             head,
@@ -64,10 +61,6 @@ impl Model {
 
     pub fn params(&self) -> &ModelParams {
         &self.params
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// e.g. `"int8 per-channel, int8 per-token activations"`.
@@ -134,16 +127,6 @@ impl Model {
             Logits::All => x,
         };
         self.head.logits(&x, self.params.rms_norm_eps)
-    }
-
-    /// The largest |input| each Linear module saw since loading with
-    /// [`LoadOptions::observe_inputs`] (fused modules share their input and their value).
-    pub fn observed_input_absmax(&self) -> BTreeMap<String, f32> {
-        let mut out = BTreeMap::new();
-        for p in self.projections() {
-            p.record_observed(&mut out);
-        }
-        out
     }
 
     fn projections(&self) -> impl Iterator<Item = &Projection> {

@@ -151,8 +151,4 @@ impl RopeTables {
             sin: Tensor::from_vec(sin, (positions, half), &Device::Cpu)?,
         })
     }
-
-    pub fn positions(&self) -> usize {
-        self.cos.dims()[0]
-    }
 }

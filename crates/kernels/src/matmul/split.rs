@@ -158,7 +158,23 @@ pub(crate) fn matmul_f32<B: Backend>(
 
 /// Small `m`: every pass decodes the weights in registers (one pass per four tokens).
 fn gemv<B: Backend>(b: B, w: &Matrix, x: &[f32], m: usize, y: &mut [f32]) {
-    let (n, cols) = (w.rows, w.cols);
+    let cols = w.cols;
+    for_each_row_pass(w, m, y, |l, n0, nc| {
+        grow(&mut l.stage, m * nc, 0.0);
+        b.gemv(w, n0, nc, &x[..m * cols], m, &mut l.stage[..m * nc]);
+    });
+}
+
+/// The matrix-vector drivers' split: one pass over the weights per four tokens, chunks of rows
+/// sized by the bytes they read, serial for small products. `fill(local, n0, nc)` leaves the
+/// chunk's `m x nc` outputs in `local.stage[..m * nc]`, which are then written into `y`.
+fn for_each_row_pass(
+    w: &Matrix,
+    m: usize,
+    y: &mut [f32],
+    fill: impl Fn(&mut Local, usize, usize) + Sync,
+) {
+    let n = w.rows;
     let bytes_per_row = w.row_bytes().max(1) * m.div_ceil(4);
     let parallel = use_pool(
         n * bytes_per_row,
@@ -169,11 +185,9 @@ fn gemv<B: Backend>(b: B, w: &Matrix, x: &[f32], m: usize, y: &mut [f32]) {
     let out = Out::new(y, m, n);
     for_each_chunk(n, chunk, parallel, |n0, nc| {
         with_local(|l| {
-            grow(&mut l.stage, m * nc, 0.0);
-            let stage = &mut l.stage[..m * nc];
-            b.gemv(w, n0, nc, &x[..m * cols], m, stage);
+            fill(l, n0, nc);
             // SAFETY: chunks cover disjoint row ranges of `W`, i.e. disjoint columns of `y`.
-            unsafe { out.write(n0, nc, stage) };
+            unsafe { out.write(n0, nc, &l.stage[..m * nc]) };
         })
     });
 }
@@ -271,34 +285,21 @@ pub(crate) fn matmul_int8<B: Backend>(
     let Weights::Int8 { scales, .. } = &w.weights else {
         unreachable!("checked by matmul");
     };
-    let n = w.rows;
-    // One pass over the weights per 4 tokens; the weight tile is reused from L1 in between.
-    let bytes_per_row = w.row_bytes().max(1) * m.div_ceil(4);
-    let parallel = use_pool(
-        n * bytes_per_row,
-        SERIAL_BYTES_IN_POOL,
-        SERIAL_BYTES_OUTSIDE,
-    );
-    let chunk = chunk_rows(n, MIN_CHUNK_BYTES.div_ceil(bytes_per_row), n);
-    let out = Out::new(y, m, n);
-    for_each_chunk(n, chunk, parallel, |n0, nc| {
-        with_local(|l| {
-            grow(&mut l.dots, m * nc, 0);
-            grow(&mut l.stage, m * nc, 0.0);
-            let dots = &mut l.dots[..m * nc];
-            b.int8_dots(w, n0, nc, xq, m, dots);
-            let stage = &mut l.stage[..m * nc];
-            for (t, (row, drow)) in stage
-                .chunks_exact_mut(nc)
-                .zip(dots.chunks_exact(nc))
-                .enumerate()
-            {
-                for ((v, &d), &s) in row.iter_mut().zip(drow).zip(&scales[n0..n0 + nc]) {
-                    *v = (xs[t] * s) * d as f32;
-                }
+    // The weight tile is reused from L1 by up to four tokens between passes.
+    for_each_row_pass(w, m, y, |l, n0, nc| {
+        grow(&mut l.dots, m * nc, 0);
+        grow(&mut l.stage, m * nc, 0.0);
+        let dots = &mut l.dots[..m * nc];
+        b.int8_dots(w, n0, nc, xq, m, dots);
+        let stage = &mut l.stage[..m * nc];
+        for (t, (row, drow)) in stage
+            .chunks_exact_mut(nc)
+            .zip(dots.chunks_exact(nc))
+            .enumerate()
+        {
+            for ((v, &d), &s) in row.iter_mut().zip(drow).zip(&scales[n0..n0 + nc]) {
+                *v = (xs[t] * s) * d as f32;
             }
-            // SAFETY: chunks cover disjoint row ranges of `W`, i.e. disjoint columns of `y`.
-            unsafe { out.write(n0, nc, stage) };
-        })
+        }
     });
 }
