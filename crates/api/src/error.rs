@@ -24,6 +24,18 @@ pub enum ApiError {
     /// A fault of the service itself, not of the request.
     #[error("InternalFailure: {0}")]
     InternalFailure(String),
+    /// The request carries no AWS Signature V4 (`Authorization` header).
+    #[error("MissingAuthenticationTokenException: {0}")]
+    MissingAuthenticationToken(String),
+    /// The signature does not match, is malformed or has expired.
+    #[error("InvalidSignatureException: {0}")]
+    InvalidSignature(String),
+    /// The access key is not one the server knows.
+    #[error("UnrecognizedClientException: {0}")]
+    UnrecognizedClient(String),
+    /// The request body is larger than the server accepts.
+    #[error("RequestEntityTooLargeException: {0}")]
+    RequestEntityTooLarge(String),
 }
 
 impl ApiError {
@@ -36,6 +48,10 @@ impl ApiError {
             ApiError::ResourceLimitExceeded(_) => "ResourceLimitExceeded",
             ApiError::UnknownOperation(_) => "UnknownOperationException",
             ApiError::InternalFailure(_) => "InternalFailure",
+            ApiError::MissingAuthenticationToken(_) => "MissingAuthenticationTokenException",
+            ApiError::InvalidSignature(_) => "InvalidSignatureException",
+            ApiError::UnrecognizedClient(_) => "UnrecognizedClientException",
+            ApiError::RequestEntityTooLarge(_) => "RequestEntityTooLargeException",
         }
     }
 
@@ -47,7 +63,11 @@ impl ApiError {
             | ApiError::ResourceNotFound(m)
             | ApiError::ResourceLimitExceeded(m)
             | ApiError::UnknownOperation(m)
-            | ApiError::InternalFailure(m) => m,
+            | ApiError::InternalFailure(m)
+            | ApiError::MissingAuthenticationToken(m)
+            | ApiError::InvalidSignature(m)
+            | ApiError::UnrecognizedClient(m)
+            | ApiError::RequestEntityTooLarge(m) => m,
         }
     }
 
@@ -55,6 +75,11 @@ impl ApiError {
     pub fn http_status(&self) -> u16 {
         match self {
             ApiError::InternalFailure(_) => 500,
+            // As AWS answers them: 403 for a request it cannot attribute to a key.
+            ApiError::MissingAuthenticationToken(_)
+            | ApiError::InvalidSignature(_)
+            | ApiError::UnrecognizedClient(_) => 403,
+            ApiError::RequestEntityTooLarge(_) => 413,
             _ => 400,
         }
     }
@@ -83,6 +108,10 @@ impl ApiError {
             "ResourceLimitExceeded" => ApiError::ResourceLimitExceeded(message),
             "UnknownOperationException" => ApiError::UnknownOperation(message),
             "InternalFailure" => ApiError::InternalFailure(message),
+            "MissingAuthenticationTokenException" => ApiError::MissingAuthenticationToken(message),
+            "InvalidSignatureException" => ApiError::InvalidSignature(message),
+            "UnrecognizedClientException" => ApiError::UnrecognizedClient(message),
+            "RequestEntityTooLargeException" => ApiError::RequestEntityTooLarge(message),
             _ => return None,
         })
     }

@@ -21,31 +21,8 @@ pub fn run(args: &JobArgs, show_bar: bool, cancel: &Cancel) -> Result<Value> {
     let outcome = temper_pipeline::run_job(&spec, isa, &mut sink, cancel);
     bar.finish();
     let outcome = outcome?;
-    let r = &outcome.report;
-    let m = &outcome.manifest;
-    let summary = json!({
-        "status": "completed",
-        "job_name": spec.name,
-        "output": outcome.output,
-        "instance_type": spec.instance_type,
-        "scheme": r.scheme,
-        "format": r.format,
-        "isa": r.isa,
-        "tensors_quantized": r.tensors_quantized,
-        "tensors_copied": r.tensors_copied,
-        "input_bytes": r.input_bytes,
-        "output_bytes": r.output_bytes,
-        "quantize_seconds": r.seconds,
-        "mean_relative_rms_error": r.mean_relative_rms_error,
-        "worst_relative_rms_error": r.worst_relative_rms_error,
-        "worst_tensor": r.worst_tensor,
-        "fit": m.target.fit,
-        "notes": m.target.notes,
-        "recommended_image": m.recommended_image,
-        "warnings": m.warnings,
-        "evaluation": m.evaluation,
-        "peak_rss_bytes": peak_rss_bytes(),
-    });
+    let mut summary = outcome.summary(&spec);
+    summary["peak_rss_bytes"] = json!(peak_rss_bytes());
     if !args.json {
         print_summary(&summary);
     }

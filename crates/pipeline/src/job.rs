@@ -28,6 +28,37 @@ pub struct JobOutcome {
     pub report: QuantizeReport,
 }
 
+impl JobOutcome {
+    /// The job's summary as `optimize --json` prints it and the job API's worker
+    /// reports it: what was written, how, how well, and for which image.
+    pub fn summary(&self, spec: &JobSpec) -> serde_json::Value {
+        let r = &self.report;
+        let m = &self.manifest;
+        serde_json::json!({
+            "status": "completed",
+            "job_name": spec.name,
+            "output": self.output,
+            "instance_type": spec.instance_type,
+            "scheme": r.scheme,
+            "format": r.format,
+            "isa": r.isa,
+            "tensors_quantized": r.tensors_quantized,
+            "tensors_copied": r.tensors_copied,
+            "input_bytes": r.input_bytes,
+            "output_bytes": r.output_bytes,
+            "quantize_seconds": r.seconds,
+            "mean_relative_rms_error": r.mean_relative_rms_error,
+            "worst_relative_rms_error": r.worst_relative_rms_error,
+            "worst_tensor": r.worst_tensor,
+            "fit": m.target.fit,
+            "notes": m.target.notes,
+            "recommended_image": m.recommended_image,
+            "warnings": m.warnings,
+            "evaluation": m.evaluation,
+        })
+    }
+}
+
 /// Checks the spec and builds the plan, without writing anything.
 pub fn plan_job(spec: &JobSpec) -> Result<QuantizePlan> {
     let quantization = match spec.optimizations.as_slice() {

@@ -1,0 +1,234 @@
+//! The HTTP face of the service: SageMaker's JSON 1.1 protocol on `POST /`, and
+//! temper's own read-only job views (progress, log) under `/temper/`.
+//!
+//! Every request is size-limited and, unless the server runs with `--no-auth`, must
+//! carry a valid AWS Signature V4 made with a key from the credentials file.
+
+use crate::service::Service;
+use crate::sigv4::{self, RequestParts, SigError};
+use crate::worker_files;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use temper_api::{ApiError, Operation};
+
+const JSON_11: &str = "application/x-amz-json-1.1";
+/// The most of a log one request returns.
+const LOG_CHUNK: u64 = 1 << 20;
+
+pub fn router(service: Arc<Service>) -> Router {
+    Router::new()
+        .route("/", post(sagemaker))
+        .route("/temper/jobs/{name}/progress", get(progress))
+        .route("/temper/jobs/{name}/log", get(log))
+        .with_state(service)
+}
+
+fn request_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let t = temper_api::EpochSeconds::now().0 as u64;
+    format!("{t:016x}-{n:016x}")
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+    let mut resp = (status, body.to_string()).into_response();
+    let headers = resp.headers_mut();
+    headers.insert("content-type", HeaderValue::from_static(JSON_11));
+    if let Ok(id) = HeaderValue::from_str(&request_id()) {
+        headers.insert("x-amzn-requestid", id);
+    }
+    resp
+}
+
+fn error_response(e: &ApiError) -> Response {
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    json_response(status, &e.to_body())
+}
+
+impl From<SigError> for ApiError {
+    fn from(e: SigError) -> Self {
+        match e {
+            SigError::Missing => {
+                ApiError::MissingAuthenticationToken(format!("Missing Authentication Token: {e}"))
+            }
+            SigError::UnknownKey(_) => ApiError::UnrecognizedClient(format!(
+                "The security token included in the request is invalid: {e}"
+            )),
+            other => ApiError::InvalidSignature(other.to_string()),
+        }
+    }
+}
+
+/// Reads the body within the limit and checks the signature; returns the body and the
+/// region ARNs should carry.
+async fn admit(service: &Service, req: Request) -> Result<(Bytes, String), ApiError> {
+    let (parts, body) = req.into_parts();
+    let limit = service.config.max_body_bytes;
+    let too_large = || {
+        ApiError::RequestEntityTooLarge(format!(
+            "The request body is larger than this server's limit of {limit} bytes"
+        ))
+    };
+    if let Some(len) = parts
+        .headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        if len > limit {
+            return Err(too_large());
+        }
+    }
+    let body = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())?;
+    let Some(secrets) = &service.config.credentials else {
+        return Ok((body, service.config.region.clone()));
+    };
+    let headers = header_pairs(&parts.headers);
+    let request = RequestParts {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        headers: &headers,
+        body: &body,
+    };
+    let now = temper_api::EpochSeconds::now().0 as i64;
+    let auth = sigv4::verify(&request, secrets, now)?;
+    Ok((body, auth.region))
+}
+
+fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn sagemaker(State(service): State<Arc<Service>>, req: Request) -> Response {
+    let target = req
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let (body, region) = match admit(&service, req).await {
+        Ok(admitted) => admitted,
+        Err(e) => return error_response(&e),
+    };
+    let op = match Operation::from_target(&target) {
+        Ok(op) => op,
+        Err(e) => return error_response(&e),
+    };
+    // The store is synchronous (SQLite); keep it off the async workers.
+    let svc = service.clone();
+    let result = tokio::task::spawn_blocking(move || svc.call(op, &body, &region)).await;
+    match result {
+        Ok(Ok(value)) => json_response(StatusCode::OK, &value),
+        Ok(Err(e)) => error_response(&e),
+        Err(join) => error_response(&ApiError::InternalFailure(format!(
+            "the operation panicked: {join}"
+        ))),
+    }
+}
+
+/// The job record and the files of its directory, for the read-only views.
+async fn job_dir(
+    service: &Arc<Service>,
+    name: String,
+) -> Result<(crate::store::JobRecord, std::path::PathBuf), ApiError> {
+    let svc = service.clone();
+    let job = tokio::task::spawn_blocking(move || svc.store.get(&name).map(|j| (name, j)))
+        .await
+        .map_err(|e| ApiError::InternalFailure(e.to_string()))??;
+    match job {
+        (_, Some(job)) => {
+            let dir = service.config.job_dir(job.id);
+            Ok((job, dir))
+        }
+        (name, None) => Err(ApiError::ResourceNotFound(format!(
+            "Could not find optimization job '{name}'"
+        ))),
+    }
+}
+
+/// `GET /temper/jobs/{name}/progress`: status, phase, counts and ETA as JSON.
+async fn progress(
+    State(service): State<Arc<Service>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    req: Request,
+) -> Response {
+    if let Err(e) = admit(&service, req).await {
+        return error_response(&e);
+    }
+    let (job, dir) = match job_dir(&service, name).await {
+        Ok(found) => found,
+        Err(e) => return error_response(&e),
+    };
+    let log_bytes = std::fs::metadata(worker_files::log_path(&dir))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let body = serde_json::json!({
+        "OptimizationJobName": job.name,
+        "OptimizationJobStatus": crate::store::status_name(job.status),
+        "FailureReason": job.failure_reason,
+        "Progress": worker_files::read_progress(&dir),
+        "LogBytes": log_bytes,
+    });
+    json_response(StatusCode::OK, &body)
+}
+
+/// `GET /temper/jobs/{name}/log?offset=N`: up to 1 MiB of the worker's log from byte N;
+/// the `x-temper-log-size` header gives the log's size so a follower knows where it is.
+async fn log(
+    State(service): State<Arc<Service>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    req: Request,
+) -> Response {
+    let offset: u64 = req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("offset="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if let Err(e) = admit(&service, req).await {
+        return error_response(&e);
+    }
+    let (_, dir) = match job_dir(&service, name).await {
+        Ok(found) => found,
+        Err(e) => return error_response(&e),
+    };
+    let (chunk, size) = read_from(&worker_files::log_path(&dir), offset).unwrap_or_default();
+    let mut resp = Response::new(Body::from(chunk));
+    let headers = resp.headers_mut();
+    headers.insert(
+        "content-type",
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert("x-temper-log-size", HeaderValue::from(size));
+    resp
+}
+
+fn read_from(path: &std::path::Path, offset: u64) -> std::io::Result<(Vec<u8>, u64)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    let size = f.metadata()?.len();
+    let start = offset.min(size);
+    f.seek(SeekFrom::Start(start))?;
+    let mut chunk = Vec::new();
+    f.take(LOG_CHUNK).read_to_end(&mut chunk)?;
+    Ok((chunk, size))
+}

@@ -1,0 +1,78 @@
+//! temper-server: SageMaker's optimization-job API on your own host.
+//!
+//! boto3 and the AWS CLI talk to it unchanged (`endpoint_url`). Each job runs in a
+//! `temper-worker` process, which fetches the model (from S3 through `object_store`,
+//! or a local root), runs the same job the `optimize` command runs, and writes the
+//! artifact back. Jobs are kept in SQLite in the data directory, and survive restarts.
+//!
+//! - [`http`]: the wire protocol, signature checks, body limit;
+//! - [`service`]: the five operations;
+//! - [`store`] / [`sqlite`]: where jobs are kept;
+//! - [`supervisor`]: worker processes, StoppingCondition, reconciliation after restart;
+//! - [`worker`]: what a worker process does; [`objects`]: S3 transfers.
+
+pub mod access;
+pub mod client;
+pub mod config;
+pub mod http;
+pub mod list;
+pub mod objects;
+pub mod service;
+pub mod sigv4;
+pub mod sqlite;
+pub mod store;
+pub mod supervisor;
+pub mod worker;
+pub mod worker_files;
+
+use config::Config;
+use std::sync::Arc;
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+/// Opens the store, adopts or settles the jobs a previous run left, and returns the
+/// service with its supervisor running.
+pub fn open(config: Config) -> Result<Arc<service::Service>, ServeError> {
+    config.check()?;
+    std::fs::create_dir_all(config.data_dir.join("jobs")).map_err(|source| ServeError::Io {
+        what: format!("creating the data directory {}", config.data_dir.display()),
+        source,
+    })?;
+    let config = Arc::new(config);
+    let store: Arc<dyn store::JobStore> =
+        Arc::new(sqlite::SqliteStore::open(&config.database_path())?);
+    let wake = supervisor::start(store.clone(), config.clone());
+    Ok(Arc::new(service::Service {
+        store,
+        config,
+        wake,
+    }))
+}
+
+/// Serves on `listener` until `shutdown` resolves. Running workers are left running:
+/// the next server on the same data directory adopts them.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    service: Arc<service::Service>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    axum::serve(listener, http::router(service))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|source| ServeError::Io {
+            what: "serving HTTP".into(),
+            source,
+        })
+}

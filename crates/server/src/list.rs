@@ -1,0 +1,169 @@
+//! ListOptimizationJobs: the request's filters and sort as a store query, and the
+//! NextToken that carries a listing from one page to the next.
+//!
+//! The token is keyset pagination plus a snapshot: it names the last job returned
+//! (its sort key and id) and the highest job id that existed when the first page was
+//! read. Later pages continue strictly after that job and ignore jobs created since,
+//! so a listing neither repeats nor skips a job however many are created or deleted
+//! meanwhile. (Sorting by Status is the exception AWS shares: a job whose status
+//! changes between pages moves in the order.) The token also records a digest of the
+//! filters and sort, and is refused with a different request.
+
+use crate::store::{JobRecord, ListQuery, SortKey, SortPosition};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use temper_api::{ApiError, ListOptimizationJobsRequest, ListOptimizationJobsSortBy, SortOrder};
+
+/// MaxResults when the request gives none (the service model's documented default).
+pub const DEFAULT_MAX_RESULTS: usize = 50;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Token {
+    /// Digest of the filters and sort the listing was started with.
+    q: String,
+    snapshot: i64,
+    after: SortPosition,
+}
+
+/// The digest a token carries: every member of the request but the token and page size.
+fn request_digest(req: &ListOptimizationJobsRequest) -> String {
+    let mut bare = req.clone();
+    bare.next_token = None;
+    bare.max_results = None;
+    let json = serde_json::to_vec(&bare).expect("list requests serialize");
+    hex::encode(&Sha256::digest(json)[..12])
+}
+
+/// The store query for a request; `max_id` is the store's current highest job id,
+/// the snapshot of a listing that starts now.
+pub fn query(req: &ListOptimizationJobsRequest, max_id: i64) -> Result<ListQuery, ApiError> {
+    let (after, snapshot) = match req.next_token.as_deref().filter(|t| !t.is_empty()) {
+        Some(token) => {
+            let t = decode(token)?;
+            if t.q != request_digest(req) {
+                return Err(ApiError::ValidationException(
+                    "The NextToken was issued for a ListOptimizationJobs request with other \
+                     filters or sort order; repeat those members with it, or start again \
+                     without NextToken"
+                        .into(),
+                ));
+            }
+            (Some(t.after), t.snapshot)
+        }
+        None => (None, max_id),
+    };
+    Ok(ListQuery {
+        creation_time_after: req.creation_time_after.map(|t| t.0),
+        creation_time_before: req.creation_time_before.map(|t| t.0),
+        last_modified_time_after: req.last_modified_time_after.map(|t| t.0),
+        last_modified_time_before: req.last_modified_time_before.map(|t| t.0),
+        optimization_contains: req.optimization_contains.clone(),
+        name_contains: req.name_contains.clone(),
+        status_equals: req.status_equals,
+        sort_by: req
+            .sort_by
+            .unwrap_or(ListOptimizationJobsSortBy::CreationTime),
+        sort_order: req.sort_order.unwrap_or(SortOrder::Ascending),
+        after,
+        snapshot: Some(snapshot),
+        // One more than a page: whether it comes back says if there is a next page.
+        limit: page_size(req) + 1,
+    })
+}
+
+/// MaxResults, or the default.
+pub fn page_size(req: &ListOptimizationJobsRequest) -> usize {
+    req.max_results
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(DEFAULT_MAX_RESULTS)
+}
+
+/// Cuts the store's rows (up to one more than a page) to a page and the token for the
+/// rest, if there is a rest.
+pub fn page(
+    req: &ListOptimizationJobsRequest,
+    query: &ListQuery,
+    mut rows: Vec<JobRecord>,
+) -> (Vec<JobRecord>, Option<String>) {
+    let size = page_size(req);
+    if rows.len() <= size {
+        return (rows, None);
+    }
+    rows.truncate(size);
+    let last = rows.last().expect("a full page has a last row");
+    let key = match query.sort_by {
+        ListOptimizationJobsSortBy::Name => SortKey::Text(last.name.clone()),
+        ListOptimizationJobsSortBy::CreationTime => SortKey::Time(last.creation_time),
+        ListOptimizationJobsSortBy::Status => {
+            SortKey::Text(crate::store::status_name(last.status).to_string())
+        }
+    };
+    let token = Token {
+        q: request_digest(req),
+        snapshot: query.snapshot.unwrap_or(i64::MAX),
+        after: SortPosition { key, id: last.id },
+    };
+    let json = serde_json::to_vec(&token).expect("tokens serialize");
+    (rows, Some(hex::encode(json)))
+}
+
+fn decode(token: &str) -> Result<Token, ApiError> {
+    let invalid = || {
+        ApiError::ValidationException(format!(
+            "The NextToken '{}' is not one this server issued; pass the NextToken of the \
+             previous ListOptimizationJobs response unchanged",
+            token.chars().take(64).collect::<String>()
+        ))
+    };
+    let bytes = hex::decode(token).map_err(|_| invalid())?;
+    serde_json::from_slice(&bytes).map_err(|_| invalid())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_bound_to_their_request() {
+        let req = ListOptimizationJobsRequest {
+            name_contains: Some("llama".into()),
+            max_results: Some(2),
+            ..Default::default()
+        };
+        let q = query(&req, 7).unwrap();
+        assert_eq!(q.snapshot, Some(7));
+        assert_eq!(q.limit, 3);
+        let token = Token {
+            q: request_digest(&req),
+            snapshot: 7,
+            after: SortPosition {
+                key: SortKey::Time(1.5),
+                id: 3,
+            },
+        };
+        let encoded = hex::encode(serde_json::to_vec(&token).unwrap());
+        // Another page size is the same listing; another filter is not.
+        let next = ListOptimizationJobsRequest {
+            next_token: Some(encoded.clone()),
+            max_results: Some(10),
+            ..req.clone()
+        };
+        let q = query(&next, 99).unwrap();
+        assert_eq!(q.snapshot, Some(7));
+        assert_eq!(q.after.unwrap().id, 3);
+        let other = ListOptimizationJobsRequest {
+            name_contains: Some("mistral".into()),
+            ..next
+        };
+        let err = query(&other, 99).unwrap_err();
+        assert!(err.message().contains("other filters"), "{err}");
+        let garbage = ListOptimizationJobsRequest {
+            next_token: Some("zz-not-hex".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            query(&garbage, 1).unwrap_err().type_name(),
+            "ValidationException"
+        );
+    }
+}

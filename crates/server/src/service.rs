@@ -1,0 +1,223 @@
+//! The five operations, from a validated request to a response or an [`ApiError`].
+//! Synchronous: the HTTP layer runs them on tokio's blocking pool.
+
+use crate::config::Config;
+use crate::store::{JobRecord, JobStore, StoreError};
+use crate::supervisor::Wake;
+use crate::{access, list};
+use serde_json::Value;
+use std::sync::Arc;
+use temper_api::{
+    ApiError, ConvertOptions, CreateOptimizationJobResponse, DescribeOptimizationJobRequest,
+    DescribeOptimizationJobResponse, EpochSeconds, ListOptimizationJobsRequest,
+    ListOptimizationJobsResponse, Operation, OptimizationJobStatus, OptimizationJobSummary,
+    OptimizationOutput,
+};
+
+pub struct Service {
+    pub store: Arc<dyn JobStore>,
+    pub config: Arc<Config>,
+    pub wake: Wake,
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Duplicate(name) => ApiError::ResourceInUse(format!(
+                "An optimization job named {name} already exists; choose another \
+                 OptimizationJobName or delete the existing job first"
+            )),
+            other => ApiError::InternalFailure(other.to_string()),
+        }
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, ApiError> {
+    serde_json::to_value(value).map_err(|e| ApiError::InternalFailure(e.to_string()))
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::ResourceNotFound(format!("Could not find optimization job '{name}'"))
+}
+
+impl Service {
+    /// Runs one operation on a request body; `region` is the region the caller signed
+    /// for (the server's default when unsigned), which ARNs carry.
+    pub fn call(&self, op: Operation, body: &[u8], region: &str) -> Result<Value, ApiError> {
+        match op {
+            Operation::CreateOptimizationJob => self.create(body, region),
+            Operation::DescribeOptimizationJob => {
+                let req: DescribeOptimizationJobRequest =
+                    temper_api::parse_request(op.name(), body)?;
+                self.describe(&req.optimization_job_name)
+            }
+            Operation::ListOptimizationJobs => self.list(body),
+            Operation::StopOptimizationJob => {
+                let req: DescribeOptimizationJobRequest =
+                    temper_api::parse_request(op.name(), body)?;
+                self.stop(&req.optimization_job_name)
+            }
+            Operation::DeleteOptimizationJob => {
+                let req: DescribeOptimizationJobRequest =
+                    temper_api::parse_request(op.name(), body)?;
+                self.delete(&req.optimization_job_name)
+            }
+        }
+    }
+
+    fn create(&self, body: &[u8], region: &str) -> Result<Value, ApiError> {
+        let options = ConvertOptions {
+            allow_local_paths: !self.config.local_roots.is_empty(),
+        };
+        let request = temper_api::parse_create_request_with(body, &options)?;
+        // The spec is what the worker will run: building it now refuses at once what
+        // the worker could not do (a model registry source, https:// locations).
+        let spec = temper_api::to_job_spec(&request, &options)?;
+        access::check(&spec, &self.config.local_roots)?;
+        let (stored, unfinished) = self.store.counts()?;
+        if stored >= self.config.max_jobs {
+            return Err(ApiError::ResourceLimitExceeded(format!(
+                "This server keeps at most {} optimization jobs and has {stored}; delete \
+                 finished jobs (DeleteOptimizationJob) or raise --max-jobs",
+                self.config.max_jobs
+            )));
+        }
+        if unfinished >= self.config.max_unfinished_jobs {
+            return Err(ApiError::ResourceLimitExceeded(format!(
+                "{unfinished} optimization jobs are queued or running, the most this server \
+                 accepts (--max-unfinished-jobs {}); wait for some to finish or stop them",
+                self.config.max_unfinished_jobs
+            )));
+        }
+        // The RoleArn's pattern (checked) is arn:aws...:iam::<12 digits>:role/...
+        let account = request.role_arn.split(':').nth(4).unwrap_or("000000000000");
+        let arn = format!(
+            "arn:aws:sagemaker:{region}:{account}:optimization-job/{}",
+            request.optimization_job_name
+        );
+        let now = EpochSeconds::now().0;
+        let record = JobRecord {
+            id: 0,
+            name: request.optimization_job_name.clone(),
+            arn: arn.clone(),
+            status: OptimizationJobStatus::Starting,
+            creation_time: now,
+            last_modified_time: now,
+            start_time: None,
+            end_time: None,
+            failure_reason: None,
+            recommended_image: None,
+            request,
+            worker_pid: None,
+            stop_requested: false,
+        };
+        self.store.insert(&record)?;
+        self.wake.wake();
+        to_json(&CreateOptimizationJobResponse {
+            optimization_job_arn: arn,
+        })
+    }
+
+    fn describe(&self, name: &str) -> Result<Value, ApiError> {
+        let job = self.store.get(name)?.ok_or_else(|| not_found(name))?;
+        let r = &job.request;
+        to_json(&DescribeOptimizationJobResponse {
+            optimization_job_arn: job.arn.clone(),
+            optimization_job_status: job.status,
+            optimization_start_time: job.start_time.map(EpochSeconds),
+            optimization_end_time: job.end_time.map(EpochSeconds),
+            creation_time: EpochSeconds(job.creation_time),
+            last_modified_time: EpochSeconds(job.last_modified_time),
+            failure_reason: job.failure_reason.clone(),
+            optimization_job_name: job.name.clone(),
+            model_source: r.model_source.clone(),
+            optimization_environment: r.optimization_environment.clone(),
+            deployment_instance_type: r.deployment_instance_type.clone(),
+            max_instance_count: r.max_instance_count,
+            optimization_configs: r.optimization_configs.clone(),
+            output_config: r.output_config.clone(),
+            optimization_output: job
+                .recommended_image
+                .clone()
+                .map(|image| OptimizationOutput {
+                    recommended_inference_image: Some(image),
+                }),
+            role_arn: r.role_arn.clone(),
+            stopping_condition: r.stopping_condition.clone(),
+            vpc_config: r.vpc_config.clone(),
+            training_plan_arns: r.training_plan_arns.clone(),
+        })
+    }
+
+    fn list(&self, body: &[u8]) -> Result<Value, ApiError> {
+        // An empty body is how some clients send a request without members.
+        let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            body
+        };
+        let req: ListOptimizationJobsRequest =
+            temper_api::parse_request(Operation::ListOptimizationJobs.name(), body)?;
+        let query = list::query(&req, self.store.max_id()?)?;
+        let rows = self.store.list(&query)?;
+        let (rows, next_token) = list::page(&req, &query, rows);
+        to_json(&ListOptimizationJobsResponse {
+            optimization_job_summaries: rows.iter().map(summary).collect(),
+            next_token,
+        })
+    }
+
+    fn stop(&self, name: &str) -> Result<Value, ApiError> {
+        let now = EpochSeconds::now().0;
+        let job = self
+            .store
+            .update(name, &mut |job| {
+                // Stopping a finished job changes nothing, as in SageMaker.
+                if !job.status.is_terminal() && !job.stop_requested {
+                    job.stop_requested = true;
+                    job.status = OptimizationJobStatus::Stopping;
+                    job.last_modified_time = now;
+                }
+            })?
+            .ok_or_else(|| not_found(name))?;
+        if job.stop_requested {
+            self.wake.wake();
+        }
+        Ok(serde_json::json!({}))
+    }
+
+    fn delete(&self, name: &str) -> Result<Value, ApiError> {
+        let job = self.store.get(name)?.ok_or_else(|| not_found(name))?;
+        if !job.status.is_terminal() {
+            return Err(ApiError::ValidationException(format!(
+                "Optimization job {name} is {}; stop it with StopOptimizationJob and delete \
+                 it once it is STOPPED",
+                crate::store::status_name(job.status)
+            )));
+        }
+        self.store.delete(name)?;
+        // The job's files (request, log, progress); its output lives where it was sent.
+        let dir = self.config.job_dir(job.id);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                eprintln!("temper-server: could not remove {}: {e}", dir.display());
+            }
+        }
+        Ok(serde_json::json!({}))
+    }
+}
+
+fn summary(job: &JobRecord) -> OptimizationJobSummary {
+    OptimizationJobSummary {
+        optimization_job_name: job.name.clone(),
+        optimization_job_arn: job.arn.clone(),
+        creation_time: EpochSeconds(job.creation_time),
+        optimization_job_status: job.status,
+        optimization_start_time: job.start_time.map(EpochSeconds),
+        optimization_end_time: job.end_time.map(EpochSeconds),
+        last_modified_time: Some(EpochSeconds(job.last_modified_time)),
+        deployment_instance_type: job.request.deployment_instance_type.clone(),
+        max_instance_count: job.request.max_instance_count,
+        optimization_types: job.optimization_types(),
+    }
+}

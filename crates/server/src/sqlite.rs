@@ -1,0 +1,310 @@
+//! The default [`JobStore`]: one SQLite file in the data directory, no setup.
+//!
+//! One connection behind a mutex: every operation is a handful of indexed reads or
+//! one write, far shorter than an HTTP round trip, so serialising them costs less
+//! than a pool would. WAL journaling keeps a crash from losing a committed job.
+
+use crate::store::{
+    parse_status, status_name, JobRecord, JobStore, ListQuery, Result, SortKey, StoreError,
+};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use std::path::Path;
+use std::sync::Mutex;
+use temper_api::{ListOptimizationJobsSortBy, SortOrder};
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    arn TEXT NOT NULL,
+    status TEXT NOT NULL,
+    creation_time REAL NOT NULL,
+    last_modified_time REAL NOT NULL,
+    start_time REAL,
+    end_time REAL,
+    failure_reason TEXT,
+    recommended_image TEXT,
+    request TEXT NOT NULL,
+    optimization_types TEXT NOT NULL,
+    worker_pid INTEGER,
+    stop_requested INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_creation ON jobs (creation_time, id);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, id);
+";
+
+const COLUMNS: &str = "id, name, arn, status, creation_time, last_modified_time, start_time, \
+     end_time, failure_reason, recommended_image, request, worker_pid, stop_requested";
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)
+            .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+            .map_err(backend)?;
+        conn.execute_batch(SCHEMA).map_err(backend)?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite itself consistent (statements
+        // are atomic), so a poisoned lock is still safe to use.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn read_row(row: &Row) -> rusqlite::Result<std::result::Result<JobRecord, StoreError>> {
+    let name: String = row.get(1)?;
+    let status: String = row.get(3)?;
+    let request: String = row.get(10)?;
+    let corrupt = |why: String| StoreError::Corrupt {
+        name: name.clone(),
+        why,
+    };
+    let Some(status) = parse_status(&status) else {
+        return Ok(Err(corrupt(format!("unknown status {status}"))));
+    };
+    let request = match serde_json::from_str(&request) {
+        Ok(r) => r,
+        Err(e) => return Ok(Err(corrupt(format!("request JSON: {e}")))),
+    };
+    Ok(Ok(JobRecord {
+        id: row.get(0)?,
+        name: name.clone(),
+        arn: row.get(2)?,
+        status,
+        creation_time: row.get(4)?,
+        last_modified_time: row.get(5)?,
+        start_time: row.get(6)?,
+        end_time: row.get(7)?,
+        failure_reason: row.get(8)?,
+        recommended_image: row.get(9)?,
+        request,
+        worker_pid: row.get(11)?,
+        stop_requested: row.get::<_, i64>(12)? != 0,
+    }))
+}
+
+fn types_column(record: &JobRecord) -> String {
+    // Delimited on both sides so a filter can match whole names or parts of them.
+    format!(",{},", record.optimization_types().join(","))
+}
+
+fn request_json(record: &JobRecord) -> Result<String> {
+    serde_json::to_string(&record.request)
+        .map_err(|e| StoreError::Backend(format!("serializing the request: {e}")))
+}
+
+fn get_locked(conn: &Connection, name: &str) -> Result<Option<JobRecord>> {
+    let sql = format!("SELECT {COLUMNS} FROM jobs WHERE name = ?1");
+    let row = conn
+        .prepare_cached(&sql)
+        .map_err(backend)?
+        .query_row([name], read_row)
+        .optional()
+        .map_err(backend)?;
+    row.transpose()
+}
+
+impl JobStore for SqliteStore {
+    fn insert(&self, record: &JobRecord) -> Result<JobRecord> {
+        let conn = self.lock();
+        let result = conn.execute(
+            "INSERT INTO jobs (name, arn, status, creation_time, last_modified_time, start_time, \
+             end_time, failure_reason, recommended_image, request, optimization_types, worker_pid, \
+             stop_requested) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            params![
+                record.name,
+                record.arn,
+                status_name(record.status),
+                record.creation_time,
+                record.last_modified_time,
+                record.start_time,
+                record.end_time,
+                record.failure_reason,
+                record.recommended_image,
+                request_json(record)?,
+                types_column(record),
+                record.worker_pid,
+                record.stop_requested as i64,
+            ],
+        );
+        match result {
+            Ok(_) => Ok(JobRecord {
+                id: conn.last_insert_rowid(),
+                ..record.clone()
+            }),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StoreError::Duplicate(record.name.clone()))
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    fn get(&self, name: &str) -> Result<Option<JobRecord>> {
+        get_locked(&self.lock(), name)
+    }
+
+    fn update(
+        &self,
+        name: &str,
+        change: &mut dyn FnMut(&mut JobRecord),
+    ) -> Result<Option<JobRecord>> {
+        // The lock is held from read to write: that is the atomicity the trait promises.
+        let conn = self.lock();
+        let Some(mut record) = get_locked(&conn, name)? else {
+            return Ok(None);
+        };
+        change(&mut record);
+        conn.prepare_cached(
+            "UPDATE jobs SET status = ?2, last_modified_time = ?3, start_time = ?4, end_time = ?5, \
+             failure_reason = ?6, recommended_image = ?7, worker_pid = ?8, stop_requested = ?9 \
+             WHERE id = ?1",
+        )
+        .map_err(backend)?
+        .execute(params![
+            record.id,
+            status_name(record.status),
+            record.last_modified_time,
+            record.start_time,
+            record.end_time,
+            record.failure_reason,
+            record.recommended_image,
+            record.worker_pid,
+            record.stop_requested as i64,
+        ])
+        .map_err(backend)?;
+        Ok(Some(record))
+    }
+
+    fn delete(&self, name: &str) -> Result<bool> {
+        let n = self
+            .lock()
+            .execute("DELETE FROM jobs WHERE name = ?1", [name])
+            .map_err(backend)?;
+        Ok(n > 0)
+    }
+
+    fn list(&self, q: &ListQuery) -> Result<Vec<JobRecord>> {
+        let mut clauses: Vec<String> = Vec::new();
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        let mut arg = |clause: &str, value: rusqlite::types::Value| {
+            args.push(value);
+            clauses.push(clause.replace('?', &format!("?{}", args.len())));
+        };
+        use rusqlite::types::Value as V;
+        if let Some(t) = q.creation_time_after {
+            arg("creation_time > ?", V::Real(t));
+        }
+        if let Some(t) = q.creation_time_before {
+            arg("creation_time < ?", V::Real(t));
+        }
+        if let Some(t) = q.last_modified_time_after {
+            arg("last_modified_time > ?", V::Real(t));
+        }
+        if let Some(t) = q.last_modified_time_before {
+            arg("last_modified_time < ?", V::Real(t));
+        }
+        if let Some(s) = &q.name_contains {
+            arg("instr(lower(name), lower(?)) > 0", V::Text(s.clone()));
+        }
+        if let Some(s) = &q.optimization_contains {
+            arg(
+                "instr(lower(optimization_types), lower(?)) > 0",
+                V::Text(s.clone()),
+            );
+        }
+        if let Some(s) = q.status_equals {
+            arg("status = ?", V::Text(status_name(s).into()));
+        }
+        if let Some(max) = q.snapshot {
+            arg("id <= ?", V::Integer(max));
+        }
+        let column = match q.sort_by {
+            ListOptimizationJobsSortBy::Name => "name",
+            ListOptimizationJobsSortBy::CreationTime => "creation_time",
+            ListOptimizationJobsSortBy::Status => "status",
+        };
+        let (cmp, dir) = match q.sort_order {
+            SortOrder::Ascending => (">", "ASC"),
+            SortOrder::Descending => ("<", "DESC"),
+        };
+        if let Some(after) = &q.after {
+            let key = match &after.key {
+                SortKey::Text(s) => V::Text(s.clone()),
+                SortKey::Time(t) => V::Real(*t),
+            };
+            args.push(key);
+            args.push(V::Integer(after.id));
+            let (k, i) = (args.len() - 1, args.len());
+            clauses.push(format!("({column}, id) {cmp} (?{k}, ?{i})"));
+        }
+        let filter = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        let sql = format!(
+            "SELECT {COLUMNS} FROM jobs {filter} ORDER BY {column} {dir}, id {dir} LIMIT {}",
+            q.limit
+        );
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args), read_row)
+            .map_err(backend)?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row.map_err(backend)??);
+        }
+        Ok(out)
+    }
+
+    fn unfinished(&self) -> Result<Vec<JobRecord>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM jobs WHERE status IN ('STARTING', 'INPROGRESS', 'STOPPING') ORDER BY id"
+        );
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
+        let rows = stmt.query_map([], read_row).map_err(backend)?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row.map_err(backend)??);
+        }
+        Ok(out)
+    }
+
+    fn counts(&self) -> Result<(usize, usize)> {
+        self.lock()
+            .query_row(
+                "SELECT count(*), count(*) FILTER (WHERE status IN ('STARTING', 'INPROGRESS', 'STOPPING')) FROM jobs",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as usize, r.get::<_, i64>(1)? as usize)),
+            )
+            .map_err(backend)
+    }
+
+    fn max_id(&self) -> Result<i64> {
+        // The AUTOINCREMENT counter, not max(id): it never goes back after a delete.
+        self.lock()
+            .query_row(
+                "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'jobs'), 0)",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(backend)
+    }
+}

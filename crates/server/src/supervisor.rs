@@ -1,0 +1,446 @@
+//! Runs jobs: one worker process per job, started in order of creation as slots free
+//! up, watched until it ends, and held to the job's StoppingCondition.
+//!
+//! One thread owns every worker. It wakes when a job is created or stopped and at a
+//! fixed interval, and each time compares the store with the processes:
+//! - a queued job (STARTING) starts when a slot is free, fails once it has waited
+//!   longer than MaxPendingTimeInSeconds, and ends STOPPED if it was stopped;
+//! - a running job gets SIGTERM when it is stopped or passes MaxRuntimeInSeconds,
+//!   and SIGKILL after the grace period;
+//! - a worker that has exited is read out (its `result.json`, else its exit status)
+//!   into COMPLETED, FAILED or STOPPED with a FailureReason.
+//!
+//! Workers run in their own process group, so they outlive a server restart: the next
+//! server adopts those still running (checking the pid really is that job's worker)
+//! and settles those that ended meanwhile from their result files. Nothing stays
+//! INPROGRESS without a process behind it.
+
+use crate::config::Config;
+use crate::store::{status_name, JobRecord, JobStore};
+use crate::worker_files::{self, WorkerResult};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use std::collections::HashMap;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Instant;
+use temper_api::{EpochSeconds, OptimizationJobStatus};
+
+/// Wakes the supervisor early (a job was created or stopped).
+#[derive(Clone)]
+pub struct Wake(mpsc::Sender<()>);
+
+impl Wake {
+    pub fn wake(&self) {
+        // The supervisor only stops with the process; a failed send means it is gone.
+        let _ = self.0.send(());
+    }
+}
+
+/// Why a worker was asked to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    Stop,
+    Runtime,
+}
+
+struct Worker {
+    pid: u32,
+    /// `None` for a worker adopted from a previous server (not our child).
+    child: Option<Child>,
+    cause: Option<Cause>,
+    term_sent: Option<Instant>,
+    killed: bool,
+}
+
+/// How a worker ended, as far as the supervisor can tell.
+enum Exit {
+    Status(ExitStatus),
+    /// An adopted worker: its exit status went to its new parent.
+    Unknown,
+}
+
+pub struct Supervisor {
+    store: Arc<dyn JobStore>,
+    config: Arc<Config>,
+    workers: HashMap<i64, Worker>,
+    wakes: mpsc::Receiver<()>,
+}
+
+/// Starts the supervisor thread: adopts or settles the jobs a previous server left,
+/// then runs until the process ends.
+pub fn start(store: Arc<dyn JobStore>, config: Arc<Config>) -> Wake {
+    let (tx, rx) = mpsc::channel();
+    let mut supervisor = Supervisor {
+        store,
+        config,
+        workers: HashMap::new(),
+        wakes: rx,
+    };
+    supervisor.reconcile();
+    std::thread::Builder::new()
+        .name("temper-supervisor".into())
+        .spawn(move || supervisor.run())
+        .expect("spawning the supervisor thread");
+    Wake(tx)
+}
+
+fn now() -> f64 {
+    EpochSeconds::now().0
+}
+
+impl Supervisor {
+    fn run(mut self) {
+        loop {
+            self.tick();
+            match self.wakes.recv_timeout(self.config.poll_interval) {
+                Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {
+                    // Several wakes may have queued up: one pass serves them all.
+                    while self.wakes.try_recv().is_ok() {}
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // The service is gone; keep watching the workers until exit.
+                }
+            }
+        }
+    }
+
+    /// At start-up: every job left running by a previous server is either adopted (its
+    /// worker still runs) or settled from what its worker left behind.
+    fn reconcile(&mut self) {
+        let jobs = match self.store.unfinished() {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                eprintln!("temper-server: reading unfinished jobs: {e}");
+                return;
+            }
+        };
+        for job in jobs {
+            let Some(pid) = job.worker_pid else { continue };
+            let dir = self.config.job_dir(job.id);
+            if worker_files::is_worker_of(pid, &dir) {
+                eprintln!(
+                    "temper-server: adopted the running worker (pid {pid}) of job {}",
+                    job.name
+                );
+                self.workers.insert(
+                    job.id,
+                    Worker {
+                        pid,
+                        child: None,
+                        cause: None,
+                        term_sent: None,
+                        killed: false,
+                    },
+                );
+            } else {
+                let worker = Worker {
+                    pid,
+                    child: None,
+                    cause: None,
+                    term_sent: None,
+                    killed: false,
+                };
+                self.settle(&job, &worker, Exit::Unknown);
+            }
+        }
+    }
+
+    fn tick(&mut self) {
+        let jobs = match self.store.unfinished() {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                eprintln!("temper-server: reading unfinished jobs: {e}");
+                return;
+            }
+        };
+        let now = now();
+        for job in &jobs {
+            if self.workers.contains_key(&job.id) {
+                self.watch(job, now);
+            } else {
+                self.queue(job, now);
+            }
+        }
+        // Workers whose job vanished from the store cannot exist (unfinished jobs are
+        // not deletable), but a worker must never be left unwatched: end any such one.
+        let known: std::collections::HashSet<i64> = jobs.iter().map(|j| j.id).collect();
+        self.workers.retain(|id, w| {
+            if known.contains(id) {
+                return true;
+            }
+            let _ = killpg(Pid::from_raw(w.pid as i32), Signal::SIGKILL);
+            if let Some(child) = w.child.as_mut() {
+                let _ = child.wait();
+            }
+            false
+        });
+    }
+
+    /// A job without a worker: start it, or fail/stop it while it waits.
+    fn queue(&mut self, job: &JobRecord, now: f64) {
+        if job.stop_requested {
+            self.finish(job, OptimizationJobStatus::Stopped, None, None);
+            return;
+        }
+        if job.status != OptimizationJobStatus::Starting {
+            // INPROGRESS without a worker only happens when a launch was recorded and
+            // then the process vanished before the record; settle it.
+            let worker = Worker {
+                pid: job.worker_pid.unwrap_or(0),
+                child: None,
+                cause: None,
+                term_sent: None,
+                killed: false,
+            };
+            self.settle(job, &worker, Exit::Unknown);
+            return;
+        }
+        if let Some(max) = job.request.stopping_condition.max_pending_time_in_seconds {
+            let waited = now - job.creation_time;
+            if waited > max as f64 {
+                let reason = format!(
+                    "The job waited {waited:.0} s for a free worker slot, longer than its \
+                     StoppingCondition.MaxPendingTimeInSeconds ({max} s); this server runs {} \
+                     job(s) at once. Create it again when fewer jobs are queued, or with a \
+                     larger MaxPendingTimeInSeconds",
+                    self.config.concurrent_jobs
+                );
+                self.finish(job, OptimizationJobStatus::Failed, Some(reason), None);
+                return;
+            }
+        }
+        if self.workers.len() >= self.config.concurrent_jobs {
+            return;
+        }
+        match self.launch(job) {
+            Ok(worker) => {
+                let pid = worker.pid;
+                self.workers.insert(job.id, worker);
+                let id = job.id;
+                let started = now;
+                let _ = self.store.update(&job.name, &mut |j| {
+                    if j.id != id {
+                        return;
+                    }
+                    j.worker_pid = Some(pid);
+                    j.start_time = Some(started);
+                    j.last_modified_time = started;
+                    if j.status == OptimizationJobStatus::Starting {
+                        j.status = OptimizationJobStatus::InProgress;
+                    }
+                });
+            }
+            Err(e) => {
+                let reason = format!(
+                    "The server could not start the worker {}: {e}; check the server's \
+                     --worker setting and the data directory's free space",
+                    self.config.worker_exe.display()
+                );
+                self.finish(job, OptimizationJobStatus::Failed, Some(reason), None);
+            }
+        }
+    }
+
+    fn launch(&self, job: &JobRecord) -> std::io::Result<Worker> {
+        let dir = self.config.job_dir(job.id);
+        std::fs::create_dir_all(&dir)?;
+        worker_files::write_request(&dir, &job.request)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(worker_files::log_path(&dir))?;
+        let mut cmd = Command::new(&self.config.worker_exe);
+        cmd.arg("--job-dir").arg(&dir);
+        if let Some(endpoint) = &self.config.s3.endpoint {
+            cmd.arg("--s3-endpoint").arg(endpoint);
+        }
+        if let Some(region) = &self.config.s3.region {
+            cmd.arg("--s3-region").arg(region);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            // Its own process group: a Ctrl-C of the server does not reach it, and
+            // killing the group also ends anything the worker started.
+            .process_group(0);
+        let child = cmd.spawn()?;
+        Ok(Worker {
+            pid: child.id(),
+            child: Some(child),
+            cause: None,
+            term_sent: None,
+            killed: false,
+        })
+    }
+
+    /// A job with a worker: has it ended, should it be told to end, or be killed?
+    fn watch(&mut self, job: &JobRecord, now: f64) {
+        let grace = self.config.stop_grace;
+        let worker = self
+            .workers
+            .get_mut(&job.id)
+            .expect("watched jobs have workers");
+        let exit = match worker.child.as_mut() {
+            Some(child) => child.try_wait().ok().flatten().map(Exit::Status),
+            None => (!worker_files::is_alive(worker.pid)).then_some(Exit::Unknown),
+        };
+        if let Some(exit) = exit {
+            let worker = self.workers.remove(&job.id).expect("present");
+            self.settle(job, &worker, exit);
+            return;
+        }
+        let over_time = match (
+            job.request.stopping_condition.max_runtime_in_seconds,
+            job.start_time,
+        ) {
+            (Some(max), Some(start)) => now - start > max as f64,
+            _ => false,
+        };
+        if worker.cause.is_none() {
+            worker.cause = if over_time {
+                Some(Cause::Runtime)
+            } else if job.stop_requested {
+                Some(Cause::Stop)
+            } else {
+                None
+            };
+            if worker.cause.is_some() {
+                let _ = killpg(Pid::from_raw(worker.pid as i32), Signal::SIGTERM);
+                worker.term_sent = Some(Instant::now());
+            }
+        } else if let Some(sent) = worker.term_sent {
+            if !worker.killed && sent.elapsed() > grace {
+                let _ = killpg(Pid::from_raw(worker.pid as i32), Signal::SIGKILL);
+                worker.killed = true;
+            }
+        }
+    }
+
+    /// Records how a worker's job ended.
+    fn settle(&mut self, job: &JobRecord, worker: &Worker, exit: Exit) {
+        let dir = self.config.job_dir(job.id);
+        let result = worker_files::read_result(&dir);
+        let over_time = match (
+            job.request.stopping_condition.max_runtime_in_seconds,
+            job.start_time,
+            job.end_time,
+        ) {
+            (Some(max), Some(start), _) => {
+                worker.cause == Some(Cause::Runtime)
+                    || (worker.cause.is_none() && result.is_none() && now() - start > max as f64)
+            }
+            _ => false,
+        };
+        let (status, reason, image) = if over_time {
+            let max = job
+                .request
+                .stopping_condition
+                .max_runtime_in_seconds
+                .unwrap_or_default();
+            let how = if worker.killed {
+                format!(
+                    "it did not end within the {} s grace period after SIGTERM and was killed",
+                    self.config.stop_grace.as_secs()
+                )
+            } else {
+                "it was stopped with SIGTERM".to_string()
+            };
+            let reason = format!(
+                "The job ran longer than its StoppingCondition.MaxRuntimeInSeconds ({max} s); \
+                 {how}. No output was written. Create it again with a larger \
+                 MaxRuntimeInSeconds"
+            );
+            (OptimizationJobStatus::Failed, Some(reason), None)
+        } else if job.stop_requested {
+            (OptimizationJobStatus::Stopped, None, None)
+        } else {
+            match result {
+                Some(WorkerResult::Completed {
+                    recommended_image, ..
+                }) => (OptimizationJobStatus::Completed, None, recommended_image),
+                Some(WorkerResult::Failed { failure_reason }) => {
+                    (OptimizationJobStatus::Failed, Some(failure_reason), None)
+                }
+                Some(WorkerResult::Stopped) => {
+                    let reason = "The worker was stopped by a signal from outside temper \
+                                  (SIGTERM or Ctrl-C) before it finished; no output was \
+                                  written. Create the job again to rerun it"
+                        .to_string();
+                    (OptimizationJobStatus::Failed, Some(reason), None)
+                }
+                None => (
+                    OptimizationJobStatus::Failed,
+                    Some(died_reason(&job.name, worker.pid, &exit)),
+                    None,
+                ),
+            }
+        };
+        self.finish(job, status, reason, image);
+    }
+
+    fn finish(
+        &self,
+        job: &JobRecord,
+        status: OptimizationJobStatus,
+        reason: Option<String>,
+        image: Option<String>,
+    ) {
+        let id = job.id;
+        let now = now();
+        let updated = self.store.update(&job.name, &mut |j| {
+            if j.id != id {
+                return;
+            }
+            j.status = status;
+            j.end_time = Some(now);
+            j.last_modified_time = now;
+            j.failure_reason = reason.clone();
+            j.recommended_image = image.clone();
+            j.worker_pid = None;
+        });
+        match updated {
+            Ok(_) => eprintln!(
+                "temper-server: job {} is {}{}",
+                job.name,
+                status_name(status),
+                reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            ),
+            Err(e) => eprintln!("temper-server: recording the end of job {}: {e}", job.name),
+        }
+    }
+}
+
+/// A FailureReason for a worker that ended without reporting a result.
+fn died_reason(name: &str, pid: u32, exit: &Exit) -> String {
+    let logs = format!("its log is shown by `temper-server logs {name}`");
+    match exit {
+        Exit::Status(status) => match (status.signal(), status.code()) {
+            (Some(sig), _) => {
+                let sig_name = Signal::try_from(sig)
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_else(|_| format!("signal {sig}"));
+                format!(
+                    "The worker process (pid {pid}) was killed by {sig_name} before it \
+                     finished (for example by the kernel's out-of-memory killer or an \
+                     operator); no output was written, {logs}. Create the job again to rerun it"
+                )
+            }
+            (None, Some(code)) => format!(
+                "The worker process (pid {pid}) exited with code {code} without reporting a \
+                 result; {logs}"
+            ),
+            _ => format!("The worker process (pid {pid}) ended without a result; {logs}"),
+        },
+        Exit::Unknown => format!(
+            "The worker process (pid {pid}) ended while the server was not watching it (the \
+             server was restarted) and left no result, so it was killed or crashed; no \
+             output was written, {logs}. Create the job again to rerun it"
+        ),
+    }
+}

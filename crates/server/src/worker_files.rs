@@ -1,0 +1,140 @@
+//! The files through which the server and a job's worker talk, all in the job's
+//! directory: the request the worker runs, its log, its progress while it runs, and
+//! its result. Each file the worker writes whole is staged and renamed into place, so
+//! a reader never sees half of one.
+
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use temper_api::CreateOptimizationJobRequest;
+
+pub fn request_path(dir: &Path) -> PathBuf {
+    dir.join("request.json")
+}
+pub fn log_path(dir: &Path) -> PathBuf {
+    dir.join("worker.log")
+}
+pub fn progress_path(dir: &Path) -> PathBuf {
+    dir.join("progress.json")
+}
+pub fn result_path(dir: &Path) -> PathBuf {
+    dir.join("result.json")
+}
+
+/// How a worker's job ended, as the worker reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum WorkerResult {
+    Completed {
+        recommended_image: Option<String>,
+        /// The output location the artifact was written to.
+        output: String,
+        /// The job summary, as `optimize --json` prints it.
+        summary: serde_json::Value,
+    },
+    Failed {
+        failure_reason: String,
+    },
+    /// The worker was asked to stop (SIGTERM) and did, leaving no output.
+    Stopped,
+}
+
+/// What a running worker is doing, for `temper-server logs` and the progress endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// `download`, `plan`, `quantize`, `evaluate`, `upload`, ...
+    pub phase: String,
+    /// Steps done and in all within the phase, in `unit`s (bytes, tensors, layers).
+    pub done: u64,
+    pub total: u64,
+    pub unit: String,
+    /// Seconds since the worker started.
+    pub elapsed_secs: f64,
+    /// Estimated seconds left in this phase, when the rate so far allows a guess.
+    pub phase_eta_secs: Option<f64>,
+}
+
+/// Writes `bytes` to `path` through a staged file and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let staged = path.with_extension("partial");
+    let mut f = std::fs::File::create(&staged)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&staged, path)
+}
+
+pub fn write_request(dir: &Path, request: &CreateOptimizationJobRequest) -> std::io::Result<()> {
+    let json = serde_json::to_vec_pretty(request).map_err(std::io::Error::other)?;
+    write_atomic(&request_path(dir), &json)
+}
+
+pub fn read_result(dir: &Path) -> Option<WorkerResult> {
+    let bytes = std::fs::read(result_path(dir)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+pub fn read_progress(dir: &Path) -> Option<Progress> {
+    let bytes = std::fs::read(progress_path(dir)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Whether process `pid` exists and has not exited (a zombie has exited).
+pub fn is_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the first field after the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(_) => false,
+    }
+}
+
+/// Whether `pid` is a live worker of the job in `dir` (and not another process that
+/// was given the same pid after the worker ended): its command line names the dir.
+pub fn is_worker_of(pid: u32, dir: &Path) -> bool {
+    if !is_alive(pid) {
+        return false;
+    }
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let dir = dir.as_os_str().as_encoded_bytes();
+    cmdline.split(|&b| b == 0).any(|arg| arg == dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_round_trip_and_liveness_is_read_from_proc() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_result(dir.path()), None);
+        let result = WorkerResult::Failed {
+            failure_reason: "no objects under s3://b/k/".into(),
+        };
+        write_atomic(
+            &result_path(dir.path()),
+            &serde_json::to_vec(&result).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(read_result(dir.path()), Some(result));
+        assert!(!result_path(dir.path()).with_extension("partial").exists());
+
+        assert!(is_alive(std::process::id()));
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .arg(dir.path())
+            .spawn()
+            .unwrap();
+        assert!(is_worker_of(child.id(), dir.path()));
+        assert!(!is_worker_of(child.id(), Path::new("/elsewhere")));
+        child.kill().unwrap();
+        // Killed but not yet reaped: a zombie counts as ended.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(!is_alive(child.id()));
+        child.wait().unwrap();
+        assert!(!is_alive(child.id()));
+    }
+}
