@@ -1,0 +1,272 @@
+"""Real jobs on SmolLM2-135M through the job API: from and to the local S3 server,
+stopped, out of time, queued too long, deleted, across a server restart, with the
+worker killed, on local roots, and once through the AWS CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import botocore
+import pytest
+
+from conftest import ACCESS_KEY, REGION, SECRET_KEY, create_request, wait_for_status
+from shapes import check_response
+
+TERMINAL = {"COMPLETED", "FAILED", "STOPPED"}
+
+
+def worker_pids(server) -> list[int]:
+    """The temper-worker processes of a server's data directory."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(") ", 1)[1][0]
+        except OSError:
+            continue
+        if state != "Z" and argv and argv[0].endswith(b"temper-worker") and any(
+            str(server.data_dir).encode() in a for a in argv
+        ):
+            pids.append(int(proc.name))
+    return pids
+
+
+def objects_under(s3, bucket: str, prefix: str) -> dict[str, dict]:
+    try:
+        listing = s3.list_objects_v2(Bucket=bucket, Prefix=prefix)
+    except s3.exceptions.NoSuchBucket:
+        return {}
+    return {o["Key"][len(prefix):]: o for o in listing.get("Contents", [])}
+
+
+def logs(server, name: str) -> str:
+    out = subprocess.run(
+        [str(server.bin_dir / "temper-server"), "logs", name, "--endpoint", server.url,
+         "--credentials", str(server.creds)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout + out.stderr
+
+
+def test_full_lifecycle_from_and_to_s3(server, s3):
+    s3.create_bucket(Bucket="out")
+    sm = server.client()
+    req = create_request(
+        "llama-fp8",
+        OutputConfig={"S3OutputLocation": "s3://out/llama-fp8/", "KmsKeyId": "alias/temper-test"},
+        Tags=[{"Key": "team", "Value": "ml"}],
+    )
+    arn = sm.create_optimization_job(**req)["OptimizationJobArn"]
+    assert arn == "arn:aws:sagemaker:us-east-1:123456789012:optimization-job/llama-fp8"
+    d = wait_for_status(sm, "llama-fp8", TERMINAL)
+    assert d["OptimizationJobStatus"] == "COMPLETED", d.get("FailureReason")
+    assert "INPROGRESS" in d["_seen"] and d["_seen"][-1] == "COMPLETED"
+    d.pop("_seen")
+    check_response("DescribeOptimizationJob", d)
+    image = d["OptimizationOutput"]["RecommendedInferenceImage"]
+    assert "djl-inference" in image and "lmi" in image
+    assert "FailureReason" not in d
+
+    out = objects_under(s3, "out", "llama-fp8/")
+    for name in ("config.json", "model.safetensors", "manifest.json", "tokenizer.json"):
+        assert name in out, sorted(out)
+    manifest = json.loads(s3.get_object(Bucket="out", Key="llama-fp8/manifest.json")["Body"].read())
+    assert manifest["recommended_image"] == image
+    assert manifest["evaluation"]["measured"] is True
+    # KmsKeyId reached S3 as SSE-KMS on every object written.
+    for key in out:
+        head = s3.head_object(Bucket="out", Key="llama-fp8/" + key)
+        assert head["ServerSideEncryption"] == "aws:kms", key
+        assert head["SSEKMSKeyId"].endswith("alias/temper-test"), head["SSEKMSKeyId"]
+
+    text = logs(server, "llama-fp8")
+    for phase in ("download", "quantize", "upload", "completed: s3://out/llama-fp8"):
+        assert phase in text, text
+    assert "llama-fp8: COMPLETED" in text
+
+    sm.delete_optimization_job(OptimizationJobName="llama-fp8")
+    with pytest.raises(sm.exceptions.ResourceNotFound):
+        sm.describe_optimization_job(OptimizationJobName="llama-fp8")
+    # The artifact stays where it was sent.
+    assert "manifest.json" in objects_under(s3, "out", "llama-fp8/")
+
+
+def test_stop_during_run_and_delete(server, s3):
+    s3.create_bucket(Bucket="out")
+    sm = server.client()
+    sm.create_optimization_job(**create_request("to-stop"))
+    wait_for_status(sm, "to-stop", {"INPROGRESS"}, timeout=60)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        sm.delete_optimization_job(OptimizationJobName="to-stop")
+    assert e.value.response["Error"]["Code"] == "ValidationException"
+    assert "StopOptimizationJob" in e.value.response["Error"]["Message"]
+
+    sm.stop_optimization_job(OptimizationJobName="to-stop")
+    status = sm.describe_optimization_job(OptimizationJobName="to-stop")["OptimizationJobStatus"]
+    assert status in ("STOPPING", "STOPPED")
+    d = wait_for_status(sm, "to-stop", TERMINAL, timeout=60)
+    assert d["OptimizationJobStatus"] == "STOPPED", d.get("FailureReason")
+    assert objects_under(s3, "out", "to-stop/") == {}
+    assert worker_pids(server) == []
+    # Stopping a stopped job changes nothing; deleting it now works.
+    sm.stop_optimization_job(OptimizationJobName="to-stop")
+    assert sm.describe_optimization_job(OptimizationJobName="to-stop")["OptimizationJobStatus"] == "STOPPED"
+    sm.delete_optimization_job(OptimizationJobName="to-stop")
+
+
+def test_max_runtime_expiry(server, s3):
+    s3.create_bucket(Bucket="out")
+    sm = server.client()
+    sm.create_optimization_job(
+        **create_request("too-slow", StoppingCondition={"MaxRuntimeInSeconds": 2})
+    )
+    d = wait_for_status(sm, "too-slow", TERMINAL, timeout=60)
+    assert d["OptimizationJobStatus"] == "FAILED"
+    assert "MaxRuntimeInSeconds (2 s)" in d["FailureReason"], d["FailureReason"]
+    assert objects_under(s3, "out", "too-slow/") == {}
+
+
+def test_queued_job_waits_for_a_slot(server, s3):
+    """One job runs at a time (--concurrent-jobs 1); the next waits in STARTING. The
+    expiry of MaxPendingTimeInSeconds (at least 1800 s in the model) is tested in
+    crates/server/tests/supervisor.rs on a job created that long ago."""
+    s3.create_bucket(Bucket="out")
+    sm = server.client()
+    sm.create_optimization_job(**create_request("first"))
+    wait_for_status(sm, "first", {"INPROGRESS"}, timeout=60)
+    sm.create_optimization_job(
+        **create_request("queued", StoppingCondition={"MaxPendingTimeInSeconds": 1800})
+    )
+    time.sleep(1)
+    d = sm.describe_optimization_job(OptimizationJobName="queued")
+    assert d["OptimizationJobStatus"] == "STARTING"
+    assert "OptimizationStartTime" not in d
+    sm.stop_optimization_job(OptimizationJobName="first")
+    wait_for_status(sm, "first", {"STOPPED"}, timeout=60)
+    wait_for_status(sm, "queued", {"INPROGRESS"}, timeout=30)
+    sm.stop_optimization_job(OptimizationJobName="queued")
+    assert wait_for_status(sm, "queued", TERMINAL, timeout=60)["OptimizationJobStatus"] == "STOPPED"
+
+
+def test_server_restart_mid_run(server, s3):
+    s3.create_bucket(Bucket="out")
+    sm = server.client()
+    sm.create_optimization_job(**create_request("survivor"))
+    sm.create_optimization_job(**create_request("waiting"))
+    wait_for_status(sm, "survivor", {"INPROGRESS"}, timeout=60)
+    server.kill(signal.SIGKILL)
+    assert len(worker_pids(server)) == 1, "the worker outlives its server"
+    server.start()
+    sm = server.client()
+    d = wait_for_status(sm, "survivor", TERMINAL)
+    assert d["OptimizationJobStatus"] == "COMPLETED", d.get("FailureReason")
+    assert "adopted the running worker" in server.log.read_text()
+    assert "manifest.json" in objects_under(s3, "out", "survivor/")
+    # The queued job was kept and runs after the restart.
+    d = wait_for_status(sm, "waiting", TERMINAL)
+    assert d["OptimizationJobStatus"] == "COMPLETED", d.get("FailureReason")
+
+
+def test_worker_killed_with_sigkill(server, s3):
+    s3.create_bucket(Bucket="out")
+    sm = server.client()
+    sm.create_optimization_job(**create_request("victim"))
+    wait_for_status(sm, "victim", {"INPROGRESS"}, timeout=60)
+    pids = worker_pids(server)
+    assert len(pids) == 1
+    os.kill(pids[0], signal.SIGKILL)
+    d = wait_for_status(sm, "victim", TERMINAL, timeout=30)
+    assert d["OptimizationJobStatus"] == "FAILED"
+    assert "SIGKILL" in d["FailureReason"] and f"pid {pids[0]}" in d["FailureReason"], d["FailureReason"]
+    assert objects_under(s3, "out", "victim/") == {}
+
+
+def test_worker_gone_while_server_down_is_failed_with_reason(server, s3):
+    s3.create_bucket(Bucket="out")
+    sm = server.client()
+    sm.create_optimization_job(**create_request("orphan"))
+    wait_for_status(sm, "orphan", {"INPROGRESS"}, timeout=60)
+    server.kill(signal.SIGKILL)
+    for pid in worker_pids(server):
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    server.start()
+    d = wait_for_status(server.client(), "orphan", TERMINAL, timeout=30)
+    assert d["OptimizationJobStatus"] == "FAILED"
+    assert "server was restarted" in d["FailureReason"], d["FailureReason"]
+
+
+def test_local_roots(make_server, tmp_path):
+    model = Path(os.environ["TEMPER_SOURCE_MODEL"]).resolve()
+    out_root = tmp_path / "outputs"
+    out_root.mkdir()
+    server = make_server("--local-root", str(model.parent), "--local-root", str(out_root))
+    sm = server.client()
+    local = lambda name, **kw: create_request(  # noqa: E731
+        name,
+        ModelSource={"S3": {"S3Uri": f"file://{model}"}},
+        OutputConfig={"S3OutputLocation": f"file://{out_root}/{name}", **kw},
+    )
+    for bad, why in (
+        (create_request("outside", ModelSource={"S3": {"S3Uri": "file:///etc/ssl"}}), "outside"),
+        (local("escape", S3OutputLocation=f"file://{out_root}/../escape"), "absolute"),
+        (local("kms-local", KmsKeyId="alias/k"), "KmsKeyId"),
+        (
+            create_request(
+                "calib-outside",
+                OptimizationEnvironment={"OPTION_CALIB_DATA": "/etc/passwd"},
+            ),
+            "OPTION_CALIB_DATA",
+        ),
+    ):
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            sm.create_optimization_job(**bad)
+        assert e.value.response["Error"]["Code"] == "ValidationException"
+        assert why in e.value.response["Error"]["Message"], e.value.response["Error"]["Message"]
+
+    sm.create_optimization_job(**local("local-int8", S3OutputLocation=f"file://{out_root}/int8"))
+    d = wait_for_status(sm, "local-int8", TERMINAL)
+    assert d["OptimizationJobStatus"] == "COMPLETED", d.get("FailureReason")
+    assert (out_root / "int8" / "manifest.json").is_file()
+
+
+def test_aws_cli(server, tmp_path):
+    env = dict(
+        os.environ,
+        AWS_ACCESS_KEY_ID=ACCESS_KEY,
+        AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+        AWS_DEFAULT_REGION=REGION,
+        AWS_CONFIG_FILE=str(tmp_path / "none"),
+    )
+
+    def aws(*args: str) -> dict:
+        out = subprocess.run(
+            ["aws", "sagemaker", *args, "--endpoint-url", server.url, "--output", "json"],
+            capture_output=True, text=True, env=env, timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout) if out.stdout.strip() else {}
+
+    request = create_request("from-cli", ModelSource={"S3": {"S3Uri": "s3://models/nothing-here/"}})
+    doc = tmp_path / "job.json"
+    doc.write_text(json.dumps(request))
+    created = aws("create-optimization-job", "--cli-input-json", f"file://{doc}")
+    assert created["OptimizationJobArn"].endswith(":optimization-job/from-cli")
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        d = aws("describe-optimization-job", "--optimization-job-name", "from-cli")
+        if d["OptimizationJobStatus"] in TERMINAL:
+            break
+        time.sleep(0.2)
+    assert d["OptimizationJobStatus"] == "FAILED"
+    assert "no objects under s3://models/nothing-here" in d["FailureReason"]
+    listed = aws("list-optimization-jobs", "--name-contains", "cli")
+    assert [j["OptimizationJobName"] for j in listed["OptimizationJobSummaries"]] == ["from-cli"]
