@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The whole test suite: Rust unit and end-to-end tests on the real model, then the
-# independent Python reader over an artifact of every scheme.
+# The whole test suite: Rust unit and end-to-end tests on the real model, the
+# independent Python reader over an artifact of every scheme, then the job API's
+# contract tests (boto3, the AWS CLI and moto's S3 server on loopback).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd)
 bash scripts/fetch-assets.sh
 python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 
-cargo build --release --bin optimize
+cargo build --release --bin optimize --bin temper-server --bin temper-worker
 bin=target/release/optimize
 model=.cache/models/smollm2-135m-instruct
 [ -f "$model/config.json" ] || "$bin" import-gguf .cache/assets/SmolLM2-135M-Instruct.Q4_1.gguf "$model" --json >/dev/null
@@ -32,3 +33,4 @@ python3 tests/python/make_aligned_model.py "$aligned"
 "$bin" --model "$aligned" --instance-type ml.g6e.xlarge --output "$artifacts/fp8-block" --overwrite --json \
   --quantize fp8 --scheme FP8_BLOCK >/dev/null
 TEMPER_SOURCE_MODEL_FP8_BLOCK="$root/$aligned" TEMPER_ARTIFACTS="$root/$artifacts" TEMPER_SOURCE_MODEL="$root/$model" python3 -m pytest -q tests/python
+TEMPER_BIN_DIR="$root/target/release" TEMPER_SOURCE_MODEL="$root/$model" python3 -m pytest -q tests/job_api

@@ -23,14 +23,15 @@ pub enum ObjectsError {
     #[error("S3 settings for bucket {bucket}: {source}")]
     Settings {
         bucket: String,
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
     #[error("{what} s3://{bucket}/{key}: {source}")]
     Store {
         what: &'static str,
         bucket: String,
         key: String,
-        source: object_store::Error,
+        // Boxed: object_store's error is large, and these travel up many frames.
+        source: Box<object_store::Error>,
     },
     #[error("there are no objects under s3://{bucket}/{prefix}; check ModelSource.S3.S3Uri (it names a prefix holding config.json and *.safetensors)")]
     Empty { bucket: String, prefix: String },
@@ -78,7 +79,7 @@ pub fn bucket_store(bucket: &str, opts: &S3Options) -> Result<Arc<dyn ObjectStor
     }
     let store = builder.build().map_err(|source| ObjectsError::Settings {
         bucket: bucket.to_string(),
-        source,
+        source: Box::new(source),
     })?;
     Ok(Arc::new(store))
 }
@@ -100,7 +101,7 @@ fn store_err(
         what,
         bucket,
         key,
-        source,
+        source: Box::new(source),
     }
 }
 
