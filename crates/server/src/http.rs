@@ -36,8 +36,8 @@ fn request_id() -> String {
     format!("{t:016x}-{n:016x}")
 }
 
-fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
-    let mut resp = (status, body.to_string()).into_response();
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut resp = (status, body).into_response();
     let headers = resp.headers_mut();
     headers.insert("content-type", HeaderValue::from_static(JSON_11));
     if let Ok(id) = HeaderValue::from_str(&request_id()) {
@@ -48,7 +48,7 @@ fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
 
 fn error_response(e: &ApiError) -> Response {
     let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-    json_response(status, &e.to_body())
+    json_response(status, e.to_body().to_string().into_bytes())
 }
 
 impl From<SigError> for ApiError {
@@ -131,15 +131,12 @@ async fn sagemaker(State(service): State<Arc<Service>>, req: Request) -> Respons
         Ok(op) => op,
         Err(e) => return error_response(&e),
     };
-    // The store is synchronous (SQLite); keep it off the async workers.
-    let svc = service.clone();
-    let result = tokio::task::spawn_blocking(move || svc.call(op, &body, &region)).await;
-    match result {
-        Ok(Ok(value)) => json_response(StatusCode::OK, &value),
-        Ok(Err(e)) => error_response(&e),
-        Err(join) => error_response(&ApiError::InternalFailure(format!(
-            "the operation panicked: {join}"
-        ))),
+    // Run inline: every operation is a few indexed SQLite statements (tens of
+    // microseconds, measured in BENCHMARKS.md), shorter than a hand-off to tokio's
+    // blocking pool, which cost a third of the server's CPU under load.
+    match service.call(op, &body, &region) {
+        Ok(bytes) => json_response(StatusCode::OK, bytes),
+        Err(e) => error_response(&e),
     }
 }
 
@@ -186,7 +183,7 @@ async fn progress(
         "Progress": worker_files::read_progress(&dir),
         "LogBytes": log_bytes,
     });
-    json_response(StatusCode::OK, &body)
+    json_response(StatusCode::OK, body.to_string().into_bytes())
 }
 
 /// `GET /temper/jobs/{name}/log?offset=N`: up to 1 MiB of the worker's log from byte N;

@@ -9,7 +9,7 @@
 //! changes between pages moves in the order.) The token also records a digest of the
 //! filters and sort, and is refused with a different request.
 
-use crate::store::{JobRecord, ListQuery, SortKey, SortPosition};
+use crate::store::{JobSummary, ListQuery, SortKey, SortPosition};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use temper_api::{ApiError, ListOptimizationJobsRequest, ListOptimizationJobsSortBy, SortOrder};
@@ -83,8 +83,8 @@ pub fn page_size(req: &ListOptimizationJobsRequest) -> usize {
 pub fn page(
     req: &ListOptimizationJobsRequest,
     query: &ListQuery,
-    mut rows: Vec<JobRecord>,
-) -> (Vec<JobRecord>, Option<String>) {
+    mut rows: Vec<JobSummary>,
+) -> (Vec<JobSummary>, Option<String>) {
     let size = page_size(req);
     if rows.len() <= size {
         return (rows, None);

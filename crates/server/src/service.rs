@@ -2,10 +2,9 @@
 //! Synchronous: the HTTP layer runs them on tokio's blocking pool.
 
 use crate::config::Config;
-use crate::store::{JobRecord, JobStore, StoreError};
+use crate::store::{JobRecord, JobStore, JobSummary, StoreError};
 use crate::supervisor::Wake;
 use crate::{access, list};
-use serde_json::Value;
 use std::sync::Arc;
 use temper_api::{
     ApiError, ConvertOptions, CreateOptimizationJobResponse, DescribeOptimizationJobRequest,
@@ -32,8 +31,9 @@ impl From<StoreError> for ApiError {
     }
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, ApiError> {
-    serde_json::to_value(value).map_err(|e| ApiError::InternalFailure(e.to_string()))
+/// A response body: serialized straight to bytes (no intermediate JSON tree).
+fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(value).map_err(|e| ApiError::InternalFailure(e.to_string()))
 }
 
 fn not_found(name: &str) -> ApiError {
@@ -43,7 +43,7 @@ fn not_found(name: &str) -> ApiError {
 impl Service {
     /// Runs one operation on a request body; `region` is the region the caller signed
     /// for (the server's default when unsigned), which ARNs carry.
-    pub fn call(&self, op: Operation, body: &[u8], region: &str) -> Result<Value, ApiError> {
+    pub fn call(&self, op: Operation, body: &[u8], region: &str) -> Result<Vec<u8>, ApiError> {
         match op {
             Operation::CreateOptimizationJob => self.create(body, region),
             Operation::DescribeOptimizationJob => {
@@ -65,7 +65,7 @@ impl Service {
         }
     }
 
-    fn create(&self, body: &[u8], region: &str) -> Result<Value, ApiError> {
+    fn create(&self, body: &[u8], region: &str) -> Result<Vec<u8>, ApiError> {
         let options = ConvertOptions {
             allow_local_paths: !self.config.local_roots.is_empty(),
         };
@@ -118,7 +118,7 @@ impl Service {
         })
     }
 
-    fn describe(&self, name: &str) -> Result<Value, ApiError> {
+    fn describe(&self, name: &str) -> Result<Vec<u8>, ApiError> {
         let job = self.store.get(name)?.ok_or_else(|| not_found(name))?;
         let r = &job.request;
         to_json(&DescribeOptimizationJobResponse {
@@ -149,7 +149,7 @@ impl Service {
         })
     }
 
-    fn list(&self, body: &[u8]) -> Result<Value, ApiError> {
+    fn list(&self, body: &[u8]) -> Result<Vec<u8>, ApiError> {
         // An empty body is how some clients send a request without members.
         let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
             b"{}"
@@ -162,12 +162,12 @@ impl Service {
         let rows = self.store.list(&query)?;
         let (rows, next_token) = list::page(&req, &query, rows);
         to_json(&ListOptimizationJobsResponse {
-            optimization_job_summaries: rows.iter().map(summary).collect(),
+            optimization_job_summaries: rows.into_iter().map(summary).collect(),
             next_token,
         })
     }
 
-    fn stop(&self, name: &str) -> Result<Value, ApiError> {
+    fn stop(&self, name: &str) -> Result<Vec<u8>, ApiError> {
         let now = EpochSeconds::now().0;
         let job = self
             .store
@@ -183,10 +183,10 @@ impl Service {
         if job.stop_requested {
             self.wake.wake();
         }
-        Ok(serde_json::json!({}))
+        Ok(b"{}".to_vec())
     }
 
-    fn delete(&self, name: &str) -> Result<Value, ApiError> {
+    fn delete(&self, name: &str) -> Result<Vec<u8>, ApiError> {
         let job = self.store.get(name)?.ok_or_else(|| not_found(name))?;
         if !job.status.is_terminal() {
             return Err(ApiError::ValidationException(format!(
@@ -203,21 +203,21 @@ impl Service {
                 eprintln!("temper-server: could not remove {}: {e}", dir.display());
             }
         }
-        Ok(serde_json::json!({}))
+        Ok(b"{}".to_vec())
     }
 }
 
-fn summary(job: &JobRecord) -> OptimizationJobSummary {
+fn summary(job: JobSummary) -> OptimizationJobSummary {
     OptimizationJobSummary {
-        optimization_job_name: job.name.clone(),
-        optimization_job_arn: job.arn.clone(),
+        optimization_job_name: job.name,
+        optimization_job_arn: job.arn,
         creation_time: EpochSeconds(job.creation_time),
         optimization_job_status: job.status,
         optimization_start_time: job.start_time.map(EpochSeconds),
         optimization_end_time: job.end_time.map(EpochSeconds),
         last_modified_time: Some(EpochSeconds(job.last_modified_time)),
-        deployment_instance_type: job.request.deployment_instance_type.clone(),
-        max_instance_count: job.request.max_instance_count,
-        optimization_types: job.optimization_types(),
+        deployment_instance_type: job.deployment_instance_type,
+        max_instance_count: job.max_instance_count,
+        optimization_types: job.optimization_types,
     }
 }

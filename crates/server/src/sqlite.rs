@@ -5,7 +5,8 @@
 //! than a pool would. WAL journaling keeps a crash from losing a committed job.
 
 use crate::store::{
-    parse_status, status_name, JobRecord, JobStore, ListQuery, Result, SortKey, StoreError,
+    parse_status, status_name, JobRecord, JobStore, JobSummary, ListQuery, Result, SortKey,
+    StoreError,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::path::Path;
@@ -30,12 +31,18 @@ CREATE TABLE IF NOT EXISTS jobs (
     recommended_image TEXT,
     request TEXT NOT NULL,
     optimization_types TEXT NOT NULL,
+    deployment_instance_type TEXT NOT NULL,
+    max_instance_count INTEGER,
     worker_pid INTEGER,
     stop_requested INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_creation ON jobs (creation_time, id);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, id);
 ";
+
+/// The columns of a listing: a page of summaries never parses stored requests.
+const SUMMARY_COLUMNS: &str = "id, name, arn, status, creation_time, last_modified_time, \
+     start_time, end_time, deployment_instance_type, max_instance_count, optimization_types";
 
 const COLUMNS: &str = "id, name, arn, status, creation_time, last_modified_time, start_time, \
      end_time, failure_reason, recommended_image, request, worker_pid, stop_requested";
@@ -96,6 +103,35 @@ fn read_row(row: &Row) -> rusqlite::Result<std::result::Result<JobRecord, StoreE
     }))
 }
 
+fn read_summary(row: &Row) -> rusqlite::Result<std::result::Result<JobSummary, StoreError>> {
+    let name: String = row.get(1)?;
+    let status: String = row.get(3)?;
+    let Some(status) = parse_status(&status) else {
+        return Ok(Err(StoreError::Corrupt {
+            name,
+            why: format!("unknown status {status}"),
+        }));
+    };
+    let types: String = row.get(10)?;
+    Ok(Ok(JobSummary {
+        id: row.get(0)?,
+        name,
+        arn: row.get(2)?,
+        status,
+        creation_time: row.get(4)?,
+        last_modified_time: row.get(5)?,
+        start_time: row.get(6)?,
+        end_time: row.get(7)?,
+        deployment_instance_type: row.get(8)?,
+        max_instance_count: row.get(9)?,
+        optimization_types: types
+            .split(',')
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect(),
+    }))
+}
+
 fn types_column(record: &JobRecord) -> String {
     // Delimited on both sides so a filter can match whole names or parts of them.
     format!(",{},", record.optimization_types().join(","))
@@ -123,7 +159,8 @@ impl JobStore for SqliteStore {
         let result = conn.execute(
             "INSERT INTO jobs (name, arn, status, creation_time, last_modified_time, start_time, \
              end_time, failure_reason, recommended_image, request, optimization_types, worker_pid, \
-             stop_requested) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+             stop_requested, deployment_instance_type, max_instance_count) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             params![
                 record.name,
                 record.arn,
@@ -138,6 +175,8 @@ impl JobStore for SqliteStore {
                 types_column(record),
                 record.worker_pid,
                 record.stop_requested as i64,
+                record.request.deployment_instance_type,
+                record.request.max_instance_count,
             ],
         );
         match result {
@@ -198,7 +237,7 @@ impl JobStore for SqliteStore {
         Ok(n > 0)
     }
 
-    fn list(&self, q: &ListQuery) -> Result<Vec<JobRecord>> {
+    fn list(&self, q: &ListQuery) -> Result<Vec<JobSummary>> {
         let mut clauses: Vec<String> = Vec::new();
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
         let mut arg = |clause: &str, value: rusqlite::types::Value| {
@@ -258,13 +297,13 @@ impl JobStore for SqliteStore {
             format!("WHERE {}", clauses.join(" AND "))
         };
         let sql = format!(
-            "SELECT {COLUMNS} FROM jobs {filter} ORDER BY {column} {dir}, id {dir} LIMIT {}",
+            "SELECT {SUMMARY_COLUMNS} FROM jobs {filter} ORDER BY {column} {dir}, id {dir} LIMIT {}",
             q.limit
         );
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
         let rows = stmt
-            .query_map(rusqlite::params_from_iter(args), read_row)
+            .query_map(rusqlite::params_from_iter(args), read_summary)
             .map_err(backend)?;
         let mut out = Vec::new();
         for row in rows {
@@ -289,22 +328,24 @@ impl JobStore for SqliteStore {
 
     fn counts(&self) -> Result<(usize, usize)> {
         self.lock()
-            .query_row(
+            .prepare_cached(
                 "SELECT count(*), count(*) FILTER (WHERE status IN ('STARTING', 'INPROGRESS', 'STOPPING')) FROM jobs",
-                [],
-                |r| Ok((r.get::<_, i64>(0)? as usize, r.get::<_, i64>(1)? as usize)),
             )
+            .map_err(backend)?
+            .query_row([], |r| {
+                Ok((r.get::<_, i64>(0)? as usize, r.get::<_, i64>(1)? as usize))
+            })
             .map_err(backend)
     }
 
     fn max_id(&self) -> Result<i64> {
         // The AUTOINCREMENT counter, not max(id): it never goes back after a delete.
         self.lock()
-            .query_row(
+            .prepare_cached(
                 "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'jobs'), 0)",
-                [],
-                |r| r.get(0),
             )
+            .map_err(backend)?
+            .query_row([], |r| r.get(0))
             .map_err(backend)
     }
 }

@@ -55,6 +55,22 @@ impl JobRecord {
     }
 }
 
+/// What a listing shows of a job: read from columns, without the stored request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSummary {
+    pub id: i64,
+    pub name: String,
+    pub arn: String,
+    pub status: OptimizationJobStatus,
+    pub creation_time: f64,
+    pub last_modified_time: f64,
+    pub start_time: Option<f64>,
+    pub end_time: Option<f64>,
+    pub deployment_instance_type: String,
+    pub max_instance_count: Option<i32>,
+    pub optimization_types: Vec<String>,
+}
+
 /// A ListOptimizationJobs query after its NextToken has been decoded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListQuery {
@@ -106,7 +122,7 @@ pub trait JobStore: Send + Sync {
     ) -> Result<Option<JobRecord>>;
     fn delete(&self, name: &str) -> Result<bool>;
     /// A page of jobs matching the query, in its order.
-    fn list(&self, query: &ListQuery) -> Result<Vec<JobRecord>>;
+    fn list(&self, query: &ListQuery) -> Result<Vec<JobSummary>>;
     /// Jobs that are not finished (STARTING, INPROGRESS, STOPPING), oldest first.
     fn unfinished(&self) -> Result<Vec<JobRecord>>;
     /// How many jobs are stored, and how many of them are unfinished.
