@@ -58,7 +58,7 @@ impl Location {
         match self {
             Location::Local(p) => Ok(p),
             Location::S3 { bucket, key } => Err(Error::Spec(format!(
-                "s3://{bucket}/{key}: object-store locations are served by the job API; the local \
+                "s3://{bucket}/{key}: object-store locations are served by the job API (temper-server); the local \
                  `optimize` command needs a local path or file:// URI"
             ))),
         }

@@ -13,11 +13,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use futures::StreamExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use temper_api::{ApiError, Operation};
 
 const JSON_11: &str = "application/x-amz-json-1.1";
+/// Oversized bodies up to this size are read and dropped before the error is sent.
+const DRAIN_CAP: usize = 64 << 20;
 /// The most of a log one request returns.
 const LOG_CHUNK: u64 = 1 << 20;
 
@@ -82,6 +85,13 @@ async fn admit(service: &Service, req: Request) -> Result<(Bytes, String), ApiEr
         .and_then(|v| v.parse::<usize>().ok())
     {
         if len > limit {
+            // Read (and drop) a moderately oversized body before answering, so that the
+            // client, still sending, gets the error instead of a broken pipe. Beyond
+            // the cap the connection is simply closed.
+            if len <= DRAIN_CAP {
+                let mut frames = body.into_data_stream();
+                while let Some(Ok(_)) = frames.next().await {}
+            }
             return Err(too_large());
         }
     }
