@@ -188,6 +188,31 @@ def make_server(bin_dir, s3_server, tmp_path):
         finally:
             if server.proc and server.proc.poll() is None:
                 server.kill(signal.SIGTERM)
+            # Workers outlive their server by design; a test that failed half-way must
+            # not leave one running into the next test.
+            for pid in worker_pids(server):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def worker_pids(server: "Server") -> list[int]:
+    """The live temper-worker processes of a server's data directory."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(") ", 1)[1][0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and argv and argv[0].endswith(b"temper-worker") and any(
+            str(server.data_dir.resolve()).encode() in a for a in argv
+        ):
+            pids.append(int(proc.name))
+    return pids
 
 
 @pytest.fixture

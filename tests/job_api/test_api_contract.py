@@ -213,6 +213,41 @@ def test_unsigned_and_badly_signed_requests_are_refused(server):
     assert server.client().list_optimization_jobs()["OptimizationJobSummaries"] == []
 
 
+def test_signatures_cover_the_operation_and_temper_paths(server):
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from conftest import ACCESS_KEY, SECRET_KEY
+
+    # Signed without X-Amz-Target, which is added afterwards: a captured request could
+    # otherwise be replayed as another operation.
+    body = b'{"OptimizationJobName": "x"}'
+    req = AWSRequest(method="POST", url=server.url + "/", data=body, headers={"Content-Type": "application/x-amz-json-1.1"})
+    SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "sagemaker", "us-east-1").add_auth(req)
+    headers = dict(req.headers.items())
+    headers["X-Amz-Target"] = "SageMaker.DeleteOptimizationJob"
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request("POST", "/", body=body, headers=headers)
+    resp = conn.getresponse()
+    reply = json.loads(resp.read())
+    assert resp.status == 403 and "x-amz-target" in reply["message"], reply
+
+    # Signed for another service.
+    req = AWSRequest(method="POST", url=server.url + "/", data=b"{}", headers={"X-Amz-Target": "SageMaker.ListOptimizationJobs"})
+    SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "s3", "us-east-1").add_auth(req)
+    conn.request("POST", "/", body=b"{}", headers=dict(req.headers.items()))
+    resp = conn.getresponse()
+    assert resp.status == 403 and json.loads(resp.read())["__type"] == "InvalidSignatureException"
+
+    # temper's own views need a signature too.
+    conn.request("GET", "/temper/jobs/anything/progress")
+    resp = conn.getresponse()
+    assert resp.status == 403
+    assert json.loads(resp.read())["__type"] == "MissingAuthenticationTokenException"
+    conn.close()
+
+
 def test_request_bodies_are_size_limited(server):
     body = json.dumps({"OptimizationJobName": "x" * (2 << 20)}).encode()
     status, reply = post(server, "SageMaker.DescribeOptimizationJob", body, signed=False)
@@ -296,6 +331,25 @@ def test_list_filters_sorting_and_pagination(server):
     for p in pages:
         check_response("ListOptimizationJobs", p)
     assert [j["OptimizationJobName"] for p in pages for j in p["OptimizationJobSummaries"]] == names
+
+    # Page by page, one job a page, in every order: the same jobs as one listing.
+    for sort_by, order in (("CreationTime", "Descending"), ("Status", "Ascending"), ("Name", "Ascending")):
+        whole = [
+            j["OptimizationJobName"]
+            for j in sm.list_optimization_jobs(SortBy=sort_by, SortOrder=order)["OptimizationJobSummaries"]
+        ]
+        paged = [
+            j["OptimizationJobName"]
+            for p in sm.get_paginator("list_optimization_jobs").paginate(
+                SortBy=sort_by, SortOrder=order, PaginationConfig={"PageSize": 1}
+            )
+            for j in p["OptimizationJobSummaries"]
+        ]
+        assert paged == whole and len(whole) == 12, (sort_by, order, paged)
+    assert [
+        j["OptimizationJobName"]
+        for j in sm.list_optimization_jobs(SortOrder="Descending")["OptimizationJobSummaries"]
+    ] == names[::-1]
 
     # Jobs created and deleted between pages neither repeat nor hide a job of the
     # listing under way.

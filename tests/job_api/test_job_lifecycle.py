@@ -14,28 +14,10 @@ from pathlib import Path
 import botocore
 import pytest
 
-from conftest import ACCESS_KEY, REGION, SECRET_KEY, create_request, wait_for_status
+from conftest import ACCESS_KEY, REGION, SECRET_KEY, create_request, wait_for_status, worker_pids
 from shapes import check_response
 
 TERMINAL = {"COMPLETED", "FAILED", "STOPPED"}
-
-
-def worker_pids(server) -> list[int]:
-    """The temper-worker processes of a server's data directory."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-            state = (proc / "stat").read_text().rsplit(") ", 1)[1][0]
-        except OSError:
-            continue
-        if state != "Z" and argv and argv[0].endswith(b"temper-worker") and any(
-            str(server.data_dir).encode() in a for a in argv
-        ):
-            pids.append(int(proc.name))
-    return pids
 
 
 def objects_under(s3, bucket: str, prefix: str) -> dict[str, dict]:
@@ -109,11 +91,19 @@ def test_stop_during_run_and_delete(server, s3):
     assert e.value.response["Error"]["Code"] == "ValidationException"
     assert "StopOptimizationJob" in e.value.response["Error"]["Message"]
 
+    # Stop once the worker is past the download, in the pipeline itself.
+    deadline = time.time() + 60
+    while "quantize" not in logs(server, "to-stop") and time.time() < deadline:
+        time.sleep(0.1)
+    stopped_at = time.time()
     sm.stop_optimization_job(OptimizationJobName="to-stop")
     status = sm.describe_optimization_job(OptimizationJobName="to-stop")["OptimizationJobStatus"]
     assert status in ("STOPPING", "STOPPED")
     d = wait_for_status(sm, "to-stop", TERMINAL, timeout=60)
     assert d["OptimizationJobStatus"] == "STOPPED", d.get("FailureReason")
+    # The worker handled SIGTERM itself (the server's SIGKILL comes after 10 s).
+    assert time.time() - stopped_at < 8
+    assert "stopped: no output was written" in logs(server, "to-stop")
     assert objects_under(s3, "out", "to-stop/") == {}
     assert worker_pids(server) == []
     # Stopping a stopped job changes nothing; deleting it now works.
@@ -131,6 +121,7 @@ def test_max_runtime_expiry(server, s3):
     d = wait_for_status(sm, "too-slow", TERMINAL, timeout=60)
     assert d["OptimizationJobStatus"] == "FAILED"
     assert "MaxRuntimeInSeconds (2 s)" in d["FailureReason"], d["FailureReason"]
+    assert "stopped with SIGTERM" in d["FailureReason"], d["FailureReason"]
     assert objects_under(s3, "out", "too-slow/") == {}
 
 

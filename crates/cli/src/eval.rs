@@ -42,6 +42,7 @@ pub fn run(args: &EvalArgs, show_progress: bool) -> Result<Value> {
                 eprintln!();
             }
         }
+        true
     };
     let data = json!({
         "path": args.data.display().to_string(),

@@ -115,7 +115,7 @@ pub fn run_job(spec: &JobSpec, isa: Isa, sink: Sink, cancel: &Cancel) -> Result<
             ))
         })?;
         sink(Event::Phase("calibrate"));
-        let (absmax, record) = samples::calibrate(&plan.checkpoint.dir, samples, sink)?;
+        let (absmax, record) = samples::calibrate(&plan.checkpoint.dir, samples, sink, cancel)?;
         plan.input_absmax = absmax;
         cancel.check()?;
         Some(record)
@@ -168,6 +168,7 @@ pub fn run_job(spec: &JobSpec, isa: Isa, sink: Sink, cancel: &Cancel) -> Result<
                 plan.options.scheme,
                 weight_only,
                 sink,
+                cancel,
             )?
         }
         (_, Some(problem)) => EvaluationRecord::skipped(problem),

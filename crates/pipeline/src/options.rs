@@ -116,6 +116,15 @@ fn invalid(option: &str, value: &str, expected: &str) -> Error {
     }
 }
 
+/// The file `OPTION_CALIB_DATA` names, as the job will open it (trimmed, `file://`
+/// removed, empty meaning unset): the job API checks this same path against its roots.
+pub fn calib_data_path(env: &BTreeMap<String, String>) -> Option<std::path::PathBuf> {
+    env.get(OPTION_CALIB_DATA)
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+        .map(|v| v.strip_prefix("file://").unwrap_or(v).into())
+}
+
 impl QuantizeOptions {
     /// Parses the options of a quantization job.
     pub fn from_env(env: &BTreeMap<String, String>) -> Result<Self> {
@@ -192,9 +201,7 @@ impl QuantizeOptions {
             None => true,
             Some(v) => parse_bool(OPTION_EVAL, v)?,
         };
-        let data: Option<std::path::PathBuf> = get(OPTION_CALIB_DATA)
-            .filter(|v| !v.is_empty())
-            .map(|v| v.strip_prefix("file://").unwrap_or(v).into());
+        let data = calib_data_path(env);
         // Checked now, so a mistyped path fails before any work rather than after it.
         if let Some(path) = data.as_ref().filter(|p| !p.is_file()) {
             return Err(Error::Option {

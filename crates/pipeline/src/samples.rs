@@ -3,7 +3,7 @@
 //! divergence and top-1 agreement of the artifact against its source), on disjoint windows.
 
 use crate::options::{SampleOptions, Scheme};
-use crate::progress::{Event, Sink};
+use crate::progress::{Cancel, Event, Sink};
 use crate::{Error, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -112,12 +112,21 @@ pub struct CalibrationRecord {
     pub seconds: f64,
 }
 
+/// A runtime pass stopped by a cancelled job is the job's cancellation.
+fn stopped_or(e: temper_runtime::RuntimeError, cancel: &Cancel) -> Error {
+    match e {
+        temper_runtime::RuntimeError::Stopped if cancel.is_cancelled() => Error::Cancelled,
+        other => other.into(),
+    }
+}
+
 /// Runs the calibration windows through the source model, one layer at a time (memory near one
 /// layer), and returns the largest |input| of every Linear module.
 pub fn calibrate(
     model_dir: &Path,
     samples: &SampleWindows,
     sink: Sink,
+    cancel: &Cancel,
 ) -> Result<(BTreeMap<String, f32>, CalibrationRecord)> {
     let started = std::time::Instant::now();
     let source = LayerSource::open(
@@ -142,9 +151,11 @@ pub fn calibrate(
                 unit: "layers",
                 done,
                 total,
-            })
+            });
+            !cancel.is_cancelled()
         },
-    )?;
+    )
+    .map_err(|e| stopped_or(e, cancel))?;
     let record = CalibrationRecord {
         source: samples.source.clone(),
         windows: samples.calibration.len(),
@@ -194,6 +205,7 @@ pub fn evaluate(
     scheme: Scheme,
     weight_only: bool,
     sink: Sink,
+    cancel: &Cancel,
 ) -> Result<EvaluationRecord> {
     let candidate_opts = LoadOptions {
         weight_only,
@@ -214,9 +226,11 @@ pub fn evaluate(
                 unit: "steps",
                 done,
                 total,
-            })
+            });
+            !cancel.is_cancelled()
         },
-    )?;
+    )
+    .map_err(|e| stopped_or(e, cancel))?;
     let candidate_format = LayerSource::open(artifact_dir, &candidate_opts)?.format()?;
     let activations = match (scheme, weight_only) {
         (Scheme::W8A16 { .. }, _) => "f32 (weight-only scheme)",

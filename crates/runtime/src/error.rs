@@ -34,6 +34,9 @@ pub enum RuntimeError {
     },
     #[error("invalid input: {0}")]
     Input(String),
+    /// A progress callback asked the pass to stop (the job was cancelled).
+    #[error("stopped before the pass finished")]
+    Stopped,
     #[error(transparent)]
     Text(#[from] temper_text::TextError),
     #[error("kernel: {0}")]

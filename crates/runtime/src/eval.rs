@@ -70,12 +70,13 @@ pub struct Side<'a> {
 
 /// Runs both models over `windows` (layer by layer, so memory stays near one layer of each plus
 /// the windows' hidden states) and compares their next-token distributions.
-/// `progress(done, total)` counts layers of both models, then windows.
+/// `progress(done, total)` counts layers of both models, then windows; it returns `false`
+/// to stop ([`RuntimeError::Stopped`]).
 pub fn compare(
     reference: Side,
     candidate: Side,
     windows: &[Vec<u32>],
-    mut progress: impl FnMut(usize, usize),
+    mut progress: impl FnMut(usize, usize) -> bool,
 ) -> Result<Comparison> {
     let window_len = check_windows(windows)?;
     let start = Instant::now();
@@ -101,7 +102,9 @@ pub fn compare(
         check_finite(&rl, vocab, reference.dir, i)?;
         check_finite(&cl, vocab, candidate.dir, i)?;
         sums = sums.add(compare_logits(&rl, &cl, w, vocab));
-        progress(lr + lc + i + 1, total);
+        if !progress(lr + lc + i + 1, total) {
+            return Err(RuntimeError::Stopped);
+        }
     }
     let n = sums.positions as f64;
     let reference = perplexity_of(sums.ref_nll, sums.positions);
@@ -122,7 +125,7 @@ pub fn compare(
 pub fn perplexity(
     model: Side,
     windows: &[Vec<u32>],
-    mut progress: impl FnMut(usize, usize),
+    mut progress: impl FnMut(usize, usize) -> bool,
 ) -> Result<Perplexity> {
     check_windows(windows)?;
     let source = LayerSource::open(model.dir, model.opts)?;
@@ -139,7 +142,9 @@ pub fn perplexity(
             nll += log_normalizer(row) - row[next as usize] as f64;
             positions += 1;
         }
-        progress(layers + i + 1, total);
+        if !progress(layers + i + 1, total) {
+            return Err(RuntimeError::Stopped);
+        }
     }
     Ok(perplexity_of(nll, positions))
 }

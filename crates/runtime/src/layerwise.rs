@@ -17,12 +17,13 @@ pub struct Hidden {
 
 /// Runs `sequences` (all the same length) through every layer of `source`. `on_layer` sees each
 /// layer after all sequences went through it (calibration reads its observations there), and
-/// `progress(done, total)` counts layers.
+/// `progress(done, total)` counts layers; it returns `false` to stop the pass
+/// ([`RuntimeError::Stopped`]) between layers.
 pub fn run_layers(
     source: &LayerSource,
     sequences: &[Vec<u32>],
     mut on_layer: impl FnMut(usize, &Layer),
-    mut progress: impl FnMut(usize, usize),
+    mut progress: impl FnMut(usize, usize) -> bool,
 ) -> Result<Hidden> {
     let len = match sequences.first() {
         Some(s) if !s.is_empty() => s.len(),
@@ -64,7 +65,9 @@ pub fn run_layers(
             Ok(())
         })?;
         on_layer(index, &layer);
-        progress(index + 1, p.num_layers);
+        if !progress(index + 1, p.num_layers) {
+            return Err(RuntimeError::Stopped);
+        }
     }
     Ok(Hidden {
         head,

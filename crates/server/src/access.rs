@@ -4,9 +4,7 @@
 use std::path::{Component, Path, PathBuf};
 use temper_api::ApiError;
 use temper_core::spec::{JobSpec, Location};
-
-/// The environment option that names a local calibration/evaluation file.
-const CALIB_DATA: &str = "OPTION_CALIB_DATA";
+use temper_pipeline::options::{calib_data_path, OPTION_CALIB_DATA};
 
 /// Checks every location of a job against the server's local roots, and KmsKeyId
 /// against the output.
@@ -21,10 +19,10 @@ pub fn check(spec: &JobSpec, roots: &[PathBuf]) -> Result<(), ApiError> {
             );
             within_roots(&member, &data.location, roots)?;
         }
-        // A data file option is a path the worker opens: the same rule as any location.
-        if let Some(path) = spec.options_for(opt).get(CALIB_DATA) {
-            let location = Location::Local(PathBuf::from(path));
-            within_roots(CALIB_DATA, &location, roots)?;
+        // A data file option is a path the worker opens: the same rule as any location,
+        // applied to the path exactly as the pipeline will read it.
+        if let Some(path) = calib_data_path(&spec.options_for(opt)) {
+            within_roots(OPTION_CALIB_DATA, &Location::Local(path), roots)?;
         }
     }
     if let (Some(key), Location::Local(path)) = (&spec.kms_key_id, &spec.output) {
@@ -51,7 +49,8 @@ fn within_roots(member: &str, location: &Location, roots: &[PathBuf]) -> Result<
     }
     let resolved = resolve(path).ok_or_else(|| {
         ApiError::ValidationException(format!(
-            "Value '{}' at '{member}' must be an absolute path (file:///abs/path)",
+            "Value '{}' at '{member}' must be an absolute path (file:///abs/path) without \
+             '..' or dangling symbolic links",
             path.display()
         ))
     })?;
@@ -77,6 +76,10 @@ fn resolve(path: &Path) -> Option<PathBuf> {
     let mut existing = path.to_path_buf();
     let mut rest = Vec::new();
     while existing.canonicalize().is_err() {
+        // Present but unresolvable (a dangling symlink): where it leads is unknown.
+        if existing.symlink_metadata().is_ok() {
+            return None;
+        }
         rest.push(existing.file_name()?.to_os_string());
         existing = existing.parent()?.to_path_buf();
     }
@@ -106,6 +109,16 @@ mod tests {
         std::os::unix::fs::symlink(dir.path(), root.join("link")).unwrap();
         let err = ok(root.join("link/x")).unwrap_err();
         assert!(err.message().contains("outside"), "{err}");
+        // A dangling symlink inside the root could be pointed anywhere later.
+        std::os::unix::fs::symlink(dir.path().join("not-yet"), root.join("dangling")).unwrap();
+        assert!(ok(root.join("dangling/out")).is_err());
+        // OPTION_CALIB_DATA is checked as the pipeline reads it (trimmed, file:// off).
+        let env = std::collections::BTreeMap::from([(
+            "OPTION_CALIB_DATA".to_string(),
+            format!(" file://{} ", root.join("link").display()),
+        )]);
+        let path = calib_data_path(&env).unwrap();
+        assert!(within_roots("c", &Location::Local(path), &roots).is_err());
         let none = within_roots("m", &Location::Local(root.join("models")), &[]).unwrap_err();
         assert!(none.message().contains("--local-root"), "{none}");
         let s3 = Location::S3 {

@@ -158,12 +158,13 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
     };
     let data_dir = config.data_dir.clone();
     let listen = config.listen;
-    let service = temper_server::open(config)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
+        // Bind first: a server that cannot listen must not start running jobs.
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("listening on {listen}"))?;
+        let service = temper_server::open(config)?;
         eprintln!(
             "temper-server listening on http://{} ({auth}); data in {}",
             listener.local_addr()?,

@@ -19,6 +19,8 @@ use std::sync::Arc;
 use temper_api::{ApiError, Operation};
 
 const JSON_11: &str = "application/x-amz-json-1.1";
+/// The service name clients sign for (the model's `signingName`).
+const SIGNING_NAME: &str = "sagemaker";
 /// Oversized bodies up to this size are read and dropped before the error is sent.
 const DRAIN_CAP: usize = 64 << 20;
 /// The most of a log one request returns.
@@ -99,6 +101,16 @@ async fn admit(service: &Service, req: Request) -> Result<(Bytes, String), ApiEr
         .await
         .map_err(|_| too_large())?;
     let Some(secrets) = &service.config.credentials else {
+        // Unsigned requests are only for local use: refuse any that name another host,
+        // as a web page's request does after DNS rebinding to 127.0.0.1.
+        let host = parts.headers.get("host").and_then(|h| h.to_str().ok());
+        if !host.is_some_and(is_loopback_host) {
+            return Err(ApiError::MissingAuthenticationToken(format!(
+                "This server runs with --no-auth and serves only requests addressed to a \
+                 loopback host, not {}",
+                host.unwrap_or("(no Host header)")
+            )));
+        }
         return Ok((body, service.config.region.clone()));
     };
     let headers = header_pairs(&parts.headers);
@@ -111,7 +123,45 @@ async fn admit(service: &Service, req: Request) -> Result<(Bytes, String), ApiEr
     };
     let now = temper_api::EpochSeconds::now().0 as i64;
     let auth = sigv4::verify(&request, secrets, now)?;
+    if auth.service != SIGNING_NAME {
+        return Err(ApiError::InvalidSignature(format!(
+            "The request was signed for service '{}'; sign it for '{SIGNING_NAME}'",
+            auth.service
+        )));
+    }
+    // The region goes into ARNs: hold it to the characters a region has.
+    if auth.region.is_empty()
+        || !auth
+            .region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(ApiError::InvalidSignature(format!(
+            "The credential scope's region '{}' is not a region name",
+            auth.region
+        )));
+    }
+    // The operation is chosen by X-Amz-Target: unsigned, a captured request could be
+    // replayed as another operation on the same body.
+    if parts.method == axum::http::Method::POST
+        && !auth.signed_headers.iter().any(|h| h == "x-amz-target")
+    {
+        return Err(ApiError::InvalidSignature(
+            "SignedHeaders must include x-amz-target".into(),
+        ));
+    }
     Ok((body, auth.region))
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {

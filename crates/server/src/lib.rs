@@ -35,6 +35,8 @@ pub enum ServeError {
     Config(#[from] config::ConfigError),
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    #[error("another temper-server uses the data directory {0}; stop it, or give this one another --data-dir")]
+    Busy(std::path::PathBuf),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -43,21 +45,34 @@ pub enum ServeError {
 }
 
 /// Opens the store, adopts or settles the jobs a previous run left, and returns the
-/// service with its supervisor running.
-pub fn open(config: Config) -> Result<Arc<service::Service>, ServeError> {
+/// service with its supervisor running. One server per data directory: a second one is
+/// refused (it would start every queued job a second time).
+pub fn open(mut config: Config) -> Result<Arc<service::Service>, ServeError> {
     config.check()?;
-    std::fs::create_dir_all(config.data_dir.join("jobs")).map_err(|source| ServeError::Io {
-        what: format!("creating the data directory {}", config.data_dir.display()),
-        source,
-    })?;
+    let io = |what: String| move |source| ServeError::Io { what, source };
+    let dir = config.data_dir.clone();
+    std::fs::create_dir_all(dir.join("jobs"))
+        .map_err(io(format!("creating the data directory {}", dir.display())))?;
+    // Canonical, so that a worker's command line (which names its job directory) is
+    // recognised by the next server however its --data-dir is spelt.
+    config.data_dir = dir
+        .canonicalize()
+        .map_err(io(format!("resolving {}", dir.display())))?;
+    let lock_path = config.data_dir.join("server.lock");
+    let lock = std::fs::File::create(&lock_path)
+        .map_err(io(format!("creating {}", lock_path.display())))?;
+    if lock.try_lock().is_err() {
+        return Err(ServeError::Busy(config.data_dir.clone()));
+    }
     let config = Arc::new(config);
     let store: Arc<dyn store::JobStore> =
         Arc::new(sqlite::SqliteStore::open(&config.database_path())?);
-    let wake = supervisor::start(store.clone(), config.clone());
+    let wake = supervisor::start(store.clone(), config.clone())?;
     Ok(Arc::new(service::Service {
         store,
         config,
         wake,
+        _data_lock: lock,
     }))
 }
 

@@ -22,7 +22,26 @@ struct Token {
     /// Digest of the filters and sort the listing was started with.
     q: String,
     snapshot: i64,
-    after: SortPosition,
+    key: TokenKey,
+    id: i64,
+}
+
+/// A sort key in a token. Times travel as their IEEE bits: a decimal f64 read back by
+/// serde_json can be one unit off, and a key one unit low would repeat a job.
+#[derive(Debug, Serialize, Deserialize)]
+enum TokenKey {
+    Text(String),
+    TimeBits(u64),
+}
+
+impl Token {
+    fn position(self) -> SortPosition {
+        let key = match self.key {
+            TokenKey::Text(s) => SortKey::Text(s),
+            TokenKey::TimeBits(b) => SortKey::Time(f64::from_bits(b)),
+        };
+        SortPosition { key, id: self.id }
+    }
 }
 
 /// The digest a token carries: every member of the request but the token and page size.
@@ -48,7 +67,8 @@ pub fn query(req: &ListOptimizationJobsRequest, max_id: i64) -> Result<ListQuery
                         .into(),
                 ));
             }
-            (Some(t.after), t.snapshot)
+            let snapshot = t.snapshot;
+            (Some(t.position()), snapshot)
         }
         None => (None, max_id),
     };
@@ -92,16 +112,19 @@ pub fn page(
     rows.truncate(size);
     let last = rows.last().expect("a full page has a last row");
     let key = match query.sort_by {
-        ListOptimizationJobsSortBy::Name => SortKey::Text(last.name.clone()),
-        ListOptimizationJobsSortBy::CreationTime => SortKey::Time(last.creation_time),
+        ListOptimizationJobsSortBy::Name => TokenKey::Text(last.name.clone()),
+        ListOptimizationJobsSortBy::CreationTime => {
+            TokenKey::TimeBits(last.creation_time.to_bits())
+        }
         ListOptimizationJobsSortBy::Status => {
-            SortKey::Text(crate::store::status_name(last.status).to_string())
+            TokenKey::Text(crate::store::status_name(last.status).to_string())
         }
     };
     let token = Token {
         q: request_digest(req),
         snapshot: query.snapshot.unwrap_or(i64::MAX),
-        after: SortPosition { key, id: last.id },
+        key,
+        id: last.id,
     };
     let json = serde_json::to_vec(&token).expect("tokens serialize");
     (rows, Some(hex::encode(json)))
@@ -133,13 +156,18 @@ mod tests {
         let q = query(&req, 7).unwrap();
         assert_eq!(q.snapshot, Some(7));
         assert_eq!(q.limit, 3);
+        // A time whose decimal form serde_json (without float_roundtrip) reads back one
+        // unit off, as about one in eight do.
+        let misread = |t: &f64| serde_json::from_str::<f64>(&t.to_string()).unwrap() != *t;
+        let time = (0..100_000)
+            .map(|i| 1_764_570_000.0 + i as f64 * 0.000_137)
+            .find(misread)
+            .unwrap_or(1_764_570_000.123_456_7);
         let token = Token {
             q: request_digest(&req),
             snapshot: 7,
-            after: SortPosition {
-                key: SortKey::Time(1.5),
-                id: 3,
-            },
+            key: TokenKey::TimeBits(time.to_bits()),
+            id: 3,
         };
         let encoded = hex::encode(serde_json::to_vec(&token).unwrap());
         // Another page size is the same listing; another filter is not.
@@ -150,7 +178,13 @@ mod tests {
         };
         let q = query(&next, 99).unwrap();
         assert_eq!(q.snapshot, Some(7));
-        assert_eq!(q.after.unwrap().id, 3);
+        let after = q.after.unwrap();
+        assert_eq!(after.id, 3);
+        assert_eq!(
+            after.key,
+            SortKey::Time(time),
+            "times come back bit for bit"
+        );
         let other = ListOptimizationJobsRequest {
             name_contains: Some("mistral".into()),
             ..next

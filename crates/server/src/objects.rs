@@ -41,6 +41,8 @@ pub enum ObjectsError {
         prefix: String,
         example: String,
     },
+    #[error("the transfer was stopped")]
+    Stopped,
     #[error("the object key {key} cannot be stored as a local file: {why}")]
     BadKey { key: String, why: String },
     #[error("{what} {path}: {source}")]
@@ -120,6 +122,17 @@ pub async fn download_prefix(
     while let Some(meta) = listing.next().await {
         objects.push(meta.map_err(store_err("listing", bucket, prefix))?);
     }
+    // Folder markers (empty objects named like the prefix or a sub-folder, as the S3
+    // console and Hadoop-style tools make them) are not files of the model.
+    let keys: Vec<String> = objects.iter().map(|m| m.location.to_string()).collect();
+    objects.retain(|m| {
+        let key = m.location.to_string();
+        let folder = key == root.as_ref()
+            || keys
+                .iter()
+                .any(|other| other.len() > key.len() && other.starts_with(&format!("{key}/")));
+        !(m.size == 0 && folder)
+    });
     if objects.is_empty() {
         return Err(ObjectsError::Empty {
             bucket: bucket.to_string(),
@@ -214,14 +227,9 @@ fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Uploads the artifact in `dir` under `prefix`, which must hold no objects yet.
-pub async fn upload_dir(
-    store: &dyn ObjectStore,
-    bucket: &str,
-    prefix: &str,
-    dir: &Path,
-    progress: &mut (dyn FnMut(u64, u64) + Send),
-) -> Result<usize> {
+/// Fails with [`ObjectsError::OutputNotEmpty`] if anything is stored under `prefix`:
+/// checked before a job's work, and again by [`upload_dir`] before writing.
+pub async fn ensure_empty(store: &dyn ObjectStore, bucket: &str, prefix: &str) -> Result<()> {
     let root = key_path(bucket, prefix)?;
     if let Some(existing) = store.list(Some(&root)).next().await {
         let existing = existing.map_err(store_err("listing", bucket, prefix))?;
@@ -231,6 +239,23 @@ pub async fn upload_dir(
             example: existing.location.to_string(),
         });
     }
+    Ok(())
+}
+
+/// Uploads the artifact in `dir` under `prefix`, which must hold no objects yet.
+/// `stop` is polled between files and parts; when it turns true, or any write fails,
+/// what this upload wrote is deleted (an unfinished multipart upload is aborted) and
+/// the prefix is left as empty as it was found.
+pub async fn upload_dir(
+    store: &dyn ObjectStore,
+    bucket: &str,
+    prefix: &str,
+    dir: &Path,
+    progress: &mut (dyn FnMut(u64, u64) + Send),
+    stop: &(dyn Fn() -> bool + Sync),
+) -> Result<usize> {
+    let root = key_path(bucket, prefix)?;
+    ensure_empty(store, bucket, prefix).await?;
     let files = files_under(dir)?;
     let total: u64 = files
         .iter()
@@ -243,11 +268,15 @@ pub async fn upload_dir(
         let key = rel.components().fold(root.clone(), |k, c| {
             k.clone().join(c.as_os_str().to_string_lossy().as_ref())
         });
-        let sent = upload_file(store, bucket, &key, &dir.join(rel), &mut |n| {
-            done += n;
-            progress(done, total);
-        })
-        .await;
+        let sent = if stop() {
+            Err(ObjectsError::Stopped)
+        } else {
+            let mut sent = |n| {
+                done += n;
+                progress(done, total);
+            };
+            upload_file(store, bucket, &key, &dir.join(rel), &mut sent, stop).await
+        };
         if let Err(e) = sent {
             // Leave nothing behind that looks like (part of) an artifact.
             for k in &written {
@@ -266,6 +295,7 @@ async fn upload_file(
     key: &KeyPath,
     path: &Path,
     sent: &mut (dyn FnMut(u64) + Send),
+    stop: &(dyn Fn() -> bool + Sync),
 ) -> Result<()> {
     let io = |source| ObjectsError::Io {
         what: "reading",
@@ -292,9 +322,19 @@ async fn upload_file(
     let mut file = tokio::fs::File::open(path).await.map_err(io)?;
     let mut buf = vec![0u8; PART_SIZE];
     loop {
-        let n = file.read(&mut buf).await.map_err(io)?;
+        let n = match file.read(&mut buf).await {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = writer.abort().await;
+                return Err(io(e));
+            }
+        };
         if n == 0 {
             break;
+        }
+        if stop() {
+            let _ = writer.abort().await;
+            return Err(ObjectsError::Stopped);
         }
         // At most a few parts in flight, so memory stays a few parts, not one file.
         writer
@@ -309,4 +349,107 @@ async fn upload_file(
         .await
         .map_err(store_err("finishing the upload of", bucket, &key_str))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+
+    async fn put(store: &InMemory, key: &str, bytes: &[u8]) {
+        store
+            .put(
+                &KeyPath::parse(key).unwrap(),
+                PutPayload::from(bytes.to_vec()),
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn keys(store: &InMemory) -> Vec<String> {
+        let mut out: Vec<String> = store
+            .list(None)
+            .map(|m| m.unwrap().location.to_string())
+            .collect()
+            .await;
+        out.sort();
+        out
+    }
+
+    #[tokio::test]
+    async fn downloads_skip_folder_markers_and_keep_layout() {
+        let store = InMemory::new();
+        put(&store, "models/llama", b"").await; // the console's "models/llama/" marker
+        put(&store, "models/llama/config.json", b"{}").await;
+        put(&store, "models/llama/sub", b"").await;
+        put(&store, "models/llama/sub/tokenizer.json", b"[1]").await;
+        put(&store, "models/llama/empty.txt", b"").await; // a real empty file stays
+        let dest = tempfile::tempdir().unwrap();
+        let mut seen = 0;
+        let n = download_prefix(&store, "b", "models/llama/", dest.path(), &mut |d, _| {
+            seen = d
+        })
+        .await
+        .unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(
+            std::fs::read(dest.path().join("config.json")).unwrap(),
+            b"{}"
+        );
+        assert_eq!(
+            std::fs::read(dest.path().join("sub/tokenizer.json")).unwrap(),
+            b"[1]"
+        );
+        assert!(dest.path().join("empty.txt").is_file());
+        assert_eq!(seen, 5);
+        let err = download_prefix(&store, "b", "nothing/", dest.path(), &mut |_, _| {})
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("no objects under s3://b/nothing/"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn uploads_put_the_manifest_last_refuse_a_used_prefix_and_clean_up_when_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, bytes) in [
+            ("manifest.json", "{}"),
+            ("config.json", "{}"),
+            ("model.safetensors", "x"),
+        ] {
+            std::fs::write(dir.path().join(name), bytes).unwrap();
+        }
+        assert_eq!(
+            files_under(dir.path()).unwrap().last().unwrap(),
+            Path::new("manifest.json")
+        );
+        let store = InMemory::new();
+        let never = || false;
+        upload_dir(&store, "b", "out/a/", dir.path(), &mut |_, _| {}, &never)
+            .await
+            .unwrap();
+        assert_eq!(keys(&store).await.len(), 3);
+        let err = upload_dir(&store, "b", "out/a/", dir.path(), &mut |_, _| {}, &never)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ObjectsError::OutputNotEmpty { .. }), "{err}");
+
+        // Stopped after the first file: what was written is removed again.
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let after_one = || calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 1;
+        let err = upload_dir(
+            &store,
+            "b",
+            "out/b/",
+            dir.path(),
+            &mut |_, _| {},
+            &after_one,
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, ObjectsError::Stopped), "{err}");
+        assert!(keys(&store).await.iter().all(|k| k.starts_with("out/a/")));
+    }
 }

@@ -2,7 +2,7 @@
 //! Synchronous: the HTTP layer runs them on tokio's blocking pool.
 
 use crate::config::Config;
-use crate::store::{JobRecord, JobStore, JobSummary, StoreError};
+use crate::store::{Deleted, JobRecord, JobStore, JobSummary, StoreError};
 use crate::supervisor::Wake;
 use crate::{access, list};
 use std::sync::Arc;
@@ -17,6 +17,8 @@ pub struct Service {
     pub store: Arc<dyn JobStore>,
     pub config: Arc<Config>,
     pub wake: Wake,
+    /// Held for the service's life: the data directory's lock (see [`crate::open`]).
+    pub(crate) _data_lock: std::fs::File,
 }
 
 impl From<StoreError> for ApiError {
@@ -187,17 +189,21 @@ impl Service {
     }
 
     fn delete(&self, name: &str) -> Result<Vec<u8>, ApiError> {
-        let job = self.store.get(name)?.ok_or_else(|| not_found(name))?;
-        if !job.status.is_terminal() {
-            return Err(ApiError::ValidationException(format!(
-                "Optimization job {name} is {}; stop it with StopOptimizationJob and delete \
-                 it once it is STOPPED",
-                crate::store::status_name(job.status)
-            )));
-        }
-        self.store.delete(name)?;
+        // One statement decides and deletes, so a job that starts meanwhile (deleted
+        // and created again under the same name) is never the one removed.
+        let id = match self.store.delete_finished(name)? {
+            Deleted::Job { id } => id,
+            Deleted::NotFound => return Err(not_found(name)),
+            Deleted::Unfinished(status) => {
+                return Err(ApiError::ValidationException(format!(
+                    "Optimization job {name} is {}; stop it with StopOptimizationJob and \
+                     delete it once it is STOPPED",
+                    crate::store::status_name(status)
+                )))
+            }
+        };
         // The job's files (request, log, progress); its output lives where it was sent.
-        let dir = self.config.job_dir(job.id);
+        let dir = self.config.job_dir(id);
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 eprintln!("temper-server: could not remove {}: {e}", dir.display());

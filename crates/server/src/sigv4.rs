@@ -190,7 +190,7 @@ pub fn verify(
     let signed_at = parse_amz_date(amz_date).ok_or_else(|| {
         SigError::Malformed(format!("X-Amz-Date {amz_date} is not YYYYMMDDTHHMMSSZ"))
     })?;
-    if !amz_date.starts_with(&auth.date) {
+    if amz_date.get(..8) != Some(auth.date.as_str()) {
         return Err(SigError::Malformed(format!(
             "the credential scope date {} differs from X-Amz-Date {amz_date}",
             auth.date

@@ -5,8 +5,8 @@
 //! than a pool would. WAL journaling keeps a crash from losing a committed job.
 
 use crate::store::{
-    parse_status, status_name, JobRecord, JobStore, JobSummary, ListQuery, Result, SortKey,
-    StoreError,
+    parse_status, status_name, Deleted, JobRecord, JobStore, JobSummary, ListQuery, Result,
+    SortKey, StoreError,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::path::Path;
@@ -229,12 +229,30 @@ impl JobStore for SqliteStore {
         Ok(Some(record))
     }
 
-    fn delete(&self, name: &str) -> Result<bool> {
-        let n = self
-            .lock()
-            .execute("DELETE FROM jobs WHERE name = ?1", [name])
+    fn delete_finished(&self, name: &str) -> Result<Deleted> {
+        let conn = self.lock();
+        let id: Option<i64> = conn
+            .prepare_cached(
+                "DELETE FROM jobs WHERE name = ?1 AND status IN ('COMPLETED', 'FAILED', 'STOPPED') \
+                 RETURNING id",
+            )
+            .map_err(backend)?
+            .query_row([name], |r| r.get(0))
+            .optional()
             .map_err(backend)?;
-        Ok(n > 0)
+        if let Some(id) = id {
+            return Ok(Deleted::Job { id });
+        }
+        let status: Option<String> = conn
+            .prepare_cached("SELECT status FROM jobs WHERE name = ?1")
+            .map_err(backend)?
+            .query_row([name], |r| r.get(0))
+            .optional()
+            .map_err(backend)?;
+        Ok(match status.as_deref().and_then(parse_status) {
+            Some(status) => Deleted::Unfinished(status),
+            None => Deleted::NotFound,
+        })
     }
 
     fn list(&self, q: &ListQuery) -> Result<Vec<JobSummary>> {
@@ -317,11 +335,36 @@ impl JobStore for SqliteStore {
             "SELECT {COLUMNS} FROM jobs WHERE status IN ('STARTING', 'INPROGRESS', 'STOPPING') ORDER BY id"
         );
         let conn = self.lock();
-        let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
-        let rows = stmt.query_map([], read_row).map_err(backend)?;
         let mut out = Vec::new();
-        for row in rows {
-            out.push(row.map_err(backend)??);
+        let mut corrupt = Vec::new();
+        {
+            let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
+            let rows = stmt.query_map([], read_row).map_err(backend)?;
+            for row in rows {
+                match row.map_err(backend)? {
+                    Ok(job) => out.push(job),
+                    Err(e @ StoreError::Corrupt { .. }) => corrupt.push(e),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        for e in corrupt {
+            let StoreError::Corrupt { name, why } = &e else {
+                continue;
+            };
+            eprintln!("temper-server: {e}; marking it FAILED");
+            let now = temper_api::EpochSeconds::now().0;
+            let reason = format!(
+                "The server cannot read this job's stored record ({why}), so it cannot run or \
+                 watch it; delete the job and create it again"
+            );
+            conn.prepare_cached(
+                "UPDATE jobs SET status = 'FAILED', failure_reason = ?2, end_time = ?3, \
+                 last_modified_time = ?3, worker_pid = NULL WHERE name = ?1",
+            )
+            .map_err(backend)?
+            .execute(params![name, reason, now])
+            .map_err(backend)?;
         }
         Ok(out)
     }

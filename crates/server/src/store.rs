@@ -44,13 +44,13 @@ pub struct JobRecord {
 impl JobRecord {
     /// `OptimizationTypes` of the job's summary, e.g. `["Quantization"]`.
     pub fn optimization_types(&self) -> Vec<String> {
-        let mut types: Vec<String> = self
-            .request
-            .optimization_configs
-            .iter()
-            .map(|c| c.optimization_type().to_string())
-            .collect();
-        types.dedup();
+        let mut types: Vec<String> = Vec::new();
+        for config in &self.request.optimization_configs {
+            let t = config.optimization_type();
+            if !types.iter().any(|seen| seen == t) {
+                types.push(t.to_string());
+            }
+        }
         types
     }
 }
@@ -94,14 +94,14 @@ pub struct ListQuery {
 }
 
 /// Where a page ended: the last job's sort key and id.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SortPosition {
     pub key: SortKey,
     pub id: i64,
 }
 
 /// The value a job is sorted by.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SortKey {
     Text(String),
     Time(f64),
@@ -120,15 +120,30 @@ pub trait JobStore: Send + Sync {
         name: &str,
         change: &mut dyn FnMut(&mut JobRecord),
     ) -> Result<Option<JobRecord>>;
-    fn delete(&self, name: &str) -> Result<bool>;
+    /// Deletes a finished job in one step (a job that is not finished stays).
+    fn delete_finished(&self, name: &str) -> Result<Deleted>;
     /// A page of jobs matching the query, in its order.
     fn list(&self, query: &ListQuery) -> Result<Vec<JobSummary>>;
-    /// Jobs that are not finished (STARTING, INPROGRESS, STOPPING), oldest first.
+    /// Jobs that are not finished (STARTING, INPROGRESS, STOPPING), oldest first. A
+    /// stored job that cannot be read back is marked FAILED saying so, and left out,
+    /// so one bad row never stops the others being supervised.
     fn unfinished(&self) -> Result<Vec<JobRecord>>;
     /// How many jobs are stored, and how many of them are unfinished.
     fn counts(&self) -> Result<(usize, usize)>;
     /// The highest id given so far (0 when empty): the snapshot of a first page.
     fn max_id(&self) -> Result<i64>;
+}
+
+/// What [`JobStore::delete_finished`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deleted {
+    /// Removed; its id names its directory.
+    Job {
+        id: i64,
+    },
+    /// Not removed: the job is in this (unfinished) status.
+    Unfinished(OptimizationJobStatus),
+    NotFound,
 }
 
 /// The wire name of a status, as stored and sorted.

@@ -70,8 +70,12 @@ pub struct Supervisor {
 }
 
 /// Starts the supervisor thread: adopts or settles the jobs a previous server left,
-/// then runs until the process ends.
-pub fn start(store: Arc<dyn JobStore>, config: Arc<Config>) -> Wake {
+/// then runs until the process ends. Fails if the jobs left cannot be read: settling
+/// them blind would fail jobs whose workers still run.
+pub fn start(
+    store: Arc<dyn JobStore>,
+    config: Arc<Config>,
+) -> Result<Wake, crate::store::StoreError> {
     let (tx, rx) = mpsc::channel();
     let mut supervisor = Supervisor {
         store,
@@ -79,12 +83,20 @@ pub fn start(store: Arc<dyn JobStore>, config: Arc<Config>) -> Wake {
         workers: HashMap::new(),
         wakes: rx,
     };
-    supervisor.reconcile();
+    supervisor.reconcile()?;
     std::thread::Builder::new()
         .name("temper-supervisor".into())
-        .spawn(move || supervisor.run())
-        .expect("spawning the supervisor thread");
-    Wake(tx)
+        .spawn(move || {
+            // A supervisor that dies silently would leave every job unwatched: a panic
+            // takes the server down instead, and the next start reconciles.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| supervisor.run()));
+            if outcome.is_err() {
+                eprintln!("temper-server: the job supervisor panicked; exiting so that a restart reconciles the jobs");
+                std::process::abort();
+            }
+        })
+        .map_err(|e| crate::store::StoreError::Backend(format!("starting the supervisor: {e}")))?;
+    Ok(Wake(tx))
 }
 
 fn now() -> f64 {
@@ -109,42 +121,34 @@ impl Supervisor {
 
     /// At start-up: every job left running by a previous server is either adopted (its
     /// worker still runs) or settled from what its worker left behind.
-    fn reconcile(&mut self) {
-        let jobs = match self.store.unfinished() {
-            Ok(jobs) => jobs,
-            Err(e) => {
-                eprintln!("temper-server: reading unfinished jobs: {e}");
-                return;
+    fn reconcile(&mut self) -> Result<(), crate::store::StoreError> {
+        for job in self.store.unfinished()? {
+            if job.worker_pid.is_some() {
+                self.adopt_or_settle(&job);
             }
+        }
+        Ok(())
+    }
+
+    /// A job recorded as running with no worker of ours: adopt its worker if it still
+    /// runs, else settle the job from what the worker left.
+    fn adopt_or_settle(&mut self, job: &JobRecord) {
+        let pid = job.worker_pid.unwrap_or(0);
+        let worker = Worker {
+            pid,
+            child: None,
+            cause: None,
+            term_sent: None,
+            killed: false,
         };
-        for job in jobs {
-            let Some(pid) = job.worker_pid else { continue };
-            let dir = self.config.job_dir(job.id);
-            if worker_files::is_worker_of(pid, &dir) {
-                eprintln!(
-                    "temper-server: adopted the running worker (pid {pid}) of job {}",
-                    job.name
-                );
-                self.workers.insert(
-                    job.id,
-                    Worker {
-                        pid,
-                        child: None,
-                        cause: None,
-                        term_sent: None,
-                        killed: false,
-                    },
-                );
-            } else {
-                let worker = Worker {
-                    pid,
-                    child: None,
-                    cause: None,
-                    term_sent: None,
-                    killed: false,
-                };
-                self.settle(&job, &worker, Exit::Unknown);
-            }
+        if pid != 0 && worker_files::is_worker_of(pid, &self.config.job_dir(job.id)) {
+            eprintln!(
+                "temper-server: adopted the running worker (pid {pid}) of job {}",
+                job.name
+            );
+            self.workers.insert(job.id, worker);
+        } else {
+            self.settle(job, &worker, Exit::Unknown);
         }
     }
 
@@ -173,7 +177,8 @@ impl Supervisor {
             }
             let _ = killpg(Pid::from_raw(w.pid as i32), Signal::SIGKILL);
             if let Some(child) = w.child.as_mut() {
-                let _ = child.wait();
+                // Reap it if it is gone already; never block the supervisor on it.
+                let _ = child.try_wait();
             }
             false
         });
@@ -185,17 +190,9 @@ impl Supervisor {
             self.finish(job, OptimizationJobStatus::Stopped, None, None);
             return;
         }
-        if job.status != OptimizationJobStatus::Starting {
-            // INPROGRESS without a worker only happens when a launch was recorded and
-            // then the process vanished before the record; settle it.
-            let worker = Worker {
-                pid: job.worker_pid.unwrap_or(0),
-                child: None,
-                cause: None,
-                term_sent: None,
-                killed: false,
-            };
-            self.settle(job, &worker, Exit::Unknown);
+        if job.status != OptimizationJobStatus::Starting || job.worker_pid.is_some() {
+            // Recorded as launched, yet no worker of this server watches it.
+            self.adopt_or_settle(job);
             return;
         }
         if let Some(max) = job.request.stopping_condition.max_pending_time_in_seconds {
@@ -247,6 +244,16 @@ impl Supervisor {
     fn launch(&self, job: &JobRecord) -> std::io::Result<Worker> {
         let dir = self.config.job_dir(job.id);
         std::fs::create_dir_all(&dir)?;
+        // Never read another run's outcome as this one's.
+        for stale in [
+            worker_files::result_path(&dir),
+            worker_files::progress_path(&dir),
+        ] {
+            match std::fs::remove_file(&stale) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
         worker_files::write_request(&dir, &job.request)?;
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -279,13 +286,16 @@ impl Supervisor {
     /// A job with a worker: has it ended, should it be told to end, or be killed?
     fn watch(&mut self, job: &JobRecord, now: f64) {
         let grace = self.config.stop_grace;
+        let dir = self.config.job_dir(job.id);
         let worker = self
             .workers
             .get_mut(&job.id)
             .expect("watched jobs have workers");
         let exit = match worker.child.as_mut() {
             Some(child) => child.try_wait().ok().flatten().map(Exit::Status),
-            None => (!worker_files::is_alive(worker.pid)).then_some(Exit::Unknown),
+            // Not our child: check it is still the job's worker, not a process that got
+            // its pid after it ended, before anything is sent to it.
+            None => (!worker_files::is_worker_of(worker.pid, &dir)).then_some(Exit::Unknown),
         };
         if let Some(exit) = exit {
             let worker = self.workers.remove(&job.id).expect("present");
@@ -334,7 +344,10 @@ impl Supervisor {
             }
             _ => false,
         };
-        let (status, reason, image) = if over_time {
+        let completed = matches!(result, Some(WorkerResult::Completed { .. }));
+        // A worker that finished its artifact before a stop or deadline took effect has
+        // written it: the job is COMPLETED, whatever was asked of it meanwhile.
+        let (status, reason, image) = if over_time && !completed {
             let max = job
                 .request
                 .stopping_condition
@@ -345,16 +358,18 @@ impl Supervisor {
                     "it did not end within the {} s grace period after SIGTERM and was killed",
                     self.config.stop_grace.as_secs()
                 )
-            } else {
+            } else if worker.cause == Some(Cause::Runtime) {
                 "it was stopped with SIGTERM".to_string()
+            } else {
+                "its worker had ended without a result when the server looked".to_string()
             };
             let reason = format!(
                 "The job ran longer than its StoppingCondition.MaxRuntimeInSeconds ({max} s); \
-                 {how}. No output was written. Create it again with a larger \
-                 MaxRuntimeInSeconds"
+                 {how}. No complete artifact was written (one is complete once its \
+                 manifest.json is present). Create it again with a larger MaxRuntimeInSeconds"
             );
             (OptimizationJobStatus::Failed, Some(reason), None)
-        } else if job.stop_requested {
+        } else if job.stop_requested && !completed {
             (OptimizationJobStatus::Stopped, None, None)
         } else {
             match result {

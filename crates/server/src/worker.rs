@@ -122,7 +122,13 @@ pub fn run(args: &WorkerArgs, cancel: Arc<Cancel>) -> WorkerResult {
         last_write: None,
         current: Progress::default(),
     }));
-    let result = match run_job(args, &cancel, &reporter) {
+    let outcome = run_job(args, &cancel, &reporter);
+    // The fetched model and a local copy of an S3 output only take disk space now,
+    // whatever the outcome (the artifact, if any, is in its output location).
+    for scratch in ["input", "output"] {
+        let _ = std::fs::remove_dir_all(args.job_dir.join(scratch));
+    }
+    let result = match outcome {
         Ok(done) => done,
         Err(JobError::Stopped) | Err(JobError::Pipeline(temper_pipeline::Error::Cancelled)) => {
             WorkerResult::Stopped
@@ -191,6 +197,15 @@ fn run_job(
             source,
         })?;
 
+    // An output that cannot be written is found before any work, not after it.
+    if let Location::S3 { bucket, key } = &spec.output {
+        let store = objects::bucket_store(bucket, &s3)?;
+        cancellable(
+            &runtime,
+            cancel,
+            objects::ensure_empty(store.as_ref(), bucket, key),
+        )??;
+    }
     if let Location::S3 { bucket, key } = spec.source.clone() {
         let input = fresh_dir(&args.job_dir.join("input"))?;
         reporter.lock().unwrap().phase("download", "bytes", 0);
@@ -229,16 +244,24 @@ fn run_job(
         };
         let store = objects::bucket_store(&bucket, &opts)?;
         let mut step = |done, total| reporter.lock().unwrap().step(done, total);
-        let n = cancellable(
-            &runtime,
-            cancel,
-            objects::upload_dir(store.as_ref(), &bucket, &key, &local, &mut step),
-        )??;
+        // Not cut off from outside like the download: the upload stops itself between
+        // parts, so it can remove what it wrote.
+        let stop = || cancel.is_cancelled();
+        let n = runtime
+            .block_on(objects::upload_dir(
+                store.as_ref(),
+                &bucket,
+                &key,
+                &local,
+                &mut step,
+                &stop,
+            ))
+            .map_err(|e| match e {
+                objects::ObjectsError::Stopped => JobError::Stopped,
+                other => other.into(),
+            })?;
         output = format!("s3://{bucket}/{}", key.trim_end_matches('/'));
         eprintln!("uploaded {n} files to {output}");
-        // The artifact is in S3 now; the local copies only take disk space.
-        let _ = std::fs::remove_dir_all(args.job_dir.join("output"));
-        let _ = std::fs::remove_dir_all(args.job_dir.join("input"));
     }
     reporter.lock().unwrap().phase("done", "", 0);
     Ok(WorkerResult::Completed {

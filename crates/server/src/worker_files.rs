@@ -128,6 +128,11 @@ mod tests {
             .arg(dir.path())
             .spawn()
             .unwrap();
+        // Until the child has exec'd, its command line is still this test's.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !is_worker_of(child.id(), dir.path()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         assert!(is_worker_of(child.id(), dir.path()));
         assert!(!is_worker_of(child.id(), Path::new("/elsewhere")));
         child.kill().unwrap();

@@ -27,7 +27,41 @@ fn config(dir: &std::path::Path) -> Config {
     }
 }
 
+/// A stand-in worker: a shell script, so that signals, grace periods and exits can be
+/// driven exactly. `on_term` is the script's reaction to SIGTERM.
+fn fake_worker(dir: &std::path::Path, name: &str, on_term: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        format!("#!/bin/sh\ntrap '{on_term}' TERM\nwhile true; do sleep 0.05; done\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn wait_status(store: &dyn JobStore, name: &str, status: OptimizationJobStatus) -> JobRecord {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let job = store.get(name).unwrap().unwrap();
+        if job.status == status || Instant::now() > deadline {
+            return job;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn record(name: &str, created_secs_ago: f64, pending: Option<i32>) -> JobRecord {
+    record_with_runtime(name, created_secs_ago, pending, 3600)
+}
+
+fn record_with_runtime(
+    name: &str,
+    created_secs_ago: f64,
+    pending: Option<i32>,
+    max_runtime: i32,
+) -> JobRecord {
     let body = serde_json::json!({
         "OptimizationJobName": name,
         "RoleArn": "arn:aws:iam::123456789012:role/r",
@@ -35,7 +69,7 @@ fn record(name: &str, created_secs_ago: f64, pending: Option<i32>) -> JobRecord 
         "DeploymentInstanceType": "ml.g6.12xlarge",
         "OptimizationConfigs": [{"ModelQuantizationConfig": {}}],
         "OutputConfig": {"S3OutputLocation": "s3://out/x/"},
-        "StoppingCondition": {"MaxPendingTimeInSeconds": pending, "MaxRuntimeInSeconds": 3600},
+        "StoppingCondition": {"MaxPendingTimeInSeconds": pending, "MaxRuntimeInSeconds": max_runtime},
     });
     let request = temper_api::parse_create_request(body.to_string().as_bytes()).unwrap();
     let created = EpochSeconds::now().0 - created_secs_ago;
@@ -144,4 +178,85 @@ fn jobs_left_running_by_a_previous_server_are_settled_from_their_files() {
         .failure_reason
         .unwrap()
         .contains("server was restarted"));
+}
+
+#[test]
+fn stop_sends_sigterm_and_a_queued_job_stopped_never_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.worker_exe = fake_worker(dir.path(), "polite-worker", "exit 143");
+    let service = temper_server::open(cfg).unwrap();
+    let store = service.store.clone();
+    store.insert(&record("running", 0.0, None)).unwrap();
+    store.insert(&record("queued", 0.0, None)).unwrap();
+    service.wake.wake();
+    let running = wait_status(store.as_ref(), "running", OptimizationJobStatus::InProgress);
+    assert!(running.worker_pid.is_some() && running.start_time.is_some());
+    // One slot: the second job waits.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        store.get("queued").unwrap().unwrap().status,
+        OptimizationJobStatus::Starting
+    );
+    for name in ["queued", "running"] {
+        store
+            .update(name, &mut |j| {
+                j.stop_requested = true;
+                j.status = OptimizationJobStatus::Stopping;
+            })
+            .unwrap();
+    }
+    let started = Instant::now();
+    service.wake.wake();
+    let queued = wait_terminal(store.as_ref(), "queued");
+    assert_eq!(queued.status, OptimizationJobStatus::Stopped);
+    assert!(
+        queued.start_time.is_none(),
+        "a stopped queued job never starts"
+    );
+    let running = wait_terminal(store.as_ref(), "running");
+    assert_eq!(running.status, OptimizationJobStatus::Stopped);
+    // Ended by its SIGTERM handler, well inside the 1 s grace period.
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(running.failure_reason.is_none());
+}
+
+#[test]
+fn a_worker_ignoring_sigterm_past_max_runtime_is_killed_after_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.worker_exe = fake_worker(dir.path(), "stubborn-worker", "");
+    let service = temper_server::open(cfg).unwrap();
+    let store = service.store.clone();
+    store
+        .insert(&record_with_runtime("stubborn", 0.0, None, 1))
+        .unwrap();
+    service.wake.wake();
+    let started = Instant::now();
+    let job = wait_terminal(store.as_ref(), "stubborn");
+    assert_eq!(job.status, OptimizationJobStatus::Failed);
+    let reason = job.failure_reason.unwrap();
+    assert!(reason.contains("MaxRuntimeInSeconds (1 s)"), "{reason}");
+    assert!(
+        reason.contains("grace period") && reason.contains("killed"),
+        "{reason}"
+    );
+    // 1 s of runtime, then 1 s of grace, then SIGKILL.
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn a_second_server_on_the_same_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = temper_server::open(config(dir.path())).unwrap();
+    let err = temper_server::open(config(dir.path())).err().unwrap();
+    assert!(err.to_string().contains("another temper-server"), "{err}");
 }
