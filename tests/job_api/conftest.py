@@ -81,6 +81,7 @@ def s3_server(tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     s3 = boto3.client("s3", endpoint_url=url, region_name=REGION, **S3_KEYS)
     s3.create_bucket(Bucket="models")
+    s3.create_bucket(Bucket="out")
     model = _env_path("TEMPER_SOURCE_MODEL")
     for f in sorted(model.iterdir()):
         if f.is_file():

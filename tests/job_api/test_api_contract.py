@@ -389,6 +389,13 @@ def test_describe_response_matches_shape(server):
     assert d["MaxInstanceCount"] == 2
     assert "nothing-here" in d["FailureReason"] and "S3Uri" in d["FailureReason"]
     assert d["OptimizationEndTime"] >= d["OptimizationStartTime"] >= d["CreationTime"]
+    # A missing bucket is named as such, before any work.
+    sm.create_optimization_job(
+        **quick_request("no-bucket", OutputConfig={"S3OutputLocation": "s3://no-such-bucket/x/"})
+    )
+    reason = wait_for_status(sm, "no-bucket", {"FAILED"})["FailureReason"]
+    assert "s3://no-such-bucket/x/" in reason and "bucket does not exist" in reason, reason
+    assert len(reason) <= 1024
     for op in ("StopOptimizationJob", "DeleteOptimizationJob"):
         call = sm.stop_optimization_job if op.startswith("Stop") else sm.delete_optimization_job
         check_response(op, call(OptimizationJobName="shape-check"))

@@ -39,7 +39,6 @@ def logs(server, name: str) -> str:
 
 
 def test_full_lifecycle_from_and_to_s3(server, s3):
-    s3.create_bucket(Bucket="out")
     sm = server.client()
     req = create_request(
         "llama-fp8",
@@ -82,7 +81,6 @@ def test_full_lifecycle_from_and_to_s3(server, s3):
 
 
 def test_stop_during_run_and_delete(server, s3):
-    s3.create_bucket(Bucket="out")
     sm = server.client()
     sm.create_optimization_job(**create_request("to-stop"))
     wait_for_status(sm, "to-stop", {"INPROGRESS"}, timeout=60)
@@ -113,7 +111,6 @@ def test_stop_during_run_and_delete(server, s3):
 
 
 def test_max_runtime_expiry(server, s3):
-    s3.create_bucket(Bucket="out")
     sm = server.client()
     sm.create_optimization_job(
         **create_request("too-slow", StoppingCondition={"MaxRuntimeInSeconds": 2})
@@ -129,7 +126,6 @@ def test_queued_job_waits_for_a_slot(server, s3):
     """One job runs at a time (--concurrent-jobs 1); the next waits in STARTING. The
     expiry of MaxPendingTimeInSeconds (at least 1800 s in the model, 7200 s in the installed botocore) is tested in
     crates/server/tests/supervisor.rs on a job created that long ago."""
-    s3.create_bucket(Bucket="out")
     sm = server.client()
     sm.create_optimization_job(**create_request("first"))
     wait_for_status(sm, "first", {"INPROGRESS"}, timeout=60)
@@ -148,7 +144,6 @@ def test_queued_job_waits_for_a_slot(server, s3):
 
 
 def test_server_restart_mid_run(server, s3):
-    s3.create_bucket(Bucket="out")
     sm = server.client()
     sm.create_optimization_job(**create_request("survivor"))
     sm.create_optimization_job(**create_request("waiting"))
@@ -167,7 +162,6 @@ def test_server_restart_mid_run(server, s3):
 
 
 def test_worker_killed_with_sigkill(server, s3):
-    s3.create_bucket(Bucket="out")
     sm = server.client()
     sm.create_optimization_job(**create_request("victim"))
     wait_for_status(sm, "victim", {"INPROGRESS"}, timeout=60)
@@ -181,7 +175,6 @@ def test_worker_killed_with_sigkill(server, s3):
 
 
 def test_worker_gone_while_server_down_is_failed_with_reason(server, s3):
-    s3.create_bucket(Bucket="out")
     sm = server.client()
     sm.create_optimization_job(**create_request("orphan"))
     wait_for_status(sm, "orphan", {"INPROGRESS"}, timeout=60)

@@ -25,7 +25,7 @@ pub enum ObjectsError {
         bucket: String,
         source: Box<object_store::Error>,
     },
-    #[error("{what} s3://{bucket}/{key}: {source}")]
+    #[error("{what} s3://{bucket}/{key}: {}{source}", hint(source))]
     Store {
         what: &'static str,
         bucket: String,
@@ -54,6 +54,21 @@ pub enum ObjectsError {
 }
 
 type Result<T> = std::result::Result<T, ObjectsError>;
+
+/// A sentence for the S3 errors people meet most, ahead of the store's own text.
+fn hint(source: &object_store::Error) -> &'static str {
+    let text = source.to_string();
+    if text.contains("NoSuchBucket") {
+        "the bucket does not exist (create it, or fix the bucket name); "
+    } else if text.contains("AccessDenied") || text.contains("InvalidAccessKeyId") {
+        "access was denied: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY of the server \
+         and the bucket's policy; "
+    } else if matches!(source, object_store::Error::NotFound { .. }) {
+        "the object does not exist; "
+    } else {
+        ""
+    }
+}
 
 /// Where S3 is (for S3-compatible stores) and how outputs are encrypted.
 #[derive(Debug, Clone, Default)]
