@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -233,7 +234,9 @@ def test_aws_cli(server, tmp_path):
 
     def aws(*args: str) -> dict:
         out = subprocess.run(
-            ["aws", "sagemaker", *args, "--endpoint-url", server.url, "--output", "json"],
+            # `python -m awscli` is the `aws` command, found without relying on PATH
+            # (a fresh pyenv has no shim for it until a rehash).
+            [sys.executable, "-m", "awscli", "sagemaker", *args, "--endpoint-url", server.url, "--output", "json"],
             capture_output=True, text=True, env=env, timeout=60,
         )
         assert out.returncode == 0, out.stderr
