@@ -73,6 +73,7 @@ pub fn open(mut config: Config) -> Result<Arc<service::Service>, ServeError> {
         config,
         wake,
         _data_lock: lock,
+        creating: std::sync::Mutex::new(()),
     }))
 }
 

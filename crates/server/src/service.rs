@@ -19,6 +19,9 @@ pub struct Service {
     pub wake: Wake,
     /// Held for the service's life: the data directory's lock (see [`crate::open`]).
     pub(crate) _data_lock: std::fs::File,
+    /// Creates hold it from counting jobs to inserting one, so concurrent creates cannot
+    /// pass a limit together (this process is the store's only writer of new jobs).
+    pub(crate) creating: std::sync::Mutex<()>,
 }
 
 impl From<StoreError> for ApiError {
@@ -76,6 +79,7 @@ impl Service {
         // the worker could not do (a model registry source, https:// locations).
         let spec = temper_api::to_job_spec(&request, &options)?;
         access::check(&spec, &self.config.local_roots)?;
+        let _one_at_a_time = self.creating.lock().unwrap_or_else(|p| p.into_inner());
         let (stored, unfinished) = self.store.counts()?;
         if stored >= self.config.max_jobs {
             return Err(ApiError::ResourceLimitExceeded(format!(

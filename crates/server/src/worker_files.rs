@@ -123,8 +123,10 @@ mod tests {
         assert!(!result_path(dir.path()).with_extension("partial").exists());
 
         assert!(is_alive(std::process::id()));
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
+        // A shell that names the dir in its arguments (as `$0`) and stays alive: the
+        // trailing `true` keeps it from exec'ing into sleep.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 30; true"])
             .arg(dir.path())
             .spawn()
             .unwrap();
