@@ -186,7 +186,7 @@ def test_worker_gone_while_server_down_is_failed_with_reason(server, s3):
     server.start()
     d = wait_for_status(server.client(), "orphan", TERMINAL, timeout=30)
     assert d["OptimizationJobStatus"] == "FAILED"
-    assert "server was restarted" in d["FailureReason"], d["FailureReason"]
+    assert "earlier run of the server" in d["FailureReason"], d["FailureReason"]
 
 
 def test_local_roots(make_server, tmp_path):

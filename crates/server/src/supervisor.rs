@@ -186,6 +186,9 @@ impl Supervisor {
 
     /// A job without a worker: start it, or fail/stop it while it waits.
     fn queue(&mut self, job: &JobRecord, now: f64) {
+        if job.worker_pid.is_none() && self.adopt_unrecorded(job, now) {
+            return;
+        }
         if job.stop_requested {
             self.finish(job, OptimizationJobStatus::Stopped, None, None);
             return;
@@ -248,6 +251,7 @@ impl Supervisor {
         for stale in [
             worker_files::result_path(&dir),
             worker_files::progress_path(&dir),
+            worker_files::pid_path(&dir),
         ] {
             match std::fs::remove_file(&stale) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
@@ -267,6 +271,11 @@ impl Supervisor {
         if let Some(region) = &self.config.s3.region {
             cmd.arg("--s3-region").arg(region);
         }
+        // The worker checks local paths again when it starts: a job may have waited in
+        // the queue while a symlink under a root was changed.
+        for root in &self.config.local_roots {
+            cmd.arg("--local-root").arg(root);
+        }
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -281,6 +290,45 @@ impl Supervisor {
             term_sent: None,
             killed: false,
         })
+    }
+
+    /// A worker that a previous server started but died before recording (it names
+    /// itself in `worker.pid`): adopted, so the job is not started a second time.
+    fn adopt_unrecorded(&mut self, job: &JobRecord, now: f64) -> bool {
+        let dir = self.config.job_dir(job.id);
+        let Some(pid) = worker_files::read_pid(&dir) else {
+            return false;
+        };
+        if !worker_files::is_worker_of(pid, &dir) {
+            return false;
+        }
+        eprintln!(
+            "temper-server: adopted the unrecorded worker (pid {pid}) of job {}",
+            job.name
+        );
+        self.workers.insert(
+            job.id,
+            Worker {
+                pid,
+                child: None,
+                cause: None,
+                term_sent: None,
+                killed: false,
+            },
+        );
+        let id = job.id;
+        let _ = self.store.update(&job.name, &mut |j| {
+            if j.id != id {
+                return;
+            }
+            j.worker_pid = Some(pid);
+            j.start_time = j.start_time.or(Some(now));
+            j.last_modified_time = now;
+            if j.status == OptimizationJobStatus::Starting {
+                j.status = OptimizationJobStatus::InProgress;
+            }
+        });
+        true
     }
 
     /// A job with a worker: has it ended, should it be told to end, or be killed?
@@ -453,9 +501,10 @@ fn died_reason(name: &str, pid: u32, exit: &Exit) -> String {
             _ => format!("The worker process (pid {pid}) ended without a result; {logs}"),
         },
         Exit::Unknown => format!(
-            "The worker process (pid {pid}) ended while the server was not watching it (the \
-             server was restarted) and left no result, so it was killed or crashed; no \
-             output was written, {logs}. Create the job again to rerun it"
+            "The worker process (pid {pid}) ended without leaving a result. It was started \
+             by an earlier run of the server (which was restarted), so its exit status is \
+             unknown: it was killed or crashed. No complete artifact was written; {logs}. \
+             Create the job again to rerun it"
         ),
     }
 }

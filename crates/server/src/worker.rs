@@ -22,6 +22,8 @@ pub struct WorkerArgs {
     pub job_dir: PathBuf,
     pub s3_endpoint: Option<String>,
     pub s3_region: Option<String>,
+    /// The server's local roots, checked again before the job touches a local path.
+    pub local_roots: Vec<PathBuf>,
 }
 
 /// Why a job did not complete.
@@ -115,6 +117,11 @@ impl Reporter {
 
 /// Runs the job in `args.job_dir` and writes its `result.json`; returns the result.
 pub fn run(args: &WorkerArgs, cancel: Arc<Cancel>) -> WorkerResult {
+    let pid = std::process::id().to_string();
+    let pid_file = worker_files::pid_path(&args.job_dir);
+    if let Err(e) = worker_files::write_atomic(&pid_file, pid.as_bytes()) {
+        eprintln!("could not record the worker's pid: {e}");
+    }
     let reporter = Arc::new(Mutex::new(Reporter {
         dir: args.job_dir.clone(),
         started: Instant::now(),
@@ -179,6 +186,8 @@ fn run_job(
         .map_err(|e| JobError::Request(format!("{}: {}", e.type_name(), e.message())))?;
     let mut spec = temper_api::to_job_spec(&request, &options)
         .map_err(|e| JobError::Request(format!("{}: {}", e.type_name(), e.message())))?;
+    crate::access::check(&spec, &args.local_roots)
+        .map_err(|e| JobError::Request(e.message().to_string()))?;
     eprintln!(
         "job {}: {} -> {} for {}",
         spec.name, spec.source, spec.output, spec.instance_type

@@ -20,6 +20,19 @@ pub fn progress_path(dir: &Path) -> PathBuf {
 pub fn result_path(dir: &Path) -> PathBuf {
     dir.join("result.json")
 }
+/// Written by the worker as it starts: lets a server that died before recording the
+/// pid find the worker it had started.
+pub fn pid_path(dir: &Path) -> PathBuf {
+    dir.join("worker.pid")
+}
+
+pub fn read_pid(dir: &Path) -> Option<u32> {
+    std::fs::read_to_string(pid_path(dir))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
 
 /// How a worker's job ended, as the worker reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -177,7 +177,7 @@ fn jobs_left_running_by_a_previous_server_are_settled_from_their_files() {
     assert!(died
         .failure_reason
         .unwrap()
-        .contains("server was restarted"));
+        .contains("earlier run of the server"));
 }
 
 #[test]
@@ -185,6 +185,8 @@ fn stop_sends_sigterm_and_a_queued_job_stopped_never_starts() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
     cfg.worker_exe = fake_worker(dir.path(), "polite-worker", "exit 143");
+    // A long grace: ending well inside it shows the worker's own SIGTERM handler did it.
+    cfg.stop_grace = Duration::from_secs(5);
     let service = temper_server::open(cfg).unwrap();
     let store = service.store.clone();
     store.insert(&record("running", 0.0, None)).unwrap();
@@ -216,9 +218,9 @@ fn stop_sends_sigterm_and_a_queued_job_stopped_never_starts() {
     );
     let running = wait_terminal(store.as_ref(), "running");
     assert_eq!(running.status, OptimizationJobStatus::Stopped);
-    // Ended by its SIGTERM handler, well inside the 1 s grace period.
+    // Ended by its SIGTERM handler, well inside the 5 s grace period.
     assert!(
-        started.elapsed() < Duration::from_millis(900),
+        started.elapsed() < Duration::from_secs(4),
         "{:?}",
         started.elapsed()
     );
@@ -259,4 +261,57 @@ fn a_second_server_on_the_same_data_directory_is_refused() {
     let _first = temper_server::open(config(dir.path())).unwrap();
     let err = temper_server::open(config(dir.path())).err().unwrap();
     assert!(err.to_string().contains("another temper-server"), "{err}");
+}
+
+#[test]
+fn a_worker_started_but_never_recorded_is_adopted_not_started_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    std::fs::create_dir_all(dir.path().join("jobs")).unwrap();
+    let id = {
+        let store = temper_server::sqlite::SqliteStore::open(&cfg.database_path()).unwrap();
+        store.insert(&record("unrecorded", 1.0, None)).unwrap().id
+    };
+    // What a server leaves when it dies between starting a worker and recording it: a
+    // live worker naming the job dir, and its worker.pid.
+    let job_dir = dir
+        .path()
+        .canonicalize()
+        .unwrap()
+        .join("jobs")
+        .join(id.to_string());
+    std::fs::create_dir_all(&job_dir).unwrap();
+    let script = fake_worker(dir.path(), "orphan-worker", "exit 143");
+    let mut orphan = std::process::Command::new(&script)
+        .arg("--job-dir")
+        .arg(&job_dir)
+        .spawn()
+        .unwrap();
+    worker_files::write_atomic(
+        &worker_files::pid_path(&job_dir),
+        orphan.id().to_string().as_bytes(),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !worker_files::is_worker_of(orphan.id(), &job_dir) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The configured worker binary does not exist: starting the job again would fail it.
+    let service = temper_server::open(cfg).unwrap();
+    service.wake.wake();
+    let job = wait_status(
+        service.store.as_ref(),
+        "unrecorded",
+        OptimizationJobStatus::InProgress,
+    );
+    assert_eq!(job.status, OptimizationJobStatus::InProgress);
+    assert_eq!(job.worker_pid, Some(orphan.id()));
+    orphan.kill().unwrap();
+    orphan.wait().unwrap();
+    let job = wait_terminal(service.store.as_ref(), "unrecorded");
+    assert_eq!(job.status, OptimizationJobStatus::Failed);
+    assert!(job
+        .failure_reason
+        .unwrap()
+        .contains("earlier run of the server"));
 }

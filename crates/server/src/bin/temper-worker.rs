@@ -21,6 +21,9 @@ struct Args {
     /// S3 region (default: AWS_REGION, else us-east-1).
     #[arg(long)]
     s3_region: Option<String>,
+    /// A directory local paths may be under (repeatable), as the server allows.
+    #[arg(long = "local-root")]
+    local_roots: Vec<PathBuf>,
 }
 
 fn main() {
@@ -38,6 +41,7 @@ fn main() {
             job_dir: args.job_dir,
             s3_endpoint: args.s3_endpoint,
             s3_region: args.s3_region,
+            local_roots: args.local_roots,
         },
         cancel,
     );
