@@ -21,6 +21,8 @@ use temper_api::{ApiError, Operation};
 const JSON_11: &str = "application/x-amz-json-1.1";
 /// The service name clients sign for (the model's `signingName`).
 const SIGNING_NAME: &str = "sagemaker";
+/// How long a request body may take to arrive.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Oversized bodies up to this size are read and dropped before the error is sent.
 const DRAIN_CAP: usize = 64 << 20;
 /// The most of a log one request returns.
@@ -97,8 +99,16 @@ async fn admit(service: &Service, req: Request) -> Result<(Bytes, String), ApiEr
             return Err(too_large());
         }
     }
-    let body = axum::body::to_bytes(body, limit)
+    // A client that stops sending mid-body must not hold a connection and its task
+    // forever.
+    let body = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit))
         .await
+        .map_err(|_| {
+            ApiError::ValidationException(format!(
+                "The request body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ))
+        })?
         .map_err(|_| too_large())?;
     let Some(secrets) = &service.config.credentials else {
         // Unsigned requests are only for local use: refuse any that name another host,
