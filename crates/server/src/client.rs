@@ -165,14 +165,7 @@ impl Client {
                 body: format!("unreadable JSON: {e}"),
             });
         }
-        Err(match ApiError::from_body(&body) {
-            Some(e) => ClientError::Api(e),
-            None => ClientError::Status {
-                url,
-                status,
-                body: String::from_utf8_lossy(&body).into_owned(),
-            },
-        })
+        Err(failure(url, status, &body))
     }
 
     /// A signed GET of one of temper's own paths; returns the body and headers.
@@ -193,14 +186,7 @@ impl Client {
         if status == 200 {
             return Ok((body, map));
         }
-        Err(match ApiError::from_body(&body) {
-            Some(e) => ClientError::Api(e),
-            None => ClientError::Status {
-                url,
-                status,
-                body: String::from_utf8_lossy(&body).into_owned(),
-            },
-        })
+        Err(failure(url, status, &body))
     }
 
     async fn send(
@@ -226,5 +212,17 @@ impl Client {
         let headers = resp.headers().clone();
         let body = resp.bytes().await.map_err(http)?.to_vec();
         Ok((status, body, headers))
+    }
+}
+
+/// A non-200 answer: the service's error when the body is one, else the raw reply.
+fn failure(url: String, status: u16, body: &[u8]) -> ClientError {
+    match ApiError::from_body(body) {
+        Some(e) => ClientError::Api(e),
+        None => ClientError::Status {
+            url,
+            status,
+            body: String::from_utf8_lossy(body).into_owned(),
+        },
     }
 }

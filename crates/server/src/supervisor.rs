@@ -55,6 +55,19 @@ struct Worker {
     killed: bool,
 }
 
+impl Worker {
+    /// A worker this server did not start (left by a previous run), watched by pid.
+    fn found(pid: u32) -> Worker {
+        Worker {
+            pid,
+            child: None,
+            cause: None,
+            term_sent: None,
+            killed: false,
+        }
+    }
+}
+
 /// How a worker ended, as far as the supervisor can tell.
 enum Exit {
     Status(ExitStatus),
@@ -134,13 +147,7 @@ impl Supervisor {
     /// runs, else settle the job from what the worker left.
     fn adopt_or_settle(&mut self, job: &JobRecord) {
         let pid = job.worker_pid.unwrap_or(0);
-        let worker = Worker {
-            pid,
-            child: None,
-            cause: None,
-            term_sent: None,
-            killed: false,
-        };
+        let worker = Worker::found(pid);
         if pid != 0 && worker_files::is_worker_of(pid, &self.config.job_dir(job.id)) {
             eprintln!(
                 "temper-server: adopted the running worker (pid {pid}) of job {}",
@@ -306,16 +313,7 @@ impl Supervisor {
             "temper-server: adopted the unrecorded worker (pid {pid}) of job {}",
             job.name
         );
-        self.workers.insert(
-            job.id,
-            Worker {
-                pid,
-                child: None,
-                cause: None,
-                term_sent: None,
-                killed: false,
-            },
-        );
+        self.workers.insert(job.id, Worker::found(pid));
         let id = job.id;
         let _ = self.store.update(&job.name, &mut |j| {
             if j.id != id {
