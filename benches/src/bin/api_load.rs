@@ -18,6 +18,15 @@ use temper_server::client::{Client, Credentials};
 use temper_server::sqlite::SqliteStore;
 use temper_server::store::{JobRecord, JobStore};
 
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 struct Args {
     jobs: usize,
     clients: usize,
@@ -130,7 +139,7 @@ fn main() {
         .local_addr()
         .unwrap()
         .port();
-    let mut server = Command::new(&a.server)
+    let server = Command::new(&a.server)
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
         .arg(&data)
@@ -139,6 +148,8 @@ fn main() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("starting {}: {e}", a.server.display()));
+    // Ends the server however this process ends (a panic included).
+    let server_guard = KillOnDrop(server);
     let endpoint = format!("http://127.0.0.1:{port}");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let failures = runtime.block_on(async {
@@ -225,9 +236,8 @@ fn main() {
         report("floor", floor);
         failed
     });
-    let _ = server.kill();
-    let _ = server.wait();
     if failures > 0 {
+        drop(server_guard);
         std::process::exit(1);
     }
 }
