@@ -81,22 +81,17 @@ fn seed(store: &SqliteStore, jobs: usize) {
         } else {
             OptimizationJobStatus::Completed
         };
+        let arn = format!("arn:aws:sagemaker:us-east-1:123456789012:optimization-job/{name}");
         store
             .insert(&JobRecord {
-                id: 0,
-                arn: format!("arn:aws:sagemaker:us-east-1:123456789012:optimization-job/{name}"),
-                name,
                 status,
-                creation_time: t,
                 last_modified_time: t + 0.5,
                 start_time: Some(t),
                 end_time: Some(t + 0.5),
                 failure_reason: (status == OptimizationJobStatus::Failed)
                     .then(|| "The worker process was killed by SIGKILL".to_string()),
                 recommended_image: Some("763104351884.dkr.ecr.us-east-1.amazonaws.com/djl-inference:0.33.0-lmi15.0.0-cu128".into()),
-                request,
-                worker_pid: None,
-                stop_requested: false,
+                ..JobRecord::queued(request, arn, t)
             })
             .unwrap();
     }

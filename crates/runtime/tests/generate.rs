@@ -1,22 +1,13 @@
 //! Generation on the real SmolLM2 model: a stop string that is a special token ends
 //! generation even though special tokens never reach the text.
 
-use std::path::PathBuf;
 use temper_runtime::generate::{generate, FinishReason, GenerateOptions};
 use temper_runtime::{LoadOptions, Model};
 use temper_text::chat::{ChatTemplate, Message};
 use temper_text::sampling::SamplingParams;
 
-fn smollm2() -> PathBuf {
-    let dir =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/models/smollm2-135m-instruct");
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "{} is missing: run scripts/test.sh (it imports the model) first",
-        dir.display()
-    );
-    dir
-}
+mod common;
+use common::smollm2;
 
 #[test]
 fn a_special_token_as_stop_string_ends_generation() {

@@ -8,19 +8,10 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::llama as reference;
-use std::path::PathBuf;
 use temper_runtime::{LoadOptions, Logits, Model};
 
-fn smollm2() -> PathBuf {
-    let dir =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/models/smollm2-135m-instruct");
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "{} is missing: run scripts/test.sh (it imports the model) first",
-        dir.display()
-    );
-    dir
-}
+mod common;
+use common::smollm2;
 
 fn prompt(dir: &std::path::Path) -> Vec<u32> {
     let tok = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).unwrap();

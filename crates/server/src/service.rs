@@ -101,22 +101,7 @@ impl Service {
             "arn:aws:sagemaker:{region}:{account}:optimization-job/{}",
             request.optimization_job_name
         );
-        let now = EpochSeconds::now().0;
-        let record = JobRecord {
-            id: 0,
-            name: request.optimization_job_name.clone(),
-            arn: arn.clone(),
-            status: OptimizationJobStatus::Starting,
-            creation_time: now,
-            last_modified_time: now,
-            start_time: None,
-            end_time: None,
-            failure_reason: None,
-            recommended_image: None,
-            request,
-            worker_pid: None,
-            stop_requested: false,
-        };
+        let record = JobRecord::queued(request, arn.clone(), EpochSeconds::now().0);
         self.store.insert(&record)?;
         self.wake.wake();
         to_json(&CreateOptimizationJobResponse {

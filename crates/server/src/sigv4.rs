@@ -355,45 +355,53 @@ mod tests {
         let now = 1_790_000_000;
         let body = br#"{"MaxResults": 5}"#;
         let headers = signed_request(body, "secret-one", now);
-        let req = |headers: &[(String, String)], body: &'static [u8]| RequestParts {
-            method: "POST",
-            path: "/",
-            query: "",
-            headers: Box::leak(headers.to_vec().into_boxed_slice()),
-            body,
-        };
-        let auth = verify(&req(&headers, body), &secrets(), now + 60).unwrap();
+        fn check(
+            headers: &[(String, String)],
+            body: &[u8],
+            keys: &BTreeMap<String, String>,
+            now: i64,
+        ) -> Result<Authorization, SigError> {
+            let req = RequestParts {
+                method: "POST",
+                path: "/",
+                query: "",
+                headers,
+                body,
+            };
+            verify(&req, keys, now)
+        }
+        let auth = check(&headers, body, &secrets(), now + 60).unwrap();
         assert_eq!(auth.region, "us-west-2");
         assert_eq!(auth.access_key, "AKIDTEST");
 
         // Another body, another target header, a wrong secret, a stale date, no header.
         assert!(matches!(
-            verify(&req(&headers, br#"{"MaxResults": 6}"#), &secrets(), now),
+            check(&headers, br#"{"MaxResults": 6}"#, &secrets(), now),
             Err(SigError::Mismatch(_))
         ));
         let mut other_target = headers.clone();
         other_target[1].1 = "SageMaker.DeleteOptimizationJob".into();
         assert!(matches!(
-            verify(&req(&other_target, body), &secrets(), now),
+            check(&other_target, body, &secrets(), now),
             Err(SigError::Mismatch(_))
         ));
         let wrong = signed_request(body, "secret-two", now);
         assert!(matches!(
-            verify(&req(&wrong, body), &secrets(), now),
+            check(&wrong, body, &secrets(), now),
             Err(SigError::Mismatch(_))
         ));
         assert!(matches!(
-            verify(&req(&headers, body), &secrets(), now + MAX_SKEW_SECS + 1),
+            check(&headers, body, &secrets(), now + MAX_SKEW_SECS + 1),
             Err(SigError::Expired { .. })
         ));
         let unsigned = &headers[..2];
         assert_eq!(
-            verify(&req(unsigned, body), &secrets(), now),
+            check(unsigned, body, &secrets(), now),
             Err(SigError::Missing)
         );
         let unknown = BTreeMap::from([("OTHER".to_string(), "x".to_string())]);
         assert!(matches!(
-            verify(&req(&headers, body), &unknown, now),
+            check(&headers, body, &unknown, now),
             Err(SigError::UnknownKey(_))
         ));
     }

@@ -1,8 +1,9 @@
 //! The default [`JobStore`]: one SQLite file in the data directory, no setup.
 //!
 //! One connection behind a mutex: every operation is a handful of indexed reads or
-//! one write, far shorter than an HTTP round trip, so serialising them costs less
-//! than a pool would. WAL journaling keeps a crash from losing a committed job.
+//! one write, and under load a Describe costs no more than a signed request that
+//! skips the store (BENCHMARKS.md), so there is nothing for a pool to win yet. WAL
+//! journaling keeps a crash from losing a committed job.
 
 use crate::store::{
     parse_status, status_name, Deleted, JobRecord, JobStore, JobSummary, ListQuery, Result,

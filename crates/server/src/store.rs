@@ -42,6 +42,26 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
+    /// A job as CreateOptimizationJob stores it: STARTING (queued), created at
+    /// `created` (epoch seconds), not yet run. The store gives it its id.
+    pub fn queued(request: CreateOptimizationJobRequest, arn: String, created: f64) -> Self {
+        JobRecord {
+            id: 0,
+            name: request.optimization_job_name.clone(),
+            arn,
+            status: OptimizationJobStatus::Starting,
+            creation_time: created,
+            last_modified_time: created,
+            start_time: None,
+            end_time: None,
+            failure_reason: None,
+            recommended_image: None,
+            request,
+            worker_pid: None,
+            stop_requested: false,
+        }
+    }
+
     /// `OptimizationTypes` of the job's summary, e.g. `["Quantization"]`.
     pub fn optimization_types(&self) -> Vec<String> {
         let mut types: Vec<String> = Vec::new();

@@ -73,21 +73,8 @@ fn record_with_runtime(
     });
     let request = temper_api::parse_create_request(body.to_string().as_bytes()).unwrap();
     let created = EpochSeconds::now().0 - created_secs_ago;
-    JobRecord {
-        id: 0,
-        name: name.into(),
-        arn: format!("arn:aws:sagemaker:us-east-1:123456789012:optimization-job/{name}"),
-        status: OptimizationJobStatus::Starting,
-        creation_time: created,
-        last_modified_time: created,
-        start_time: None,
-        end_time: None,
-        failure_reason: None,
-        recommended_image: None,
-        request,
-        worker_pid: None,
-        stop_requested: false,
-    }
+    let arn = format!("arn:aws:sagemaker:us-east-1:123456789012:optimization-job/{name}");
+    JobRecord::queued(request, arn, created)
 }
 
 fn wait_terminal(store: &dyn JobStore, name: &str) -> JobRecord {
