@@ -16,7 +16,6 @@ pub mod progress;
 pub mod quantize_pass;
 pub mod quantize_tensor;
 pub mod samples;
-pub mod scheme;
 
 pub use error::{Error, Result};
 pub use job::{plan_job, run_job, JobOutcome};

@@ -6,6 +6,7 @@
 use crate::{Error, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
+pub use temper_format::Scheme;
 
 pub const OPTION_QUANTIZE: &str = "OPTION_QUANTIZE";
 pub const OPTION_FP8_SCHEME: &str = "OPTION_FP8_SCHEME";
@@ -42,37 +43,6 @@ const KNOWN: &[&str] = &[
     OPTION_EVAL,
     OPTION_EVAL_SAMPLES,
 ];
-
-/// The compressed-tensors scheme written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Scheme {
-    /// FP8 E4M3 weights, one scale per output channel; activations quantized per token
-    /// at run time.
-    Fp8Dynamic,
-    /// FP8 E4M3 weights with one scale per 128x128 block.
-    Fp8Block,
-    /// FP8 E4M3 weights with one scale per tensor, and a static per-tensor input scale
-    /// calibrated by running sample text through the model (`OPTION_FP8_SCHEME=FP8`).
-    Fp8Static,
-    /// INT8 weights, 16-bit activations (`pack-quantized`); `group` None = per channel.
-    W8A16 { group: Option<usize> },
-    /// INT8 weights per channel, INT8 activations per token at run time (`int-quantized`).
-    W8A8,
-}
-
-impl Scheme {
-    pub fn label(&self) -> String {
-        match self {
-            Scheme::Fp8Dynamic => "FP8_DYNAMIC".into(),
-            Scheme::Fp8Block => "FP8_BLOCK".into(),
-            Scheme::Fp8Static => "FP8 (static, calibrated)".into(),
-            Scheme::W8A16 { group: None } => "INT8 W8A16 (per channel)".into(),
-            Scheme::W8A16 { group: Some(g) } => format!("INT8 W8A16 (group {g})"),
-            Scheme::W8A8 => "INT8 W8A8".into(),
-        }
-    }
-}
 
 /// Everything the quantize pass needs, with defaults applied.
 #[derive(Debug, Clone, Serialize)]

@@ -4,7 +4,6 @@
 //! cannot succeed fails in seconds with the reason, not after an hour.
 
 use crate::options::{QuantizeOptions, Scheme};
-use crate::scheme::FP8_BLOCK;
 use crate::{Error, Result};
 use safetensors::Dtype;
 use temper_catalog::Instance;
@@ -14,6 +13,7 @@ use temper_core::select::{
     classify, layer_index, mixed_fused_group, module_name, IgnoreList, Role,
 };
 use temper_core::writer::TensorSpec;
+use temper_format::scheme::FP8_BLOCK;
 
 /// What happens to one input tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,8 +2,6 @@
 //! bytes each compressed-tensors scheme stores, and error statistics measured by
 //! dequantizing the result again.
 
-use crate::options::Scheme;
-use crate::scheme::FP8_BLOCK;
 use crate::{Error, Result};
 use half::{bf16, f16};
 use rayon::prelude::*;
@@ -12,6 +10,8 @@ use serde::Serialize;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use temper_core::dtype::FloatData;
+use temper_format::scheme::FP8_BLOCK;
+use temper_format::Scheme;
 use temper_kernels::{Isa, KernelError, Src};
 
 /// The scale stored for a row (or group, or block) whose weights are all zero: any
@@ -194,7 +194,7 @@ fn input_scale(input: &TensorInput) -> Result<(String, Vec<u8>)> {
             ),
         )
     })?;
-    let scale = round_scale_up(absmax / crate::scheme::FP8_MAX, input.scale_dtype);
+    let scale = round_scale_up(absmax / temper_format::scheme::FP8_MAX, input.scale_dtype);
     Ok((
         format!("{prefix}.input_scale"),
         scales_to_bytes(&[scale], input.scale_dtype),
@@ -234,11 +234,10 @@ fn encode(
             // pack-quantized: add 128 to make each code unsigned, then four 8-bit lanes
             // per little-endian int32 along the input dimension. Byte for byte that is
             // the code sequence with its top bit flipped.
-            codes.par_iter_mut().for_each(|b| *b ^= 0x80);
-            let shape: Vec<u8> = [input.rows as i64, input.cols as i64]
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect();
+            codes
+                .par_chunks_mut(1 << 16)
+                .for_each(temper_format::pack::pack_int8_in_place);
+            let shape = temper_format::pack::weight_shape_bytes(input.rows, input.cols);
             vec![
                 (format!("{prefix}.weight_packed"), codes),
                 (format!("{prefix}.weight_shape"), shape),

@@ -24,6 +24,8 @@ pub enum RuntimeError {
     },
     #[error("{path}: {detail}")]
     UnsupportedQuantization { path: PathBuf, detail: String },
+    #[error(transparent)]
+    Format(#[from] temper_format::FormatError),
     #[error(
         "the sequence needs {needed} positions but the context window holds {limit}: {advice}"
     )]

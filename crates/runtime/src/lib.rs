@@ -17,7 +17,7 @@ pub mod load;
 pub mod model;
 pub mod params;
 pub mod pool;
-pub mod quant_config;
+pub use temper_format::quant_config;
 pub mod rope;
 
 pub use cache::KvCache;

@@ -8,10 +8,10 @@
 
 use crate::error::{Result, RuntimeError};
 use crate::linear::ActQuant;
-use crate::quant_config::{InputActivations, LinearScheme, Strategy, WeightFormat};
 use half::{bf16, f16};
 use safetensors::Dtype;
 use temper_core::checkpoint::{Checkpoint, TensorEntry};
+use temper_format::quant_config::{InputActivations, LinearScheme, Strategy, WeightFormat};
 use temper_kernels::matmul::{Matrix, Weights};
 
 /// A Linear's weight and input handling, before it is wrapped for the forward pass.
@@ -253,8 +253,7 @@ fn packed_codes(ckpt: &Checkpoint, prefix: &str, rows: usize, cols: usize) -> Re
     }
     let e = entry(ckpt, &format!("{prefix}.weight_packed"))?;
     check(ckpt, e, Dtype::I32, &[rows, cols / 4])?;
-    // Little-endian words: byte j of the row is lane j, stored as code + 128.
-    Ok(ckpt.bytes(e).iter().map(|&b| (b ^ 0x80) as i8).collect())
+    Ok(temper_format::pack::unpack_int8(ckpt.bytes(e)))
 }
 
 /// `weight_scale` expanded to one scale per row and group of `group` columns.

@@ -7,10 +7,10 @@ use crate::layer::{Layer, Projection, Step};
 use crate::linear::{self, ActQuant, Linear};
 use crate::load::{self, LoadedLinear};
 use crate::params::ModelParams;
-use crate::quant_config::{LinearScheme, QuantConfig};
 use candle_core::{Device, Tensor};
 use std::path::Path;
 use temper_core::checkpoint::Checkpoint;
+use temper_format::quant_config::{LinearScheme, QuantConfig};
 use temper_kernels::matmul::Matrix;
 
 /// How to load a model.

@@ -1,8 +1,9 @@
 //! What each compressed-tensors scheme writes for one Linear weight, and the
 //! `quantization_config` that tells vLLM and SGLang how to load it (FORMATS.md).
 
-use crate::options::Scheme;
+use crate::quant_config::{InputActivations, LinearScheme, Strategy, WeightFormat};
 use safetensors::Dtype;
+use serde::Serialize;
 use serde_json::{json, Value};
 use temper_core::writer::TensorSpec;
 
@@ -10,7 +11,38 @@ use temper_core::writer::TensorSpec;
 pub const FP8_BLOCK: (usize, usize) = (128, 128);
 
 /// Largest finite FP8 E4M3 magnitude: scales are absmax / this.
-pub const FP8_MAX: f32 = temper_kernels::FP8_E4M3_MAX;
+pub const FP8_MAX: f32 = 448.0;
+
+/// The compressed-tensors scheme written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Scheme {
+    /// FP8 E4M3 weights, one scale per output channel; activations quantized per token
+    /// at run time.
+    Fp8Dynamic,
+    /// FP8 E4M3 weights with one scale per 128x128 block.
+    Fp8Block,
+    /// FP8 E4M3 weights with one scale per tensor, and a static per-tensor input scale
+    /// calibrated by running sample text through the model (`OPTION_FP8_SCHEME=FP8`).
+    Fp8Static,
+    /// INT8 weights, 16-bit activations (`pack-quantized`); `group` None = per channel.
+    W8A16 { group: Option<usize> },
+    /// INT8 weights per channel, INT8 activations per token at run time (`int-quantized`).
+    W8A8,
+}
+
+impl Scheme {
+    pub fn label(&self) -> String {
+        match self {
+            Scheme::Fp8Dynamic => "FP8_DYNAMIC".into(),
+            Scheme::Fp8Block => "FP8_BLOCK".into(),
+            Scheme::Fp8Static => "FP8 (static, calibrated)".into(),
+            Scheme::W8A16 { group: None } => "INT8 W8A16 (per channel)".into(),
+            Scheme::W8A16 { group: Some(g) } => format!("INT8 W8A16 (group {g})"),
+            Scheme::W8A8 => "INT8 W8A8".into(),
+        }
+    }
+}
 
 impl Scheme {
     /// compressed-tensors `format`.
@@ -152,6 +184,46 @@ impl Scheme {
         }
     }
 
+    /// How a reader must run a Linear this scheme wrote: what [`crate::quant_config`] reads
+    /// back from [`Scheme::quantization_config`] (held equal by the round-trip test).
+    pub fn linear_scheme(&self) -> LinearScheme {
+        let (weights, inputs) = match *self {
+            Scheme::Fp8Dynamic => (
+                WeightFormat::Fp8 {
+                    strategy: Strategy::Channel,
+                },
+                InputActivations::Fp8PerToken,
+            ),
+            Scheme::Fp8Block => (
+                WeightFormat::Fp8 {
+                    strategy: Strategy::Block(FP8_BLOCK.0, FP8_BLOCK.1),
+                },
+                InputActivations::Fp8PerGroup(FP8_BLOCK.1),
+            ),
+            Scheme::Fp8Static => (
+                WeightFormat::Fp8 {
+                    strategy: Strategy::Tensor,
+                },
+                InputActivations::Fp8Static,
+            ),
+            Scheme::W8A16 { group } => (
+                WeightFormat::Int8 {
+                    strategy: group.map_or(Strategy::Channel, Strategy::Group),
+                    packed: true,
+                },
+                InputActivations::Float,
+            ),
+            Scheme::W8A8 => (
+                WeightFormat::Int8 {
+                    strategy: Strategy::Channel,
+                    packed: false,
+                },
+                InputActivations::Int8PerToken,
+            ),
+        };
+        LinearScheme { weights, inputs }
+    }
+
     /// Largest representable code magnitude: the scale is absmax / this.
     pub fn qmax(&self) -> f32 {
         match self {
@@ -178,6 +250,37 @@ impl Scheme {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every scheme's `quantization_config`, read back by the reader the runtime uses, gives
+    /// the format the writer meant; ignored modules read back dense.
+    #[test]
+    fn quantization_config_round_trips_through_the_reader() {
+        use crate::quant_config::QuantConfig;
+        let schemes = [
+            Scheme::Fp8Dynamic,
+            Scheme::Fp8Block,
+            Scheme::Fp8Static,
+            Scheme::W8A16 { group: None },
+            Scheme::W8A16 { group: Some(64) },
+            Scheme::W8A8,
+        ];
+        let ignore = vec!["lm_head".to_string(), "re:.*down_proj".to_string()];
+        for scheme in schemes {
+            let config = scheme.quantization_config(&ignore);
+            let read = QuantConfig::parse(std::path::Path::new("config.json"), &config)
+                .unwrap_or_else(|e| panic!("{scheme:?}: {e}"));
+            assert_eq!(
+                read.scheme_for("model.layers.0.mlp.up_proj"),
+                scheme.linear_scheme(),
+                "{scheme:?}"
+            );
+            assert_eq!(read.scheme_for("lm_head"), LinearScheme::DENSE);
+            assert_eq!(
+                read.scheme_for("model.layers.3.mlp.down_proj"),
+                LinearScheme::DENSE
+            );
+        }
+    }
 
     #[test]
     fn tensors_per_scheme() {

@@ -13,7 +13,7 @@
 //! Everything else (GPTQ, AWQ, bitsandbytes, 4-bit packing, asymmetric schemes...) is refused
 //! with a message naming the field and value, rather than run wrongly.
 
-use crate::error::{Result, RuntimeError};
+use crate::error::{FormatError, Result};
 use serde_json::{Map, Value};
 use std::path::Path;
 use temper_core::config::ModelConfig;
@@ -95,16 +95,20 @@ const SUPPORTED: &str = "compressed-tensors float-quantized (FP8), int-quantized
 impl QuantConfig {
     /// `None` for an unquantized model.
     pub fn from_config(cfg: &ModelConfig) -> Result<Option<QuantConfig>> {
-        let Some(q) = cfg.raw.get("quantization_config") else {
-            return Ok(None);
-        };
-        let path = cfg.path.as_path();
+        match cfg.raw.get("quantization_config") {
+            None => Ok(None),
+            Some(q) => QuantConfig::parse(cfg.path.as_path(), q).map(Some),
+        }
+    }
+
+    /// Reads a `quantization_config` object (`path` names the file it came from).
+    pub fn parse(path: &Path, q: &Value) -> Result<QuantConfig> {
         let Value::Object(q) = q else {
             return Err(unsupported(path, "quantization_config must be an object"));
         };
         match q.get("quant_method").and_then(Value::as_str) {
-            Some("compressed-tensors") => compressed_tensors(path, q).map(Some),
-            Some("fp8") => vllm_fp8(path, q).map(Some),
+            Some("compressed-tensors") => compressed_tensors(path, q),
+            Some("fp8") => vllm_fp8(path, q),
             Some(other) => Err(unsupported(
                 path,
                 &format!("quantization_config.quant_method `{other}` is not supported; the runtime runs {SUPPORTED}"),
@@ -139,8 +143,8 @@ impl QuantConfig {
     }
 }
 
-fn unsupported(path: &Path, detail: &str) -> RuntimeError {
-    RuntimeError::UnsupportedQuantization {
+fn unsupported(path: &Path, detail: &str) -> FormatError {
+    FormatError::UnsupportedQuantization {
         path: path.to_path_buf(),
         detail: detail.to_string(),
     }
