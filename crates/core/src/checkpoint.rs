@@ -47,6 +47,8 @@ pub struct Checkpoint {
     /// In file order, then offset order: the order a sequential reader would meet them.
     tensors: Vec<TensorEntry>,
     by_name: BTreeMap<String, usize>,
+    /// Tensor bytes handed out by [`Checkpoint::bytes`] (what this reader touched).
+    bytes_read: std::sync::atomic::AtomicU64,
 }
 
 impl Checkpoint {
@@ -73,19 +75,40 @@ impl Checkpoint {
                     .into(),
             });
         }
-        let config = ModelConfig::load(&config_path)?;
         let names = weight_file_names(dir)?;
+        Self::open_files(dir, &names)
+    }
+
+    /// Opens `config.json` of `dir` and exactly the safetensors files `names` (relative to
+    /// `dir`), e.g. one tensor-parallel rank's files of a pre-sharded artifact.
+    pub fn open_files(dir: &Path, names: &[String]) -> Result<Self> {
+        let config = ModelConfig::load(&dir.join("config.json"))?;
         let mut checkpoint = Checkpoint {
             dir: dir.to_path_buf(),
             config,
             files: Vec::new(),
             tensors: Vec::new(),
             by_name: BTreeMap::new(),
+            bytes_read: Default::default(),
         };
         for name in names {
-            checkpoint.add_file(&dir.join(name))?;
+            let path = dir.join(name);
+            if !path.is_file() {
+                return Err(Error::ModelDir {
+                    dir: dir.to_path_buf(),
+                    reason: format!(
+                        "is missing {name}, which the checkpoint needs; copy the complete artifact"
+                    ),
+                });
+            }
+            checkpoint.add_file(&path)?;
         }
         Ok(checkpoint)
+    }
+
+    /// Tensor bytes read through [`Checkpoint::bytes`] so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn add_file(&mut self, path: &Path) -> Result<()> {
@@ -149,6 +172,10 @@ impl Checkpoint {
 
     /// The raw little-endian bytes of a tensor, borrowed from the mapping.
     pub fn bytes(&self, entry: &TensorEntry) -> &[u8] {
+        self.bytes_read.fetch_add(
+            entry.byte_len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         &self.files[entry.file].map[entry.start..entry.end]
     }
 

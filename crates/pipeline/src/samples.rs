@@ -2,7 +2,8 @@
 //! every Linear) and the quality evaluation written into every manifest (perplexity change, KL
 //! divergence and top-1 agreement of the artifact against its source), on disjoint windows.
 
-use crate::options::{SampleOptions, Scheme};
+use temper_format::Scheme;
+use temper_options::SampleOptions;
 use crate::progress::{Cancel, Event, Sink};
 use crate::{Error, Result};
 use serde::Serialize;

@@ -3,9 +3,9 @@
 //! stays near one tensor: the source pages of a finished tensor are handed back to the
 //! kernel and its outputs are freed before the next one starts.
 
-use crate::plan::{Action, QuantizePlan};
+use super::plan::{Action, QuantizePlan};
 use crate::progress::{Cancel, Event, Sink};
-use crate::quantize_tensor::{quantize_tensor, TensorError, TensorInput};
+use super::tensor::{quantize_tensor, TensorError, TensorInput};
 use crate::{Error, Result};
 use serde::Serialize;
 use temper_core::dtype::FloatData;

@@ -22,11 +22,10 @@ pub enum Action {
     Copy,
 }
 
-/// A checked, ready-to-run quantization job.
+/// A checked, ready-to-run quantize pass.
 pub struct QuantizePlan {
     pub checkpoint: Checkpoint,
     pub options: QuantizeOptions,
-    pub instance: &'static Instance,
     /// One action per checkpoint tensor, in storage order.
     pub actions: Vec<Action>,
     /// Every tensor of the output, in the order it will be written.
@@ -34,9 +33,7 @@ pub struct QuantizePlan {
     /// Modules written unquantized that vLLM must be told about (`ignore`).
     pub ignore: Vec<String>,
     pub scale_dtype: Dtype,
-    pub tensor_parallel_degree: u32,
-    pub fit: FitRecord,
-    /// How the target runs the artifact.
+    /// How the target runs the artifact's formats.
     pub notes: Vec<String>,
     /// Static FP8: the largest |input| of each Linear module seen during calibration, filled
     /// by the job before the quantize pass runs.
@@ -44,13 +41,16 @@ pub struct QuantizePlan {
 }
 
 impl QuantizePlan {
+    /// Plans quantizing `checkpoint`; FP8_BLOCK may lower the target's degree (when the user
+    /// did not choose it) to one vLLM's block-FP8 layers accept.
     pub fn new(
         checkpoint: Checkpoint,
         options: QuantizeOptions,
-        instance: &'static Instance,
+        common: &CommonOptions,
+        target: &mut Target,
     ) -> Result<Self> {
         let config = &checkpoint.config;
-        config.check_supported(options.allow_unknown_architecture)?;
+        config.check_supported(common.allow_unknown_architecture)?;
         if let Some(method) = &config.quant_method {
             return Err(Error::Plan(format!(
                 "{} already has a quantization_config (quant_method `{method}`); start from the unquantized \
@@ -58,16 +58,9 @@ impl QuantizePlan {
                 config.path.display()
             )));
         }
-        if instance.accelerator.is_neuron() {
-            return Err(Error::Plan(format!(
-                "{} is a Neuron instance: Neuron takes compiled models only (SageMaker's rule), and its \
-                 engines do not load compressed-tensors checkpoints; use a GPU instance type for quantization",
-                instance.name
-            )));
-        }
         check_layer_count(&checkpoint)?;
         let ignore_list = IgnoreList::parse(&options.ignore).map_err(|reason| Error::Option {
-            option: crate::options::OPTION_FP8_IGNORE.into(),
+            option: temper_options::quantize::OPTION_FP8_IGNORE.into(),
             value: options.ignore.join(","),
             expected: format!("module names or re: patterns ({reason})"),
         })?;
@@ -76,36 +69,17 @@ impl QuantizePlan {
         let outputs = output_specs(&checkpoint, &actions, options.scheme, scale_dtype);
         let mut ignore = vec!["lm_head".to_string()];
         ignore.extend(ignored.into_iter().filter(|m| m != "lm_head"));
-        let mut tensor_parallel_degree = tensor_parallel_degree(
-            instance,
-            config.num_attention_heads,
-            config.num_key_value_heads,
-        );
         if options.scheme == Scheme::Fp8Block {
-            tensor_parallel_degree =
-                block_fp8_degree(&checkpoint, &actions, tensor_parallel_degree)?;
+            check_block_fp8_degree(&checkpoint, &actions, target)?;
         }
-        let weight_bytes: u64 = outputs.iter().map(TensorSpec::byte_len).sum();
-        let fit = fit(instance, tensor_parallel_degree, weight_bytes);
-        if fit.fits == Some(false) {
-            return Err(Error::Plan(fit.explanation.clone()));
-        }
-        let notes = target_notes(
-            instance,
-            options.scheme,
-            tensor_parallel_degree,
-            config.num_attention_heads,
-        );
+        let notes = target_notes(target, options.scheme);
         Ok(QuantizePlan {
             checkpoint,
             options,
-            instance,
             actions,
             outputs,
             ignore,
             scale_dtype,
-            tensor_parallel_degree,
-            fit,
             notes,
             input_absmax: Default::default(),
         })
@@ -238,20 +212,6 @@ fn output_specs(
     specs
 }
 
-/// The largest degree up to the GPU count that vLLM accepts for this model: it must
-/// divide the attention heads, and the kv heads must divide it or be divisible by it.
-pub fn tensor_parallel_degree(instance: &Instance, heads: usize, kv_heads: usize) -> u32 {
-    let max = instance.default_tensor_parallel_degree().max(1) as usize;
-    (1..=max)
-        .rev()
-        .find(|&d| heads_allow(d, heads, kv_heads))
-        .unwrap_or(1) as u32
-}
-
-fn heads_allow(d: usize, heads: usize, kv_heads: usize) -> bool {
-    heads.is_multiple_of(d) && (kv_heads.is_multiple_of(d) || d.is_multiple_of(kv_heads))
-}
-
 /// Why vLLM's block-FP8 layers would refuse a tensor at degree `tp`, if they would.
 ///
 /// vLLM (`validate_fp8_block_shape`) needs, per rank, the output size of every member of
@@ -280,10 +240,14 @@ fn block_fp8_problem(entry: &TensorEntry, tp: usize) -> Option<String> {
     None
 }
 
-/// The largest degree up to `max` that both the heads and vLLM's block-FP8 shape rules
-/// accept; an error naming the first offending tensor when not even 1 works.
-fn block_fp8_degree(checkpoint: &Checkpoint, actions: &[Action], max: u32) -> Result<u32> {
-    let config = &checkpoint.config;
+/// Holds the target's degree to vLLM's block-FP8 shape rules: lowered (when the user did
+/// not choose it) to the largest degree the heads and the rules accept; an error naming the
+/// first offending tensor when the chosen degree, or even 1, is refused.
+fn check_block_fp8_degree(
+    checkpoint: &Checkpoint,
+    actions: &[Action],
+    target: &mut Target,
+) -> Result<()> {
     let quantized: Vec<&TensorEntry> = checkpoint
         .tensors()
         .iter()
@@ -291,78 +255,47 @@ fn block_fp8_degree(checkpoint: &Checkpoint, actions: &[Action], max: u32) -> Re
         .filter(|(_, a)| **a == Action::Quantize)
         .map(|(t, _)| t)
         .collect();
-    let ok = |d: usize| quantized.iter().all(|t| block_fp8_problem(t, d).is_none());
-    let heads = (config.num_attention_heads, config.num_key_value_heads);
-    if let Some(d) = (1..=max as usize)
-        .rev()
-        .find(|&d| heads_allow(d, heads.0, heads.1) && ok(d))
-    {
-        return Ok(d as u32);
+    let problem = |d: usize| {
+        quantized
+            .iter()
+            .find_map(|t| block_fp8_problem(t, d).map(|why| (*t, why)))
+    };
+    let chosen = target.tensor_parallel_degree;
+    let Some((t, why)) = problem(chosen as usize) else {
+        return Ok(());
+    };
+    let requested = target.degree_origin == temper_options::target::DegreeOrigin::Requested;
+    let shape = temper_options::ModelShape::of(&checkpoint.config);
+    if !requested {
+        if let Some(d) = (1..chosen)
+            .rev()
+            .find(|&d| shape.degree_problem(d).is_none() && problem(d as usize).is_none())
+        {
+            target.lower(
+                d,
+                &format!("vLLM's block-FP8 layers refuse `{}` at degree {chosen} ({why})", t.name),
+            );
+            return Ok(());
+        }
     }
-    let Some((t, why)) = quantized
-        .iter()
-        .find_map(|t| block_fp8_problem(t, 1).map(|why| (t, why)))
-    else {
-        return Ok(1);
+    let advice = if requested && chosen > 1 {
+        "use a smaller OPTION_TENSOR_PARALLEL_DEGREE, or FP8_DYNAMIC (the default), which has no shape constraint"
+    } else {
+        "use OPTION_FP8_SCHEME=FP8_DYNAMIC (the default), which has no shape constraint"
     };
     Err(Error::Tensor {
         path: checkpoint.file_of(t).to_path_buf(),
         tensor: t.name.clone(),
         reason: format!(
-            "shape {:?}: vLLM loads FP8_BLOCK only when fused layers are 128x128-aligned, and would \
-             refuse this one ({why}); use FP8_DYNAMIC (the default), which has no shape constraint",
+            "shape {:?}: vLLM loads FP8_BLOCK only when fused layers are 128x128-aligned per rank, and \
+             would refuse this one at tensor-parallel degree {chosen} ({why}); {advice}",
             t.shape
         ),
     })
 }
 
-const GIB: f64 = (1u64 << 30) as f64;
-
-/// Weights per rank must leave room for activations and the KV cache inside the 90% of
-/// device memory vLLM uses by default (`gpu_memory_utilization`): at least 1 GiB or 10%.
-fn fit(instance: &Instance, tp: u32, weight_bytes: u64) -> FitRecord {
-    let per_rank = weight_bytes.div_ceil(tp as u64);
-    let Some(device) = instance.memory_per_rank_bytes() else {
-        return FitRecord {
-            fits: None,
-            tensor_parallel_degree: tp,
-            weight_bytes,
-            weight_bytes_per_device: per_rank,
-            device_bytes: None,
-            explanation: format!(
-                "{} is listed by the API but its device memory is not confirmed here; check that {:.2} GiB \
-                 of weights per device fit",
-                instance.name,
-                per_rank as f64 / GIB
-            ),
-        };
-    };
-    let usable = device as f64 * 0.9;
-    let headroom = (device as f64 * 0.1).max(GIB);
-    let fits = per_rank as f64 + headroom <= usable;
-    let explanation = format!(
-        "{:.2} GiB of weights per device (tensor-parallel degree {tp}) {} {:.1} GiB usable of {:.1} GiB on {} \
-         with {:.1} GiB kept for activations and KV cache{}",
-        per_rank as f64 / GIB,
-        if fits { "fit in" } else { "do not fit in" },
-        usable / GIB,
-        device as f64 / GIB,
-        instance.name,
-        headroom / GIB,
-        if fits { "" } else { "; choose an instance with more or larger accelerators" }
-    );
-    FitRecord {
-        fits: Some(fits),
-        tensor_parallel_degree: tp,
-        weight_bytes,
-        weight_bytes_per_device: per_rank,
-        device_bytes: Some(device),
-        explanation,
-    }
-}
-
-fn target_notes(instance: &Instance, scheme: Scheme, tp: u32, heads: usize) -> Vec<String> {
-    let acc = instance.accelerator;
+fn target_notes(target: &Target, scheme: Scheme) -> Vec<String> {
+    let acc = target.instance.accelerator;
     let mut notes = Vec::new();
     if scheme.is_fp8() {
         if acc.native_fp8() {
@@ -381,43 +314,5 @@ fn target_notes(instance: &Instance, scheme: Scheme, tp: u32, heads: usize) -> V
             ));
         }
     }
-    if tp < instance.default_tensor_parallel_degree() {
-        notes.push(format!(
-            "tensor-parallel degree {tp} instead of {}: the model's {heads} attention heads must divide by it",
-            instance.default_tensor_parallel_degree()
-        ));
-    }
     notes
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn degree_respects_heads() {
-        let g6_12 = Instance::lookup("ml.g6.12xlarge").unwrap();
-        assert_eq!(tensor_parallel_degree(g6_12, 9, 3), 3);
-        assert_eq!(tensor_parallel_degree(g6_12, 32, 8), 4);
-        let p5 = Instance::lookup("ml.p5.48xlarge").unwrap();
-        assert_eq!(tensor_parallel_degree(p5, 32, 8), 8);
-        assert_eq!(tensor_parallel_degree(p5, 64, 8), 8);
-        assert_eq!(tensor_parallel_degree(p5, 28, 4), 4);
-    }
-
-    #[test]
-    fn fit_says_why() {
-        let g5 = Instance::lookup("ml.g5.xlarge").unwrap();
-        let ok = fit(g5, 1, 8 << 30);
-        assert_eq!(ok.fits, Some(true), "{}", ok.explanation);
-        let too_big = fit(g5, 1, 70 << 30);
-        assert_eq!(too_big.fits, Some(false));
-        assert!(
-            too_big.explanation.contains("do not fit"),
-            "{}",
-            too_big.explanation
-        );
-        let g7 = Instance::lookup("ml.g7.2xlarge").unwrap();
-        assert_eq!(fit(g7, 1, 1 << 30).fits, None);
-    }
 }

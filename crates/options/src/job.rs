@@ -1,0 +1,247 @@
+//! A whole job's options: the ordered passes with their typed options, and the job-wide
+//! settings (evaluation, calibration data, shard size, unknown architectures) that no single
+//! pass owns. Parsed once, from the `OPTION_*` maps of the [`JobSpec`]: by the CLI and the
+//! worker before running, and by the job API at Create time, so a bad value is a
+//! `ValidationException` there and never a failed job.
+
+use crate::env::Env;
+use crate::error::{invalid, Error, Result};
+use crate::quantize::{self, QuantizeOptions};
+use crate::shard::{self, ShardOptions};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use temper_core::spec::{JobSpec, Technique};
+
+/// Not an LMI option: lets name/shape-driven quantization run on an unknown family.
+pub const OPTION_ALLOW_UNKNOWN_ARCHITECTURE: &str = "OPTION_ALLOW_UNKNOWN_ARCHITECTURE";
+/// Not an LMI option: largest safetensors file written, in bytes (default 5 GiB).
+pub const OPTION_MAX_SHARD_BYTES: &str = "OPTION_MAX_SHARD_BYTES";
+/// Not an LMI option: a text, ShareGPT or JSON-lines file for calibration and the quality
+/// evaluation (default: the sample text built into temper).
+pub const OPTION_CALIB_DATA: &str = "OPTION_CALIB_DATA";
+/// Not an LMI option: `false` skips measuring the artifact's quality (default `true`).
+pub const OPTION_EVAL: &str = "OPTION_EVAL";
+/// Not an LMI option: held-out windows the quality evaluation runs (default 4).
+pub const OPTION_EVAL_SAMPLES: &str = "OPTION_EVAL_SAMPLES";
+pub const OPTION_CALIB_SIZE: &str = "OPTION_CALIB_SIZE";
+pub const OPTION_MAX_MODEL_LEN: &str = "OPTION_MAX_MODEL_LEN";
+
+const KEYS: &[&str] = &[
+    OPTION_ALLOW_UNKNOWN_ARCHITECTURE,
+    OPTION_MAX_SHARD_BYTES,
+    OPTION_CALIB_DATA,
+    OPTION_EVAL,
+    OPTION_EVAL_SAMPLES,
+    OPTION_CALIB_SIZE,
+    OPTION_MAX_MODEL_LEN,
+];
+
+/// Default calibration windows: enough for stable per-tensor maxima on a CPU budget.
+pub const DEFAULT_CALIB_SIZE: usize = 8;
+/// Default evaluation windows (4 x 256 tokens).
+pub const DEFAULT_EVAL_SAMPLES: usize = 4;
+/// Default tokens per window.
+pub const DEFAULT_WINDOW_LEN: usize = 256;
+
+/// The sample text run through the model: calibration (static FP8) and the quality
+/// evaluation written into the manifest, on disjoint windows of the same data.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SampleOptions {
+    /// `None`: the sample text built into temper.
+    pub data: Option<PathBuf>,
+    /// Tokens per window (`OPTION_MAX_MODEL_LEN`).
+    pub window_len: usize,
+    /// Calibration windows (`OPTION_CALIB_SIZE`), used by static FP8 only.
+    pub calibration_windows: usize,
+    /// Held-out windows for the quality evaluation; 0 when `OPTION_EVAL=false`.
+    pub eval_windows: usize,
+}
+
+/// Settings of the whole job.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CommonOptions {
+    pub allow_unknown_architecture: bool,
+    pub max_shard_bytes: u64,
+    pub samples: SampleOptions,
+}
+
+/// One pass of the chain, with its options.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "pass", rename_all = "snake_case")]
+pub enum PassOptions {
+    Quantize(QuantizeOptions),
+    Shard(ShardOptions),
+}
+
+impl PassOptions {
+    pub fn name(&self) -> &'static str {
+        match self {
+            PassOptions::Quantize(_) => "quantize",
+            PassOptions::Shard(_) => "shard",
+        }
+    }
+}
+
+/// Everything a job's `OPTION_*` maps say, typed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobOptions {
+    /// In the order of the job's `OptimizationConfigs`.
+    pub passes: Vec<PassOptions>,
+    pub common: CommonOptions,
+    /// `OPTION_TENSOR_PARALLEL_DEGREE` from anywhere in the job (the sharding entry wins).
+    pub requested_degree: Option<u32>,
+    /// `OPTION_*` entries no pass interprets: meant for the serving engine, written to
+    /// `serving.properties` as `option.<name>`.
+    pub passthrough: BTreeMap<String, String>,
+}
+
+impl JobOptions {
+    pub fn quantize(&self) -> Option<&QuantizeOptions> {
+        self.passes.iter().find_map(|p| match p {
+            PassOptions::Quantize(q) => Some(q),
+            _ => None,
+        })
+    }
+
+    pub fn sharded(&self) -> bool {
+        self.passes
+            .iter()
+            .any(|p| matches!(p, PassOptions::Shard(_)))
+    }
+
+    /// Parses every pass's options and the job-wide ones; checks the chain's order.
+    pub fn parse(spec: &JobSpec) -> Result<JobOptions> {
+        if spec.optimizations.is_empty() {
+            return Err(Error::Unsupported(
+                "the job has no optimization to apply (give OPTION_QUANTIZE or \
+                 OPTION_TENSOR_PARALLEL_DEGREE)"
+                    .into(),
+            ));
+        }
+        // Job-wide settings may sit in any entry's OverrideEnvironment or in the job's
+        // OptimizationEnvironment; later entries win, as they are applied later.
+        let mut all = spec.environment.clone();
+        for o in &spec.optimizations {
+            all.extend(o.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        let mut passes = Vec::new();
+        let mut requested_degree = shard::parse_degree(&Env::new(&all))?;
+        for o in &spec.optimizations {
+            let env = spec.options_for(o);
+            let env = Env::new(&env);
+            let pass =
+                match o.technique {
+                    Technique::Quantization => PassOptions::Quantize(QuantizeOptions::parse(&env)?),
+                    Technique::Sharding => {
+                        let s = ShardOptions::parse(&env)?;
+                        requested_degree = s.requested_degree.or(requested_degree);
+                        PassOptions::Shard(s)
+                    }
+                    Technique::Compilation => {
+                        return Err(Error::Unsupported(
+                            "compilation (ModelCompilationConfig) is not built yet; this version \
+                         runs quantization and sharding"
+                                .into(),
+                        ))
+                    }
+                    Technique::SpeculativeDecoding => return Err(Error::Unsupported(
+                        "speculative decoding (ModelSpeculativeDecodingConfig) is not built yet; \
+                         this version runs quantization and sharding"
+                            .into(),
+                    )),
+                };
+            if passes.iter().any(|p: &PassOptions| p.name() == pass.name()) {
+                return Err(Error::Unsupported(format!(
+                    "the {} pass is given twice; give each technique once",
+                    pass.name()
+                )));
+            }
+            passes.push(pass);
+        }
+        if let Some(i) = passes
+            .iter()
+            .position(|p| matches!(p, PassOptions::Shard(_)))
+        {
+            if i + 1 != passes.len() {
+                return Err(Error::Unsupported(format!(
+                    "sharding is entry {} of {}: it must be the last optimization, because \
+                     every other pass reads an unsharded checkpoint (list ModelShardingConfig \
+                     after the others)",
+                    i + 1,
+                    passes.len()
+                )));
+            }
+        }
+        let common = CommonOptions::parse(&Env::new(&all), &all)?;
+        let passthrough = all
+            .iter()
+            .filter(|(k, _)| {
+                k.starts_with("OPTION_")
+                    && ![KEYS, quantize::KEYS, shard::KEYS]
+                        .iter()
+                        .any(|keys| keys.contains(&k.as_str()))
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Ok(JobOptions {
+            passes,
+            common,
+            requested_degree,
+            passthrough,
+        })
+    }
+}
+
+/// The file `OPTION_CALIB_DATA` names, as the job will open it (trimmed, `file://`
+/// removed, empty meaning unset): the job API checks this same path against its roots.
+pub fn calib_data_path(env: &BTreeMap<String, String>) -> Option<PathBuf> {
+    env.get(OPTION_CALIB_DATA)
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+        .map(|v| v.strip_prefix("file://").unwrap_or(v).into())
+}
+
+impl CommonOptions {
+    fn parse(env: &Env, raw: &BTreeMap<String, String>) -> Result<Self> {
+        let max_shard_bytes = match env.get(OPTION_MAX_SHARD_BYTES) {
+            None => 5 << 30,
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|&n| n >= 1 << 20)
+                .ok_or_else(|| {
+                    invalid(
+                        OPTION_MAX_SHARD_BYTES,
+                        v,
+                        "a size in bytes of at least 1048576",
+                    )
+                })?,
+        };
+        let data = calib_data_path(raw);
+        // Checked now, so a mistyped path fails before any work rather than after it.
+        if let Some(path) = data.as_ref().filter(|p| !p.is_file()) {
+            return Err(invalid(
+                OPTION_CALIB_DATA,
+                &path.display().to_string(),
+                "an existing file of plain text, ShareGPT JSON or JSON lines",
+            ));
+        }
+        let eval = env.bool(OPTION_EVAL, true)?;
+        let samples = SampleOptions {
+            data,
+            window_len: env.count(OPTION_MAX_MODEL_LEN, DEFAULT_WINDOW_LEN, 16)?,
+            calibration_windows: env.count(OPTION_CALIB_SIZE, DEFAULT_CALIB_SIZE, 1)?,
+            eval_windows: if eval {
+                env.count(OPTION_EVAL_SAMPLES, DEFAULT_EVAL_SAMPLES, 1)?
+            } else {
+                0
+            },
+        };
+        Ok(CommonOptions {
+            allow_unknown_architecture: env.bool(OPTION_ALLOW_UNKNOWN_ARCHITECTURE, false)?,
+            max_shard_bytes,
+            samples,
+        })
+    }
+}
