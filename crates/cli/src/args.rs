@@ -129,7 +129,7 @@ pub enum QuantizeMethod {
 #[derive(Args, Debug)]
 pub struct JobArgs {
     /// A CreateOptimizationJob request (JSON). S3Uri/S3OutputLocation may be file:// URIs or plain paths.
-    #[arg(long, conflicts_with_all = ["model", "instance_type", "quantize", "output"])]
+    #[arg(long, conflicts_with_all = ["model", "instance_type", "quantize", "output", "tensor_parallel"])]
     pub request: Option<PathBuf>,
     /// Hugging Face model directory (config.json + safetensors).
     #[arg(long, required_unless_present = "request")]
@@ -138,8 +138,12 @@ pub struct JobArgs {
     #[arg(long, required_unless_present = "request")]
     pub instance_type: Option<String>,
     /// Quantization method (OPTION_QUANTIZE).
-    #[arg(long, value_enum, required_unless_present = "request")]
+    #[arg(long, value_enum)]
     pub quantize: Option<QuantizeMethod>,
+    /// Pre-shard the (quantized) model for this many GPUs, vLLM's `sharded_state` layout
+    /// (OPTION_TENSOR_PARALLEL_DEGREE; runs after quantization).
+    #[arg(long, value_name = "N")]
+    pub tensor_parallel: Option<String>,
     /// FP8_DYNAMIC (default for fp8), FP8_BLOCK, FP8 (per-tensor, static calibrated input
     /// scales), W8A16 (default for int8) or W8A8 (OPTION_FP8_SCHEME / OPTION_INT8_SCHEME).
     #[arg(long)]
@@ -199,13 +203,20 @@ impl JobArgs {
                 QuantizeMethod::Int8 => "int8",
             };
             env.insert("OPTION_QUANTIZE".into(), method.into());
-            if let Some(scheme) = &self.scheme {
-                let key = match q {
-                    QuantizeMethod::Fp8 => "OPTION_FP8_SCHEME",
-                    QuantizeMethod::Int8 => "OPTION_INT8_SCHEME",
-                };
-                env.insert(key.into(), scheme.clone());
-            }
+        }
+        if let Some(scheme) = &self.scheme {
+            let key = match env.get("OPTION_QUANTIZE").map(|m| m.trim().to_ascii_lowercase()) {
+                Some(m) if m == "fp8" => "OPTION_FP8_SCHEME",
+                Some(m) if m == "int8" => "OPTION_INT8_SCHEME",
+                _ => anyhow::bail!(
+                    "--scheme {scheme} needs a quantization method: add --quantize fp8 or --quantize int8"
+                ),
+            };
+            env.insert(key.into(), scheme.clone());
+        }
+        if let Some(n) = &self.tensor_parallel {
+            // Parsed (and refused with the value named) by the same parser the job API uses.
+            env.insert("OPTION_TENSOR_PARALLEL_DEGREE".into(), n.clone());
         }
         if let Some(g) = self.group_size {
             env.insert("OPTION_QUANT_GROUP_SIZE".into(), g.to_string());

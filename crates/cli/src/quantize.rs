@@ -4,6 +4,7 @@ use crate::args::JobArgs;
 use crate::bar::Bar;
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::path::Path;
 use temper_core::spec::{JobSpec, Location, Optimization, Stopping, Technique};
 use temper_kernels::Isa;
@@ -41,10 +42,7 @@ fn spec_from_flags(args: &JobArgs) -> Result<JobSpec> {
             .instance_type
             .clone()
             .context("--instance-type is required")?,
-        optimizations: vec![Optimization::new(
-            Technique::Quantization,
-            args.environment()?,
-        )],
+        optimizations: optimizations(args.environment()?)?,
         environment: Default::default(),
         stopping: Stopping::default(),
         kms_key_id: None,
@@ -52,6 +50,26 @@ fn spec_from_flags(args: &JobArgs) -> Result<JobSpec> {
         tags: vec![],
         overwrite: args.overwrite,
     })
+}
+
+/// Flags and `--env` entries are the same `OPTION_*` names: `OPTION_QUANTIZE` makes a
+/// quantization, `OPTION_TENSOR_PARALLEL_DEGREE` a sharding after it, each with the options
+/// of its pass; job-wide options go with both.
+fn optimizations(env: BTreeMap<String, String>) -> Result<Vec<Optimization>> {
+    let mut out = Vec::new();
+    if env.contains_key("OPTION_QUANTIZE") {
+        out.push(Optimization::new(Technique::Quantization, env.clone()));
+    }
+    if env.contains_key("OPTION_TENSOR_PARALLEL_DEGREE") {
+        out.push(Optimization::new(Technique::Sharding, env.clone()));
+    }
+    if out.is_empty() {
+        anyhow::bail!(
+            "nothing to do: give --quantize fp8|int8 (OPTION_QUANTIZE) and/or --tensor-parallel N \
+             (OPTION_TENSOR_PARALLEL_DEGREE), as flags or --env entries"
+        );
+    }
+    Ok(out)
 }
 
 fn spec_from_request(path: &Path, args: &JobArgs) -> Result<JobSpec> {
@@ -104,6 +122,45 @@ fn mib(v: &Value) -> String {
 
 fn print_summary(s: &Value) {
     println!("wrote {}", s["output"].as_str().unwrap_or_default());
+    if s.get("scheme").is_some() {
+        print_quantize(s);
+    }
+    if let Some(sh) = s.get("shard") {
+        let secs = sh["seconds"].as_f64().unwrap_or(0.0);
+        let rate = sh["input_bytes"].as_f64().unwrap_or(0.0) / secs.max(1e-9) / 1e9;
+        println!(
+            "  sharded for tensor-parallel degree {} (vLLM load_format={}): {} -> ranks of {} in {secs:.2} s ({rate:.2} GB/s)",
+            sh["tensor_parallel_degree"],
+            sh["load_format"].as_str().unwrap_or_default(),
+            mib(&sh["input_bytes"]),
+            sh["rank_bytes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(mib)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    print_evaluation(&s["evaluation"]);
+    println!(
+        "  target {}: {}",
+        s["instance_type"].as_str().unwrap_or_default(),
+        s["fit"]["explanation"].as_str().unwrap_or_default()
+    );
+    for note in s["notes"].as_array().into_iter().flatten() {
+        println!("  note: {}", note.as_str().unwrap_or_default());
+    }
+    for w in s["warnings"].as_array().into_iter().flatten() {
+        println!("  warning: {}", w.as_str().unwrap_or_default());
+    }
+    println!(
+        "  recommended image: {}",
+        s["recommended_image"].as_str().unwrap_or_default()
+    );
+}
+
+fn print_quantize(s: &Value) {
     println!(
         "  {} ({}), {} tensors quantized, {} copied, on {}",
         s["scheme"].as_str().unwrap_or_default(),
@@ -124,22 +181,6 @@ fn print_summary(s: &Value) {
         s["mean_relative_rms_error"].as_f64().unwrap_or(0.0),
         s["worst_relative_rms_error"].as_f64().unwrap_or(0.0),
         s["worst_tensor"].as_str().unwrap_or_default()
-    );
-    print_evaluation(&s["evaluation"]);
-    println!(
-        "  target {}: {}",
-        s["instance_type"].as_str().unwrap_or_default(),
-        s["fit"]["explanation"].as_str().unwrap_or_default()
-    );
-    for note in s["notes"].as_array().into_iter().flatten() {
-        println!("  note: {}", note.as_str().unwrap_or_default());
-    }
-    for w in s["warnings"].as_array().into_iter().flatten() {
-        println!("  warning: {}", w.as_str().unwrap_or_default());
-    }
-    println!(
-        "  recommended image: {}",
-        s["recommended_image"].as_str().unwrap_or_default()
     );
 }
 

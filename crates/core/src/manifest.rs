@@ -66,6 +66,11 @@ pub struct Manifest {
     /// Other images that can serve the artifact (the project's own serving image).
     pub alternative_images: Vec<String>,
     pub passes: Vec<PassRecord>,
+    /// For tensor-parallel artifacts: the degree, each rank's files with SHA-256, and per
+    /// source tensor the rank, target name, split dimension and range (the shard pass's
+    /// report). Loaders check rank files against it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sharding: Option<serde_json::Value>,
     /// What the optimization cost in quality, measured by running the artifact and its source
     /// on held-out text: `{"measured": true, perplexity, KL, top-1 ...}` or
     /// `{"measured": false, "reason": ...}`.

@@ -64,7 +64,9 @@ pub struct ShardedWriter {
     dir: PathBuf,
     shards: Vec<Shard>,
     places: HashMap<String, Placement>,
-    pending: Mutex<BTreeMap<String, ()>>,
+    /// Bytes of each tensor not yet written.
+    pending: Mutex<BTreeMap<String, u64>>,
+    write_index: bool,
     total_size: u64,
 }
 
@@ -73,6 +75,26 @@ impl ShardedWriter {
     /// `max_shard_bytes` of tensor data each (a larger tensor gets a shard of its own),
     /// creates the files at their final size and writes their headers.
     pub fn create(dir: &Path, tensors: &[TensorSpec], max_shard_bytes: u64) -> Result<Self> {
+        let hf_name = |i: usize, count: usize| {
+            if count == 1 {
+                "model.safetensors".to_string()
+            } else {
+                format!("model-{:05}-of-{:05}.safetensors", i + 1, count)
+            }
+        };
+        Self::create_named(dir, tensors, max_shard_bytes, &hf_name, true)
+    }
+
+    /// [`ShardedWriter::create`] with file names of the caller's choosing: `file_name(i, n)`
+    /// names file `i` of `n`. `write_index` adds `model.safetensors.index.json` when there is
+    /// more than one file.
+    pub fn create_named(
+        dir: &Path,
+        tensors: &[TensorSpec],
+        max_shard_bytes: u64,
+        file_name: &dyn Fn(usize, usize) -> String,
+        write_index: bool,
+    ) -> Result<Self> {
         let mut groups: Vec<Vec<&TensorSpec>> = vec![Vec::new()];
         let mut current = 0u64;
         for t in tensors {
@@ -92,12 +114,7 @@ impl ShardedWriter {
         let mut pending = BTreeMap::new();
         let mut total_size = 0;
         for (i, group) in groups.iter().enumerate() {
-            let file_name = if count == 1 {
-                "model.safetensors".to_string()
-            } else {
-                format!("model-{:05}-of-{:05}.safetensors", i + 1, count)
-            };
-            let path = dir.join(file_name);
+            let path = dir.join(file_name(i, count));
             let (header, data_len) = header_for(group);
             let file = File::create(&path).at(&path)?;
             let data_start = 8 + header.len() as u64;
@@ -121,7 +138,9 @@ impl ShardedWriter {
                 {
                     return Err(Error::tensor(&path, &t.name, "planned twice in the output"));
                 }
-                pending.insert(t.name.clone(), ());
+                if len > 0 {
+                    pending.insert(t.name.clone(), len);
+                }
                 offset += len;
             }
             total_size += data_len;
@@ -136,37 +155,59 @@ impl ShardedWriter {
             shards,
             places,
             pending: Mutex::new(pending),
+            write_index,
             total_size,
         })
     }
 
     /// Writes one tensor's bytes to its planned place. Safe to call from many threads.
     pub fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        let place = self
-            .places
-            .get(name)
-            .ok_or_else(|| Error::tensor(&self.dir, name, "was not planned for this output"))?;
-        let shard = &self.shards[place.shard];
-        if bytes.len() as u64 != place.len {
+        let len = self.place(name)?.1.len;
+        if bytes.len() as u64 != len {
+            return Err(Error::tensor(
+                &self.shards[self.place(name)?.1.shard].path,
+                name,
+                format!("planned {len} bytes but {} were produced", bytes.len()),
+            ));
+        }
+        self.write_at(name, 0, bytes)
+    }
+
+    /// Writes `bytes` at byte `offset` of a planned tensor (a tensor may be written in
+    /// pieces, e.g. the members of a fused layer; pieces must not overlap).
+    pub fn write_at(&self, name: &str, offset: u64, bytes: &[u8]) -> Result<()> {
+        let (shard, place) = self.place(name)?;
+        let end = offset + bytes.len() as u64;
+        if end > place.len {
             return Err(Error::tensor(
                 &shard.path,
                 name,
                 format!(
-                    "planned {} bytes but {} were produced",
-                    place.len,
-                    bytes.len()
+                    "a write of bytes {offset}..{end} runs past the planned {} bytes",
+                    place.len
                 ),
             ));
         }
         shard
             .file
-            .write_all_at(bytes, shard.data_start + place.offset)
+            .write_all_at(bytes, shard.data_start + place.offset + offset)
             .at(&shard.path)?;
-        self.pending
-            .lock()
-            .expect("writer lock poisoned")
-            .remove(name);
+        let mut pending = self.pending.lock().expect("writer lock poisoned");
+        if let Some(left) = pending.get_mut(name) {
+            *left = left.saturating_sub(bytes.len() as u64);
+            if *left == 0 {
+                pending.remove(name);
+            }
+        }
         Ok(())
+    }
+
+    fn place(&self, name: &str) -> Result<(&Shard, &Placement)> {
+        let place = self
+            .places
+            .get(name)
+            .ok_or_else(|| Error::tensor(&self.dir, name, "was not planned for this output"))?;
+        Ok((&self.shards[place.shard], place))
     }
 
     /// Checks that every planned tensor was written and writes the index when there is
@@ -185,7 +226,7 @@ impl ShardedWriter {
         for shard in &self.shards {
             names.push(file_name(&shard.path));
         }
-        if self.shards.len() > 1 {
+        if self.write_index && self.shards.len() > 1 {
             let mut weight_map: Vec<(&String, &Placement)> = self.places.iter().collect();
             weight_map.sort_by(|a, b| a.0.cmp(b.0));
             let map: serde_json::Map<String, serde_json::Value> = weight_map

@@ -2,7 +2,8 @@
 //! `serving.properties` for the LMI containers, the tokenizer and other files copied
 //! through, and digests for the manifest.
 
-use crate::plan::QuantizePlan;
+use crate::job::JobPlan;
+use temper_core::checkpoint::Checkpoint;
 use crate::Result;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -45,32 +46,28 @@ pub fn copy_side_files(source: &Path, dest: &Path, names: &[String]) -> Result<(
     Ok(())
 }
 
-/// The source `config.json` with the `quantization_config` added.
-pub fn write_config(plan: &QuantizePlan, dest: &Path) -> Result<()> {
-    let mut raw = plan.checkpoint.config.raw.clone();
-    raw.insert(
-        "quantization_config".into(),
-        plan.options.scheme.quantization_config(&plan.ignore),
-    );
-    let path = dest.join("config.json");
-    let text =
-        serde_json::to_string_pretty(&serde_json::Value::Object(raw)).expect("config serialises");
-    std::fs::write(&path, text + "\n").at(&path)?;
-    Ok(())
-}
-
 /// `serving.properties` with the LMI options this artifact needs; `OPTION_X` entries the
 /// job carried for the serving engine become `option.x`.
-pub fn write_serving_properties(plan: &QuantizePlan, dest: &Path) -> Result<()> {
+pub fn write_serving_properties(plan: &JobPlan, dest: &Path) -> Result<()> {
     let mut props = BTreeMap::new();
-    props.insert(
-        "option.quantize".to_string(),
-        "compressed-tensors".to_string(),
-    );
+    if plan.quantize.is_some() {
+        props.insert(
+            "option.quantize".to_string(),
+            "compressed-tensors".to_string(),
+        );
+    }
     props.insert(
         "option.tensor_parallel_degree".to_string(),
-        plan.tensor_parallel_degree.to_string(),
+        plan.target.tensor_parallel_degree.to_string(),
     );
+    if plan.shard.is_some() {
+        // vLLM reads the per-rank files only with this load format; LMI passes
+        // option.load_format through to vLLM's engine arguments.
+        props.insert(
+            "option.load_format".to_string(),
+            crate::passes::shard::LOAD_FORMAT.to_string(),
+        );
+    }
     props.insert("option.rolling_batch".to_string(), "vllm".to_string());
     for (k, v) in &plan.options.passthrough {
         let key = format!(
@@ -82,7 +79,7 @@ pub fn write_serving_properties(plan: &QuantizePlan, dest: &Path) -> Result<()> 
     let mut text = format!(
         "# Written by temper {} for {}: load this directory with an LMI (vLLM) container.\nengine=Python\n",
         temper_core::TOOL_VERSION,
-        plan.instance.name
+        plan.target.instance.name
     );
     for (k, v) in props {
         text.push_str(&format!("{k}={v}\n"));
@@ -114,14 +111,14 @@ pub fn digests(
 }
 
 /// The source files a job read: config, weights, index, and the copied side files.
-pub fn input_names(plan: &QuantizePlan, copied: &[String]) -> Vec<String> {
-    let dir = &plan.checkpoint.dir;
+pub fn input_names(source: &Checkpoint, copied: &[String]) -> Vec<String> {
+    let dir = &source.dir;
     let mut names = vec!["config.json".to_string()];
     if dir.join("model.safetensors.index.json").is_file() {
         names.push("model.safetensors.index.json".into());
     }
     names.extend(
-        plan.checkpoint
+        source
             .weight_files()
             .filter_map(|p| p.file_name())
             .map(|n| n.to_string_lossy().into_owned()),

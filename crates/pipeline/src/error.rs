@@ -23,6 +23,8 @@ pub enum Error {
         reason: String,
     },
     #[error(transparent)]
+    Options(#[from] temper_options::Error),
+    #[error(transparent)]
     Runtime(#[from] temper_runtime::RuntimeError),
     #[error(transparent)]
     Text(#[from] temper_text::TextError),

@@ -1,100 +1,159 @@
-//! Running a whole job from its [`JobSpec`]: plan, quantize into a staged directory,
-//! write the side files and the manifest, then rename into place. Any error or a
-//! cancellation drops the staging directory, so the output either appears complete or
-//! not at all.
+//! Running a whole job from its [`JobSpec`]: plan every pass, then run them in order, each
+//! reading the checkpoint the previous one wrote (a hidden directory inside the stage),
+//! write the side files and the manifest, then rename the stage into place. Any error or a
+//! cancellation drops the staging directory, so the output either appears complete or not at
+//! all.
 
 use crate::artifact;
-use crate::options::QuantizeOptions;
-use crate::plan::QuantizePlan;
+use crate::passes::quantize::{QuantizePass, QuantizePlan};
+use crate::passes::shard::{ShardPass, ShardPlan};
+use crate::passes::{Pass, PassContext, PassOutput};
 use crate::progress::{Cancel, Event, Sink};
-use crate::quantize_pass::{run_quantize, QuantizeReport};
-use crate::samples::{self, CalibrationRecord, EvaluationRecord, SampleWindows};
+use crate::samples::{self, EvaluationRecord, SampleWindows};
 use crate::{Error, Result};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use temper_catalog::{recommended_image, ImageFlavour, Instance, DEFAULT_REGION};
 use temper_core::checkpoint::Checkpoint;
-use temper_core::manifest::{Manifest, PassRecord, TargetRecord, SCHEMA_VERSION};
-use temper_core::spec::{JobSpec, Technique};
+use temper_core::manifest::{FileDigest, FitRecord, Manifest, TargetRecord, SCHEMA_VERSION};
+use temper_core::spec::JobSpec;
 use temper_core::staging::StagedDir;
-use temper_core::writer::ShardedWriter;
+use temper_core::writer::TensorSpec;
+use temper_core::IoContext;
 use temper_kernels::Isa;
+use temper_options::{JobOptions, ModelShape, PassOptions, Target};
+
+/// A job with every pass planned and checked.
+pub struct JobPlan {
+    pub options: JobOptions,
+    pub target: Target,
+    pub source: Checkpoint,
+    pub quantize: Option<QuantizePass>,
+    pub shard: Option<ShardPass>,
+    pub fit: FitRecord,
+}
 
 /// A finished job.
 #[derive(Debug)]
 pub struct JobOutcome {
     pub output: PathBuf,
     pub manifest: Manifest,
-    pub report: QuantizeReport,
+    /// Each pass's summary, in order, as `(name, summary)`.
+    pub passes: Vec<(String, serde_json::Value)>,
 }
 
 impl JobOutcome {
     /// The job's summary as `optimize --json` prints it and the job API's worker
-    /// reports it: what was written, how, how well, and for which image.
+    /// reports it: what was written, how, how well, and for which image. The quantize pass's
+    /// figures sit at the top level (as before sharding existed); every pass is under
+    /// `passes`.
     pub fn summary(&self, spec: &JobSpec) -> serde_json::Value {
-        let r = &self.report;
         let m = &self.manifest;
-        serde_json::json!({
+        let mut s = serde_json::json!({
             "status": "completed",
             "job_name": spec.name,
             "output": self.output,
             "instance_type": spec.instance_type,
-            "scheme": r.scheme,
-            "format": r.format,
-            "isa": r.isa,
-            "tensors_quantized": r.tensors_quantized,
-            "tensors_copied": r.tensors_copied,
-            "input_bytes": r.input_bytes,
-            "output_bytes": r.output_bytes,
-            "quantize_seconds": r.seconds,
-            "mean_relative_rms_error": r.mean_relative_rms_error,
-            "worst_relative_rms_error": r.worst_relative_rms_error,
-            "worst_tensor": r.worst_tensor,
+            "tensor_parallel_degree": m.target.fit.tensor_parallel_degree,
             "fit": m.target.fit,
             "notes": m.target.notes,
             "recommended_image": m.recommended_image,
             "warnings": m.warnings,
             "evaluation": m.evaluation,
-        })
+            "passes": self.passes.iter().map(|(n, s)| serde_json::json!({"pass": n, "summary": s})).collect::<Vec<_>>(),
+        });
+        for (name, summary) in &self.passes {
+            match name.as_str() {
+                "quantize" => {
+                    if let (Some(obj), Some(q)) = (s.as_object_mut(), summary.as_object()) {
+                        for (k, v) in q {
+                            let key = if k == "seconds" { "quantize_seconds" } else { k };
+                            obj.insert(key.to_string(), v.clone());
+                        }
+                    }
+                }
+                other => s[other] = summary.clone(),
+            }
+        }
+        s
     }
 }
 
-/// Checks the spec and builds the plan, without writing anything.
-pub fn plan_job(spec: &JobSpec) -> Result<QuantizePlan> {
-    let quantization = match spec.optimizations.as_slice() {
-        [one] if one.technique == Technique::Quantization => one,
-        [] => return Err(Error::Plan("the job has no optimization to apply".into())),
-        others => {
-            let names: Vec<String> = others
-                .iter()
-                .map(|o| format!("{:?}", o.technique))
-                .collect();
-            return Err(Error::Unsupported(format!(
-                "this version runs one quantization per job; the job asks for [{}] (compilation, sharding \
-                 and speculative decoding come in later versions)",
-                names.join(", ")
-            )));
-        }
-    };
+/// Checks the spec and plans every pass, without writing anything.
+pub fn plan_job(spec: &JobSpec) -> Result<JobPlan> {
+    let options = JobOptions::parse(spec)?;
     let instance = Instance::lookup(&spec.instance_type)?;
-    let options = QuantizeOptions::from_env(&spec.options_for(quantization))?;
-    let source = spec.source.local_path()?;
+    let source_dir = spec.source.local_path()?;
     let output = spec.output.local_path()?;
-    if let (Ok(s), Ok(o)) = (source.canonicalize(), absolute(output)) {
+    if let (Ok(s), Ok(o)) = (source_dir.canonicalize(), absolute(output)) {
         if o == s || o.starts_with(&s) || s.starts_with(&o) {
             return Err(Error::Plan(format!(
                 "the output {} and the source model {} overlap (one contains the other); writing or \
                  replacing the output would destroy the source: write the artifact somewhere else",
                 output.display(),
-                source.display()
+                source_dir.display()
             )));
         }
     }
-    let checkpoint = Checkpoint::open(source)?;
-    QuantizePlan::new(checkpoint, options, instance)
+    let source = Checkpoint::open(source_dir)?;
+    let shape = ModelShape::of(&source.config);
+    let mut target = Target::resolve(instance, shape, options.requested_degree)?;
+    let common = &options.common;
+    let mut layout: Vec<TensorSpec> = source
+        .tensors()
+        .iter()
+        .map(|t| TensorSpec::new(t.name.clone(), t.dtype, t.shape.clone()))
+        .collect();
+    let mut quantize = None;
+    let mut shard = None;
+    for pass in &options.passes {
+        match pass {
+            PassOptions::Quantize(q) => {
+                let plan = QuantizePlan::new(
+                    Checkpoint::open(source_dir)?,
+                    q.clone(),
+                    common,
+                    &mut target,
+                )?;
+                layout = plan.outputs.clone();
+                quantize = Some(QuantizePass {
+                    plan,
+                    max_shard_bytes: common.max_shard_bytes,
+                    calibration: None,
+                });
+            }
+            PassOptions::Shard(_) => {
+                if quantize.is_none() {
+                    source.config.check_supported(common.allow_unknown_architecture)?;
+                }
+                let plan = ShardPlan::new(
+                    layout.clone(),
+                    &source.config,
+                    &target,
+                    common.max_shard_bytes,
+                )?;
+                shard = Some(ShardPass { plan });
+            }
+        }
+    }
+    let weight_bytes = match &shard {
+        // Replicated norms, kv heads and vocab padding make ranks a little larger than an
+        // even split: the fit uses the largest rank.
+        Some(s) => s.plan.max_rank_bytes() * target.tensor_parallel_degree as u64,
+        None => layout.iter().map(TensorSpec::byte_len).sum(),
+    };
+    let fit = target.check_fit(weight_bytes, shape)?;
+    Ok(JobPlan {
+        options,
+        target,
+        source,
+        quantize,
+        shard,
+        fit,
+    })
 }
 
-fn absolute(path: &std::path::Path) -> std::io::Result<PathBuf> {
+fn absolute(path: &Path) -> std::io::Result<PathBuf> {
     match path.canonicalize() {
         Ok(p) => Ok(p),
         Err(_) => Ok(std::path::absolute(path)?),
@@ -107,73 +166,57 @@ pub fn run_job(spec: &JobSpec, isa: Isa, sink: Sink, cancel: &Cancel) -> Result<
     let mut plan = plan_job(spec)?;
     let output = spec.output.local_path()?;
     let (samples, sample_problem) = prepare_samples(&plan)?;
-    let calibration = if plan.options.scheme.needs_calibration() {
-        let samples = samples.as_ref().ok_or_else(|| {
-            Error::Plan(format!(
-                "static FP8 needs calibration: {}",
-                sample_problem.clone().unwrap_or_default()
-            ))
-        })?;
-        sink(Event::Phase("calibrate"));
-        let (absmax, record) = samples::calibrate(&plan.checkpoint.dir, samples, sink, cancel)?;
-        plan.input_absmax = absmax;
-        cancel.check()?;
-        Some(record)
-    } else {
-        None
-    };
+    if let Some(q) = plan.quantize.as_mut() {
+        if q.plan.options.scheme.needs_calibration() {
+            let samples = samples.as_ref().ok_or_else(|| {
+                Error::Plan(format!(
+                    "static FP8 needs calibration: {}",
+                    sample_problem.clone().unwrap_or_default()
+                ))
+            })?;
+            sink(Event::Phase("calibrate"));
+            let (absmax, record) =
+                samples::calibrate(&q.plan.checkpoint.dir, samples, sink, cancel)?;
+            q.plan.input_absmax = absmax;
+            q.calibration = Some(serde_json::to_value(record).expect("record serialises"));
+            cancel.check()?;
+        }
+    }
     let stage = StagedDir::create(output, spec.overwrite)?;
-    let side_files = artifact::side_file_names(&plan.checkpoint.dir)?;
-    let input_names = artifact::input_names(&plan, &side_files);
-    // Hashing the inputs reads every source byte again: do it on its own thread while
-    // the quantize pass runs, so it costs little wall time.
-    // A failure or Ctrl-C stops the hashing at its next block instead of waiting for it.
+    let source_dir = plan.source.dir.clone();
+    let side_files = artifact::side_file_names(&source_dir)?;
+    let input_names = artifact::input_names(&plan.source, &side_files);
+    // Hashing the inputs reads every source byte again: do it on its own thread while the
+    // passes run, so it costs little wall time. A failure or Ctrl-C stops it at its next block.
     let failed = AtomicBool::new(false);
     let stop = || failed.load(Ordering::Relaxed) || cancel.is_cancelled();
-    let (report, inputs, mut files) = std::thread::scope(|scope| -> Result<_> {
-        let hashing = scope.spawn(|| artifact::digests(&plan.checkpoint.dir, &input_names, &stop));
-        let quantized = (|| -> Result<_> {
-            let writer =
-                ShardedWriter::create(stage.path(), &plan.outputs, plan.options.max_shard_bytes)?;
-            sink(Event::Phase("quantize"));
-            let report = run_quantize(&plan, &writer, isa, sink, cancel)?;
-            Ok((report, writer.finish()?))
-        })();
-        failed.store(quantized.is_err(), Ordering::Relaxed);
+    let (outputs, inputs) = std::thread::scope(|scope| -> Result<_> {
+        let hashing = scope.spawn(|| artifact::digests(&source_dir, &input_names, &stop));
+        let ran = run_passes(&mut plan, &source_dir, stage.path(), isa, sink, cancel);
+        failed.store(ran.is_err(), Ordering::Relaxed);
         let hashed = hashing
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        let (report, files) = quantized?;
+        let ran = ran?;
         sink(Event::Phase("finish"));
-        let inputs = hashed?.ok_or(Error::Cancelled)?;
-        Ok((report, inputs, files))
+        Ok((ran, hashed?.ok_or(Error::Cancelled)?))
     })?;
+    let (mut pass_outputs, unsharded_dir) = outputs;
     cancel.check()?;
-    artifact::copy_side_files(&plan.checkpoint.dir, stage.path(), &side_files)?;
-    artifact::write_config(&plan, stage.path())?;
+    artifact::copy_side_files(&source_dir, stage.path(), &side_files)?;
     artifact::write_serving_properties(&plan, stage.path())?;
+    let mut files: Vec<String> = pass_outputs
+        .last()
+        .map(|o| o.files.clone())
+        .unwrap_or_default();
     files.extend(side_files.iter().cloned());
-    files.push("config.json".into());
     files.push("serving.properties".into());
     files.sort();
-    let evaluation = match (&samples, sample_problem) {
-        (Some(samples), _) if !samples.evaluation.is_empty() => {
-            sink(Event::Phase("evaluate"));
-            let weight_only =
-                plan.options.scheme.is_fp8() && !plan.instance.accelerator.native_fp8();
-            samples::evaluate(
-                &plan.checkpoint.dir,
-                stage.path(),
-                samples,
-                plan.options.scheme,
-                weight_only,
-                sink,
-                cancel,
-            )?
-        }
-        (_, Some(problem)) => EvaluationRecord::skipped(problem),
-        _ => EvaluationRecord::skipped("OPTION_EVAL=false: the job asked not to measure quality"),
-    };
+    files.dedup();
+    let evaluation = evaluate(&plan, samples.as_ref(), sample_problem, &source_dir, &unsharded_dir, sink, cancel)?;
+    if unsharded_dir != stage.path() {
+        std::fs::remove_dir_all(&unsharded_dir).at(&unsharded_dir)?;
+    }
     cancel.check()?;
     // Hashing the outputs (CPU) and flushing them to disk (I/O wait) overlap.
     let (outputs, synced) = rayon::join(
@@ -182,33 +225,143 @@ pub fn run_job(spec: &JobSpec, isa: Isa, sink: Sink, cancel: &Cancel) -> Result<
     );
     synced?;
     let outputs = outputs?.ok_or(Error::Cancelled)?;
-    let quality = Quality {
-        calibration,
-        evaluation,
-        skipped_records: samples.and_then(|s| s.skipped),
-    };
-    let manifest = manifest(spec, &plan, &report, &quality, inputs, outputs);
+    fill_rank_digests(&mut pass_outputs, &outputs);
+    let skipped_records = samples.and_then(|s| s.skipped);
+    let manifest = manifest(spec, &plan, &pass_outputs, evaluation, skipped_records, inputs, outputs);
     let path = stage.path().join("manifest.json");
-    std::fs::write(&path, manifest.to_json_pretty() + "\n")
-        .map_err(|e| temper_core::Error::io(&path, e))?;
+    std::fs::write(&path, manifest.to_json_pretty() + "\n").at(&path)?;
     cancel.check()?;
     let output = stage.commit()?;
     Ok(JobOutcome {
         output,
         manifest,
-        report,
+        passes: pass_outputs
+            .into_iter()
+            .map(|o| (o.record.name.clone(), o.summary))
+            .collect(),
     })
+}
+
+/// Runs the passes in the job's order. Every pass but the last writes into a hidden
+/// directory of the stage that the next one reads. Returns the outputs and the directory of
+/// the last unsharded checkpoint (what the quality evaluation runs).
+fn run_passes(
+    plan: &mut JobPlan,
+    source_dir: &Path,
+    stage: &Path,
+    isa: Isa,
+    sink: Sink,
+    cancel: &Cancel,
+) -> Result<(Vec<PassOutput>, PathBuf)> {
+    let order: Vec<&'static str> = plan.options.passes.iter().map(PassOptions::name).collect();
+    let mut ctx = PassContext { isa, sink, cancel };
+    let mut input = source_dir.to_path_buf();
+    let mut outputs = Vec::new();
+    let mut unsharded = source_dir.to_path_buf();
+    for (i, name) in order.iter().enumerate() {
+        let last = i + 1 == order.len();
+        let out = if last {
+            stage.to_path_buf()
+        } else {
+            let dir = stage.join(format!(".pass-{i}-{name}"));
+            std::fs::create_dir(&dir).at(&dir)?;
+            dir
+        };
+        let pass: &mut dyn Pass = match *name {
+            "quantize" => plan.quantize.as_mut().expect("planned"),
+            _ => plan.shard.as_mut().expect("planned"),
+        };
+        outputs.push(pass.run(&input, &out, &mut ctx)?);
+        if *name != "shard" {
+            unsharded = out.clone();
+        }
+        input = out;
+    }
+    Ok((outputs, unsharded))
+}
+
+/// The quality of the weights: the last unsharded checkpoint against the source. Sharding
+/// moves bytes without changing them, so with sharding the weights measured are exactly
+/// those the ranks hold (the runtime's tensor-parallel tests hold the ranks' logits to the
+/// unsharded model's).
+fn evaluate(
+    plan: &JobPlan,
+    samples: Option<&SampleWindows>,
+    sample_problem: Option<String>,
+    source_dir: &Path,
+    unsharded_dir: &Path,
+    sink: Sink,
+    cancel: &Cancel,
+) -> Result<EvaluationRecord> {
+    let Some(q) = &plan.quantize else {
+        return Ok(EvaluationRecord::skipped(
+            "the job only shards: every rank file holds the source's bytes unchanged (per-tensor \
+             source ranges and SHA-256 are in the shard pass's report); `optimize eval` runs the \
+             sharded artifact",
+        ));
+    };
+    match (samples, sample_problem) {
+        (Some(samples), _) if !samples.evaluation.is_empty() => {
+            sink(Event::Phase("evaluate"));
+            let scheme = q.plan.options.scheme;
+            let weight_only = scheme.is_fp8() && !plan.target.fp8_native();
+            let mut record = samples::evaluate(
+                source_dir,
+                unsharded_dir,
+                samples,
+                scheme,
+                weight_only,
+                sink,
+                cancel,
+            )?;
+            if plan.shard.is_some() {
+                record.data = record.data.map(|d| {
+                    format!("{d}; measured on the quantized checkpoint before sharding (the same weights)")
+                });
+            }
+            Ok(record)
+        }
+        (_, Some(problem)) => Ok(EvaluationRecord::skipped(problem)),
+        _ => Ok(EvaluationRecord::skipped(
+            "OPTION_EVAL=false: the job asked not to measure quality",
+        )),
+    }
+}
+
+/// Puts each rank file's SHA-256 into the shard pass's report.
+fn fill_rank_digests(outputs: &mut [PassOutput], digests: &[FileDigest]) {
+    for o in outputs.iter_mut().filter(|o| o.record.name == "shard") {
+        let Some(ranks) = o.record.report["ranks"].as_array_mut() else {
+            continue;
+        };
+        for rank in ranks {
+            let files: Vec<serde_json::Value> = rank["files"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f.as_str())
+                .map(|f| {
+                    let d = digests.iter().find(|d| d.path == f);
+                    serde_json::json!({"path": f, "bytes": d.map(|d| d.bytes), "sha256": d.map(|d| d.sha256.clone())})
+                })
+                .collect();
+            rank["files"] = files.into();
+        }
+    }
 }
 
 /// Sample windows when the job needs them, or why they could not be made (the quality
 /// evaluation is then skipped with that reason; static FP8 fails with it).
-fn prepare_samples(plan: &QuantizePlan) -> Result<(Option<SampleWindows>, Option<String>)> {
-    let opts = &plan.options.samples;
-    let calibrate = plan.options.scheme.needs_calibration();
-    if opts.eval_windows == 0 && !calibrate {
+fn prepare_samples(plan: &JobPlan) -> Result<(Option<SampleWindows>, Option<String>)> {
+    let opts = &plan.options.common.samples;
+    let calibrate = plan
+        .quantize
+        .as_ref()
+        .is_some_and(|q| q.plan.options.scheme.needs_calibration());
+    if plan.quantize.is_none() || (opts.eval_windows == 0 && !calibrate) {
         return Ok((None, None));
     }
-    let config = &plan.checkpoint.config;
+    let config = &plan.source.config;
     if config.family == temper_core::config::Family::Unknown {
         let reason = format!(
             "the model runtime runs {} models, not `{}`",
@@ -217,11 +370,11 @@ fn prepare_samples(plan: &QuantizePlan) -> Result<(Option<SampleWindows>, Option
         );
         return skip_or_fail(calibrate, reason);
     }
-    let tokenizer = plan.checkpoint.dir.join("tokenizer.json");
+    let tokenizer = plan.source.dir.join("tokenizer.json");
     if !tokenizer.is_file() {
         let reason = format!(
             "{} has no tokenizer.json, so no sample text could be tokenized",
-            plan.checkpoint.dir.display()
+            plan.source.dir.display()
         );
         return skip_or_fail(calibrate, reason);
     }
@@ -230,7 +383,7 @@ fn prepare_samples(plan: &QuantizePlan) -> Result<(Option<SampleWindows>, Option
         Err(e) => return skip_or_fail(calibrate, e.to_string()),
     };
     // A user's data file that cannot be read is an error in the job, not a skipped check.
-    samples::sample_windows(&plan.checkpoint.dir, &tokenizer, opts, calibrate)
+    samples::sample_windows(&plan.source.dir, &tokenizer, opts, calibrate)
         .map(|s| (Some(s), None))
 }
 
@@ -242,7 +395,7 @@ fn skip_or_fail(
 ) -> Result<(Option<SampleWindows>, Option<String>)> {
     if calibrate {
         return Err(Error::Plan(format!(
-            "{reason}; static FP8 needs it to calibrate input scales (use --scheme FP8_DYNAMIC, or add the model's tokenizer.json)"
+            "{reason}; static FP8 needs it to calibrate input scales (use OPTION_FP8_SCHEME=FP8_DYNAMIC, or add the model's tokenizer.json)"
         )));
     }
     Ok((
@@ -253,46 +406,51 @@ fn skip_or_fail(
     ))
 }
 
-/// Calibration and evaluation results for the manifest.
-struct Quality {
-    calibration: Option<CalibrationRecord>,
-    evaluation: EvaluationRecord,
-    skipped_records: Option<String>,
-}
-
 fn manifest(
     spec: &JobSpec,
-    plan: &QuantizePlan,
-    report: &QuantizeReport,
-    quality: &Quality,
-    inputs: Vec<temper_core::manifest::FileDigest>,
-    outputs: Vec<temper_core::manifest::FileDigest>,
+    plan: &JobPlan,
+    passes: &[PassOutput],
+    evaluation: EvaluationRecord,
+    skipped_records: Option<String>,
+    inputs: Vec<FileDigest>,
+    outputs: Vec<FileDigest>,
 ) -> Manifest {
-    let instance = plan.instance;
-    let mut warnings: Vec<String> = report
-        .tensors
+    let instance = plan.target.instance;
+    let mut warnings: Vec<String> = passes
         .iter()
-        .filter(|t| t.zero_groups > 0)
+        .filter(|p| p.record.name == "quantize")
+        .flat_map(|p| p.record.report["tensors"].as_array().cloned().unwrap_or_default())
+        .filter(|t| t["zero_groups"].as_u64().unwrap_or(0) > 0)
         .map(|t| {
             format!(
                 "{}: {} scale group(s) are all zeros; they are stored with scale 1.0 and dequantize to exactly 0",
-                t.name, t.zero_groups
+                t["name"].as_str().unwrap_or_default(), t["zero_groups"]
             )
         })
         .collect();
     if plan.fit.fits.is_none() {
         warnings.push(plan.fit.explanation.clone());
     }
-    if let Some(reason) = quality
-        .evaluation
-        .reason
-        .as_ref()
-        .filter(|_| !quality.evaluation.measured)
-    {
+    if let Some(reason) = evaluation.reason.as_ref().filter(|_| !evaluation.measured) {
         warnings.push(format!("quality not measured: {reason}"));
     }
-    if let Some(skipped) = &quality.skipped_records {
+    if let Some(skipped) = &skipped_records {
         warnings.push(format!("sample data: {skipped}"));
+    }
+    let mut notes = plan.target.notes.clone();
+    if let Some(q) = &plan.quantize {
+        notes.extend(q.plan.notes.iter().cloned());
+    }
+    let mut records: Vec<_> = passes.iter().map(|p| p.record.clone()).collect();
+    for r in &mut records {
+        // Each pass's options as the job gave them (its OverrideEnvironment over the job's).
+        let technique = match r.name.as_str() {
+            "quantize" => temper_core::spec::Technique::Quantization,
+            _ => temper_core::spec::Technique::Sharding,
+        };
+        if let Some(o) = spec.find(technique) {
+            r.options["environment"] = serde_json::to_value(spec.options_for(o)).expect("map serialises");
+        }
     }
     let flavour = ImageFlavour::for_target(instance, false);
     Manifest {
@@ -312,25 +470,17 @@ fn manifest(
             accelerator_count: instance.devices,
             memory_per_device_gib: instance.memory_gib,
             compute: instance.accelerator.compute_label(),
-            notes: plan.notes.clone(),
+            notes,
             fit: plan.fit.clone(),
         },
         recommended_image: recommended_image(flavour, DEFAULT_REGION),
         alternative_images: Vec::new(),
-        passes: vec![PassRecord {
-            name: "quantize".into(),
-            options: serde_json::json!({
-                "scheme": plan.options.scheme,
-                "ignore": plan.ignore,
-                "requested_ignore": plan.options.ignore,
-                "scale_dtype": plan.scale_dtype.to_string(),
-                "max_shard_bytes": plan.options.max_shard_bytes,
-                "environment": spec.options_for(&spec.optimizations[0]),
-                "calibration": quality.calibration,
-            }),
-            report: serde_json::to_value(report).expect("report serialises"),
-        }],
-        evaluation: serde_json::to_value(&quality.evaluation).expect("evaluation serialises"),
+        sharding: passes
+            .iter()
+            .find(|p| p.record.name == "shard")
+            .map(|p| p.record.report.clone()),
+        passes: records,
+        evaluation: serde_json::to_value(&evaluation).expect("evaluation serialises"),
         outputs,
         warnings,
     }

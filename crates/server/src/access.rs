@@ -4,7 +4,7 @@
 use std::path::{Component, Path, PathBuf};
 use temper_api::ApiError;
 use temper_core::spec::{JobSpec, Location};
-use temper_pipeline::options::{calib_data_path, OPTION_CALIB_DATA};
+use temper_options::job::{calib_data_path, OPTION_CALIB_DATA};
 
 /// Checks every location of a job against the server's local roots, and KmsKeyId
 /// against the output.

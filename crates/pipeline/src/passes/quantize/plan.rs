@@ -1,19 +1,18 @@
-//! Planning a quantization job: everything that can be checked before heavy work —
-//! options, target, architecture, which tensors to quantize, shapes, vLLM's fused
-//! layer rules, output layout and whether the result fits the target — so a job that
-//! cannot succeed fails in seconds with the reason, not after an hour.
+//! Planning the quantize pass: everything that can be checked before heavy work —
+//! architecture, which tensors to quantize, shapes, vLLM's fused layer rules (and, for
+//! FP8_BLOCK, which tensor-parallel degree they allow) and the output layout — so a job
+//! that cannot succeed fails in seconds with the reason, not after an hour.
 
-use crate::options::{QuantizeOptions, Scheme};
 use crate::{Error, Result};
 use safetensors::Dtype;
-use temper_catalog::Instance;
 use temper_core::checkpoint::{Checkpoint, TensorEntry};
-use temper_core::manifest::FitRecord;
 use temper_core::select::{
     classify, layer_index, mixed_fused_group, module_name, IgnoreList, Role,
 };
 use temper_core::writer::TensorSpec;
 use temper_format::scheme::FP8_BLOCK;
+use temper_format::Scheme;
+use temper_options::{CommonOptions, QuantizeOptions, Target};
 
 /// What happens to one input tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
