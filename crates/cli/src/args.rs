@@ -142,7 +142,7 @@ pub struct JobArgs {
     pub quantize: Option<QuantizeMethod>,
     /// Pre-shard the (quantized) model for this many GPUs, vLLM's `sharded_state` layout
     /// (OPTION_TENSOR_PARALLEL_DEGREE; runs after quantization).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub tensor_parallel: Option<String>,
     /// FP8_DYNAMIC (default for fp8), FP8_BLOCK, FP8 (per-tensor, static calibrated input
     /// scales), W8A16 (default for int8) or W8A8 (OPTION_FP8_SCHEME / OPTION_INT8_SCHEME).

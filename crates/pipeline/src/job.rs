@@ -214,8 +214,10 @@ pub fn run_job(spec: &JobSpec, isa: Isa, sink: Sink, cancel: &Cancel) -> Result<
     files.sort();
     files.dedup();
     let evaluation = evaluate(&plan, samples.as_ref(), sample_problem, &source_dir, &unsharded_dir, sink, cancel)?;
-    if unsharded_dir != stage.path() {
-        std::fs::remove_dir_all(&unsharded_dir).at(&unsharded_dir)?;
+    // Intermediate checkpoints live in hidden directories of the stage; never touch
+    // anything else (the unsharded checkpoint of a shard-only job is the source).
+    for intermediate in intermediates(stage.path())? {
+        std::fs::remove_dir_all(&intermediate).at(&intermediate)?;
     }
     cancel.check()?;
     // Hashing the outputs (CPU) and flushing them to disk (I/O wait) overlap.
@@ -278,6 +280,16 @@ fn run_passes(
         input = out;
     }
     Ok((outputs, unsharded))
+}
+
+/// The hidden `.pass-*` directories of the stage.
+fn intermediates(stage: &Path) -> Result<Vec<PathBuf>> {
+    Ok(std::fs::read_dir(stage)
+        .at(stage)?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".pass-"))
+        .map(|e| e.path())
+        .collect())
 }
 
 /// The quality of the weights: the last unsharded checkpoint against the source. Sharding

@@ -77,12 +77,24 @@ impl Layer {
     /// `x`: `[new, hidden]`; returns the same shape. Without a cache the positions are the
     /// whole sequence (evaluation one layer at a time).
     pub fn forward(&self, x: &Tensor, cache: Option<&KvCache>, step: &Step) -> Result<Tensor> {
+        self.forward_reduced(x, cache, step, &mut |t| Ok(t))
+    }
+
+    /// [`Layer::forward`] for one tensor-parallel rank: `reduce` sums the partial outputs of
+    /// the row-parallel products (o_proj, down_proj) over the ranks before each residual add.
+    pub fn forward_reduced(
+        &self,
+        x: &Tensor,
+        cache: Option<&KvCache>,
+        step: &Step,
+        reduce: &mut dyn FnMut(Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
         let eps = step.params.rms_norm_eps as f32;
         let h = candle_nn::ops::rms_norm(x, &self.input_norm, eps)?;
-        let attn = self.attention(&h, cache, step)?;
+        let attn = reduce(self.attention(&h, cache, step)?)?;
         let x = (x + attn)?;
         let h = candle_nn::ops::rms_norm(&x, &self.post_attention_norm, eps)?;
-        let mlp = self.mlp(&h, step.params)?;
+        let mlp = reduce(self.mlp(&h, step.params)?)?;
         Ok((x + mlp)?)
     }
 

@@ -19,6 +19,7 @@ pub mod params;
 pub mod pool;
 pub use temper_format::quant_config;
 pub mod rope;
+pub mod tp;
 
 pub use cache::KvCache;
 pub use error::{Result, RuntimeError};

@@ -300,13 +300,13 @@ impl Head {
     }
 }
 
-fn norm(ckpt: &Checkpoint, name: &str, size: usize) -> Result<Tensor> {
+pub(crate) fn norm(ckpt: &Checkpoint, name: &str, size: usize) -> Result<Tensor> {
     let w = load::float_tensor(ckpt, name, &[size])?;
     Ok(Tensor::from_vec(w, size, &Device::Cpu)?)
 }
 
 /// Wraps loaded Linears (fusing those that share a format) as one projection.
-fn projection(parts: Vec<(String, LoadedLinear)>, opts: &LoadOptions) -> Result<Projection> {
+pub(crate) fn projection(parts: Vec<(String, LoadedLinear)>, opts: &LoadOptions) -> Result<Projection> {
     let mut modules = Vec::with_capacity(parts.len());
     let mut linears = Vec::with_capacity(parts.len());
     for (name, l) in parts {
