@@ -486,11 +486,13 @@ impl Planner {
                         },
                     )
                 }
-                _ => return Err(bad(format!(
+                _ => {
+                    return Err(bad(format!(
                     "has shape {:?}; a column-parallel `{suffix}` of this layer needs {full_rows} \
                          rows (check config.json's head and intermediate sizes)",
                     t.shape
-                ))),
+                )))
+                }
             };
             self.declare(rank, TensorSpec::new(target.clone(), t.dtype, shape))?;
             pieces.push(Piece {

@@ -3,10 +3,10 @@
 //! through, and digests for the manifest.
 
 use crate::job::JobPlan;
-use temper_core::checkpoint::Checkpoint;
 use crate::Result;
 use std::collections::BTreeMap;
 use std::path::Path;
+use temper_core::checkpoint::Checkpoint;
 use temper_core::hash::sha256_file_unless;
 use temper_core::manifest::FileDigest;
 use temper_core::IoContext;

@@ -67,7 +67,11 @@ impl JobOutcome {
                 "quantize" => {
                     if let (Some(obj), Some(q)) = (s.as_object_mut(), summary.as_object()) {
                         for (k, v) in q {
-                            let key = if k == "seconds" { "quantize_seconds" } else { k };
+                            let key = if k == "seconds" {
+                                "quantize_seconds"
+                            } else {
+                                k
+                            };
                             obj.insert(key.to_string(), v.clone());
                         }
                     }
@@ -124,7 +128,9 @@ pub fn plan_job(spec: &JobSpec) -> Result<JobPlan> {
             }
             PassOptions::Shard(_) => {
                 if quantize.is_none() {
-                    source.config.check_supported(common.allow_unknown_architecture)?;
+                    source
+                        .config
+                        .check_supported(common.allow_unknown_architecture)?;
                 }
                 let plan = ShardPlan::new(
                     layout.clone(),
@@ -213,7 +219,15 @@ pub fn run_job(spec: &JobSpec, isa: Isa, sink: Sink, cancel: &Cancel) -> Result<
     files.push("serving.properties".into());
     files.sort();
     files.dedup();
-    let evaluation = evaluate(&plan, samples.as_ref(), sample_problem, &source_dir, &unsharded_dir, sink, cancel)?;
+    let evaluation = evaluate(
+        &plan,
+        samples.as_ref(),
+        sample_problem,
+        &source_dir,
+        &unsharded_dir,
+        sink,
+        cancel,
+    )?;
     // Intermediate checkpoints live in hidden directories of the stage; never touch
     // anything else (the unsharded checkpoint of a shard-only job is the source).
     for intermediate in intermediates(stage.path())? {
@@ -229,7 +243,15 @@ pub fn run_job(spec: &JobSpec, isa: Isa, sink: Sink, cancel: &Cancel) -> Result<
     let outputs = outputs?.ok_or(Error::Cancelled)?;
     fill_rank_digests(&mut pass_outputs, &outputs);
     let skipped_records = samples.and_then(|s| s.skipped);
-    let manifest = manifest(spec, &plan, &pass_outputs, evaluation, skipped_records, inputs, outputs);
+    let manifest = manifest(
+        spec,
+        &plan,
+        &pass_outputs,
+        evaluation,
+        skipped_records,
+        inputs,
+        outputs,
+    );
     let path = stage.path().join("manifest.json");
     std::fs::write(&path, manifest.to_json_pretty() + "\n").at(&path)?;
     cancel.check()?;
@@ -395,8 +417,7 @@ fn prepare_samples(plan: &JobPlan) -> Result<(Option<SampleWindows>, Option<Stri
         Err(e) => return skip_or_fail(calibrate, e.to_string()),
     };
     // A user's data file that cannot be read is an error in the job, not a skipped check.
-    samples::sample_windows(&plan.source.dir, &tokenizer, opts, calibrate)
-        .map(|s| (Some(s), None))
+    samples::sample_windows(&plan.source.dir, &tokenizer, opts, calibrate).map(|s| (Some(s), None))
 }
 
 /// Without usable sample text, evaluation is skipped with the reason; calibration, which the
@@ -461,7 +482,8 @@ fn manifest(
             _ => temper_core::spec::Technique::Sharding,
         };
         if let Some(o) = spec.find(technique) {
-            r.options["environment"] = serde_json::to_value(spec.options_for(o)).expect("map serialises");
+            r.options["environment"] =
+                serde_json::to_value(spec.options_for(o)).expect("map serialises");
         }
     }
     let flavour = ImageFlavour::for_target(instance, false);

@@ -2,13 +2,13 @@
 //! every Linear) and the quality evaluation written into every manifest (perplexity change, KL
 //! divergence and top-1 agreement of the artifact against its source), on disjoint windows.
 
-use temper_format::Scheme;
-use temper_options::SampleOptions;
 use crate::progress::{Cancel, Event, Sink};
 use crate::{Error, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use temper_format::Scheme;
+use temper_options::SampleOptions;
 use temper_runtime::eval::{compare, Comparison, Side};
 use temper_runtime::layerwise::run_layers;
 use temper_runtime::{LayerSource, LoadOptions};

@@ -306,7 +306,10 @@ pub(crate) fn norm(ckpt: &Checkpoint, name: &str, size: usize) -> Result<Tensor>
 }
 
 /// Wraps loaded Linears (fusing those that share a format) as one projection.
-pub(crate) fn projection(parts: Vec<(String, LoadedLinear)>, opts: &LoadOptions) -> Result<Projection> {
+pub(crate) fn projection(
+    parts: Vec<(String, LoadedLinear)>,
+    opts: &LoadOptions,
+) -> Result<Projection> {
     let mut modules = Vec::with_capacity(parts.len());
     let mut linears = Vec::with_capacity(parts.len());
     for (name, l) in parts {

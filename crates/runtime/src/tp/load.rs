@@ -24,9 +24,9 @@ pub struct RankFiles {
 /// Whether `dir` holds a pre-sharded artifact (any rank file).
 pub fn is_sharded(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|entries| {
-        entries.filter_map(|e| e.ok()).any(|e| {
-            sharded::parse_rank_file_name(&e.file_name().to_string_lossy()).is_some()
-        })
+        entries
+            .filter_map(|e| e.ok())
+            .any(|e| sharded::parse_rank_file_name(&e.file_name().to_string_lossy()).is_some())
     })
 }
 
@@ -63,17 +63,25 @@ pub fn check_rank_files(dir: &Path) -> Result<RankFiles> {
         let rank = r["rank"].as_u64().unwrap_or(u64::MAX) as usize;
         for f in r["files"].as_array().into_iter().flatten() {
             let (Some(path), Some(sha)) = (f["path"].as_str(), f["sha256"].as_str()) else {
-                return Err(layout_error(&manifest_path, "a rank file entry lacks path or sha256"));
+                return Err(layout_error(
+                    &manifest_path,
+                    "a rank file entry lacks path or sha256",
+                ));
             };
             let slot = files.get_mut(rank).ok_or_else(|| {
-                layout_error(&manifest_path, format!("lists {path} for rank {rank} of a degree-{degree} artifact"))
+                layout_error(
+                    &manifest_path,
+                    format!("lists {path} for rank {rank} of a degree-{degree} artifact"),
+                )
             })?;
             slot.push((path.to_string(), sha.to_string()));
         }
     }
     let listed: Vec<&str> = files.iter().flatten().map(|(p, _)| p.as_str()).collect();
     for entry in std::fs::read_dir(dir).map_err(|e| layout_error(dir, e.to_string()))? {
-        let name = entry.map_err(|e| layout_error(dir, e.to_string()))?.file_name();
+        let name = entry
+            .map_err(|e| layout_error(dir, e.to_string()))?
+            .file_name();
         let name = name.to_string_lossy();
         if sharded::parse_rank_file_name(&name).is_some() && !listed.contains(&name.as_ref()) {
             return Err(layout_error(
@@ -135,7 +143,9 @@ pub fn load_rank(
     let p = rank_params(full, dims);
     let (h, d) = (p.hidden_size, p.head_dim);
     let scheme = |member: &str| -> Result<LinearScheme> {
-        let s = quant.as_ref().map_or(LinearScheme::DENSE, |q| q.scheme_for(member));
+        let s = quant
+            .as_ref()
+            .map_or(LinearScheme::DENSE, |q| q.scheme_for(member));
         if s.inputs == InputActivations::Fp8Static {
             return Err(RuntimeError::UnsupportedQuantization {
                 path: dir.join("config.json"),
@@ -148,7 +158,12 @@ pub fn load_rank(
         Ok(s)
     };
     // Row-parallel biases are added once, after the sum: only rank 0 keeps them.
-    let linear = |name: String, member: String, rows: usize, cols: usize, row_parallel: bool| -> Result<(String, LoadedLinear)> {
+    let linear = |name: String,
+                  member: String,
+                  rows: usize,
+                  cols: usize,
+                  row_parallel: bool|
+     -> Result<(String, LoadedLinear)> {
         let mut l = load::load_linear(&ckpt, &name, rows, cols, scheme(&member)?)?;
         if row_parallel && rank > 0 {
             l.bias = None;
@@ -161,20 +176,48 @@ pub fn load_rank(
         let mlp = |m: &str| format!("model.layers.{i}.mlp.{m}");
         let qkv_rows = (p.num_heads + 2 * p.num_kv_heads) * d;
         layers.push(Layer {
-            input_norm: norm(&ckpt, &format!("model.layers.{i}.input_layernorm.weight"), h)?,
+            input_norm: norm(
+                &ckpt,
+                &format!("model.layers.{i}.input_layernorm.weight"),
+                h,
+            )?,
             post_attention_norm: norm(
                 &ckpt,
                 &format!("model.layers.{i}.post_attention_layernorm.weight"),
                 h,
             )?,
-            qkv: projection(vec![linear(at("qkv_proj"), at("q_proj"), qkv_rows, h, false)?], opts)?,
-            o: projection(vec![linear(at("o_proj"), at("o_proj"), h, p.num_heads * d, true)?], opts)?,
+            qkv: projection(
+                vec![linear(at("qkv_proj"), at("q_proj"), qkv_rows, h, false)?],
+                opts,
+            )?,
+            o: projection(
+                vec![linear(
+                    at("o_proj"),
+                    at("o_proj"),
+                    h,
+                    p.num_heads * d,
+                    true,
+                )?],
+                opts,
+            )?,
             gate_up: projection(
-                vec![linear(mlp("gate_up_proj"), mlp("gate_proj"), 2 * p.intermediate_size, h, false)?],
+                vec![linear(
+                    mlp("gate_up_proj"),
+                    mlp("gate_proj"),
+                    2 * p.intermediate_size,
+                    h,
+                    false,
+                )?],
                 opts,
             )?,
             down: projection(
-                vec![linear(mlp("down_proj"), mlp("down_proj"), h, p.intermediate_size, true)?],
+                vec![linear(
+                    mlp("down_proj"),
+                    mlp("down_proj"),
+                    h,
+                    p.intermediate_size,
+                    true,
+                )?],
                 opts,
             )?,
         });

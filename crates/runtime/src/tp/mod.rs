@@ -113,7 +113,12 @@ impl ShardedModel {
     }
 
     /// Runs `tokens` after what `cache` holds, every rank on its own thread; logits `[n, vocab]`.
-    pub fn forward(&self, tokens: &[u32], cache: &mut ShardedCache, want: Logits) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut ShardedCache,
+        want: Logits,
+    ) -> Result<Tensor> {
         let past = cache.len();
         if tokens.is_empty() {
             return Err(RuntimeError::Input("no tokens to run".into()));
@@ -125,7 +130,10 @@ impl ShardedModel {
                 advice: "shorten the prompt or ask for fewer new tokens".into(),
             });
         }
-        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= self.params.vocab_size) {
+        if let Some(&t) = tokens
+            .iter()
+            .find(|&&t| t as usize >= self.params.vocab_size)
+        {
             return Err(RuntimeError::Input(format!(
                 "token id {t} is outside the vocabulary of {} tokens",
                 self.params.vocab_size
@@ -160,7 +168,8 @@ impl ShardedModel {
                 logits = Some(l);
             }
         }
-        let padded = logits.ok_or_else(|| RuntimeError::Input("rank 0 returned no logits".into()))?;
+        let padded =
+            logits.ok_or_else(|| RuntimeError::Input("rank 0 returned no logits".into()))?;
         let n = match want {
             Logits::Last => 1,
             Logits::All => tokens.len(),
@@ -188,7 +197,11 @@ fn rank_forward(
     let p = &rank.params;
     let (new, past, h) = (tokens.len(), cache.len(), p.hidden_size);
     // Vocab-parallel embedding: rows outside this rank's slice are zeros; the sum has them all.
-    let table = rank.head.embed.as_ref().unwrap_or_else(|| rank.head.lm_head.parts[0].matrix());
+    let table = rank
+        .head
+        .embed
+        .as_ref()
+        .unwrap_or_else(|| rank.head.lm_head.parts[0].matrix());
     let mut x = vec![0f32; new * h];
     for (&t, row) in tokens.iter().zip(x.chunks_exact_mut(h)) {
         let local = (t as usize).wrapping_sub(rank.head.vocab_start);

@@ -272,7 +272,10 @@ fn check_block_fp8_degree(
         {
             target.lower(
                 d,
-                &format!("vLLM's block-FP8 layers refuse `{}` at degree {chosen} ({why})", t.name),
+                &format!(
+                    "vLLM's block-FP8 layers refuse `{}` at degree {chosen} ({why})",
+                    t.name
+                ),
             );
             return Ok(());
         }

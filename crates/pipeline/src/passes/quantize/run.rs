@@ -4,8 +4,8 @@
 //! kernel and its outputs are freed before the next one starts.
 
 use super::plan::{Action, QuantizePlan};
-use crate::progress::{Cancel, Event, Sink};
 use super::tensor::{quantize_tensor, TensorError, TensorInput};
+use crate::progress::{Cancel, Event, Sink};
 use crate::{Error, Result};
 use serde::Serialize;
 use temper_core::dtype::FloatData;

@@ -88,10 +88,9 @@ impl Pass for ShardPass {
             ctx.cancel.check()?;
             let split = splits[entry.name.as_str()];
             let bytes = checkpoint.bytes(entry);
-            split
-                .pieces
-                .par_iter()
-                .try_for_each(|p| write_piece(&checkpoint, entry, bytes, p, layout, &writers[p.rank]))?;
+            split.pieces.par_iter().try_for_each(|p| {
+                write_piece(&checkpoint, entry, bytes, p, layout, &writers[p.rank])
+            })?;
             checkpoint.release(entry);
             (ctx.sink)(Event::Tensor {
                 name: &entry.name,
@@ -104,7 +103,11 @@ impl Pass for ShardPass {
             let names = writer.finish()?;
             let bytes = names
                 .iter()
-                .map(|n| std::fs::metadata(out.join(n)).map(|m| m.len()).at(&out.join(n)))
+                .map(|n| {
+                    std::fs::metadata(out.join(n))
+                        .map(|m| m.len())
+                        .at(&out.join(n))
+                })
                 .sum::<Result<u64, _>>()?;
             files.extend(names.iter().cloned());
             ranks.push(RankFiles {
@@ -164,7 +167,10 @@ impl ShardPass {
                         "the shard pass was planned for {} {:?}, but its input holds {}",
                         planned.dtype,
                         planned.shape,
-                        found.map_or("nothing".to_string(), |e| format!("{} {:?}", e.dtype, e.shape))
+                        found.map_or("nothing".to_string(), |e| format!(
+                            "{} {:?}",
+                            e.dtype, e.shape
+                        ))
                     ),
                 });
             }
@@ -197,10 +203,17 @@ fn write_piece(
                 return Err(Error::Tensor {
                     path: checkpoint.file_of(entry).to_path_buf(),
                     tensor: entry.name.clone(),
-                    reason: format!("weight_shape has dtype {}; compressed-tensors writes I64", entry.dtype),
+                    reason: format!(
+                        "weight_shape has dtype {}; compressed-tensors writes I64",
+                        entry.dtype
+                    ),
                 });
             }
-            writer.write_at(&piece.target, 0, &temper_format::pack::weight_shape_bytes(rows, cols))?;
+            writer.write_at(
+                &piece.target,
+                0,
+                &temper_format::pack::weight_shape_bytes(rows, cols),
+            )?;
         }
         Content::Copy { dim: None, at, .. } => {
             writer.write_at(&piece.target, (at * bytes.len()) as u64, bytes)?;
@@ -215,7 +228,8 @@ fn write_piece(
             writer.write_at(&piece.target, (at * row) as u64, src)?;
             // Vocab padding rows (and a rank wholly in the padding) are zeros.
             let target_rows = layout.dims.vocab_per_rank();
-            let is_vocab = piece.target == "lm_head.weight" || piece.target == "model.embed_tokens.weight";
+            let is_vocab =
+                piece.target == "lm_head.weight" || piece.target == "model.embed_tokens.weight";
             let filled = at + range[1] - range[0];
             if is_vocab && filled < target_rows {
                 let zeros = vec![0u8; (target_rows - filled) * row];
