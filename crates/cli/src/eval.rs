@@ -13,10 +13,10 @@ pub fn run(args: &EvalArgs, show_progress: bool) -> Result<Value> {
         weight_only: args.weight_only,
         ..Default::default()
     };
-    let format = LayerSource::open(&args.model, &opts)?.format()?;
+    let format = describe(&args.model, &opts)?;
     let reference_opts = LoadOptions::default();
     let reference_format = match &args.reference {
-        Some(dir) => Some(LayerSource::open(dir, &reference_opts)?.format()?),
+        Some(dir) => Some(describe(dir, &reference_opts)?),
         None => None,
     };
     let tokenizer = temper_text::tokenizer::load_tokenizer(&args.model.join("tokenizer.json"))?;
@@ -98,4 +98,17 @@ pub fn run(args: &EvalArgs, show_progress: bool) -> Result<Value> {
             }))
         }
     }
+}
+
+/// The weight format of a model directory; pre-sharded artifacts are checked against their
+/// manifest here (a missing or foreign rank file is reported before any work).
+fn describe(dir: &std::path::Path, opts: &LoadOptions) -> Result<String> {
+    if temper_runtime::tp::is_sharded(dir) {
+        let files = temper_runtime::tp::check_rank_files(dir)?;
+        return Ok(format!(
+            "tensor-parallel, {} ranks (vLLM sharded_state)",
+            files.degree
+        ));
+    }
+    Ok(LayerSource::open(dir, opts)?.format()?)
 }

@@ -5,20 +5,29 @@ use anyhow::{Context, Result};
 use serde_json::{json, Value};
 use std::io::Write;
 use temper_runtime::generate::{generate, GenerateOptions};
+use temper_runtime::tp::ShardedModel;
 use temper_runtime::{LoadOptions, Model};
+
+enum Loaded {
+    Whole(Model),
+    Sharded(ShardedModel),
+}
 use temper_text::chat::{ChatTemplate, Message};
 use temper_text::sampling::SamplingParams;
 
 pub fn run(args: &GenerateArgs) -> Result<Value> {
     // Loading first gives a missing or broken model directory its own error.
     let load_started = std::time::Instant::now();
-    let model = Model::load(
-        &args.model,
-        &LoadOptions {
-            weight_only: args.weight_only,
-            ..Default::default()
-        },
-    )?;
+    let opts = LoadOptions {
+        weight_only: args.weight_only,
+        ..Default::default()
+    };
+    // A pre-sharded artifact runs with one thread per tensor-parallel rank.
+    let loaded = if temper_runtime::tp::is_sharded(&args.model) {
+        Loaded::Sharded(ShardedModel::load(&args.model, &opts)?)
+    } else {
+        Loaded::Whole(Model::load(&args.model, &opts)?)
+    };
     let load_seconds = load_started.elapsed().as_secs_f64();
     let tokenizer = temper_text::tokenizer::load_tokenizer(&args.model.join("tokenizer.json"))?;
     let prompt_text = if args.chat {
@@ -64,12 +73,23 @@ pub fn run(args: &GenerateArgs) -> Result<Value> {
             let _ = stdout.flush();
         }
     };
-    let report = generate(&model, &tokenizer, &prompt, &opts, &mut print)?;
+    let (report, format, weight_bytes) = match &loaded {
+        Loaded::Whole(m) => (
+            generate(m, &tokenizer, &prompt, &opts, &mut print)?,
+            m.format().to_string(),
+            Some(m.weight_bytes_per_token()),
+        ),
+        Loaded::Sharded(m) => (
+            generate(m, &tokenizer, &prompt, &opts, &mut print)?,
+            format!("tensor-parallel, {} ranks", m.degree()),
+            None,
+        ),
+    };
     if !args.json {
         println!();
         eprintln!(
             "[{}] prefill {} tokens in {:.3} s ({:.1} tokens/s); decode {} tokens in {:.3} s ({:.1} tokens/s); stopped: {:?}",
-            model.format(),
+            format,
             report.prompt_tokens,
             report.prefill_seconds,
             report.prefill_tokens_per_second,
@@ -82,8 +102,8 @@ pub fn run(args: &GenerateArgs) -> Result<Value> {
     Ok(json!({
         "status": "completed",
         "model": args.model.display().to_string(),
-        "format": model.format(),
-        "weight_bytes_per_token": model.weight_bytes_per_token(),
+        "format": format,
+        "weight_bytes_per_token": weight_bytes,
         "isa": temper_kernels::Isa::detect().name(),
         "threads": rayon::current_num_threads(),
         "load_seconds": load_seconds,

@@ -323,3 +323,54 @@ fn damaged_sharded_artifacts_are_named_at_load() {
         "{err}"
     );
 }
+
+/// `optimize generate` and `optimize eval` take a sharded artifact as they take a whole one.
+#[test]
+fn generate_and_eval_run_sharded_artifacts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = job(
+        smollm2(),
+        &tmp.path().join("tp3"),
+        "ml.g6.12xlarge",
+        &["--quantize", "int8", "--tensor-parallel", "3"],
+    );
+    let o = run(&[
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt",
+        "The capital of France is",
+        "--max-tokens",
+        "4",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = stdout_json(&o);
+    assert!(
+        v["report"]["text"].as_str().unwrap().contains("Paris"),
+        "{v}"
+    );
+    let data = tmp.path().join("text.txt");
+    std::fs::write(
+        &data,
+        "The quick brown fox jumps over the lazy dog. ".repeat(40),
+    )
+    .unwrap();
+    let o = run(&[
+        "eval",
+        "--model",
+        dir.to_str().unwrap(),
+        "--reference",
+        smollm2().to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--window",
+        "64",
+        "--max-windows",
+        "2",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = stdout_json(&o);
+    assert!(v.to_string().contains("tensor-parallel, 3 ranks"), "{v}");
+}

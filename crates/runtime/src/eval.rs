@@ -80,25 +80,23 @@ pub fn compare(
 ) -> Result<Comparison> {
     let window_len = check_windows(windows)?;
     let start = Instant::now();
-    let r = LayerSource::open(reference.dir, reference.opts)?;
-    let c = LayerSource::open(candidate.dir, candidate.opts)?;
-    let vocab = r.params().vocab_size;
-    if c.params().vocab_size != vocab {
+    let r = Runner::open(reference)?;
+    let c = Runner::open(candidate)?;
+    let vocab = r.vocab();
+    if c.vocab() != vocab {
         return Err(RuntimeError::Input(format!(
             "the reference has {vocab} tokens in its vocabulary and the candidate {}; they cannot be compared",
-            c.params().vocab_size
+            c.vocab()
         )));
     }
-    let (lr, lc) = (r.params().num_layers, c.params().num_layers);
+    let (lr, lc) = (r.steps(), c.steps());
     let total = lr + lc + windows.len();
-    let r_hidden = run_layers(&r, windows, |_, _| {}, |done, _| progress(done, total))?;
-    drop(r);
-    let c_hidden = run_layers(&c, windows, |_, _| {}, |done, _| progress(lr + done, total))?;
-    drop(c);
+    let r_out = r.run(windows, |done| progress(done, total))?;
+    let c_out = c.run(windows, |done| progress(lr + done, total))?;
     let mut sums = Sums::default();
     for (i, w) in windows.iter().enumerate() {
-        let rl = predicting_rows(&r_hidden.logits(i)?, w.len())?;
-        let cl = predicting_rows(&c_hidden.logits(i)?, w.len())?;
+        let rl = predicting_rows(&r_out.logits(i, w)?, w.len())?;
+        let cl = predicting_rows(&c_out.logits(i, w)?, w.len())?;
         check_finite(&rl, vocab, reference.dir, i)?;
         check_finite(&cl, vocab, candidate.dir, i)?;
         sums = sums.add(compare_logits(&rl, &cl, w, vocab));
@@ -128,15 +126,15 @@ pub fn perplexity(
     mut progress: impl FnMut(usize, usize) -> bool,
 ) -> Result<Perplexity> {
     check_windows(windows)?;
-    let source = LayerSource::open(model.dir, model.opts)?;
-    let vocab = source.params().vocab_size;
-    let layers = source.params().num_layers;
+    let runner = Runner::open(model)?;
+    let vocab = runner.vocab();
+    let layers = runner.steps();
     let total = layers + windows.len();
-    let hidden = run_layers(&source, windows, |_, _| {}, |done, _| progress(done, total))?;
+    let out = runner.run(windows, |done| progress(done, total))?;
     let mut nll = 0.0;
     let mut positions = 0;
     for (i, w) in windows.iter().enumerate() {
-        let logits = predicting_rows(&hidden.logits(i)?, w.len())?;
+        let logits = predicting_rows(&out.logits(i, w)?, w.len())?;
         check_finite(&logits, vocab, model.dir, i)?;
         for (row, &next) in logits.chunks_exact(vocab).zip(&w[1..]) {
             nll += log_normalizer(row) - row[next as usize] as f64;
@@ -147,6 +145,74 @@ pub fn perplexity(
         }
     }
     Ok(perplexity_of(nll, positions))
+}
+
+/// How a model's windows are run: a whole checkpoint one layer at a time (memory near one
+/// layer), or a pre-sharded artifact with all its tensor-parallel ranks loaded.
+enum Runner {
+    Layers(LayerSource),
+    Sharded(crate::tp::ShardedModel),
+}
+
+enum Outputs {
+    Hidden(crate::layerwise::Hidden),
+    /// Logits are computed window by window when asked for.
+    Sharded(crate::tp::ShardedModel),
+}
+
+impl Runner {
+    fn open(side: Side) -> Result<Self> {
+        if crate::tp::is_sharded(side.dir) {
+            return Ok(Runner::Sharded(crate::tp::ShardedModel::load(
+                side.dir, side.opts,
+            )?));
+        }
+        Ok(Runner::Layers(LayerSource::open(side.dir, side.opts)?))
+    }
+
+    fn vocab(&self) -> usize {
+        match self {
+            Runner::Layers(s) => s.params().vocab_size,
+            Runner::Sharded(m) => m.params().vocab_size,
+        }
+    }
+
+    /// Progress steps of [`Runner::run`].
+    fn steps(&self) -> usize {
+        match self {
+            Runner::Layers(s) => s.params().num_layers,
+            Runner::Sharded(_) => 1,
+        }
+    }
+
+    fn run(self, windows: &[Vec<u32>], mut progress: impl FnMut(usize) -> bool) -> Result<Outputs> {
+        match self {
+            Runner::Layers(s) => Ok(Outputs::Hidden(run_layers(
+                &s,
+                windows,
+                |_, _| {},
+                |done, _| progress(done),
+            )?)),
+            Runner::Sharded(m) => {
+                if !progress(1) {
+                    return Err(RuntimeError::Stopped);
+                }
+                Ok(Outputs::Sharded(m))
+            }
+        }
+    }
+}
+
+impl Outputs {
+    fn logits(&self, i: usize, window: &[u32]) -> Result<Tensor> {
+        match self {
+            Outputs::Hidden(h) => h.logits(i),
+            Outputs::Sharded(m) => {
+                let mut cache = m.new_cache(window.len())?;
+                m.forward(window, &mut cache, crate::model::Logits::All)
+            }
+        }
+    }
 }
 
 /// The rows of `[len, vocab]` logits that predict a next token (all but the last).

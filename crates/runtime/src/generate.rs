@@ -48,9 +48,58 @@ pub struct GenerateReport {
     pub decode_tokens_per_second: f64,
 }
 
+/// A model generation can drive: the whole model, or its tensor-parallel ranks together.
+pub trait CausalLm {
+    type Cache;
+    fn params(&self) -> &crate::ModelParams;
+    fn new_cache(&self, capacity: usize) -> Result<Self::Cache>;
+    fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut Self::Cache,
+        want: Logits,
+    ) -> Result<candle_core::Tensor>;
+}
+
+impl CausalLm for Model {
+    type Cache = crate::KvCache;
+    fn params(&self) -> &crate::ModelParams {
+        Model::params(self)
+    }
+    fn new_cache(&self, capacity: usize) -> Result<Self::Cache> {
+        Model::new_cache(self, capacity)
+    }
+    fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut Self::Cache,
+        want: Logits,
+    ) -> Result<candle_core::Tensor> {
+        Model::forward(self, tokens, cache, want)
+    }
+}
+
+impl CausalLm for crate::tp::ShardedModel {
+    type Cache = crate::tp::ShardedCache;
+    fn params(&self) -> &crate::ModelParams {
+        crate::tp::ShardedModel::params(self)
+    }
+    fn new_cache(&self, capacity: usize) -> Result<Self::Cache> {
+        crate::tp::ShardedModel::new_cache(self, capacity)
+    }
+    fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut Self::Cache,
+        want: Logits,
+    ) -> Result<candle_core::Tensor> {
+        crate::tp::ShardedModel::forward(self, tokens, cache, want)
+    }
+}
+
 /// Generates from `prompt` (token ids), calling `on_text` with each piece of final text.
-pub fn generate(
-    model: &Model,
+pub fn generate<M: CausalLm>(
+    model: &M,
     tokenizer: &Tokenizer,
     prompt: &[u32],
     opts: &GenerateOptions,
