@@ -1,4 +1,4 @@
-//! Whole-model quantization wall time beside copying the same files.
+//! Whole-model quantization and sharding wall time beside copying the same files.
 //!
 //! Both run on the imported SmolLM2-135M (bf16, ~270 MB), with a warm page cache,
 //! writing into a fresh directory on the same filesystem. The job includes everything
@@ -41,6 +41,34 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    // Sharding for 3 GPUs (SmolLM2's 9 heads), alone and after FP8 quantization in one job,
+    // beside the same two passes run as two jobs (quantize, then shard its output).
+    use temper_core::spec::Technique::{Quantization, Sharding};
+    let tp: &[(&str, &str)] = &[
+        ("OPTION_TENSOR_PARALLEL_DEGREE", "3"),
+        ("OPTION_EVAL", "false"),
+    ];
+    let fp8: &[(&str, &str)] = &[("OPTION_QUANTIZE", "fp8"), ("OPTION_EVAL", "false")];
+    let run = |spec: &temper_core::spec::JobSpec| {
+        let cancel = Cancel::new();
+        let mut sink = |_e: temper_pipeline::progress::Event| {};
+        temper_pipeline::run_job(spec, isa, &mut sink, &cancel).unwrap()
+    };
+    let shard = temper_benches::job(&model, &out, &[(Sharding, tp)]);
+    g.bench_function("shard_tp3", |b| b.iter(|| run(&shard)));
+    let both = temper_benches::job(&model, &out, &[(Quantization, fp8), (Sharding, tp)]);
+    g.bench_function("quantize_fp8_then_shard_tp3_one_job", |b| {
+        b.iter(|| run(&both))
+    });
+    let mid = scratch.path().join("mid");
+    let first = temper_benches::job(&model, &mid, &[(Quantization, fp8)]);
+    let second = temper_benches::job(&mid, &out, &[(Sharding, tp)]);
+    g.bench_function("quantize_fp8_then_shard_tp3_two_jobs", |b| {
+        b.iter(|| {
+            run(&first);
+            run(&second)
+        })
+    });
     g.finish();
 }
 

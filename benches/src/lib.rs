@@ -148,17 +148,37 @@ pub fn fp8_scale(absmax: f32) -> f32 {
 /// A local quantization job of `model` into `out` for ml.g6.12xlarge with `env` as the
 /// quantization options (replacing an existing output).
 pub fn quantize_job(model: &Path, out: &Path, env: &[(&str, &str)]) -> temper_core::spec::JobSpec {
-    use temper_core::spec::{JobSpec, Location, Optimization, Stopping, Technique};
-    let env = env
+    job(
+        model,
+        out,
+        &[(temper_core::spec::Technique::Quantization, env)],
+    )
+}
+
+/// A local job of `model` into `out` for ml.g6.12xlarge: each optimization with its options,
+/// in order (replacing an existing output).
+pub fn job(
+    model: &Path,
+    out: &Path,
+    passes: &[(temper_core::spec::Technique, &[(&str, &str)])],
+) -> temper_core::spec::JobSpec {
+    use temper_core::spec::{JobSpec, Location, Optimization, Stopping};
+    let optimizations = passes
         .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .map(|(technique, env)| {
+            let env = env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            Optimization::new(*technique, env)
+        })
         .collect();
     JobSpec {
         name: "bench".into(),
         source: Location::Local(model.to_path_buf()),
         output: Location::Local(out.to_path_buf()),
         instance_type: "ml.g6.12xlarge".into(),
-        optimizations: vec![Optimization::new(Technique::Quantization, env)],
+        optimizations,
         environment: Default::default(),
         stopping: Stopping::default(),
         kms_key_id: None,

@@ -2,8 +2,9 @@
 //! size of its largest tensor and of the whole model; and its wall time beside a plain
 //! copy (with fsync) of the same files, measured in the same run.
 //!
-//! Usage: cargo run --release -p temper-benches --bin peak_rss -- [LAYERS] [SCHEME]
-//! (default 12 layers of Llama-2-7B shapes, about 5 GB of bf16; scheme fp8 or int8).
+//! Usage: cargo run --release -p temper-benches --bin peak_rss -- [LAYERS] [JOB]
+//! (default 12 layers of Llama-2-7B shapes, about 5 GB of bf16; JOB fp8, int8, shard (tensor
+//! parallel 8) or fp8+shard).
 //! Needs `target/release/optimize` (cargo build --release --bin optimize).
 
 use std::process::Command;
@@ -35,15 +36,19 @@ fn main() {
     let copy_seconds = copy_dir(&model_dir, &scratch.path().join("copy"));
     let out = scratch.path().join("out");
     let started = std::time::Instant::now();
+    let job: Vec<&str> = match scheme.as_str() {
+        "shard" => vec!["--tensor-parallel", "8"],
+        "fp8+shard" => vec!["--quantize", "fp8", "--tensor-parallel", "8"],
+        other => vec!["--quantize", other],
+    };
     let output = Command::new(&bin)
         .args([
             "--model",
             model_dir.to_str().unwrap(),
             "--instance-type",
             "ml.p4de.24xlarge",
-            "--quantize",
-            &scheme,
         ])
+        .args(&job)
         .args(["--output", out.to_str().unwrap(), "--json"])
         .output()
         .expect("optimize runs");

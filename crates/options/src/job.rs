@@ -245,3 +245,157 @@ impl CommonOptions {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use temper_core::spec::{Location, Optimization, Stopping};
+    use temper_format::Scheme;
+
+    fn spec(passes: &[(Technique, &[(&str, &str)])]) -> JobSpec {
+        JobSpec {
+            name: "j".into(),
+            source: Location::Local("m".into()),
+            output: Location::Local("o".into()),
+            instance_type: "ml.g6.12xlarge".into(),
+            optimizations: passes
+                .iter()
+                .map(|(t, env)| {
+                    Optimization::new(
+                        *t,
+                        env.iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect(),
+                    )
+                })
+                .collect(),
+            environment: BTreeMap::new(),
+            stopping: Stopping::default(),
+            kms_key_id: None,
+            role_arn: None,
+            tags: vec![],
+            overwrite: false,
+        }
+    }
+
+    fn quantize(env: &[(&str, &str)]) -> Result<JobOptions> {
+        JobOptions::parse(&spec(&[(Technique::Quantization, env)]))
+    }
+
+    #[test]
+    fn defaults_and_every_scheme() {
+        let o = quantize(&[("OPTION_QUANTIZE", "fp8")]).unwrap();
+        assert_eq!(o.quantize().unwrap().scheme, Scheme::Fp8Dynamic);
+        assert_eq!(o.quantize().unwrap().ignore, vec!["lm_head"]);
+        assert_eq!(o.common.samples.eval_windows, DEFAULT_EVAL_SAMPLES);
+        for (env, scheme) in [
+            (
+                vec![("OPTION_QUANTIZE", "int8")],
+                Scheme::W8A16 { group: None },
+            ),
+            (
+                vec![
+                    ("OPTION_QUANTIZE", "fp8"),
+                    ("OPTION_FP8_SCHEME", "FP8_BLOCK"),
+                ],
+                Scheme::Fp8Block,
+            ),
+            (
+                vec![
+                    ("OPTION_QUANTIZE", "int8"),
+                    ("OPTION_QUANT_GROUP_SIZE", "128"),
+                ],
+                Scheme::W8A16 { group: Some(128) },
+            ),
+            (
+                vec![("OPTION_QUANTIZE", "int8"), ("OPTION_INT8_SCHEME", "W8A8")],
+                Scheme::W8A8,
+            ),
+            (
+                vec![("OPTION_QUANTIZE", "fp8"), ("OPTION_FP8_SCHEME", "FP8")],
+                Scheme::Fp8Static,
+            ),
+        ] {
+            assert_eq!(quantize(&env).unwrap().quantize().unwrap().scheme, scheme);
+        }
+    }
+
+    #[test]
+    fn errors_name_option_and_value_without_cli_flags() {
+        for (env, option, value) in [
+            (vec![("OPTION_QUANTIZE", "int4")], "OPTION_QUANTIZE", "int4"),
+            (
+                vec![("OPTION_QUANTIZE", "fp8"), ("OPTION_CALIB_SIZE", "0")],
+                "OPTION_CALIB_SIZE",
+                "0",
+            ),
+            (
+                vec![
+                    ("OPTION_QUANTIZE", "int8"),
+                    ("OPTION_QUANT_GROUP_SIZE", "-3"),
+                ],
+                "OPTION_QUANT_GROUP_SIZE",
+                "-3",
+            ),
+            (
+                vec![("OPTION_FP8_SCHEME", "FP8")],
+                "OPTION_QUANTIZE",
+                "(not set)",
+            ),
+        ] {
+            let err = quantize(&env).unwrap_err().to_string();
+            assert!(err.contains(&format!("{option}={value}")), "{err}");
+            assert!(
+                !err.contains("--"),
+                "a library error names a CLI flag: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn passes_keep_their_order_and_job_wide_options_are_shared() {
+        let o = JobOptions::parse(&spec(&[
+            (
+                Technique::Quantization,
+                &[("OPTION_QUANTIZE", "int8"), ("OPTION_EVAL", "false")],
+            ),
+            (
+                Technique::Sharding,
+                &[
+                    ("OPTION_TENSOR_PARALLEL_DEGREE", "4"),
+                    ("OPTION_MAX_ROLLING_BATCH_SIZE", "32"),
+                ],
+            ),
+        ]))
+        .unwrap();
+        let names: Vec<_> = o.passes.iter().map(PassOptions::name).collect();
+        assert_eq!(names, ["quantize", "shard"]);
+        assert_eq!(o.requested_degree, Some(4));
+        assert_eq!(o.common.samples.eval_windows, 0);
+        assert_eq!(o.passthrough["OPTION_MAX_ROLLING_BATCH_SIZE"], "32");
+        assert!(!o.passthrough.contains_key("OPTION_TENSOR_PARALLEL_DEGREE"));
+        let err = JobOptions::parse(&spec(&[
+            (Technique::Sharding, &[]),
+            (Technique::Quantization, &[("OPTION_QUANTIZE", "fp8")]),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("must be the last"), "{err}");
+        for bad in ["0", "-1", "abc", "65"] {
+            let err = JobOptions::parse(&spec(&[(
+                Technique::Sharding,
+                &[("OPTION_TENSOR_PARALLEL_DEGREE", bad)],
+            )]))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains(&format!("OPTION_TENSOR_PARALLEL_DEGREE={bad}")),
+                "{err}"
+            );
+        }
+        let err = JobOptions::parse(&spec(&[(Technique::Compilation, &[])]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not built yet"), "{err}");
+    }
+}
