@@ -111,7 +111,11 @@ fn unknown_architecture_is_refused_with_a_way_out() {
     expect_failure(
         m.path(),
         &[],
-        &["BertModel", "bert", "--allow-unknown-architecture"],
+        &[
+            "BertModel",
+            "bert",
+            "OPTION_ALLOW_UNKNOWN_ARCHITECTURE=true",
+        ],
     );
     let parent = tempfile::tempdir().unwrap();
     let out = parent.path().join("out");

@@ -150,8 +150,8 @@ impl ModelConfig {
                 architecture: self.architecture.clone(),
                 model_type: self.model_type.clone(),
                 reason: format!(
-                    "known families are {}. Linear weights can still be found by name and shape: pass \
-                     --allow-unknown-architecture to quantize them, but check that your serving engine \
+                    "known families are {}. Linear weights can still be found by name and shape: set \
+                     OPTION_ALLOW_UNKNOWN_ARCHITECTURE=true to quantize them, but check that your serving engine \
                      supports this architecture",
                     Family::SUPPORTED
                 ),
@@ -259,7 +259,7 @@ mod tests {
         let c = ModelConfig::from_map(Path::new("config.json"), raw).unwrap();
         let err = c.check_supported(false).unwrap_err().to_string();
         assert!(
-            err.contains("BertModel") && err.contains("--allow-unknown-architecture"),
+            err.contains("BertModel") && err.contains("OPTION_ALLOW_UNKNOWN_ARCHITECTURE=true"),
             "{err}"
         );
         c.check_supported(true).unwrap();

@@ -43,7 +43,7 @@ pub enum Error {
         model_type: String,
         reason: String,
     },
-    #[error("output {path} already exists; pass --overwrite to replace it, or choose another output directory")]
+    #[error("output {path} already exists and is never replaced unless the job asks for it; choose another output directory (optimize: add --overwrite to replace it)")]
     OutputExists { path: PathBuf },
     #[error("invalid job specification: {0}")]
     Spec(String),

@@ -81,7 +81,7 @@ pub fn sample_windows(
     if short {
         return Err(Error::Plan(format!(
             "the sample data ({source}) gives {available} windows of {} tokens, and the job needs {} \
-             ({} for the quality evaluation{}); give more text with OPTION_CALIB_DATA (--calib-data), or \
+             ({} for the quality evaluation{}); give more text with OPTION_CALIB_DATA, or \
              lower OPTION_MAX_MODEL_LEN, OPTION_EVAL_SAMPLES or OPTION_CALIB_SIZE",
             opts.window_len,
             if calibrate { wanted } else { needed_for_eval },
