@@ -48,6 +48,35 @@ _DELETE = object()
 
 # (id, change to a valid request, text the ValidationException message must contain)
 INVALID_CREATES = [
+    # Options are parsed at Create: a bad value is refused by name, not a failed job.
+    (
+        "tp-degree-zero",
+        _set(["OptimizationConfigs"], [{"ModelShardingConfig": {"OverrideEnvironment": {"OPTION_TENSOR_PARALLEL_DEGREE": "0"}}}]),
+        "OPTION_TENSOR_PARALLEL_DEGREE=0",
+    ),
+    (
+        "tp-degree-negative",
+        _set(["OptimizationConfigs"], [{"ModelShardingConfig": {"OverrideEnvironment": {"OPTION_TENSOR_PARALLEL_DEGREE": "-2"}}}]),
+        "OPTION_TENSOR_PARALLEL_DEGREE=-2",
+    ),
+    (
+        "tp-degree-not-a-number",
+        _set(["OptimizationConfigs"], [{"ModelShardingConfig": {"OverrideEnvironment": {"OPTION_TENSOR_PARALLEL_DEGREE": "abc"}}}]),
+        "OPTION_TENSOR_PARALLEL_DEGREE=abc",
+    ),
+    (
+        "quantize-method-unknown",
+        _set(["OptimizationConfigs"], [{"ModelQuantizationConfig": {"OverrideEnvironment": {"OPTION_QUANTIZE": "int4"}}}]),
+        "OPTION_QUANTIZE=int4",
+    ),
+    (
+        "shard-before-quantize",
+        _set(
+            ["OptimizationConfigs"],
+            [{"ModelShardingConfig": {}}, {"ModelQuantizationConfig": {"OverrideEnvironment": {"OPTION_QUANTIZE": "fp8"}}}],
+        ),
+        "must be the last",
+    ),
     ("name-pattern", _set(["OptimizationJobName"], "bad_name!"), "optimizationJobName"),
     ("name-too-long", _set(["OptimizationJobName"], "a" * 64), "optimizationJobName"),
     ("name-missing", _set(["OptimizationJobName"], _DELETE), "optimizationJobName"),
@@ -286,10 +315,11 @@ def test_list_filters_sorting_and_pagination(server):
             time.sleep(1.2)
             middle = datetime.datetime.now(datetime.timezone.utc)
             time.sleep(1.2)
+        # Options valid at Create (they are parsed there); the jobs fail in their workers.
         configs = (
-            [{"ModelQuantizationConfig": {}}]
+            [{"ModelQuantizationConfig": {"OverrideEnvironment": {"OPTION_QUANTIZE": "fp8"}}}]
             if i % 2 == 0
-            else [{"ModelCompilationConfig": {}}]
+            else [{"ModelShardingConfig": {"OverrideEnvironment": {"OPTION_TENSOR_PARALLEL_DEGREE": "1"}}}]
         )
         sm.create_optimization_job(**quick_request(name, OptimizationConfigs=configs))
     for name in names:

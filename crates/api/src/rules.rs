@@ -5,7 +5,9 @@
 //!
 //! Rules SageMaker states and this module enforces:
 //! - sharding combines with no other technique ("quantize first, then shard" in a
-//!   second job);
+//!   second job) — except that temper lifts the rule for quantization: quantization and
+//!   sharding in one job run quantize, then shard, and write exactly the pre-sharded
+//!   checkpoint the two jobs SageMaker asks for would (vLLM `load_format=sharded_state`);
 //! - compilation and speculative decoding do not combine;
 //! - Neuron instances (`ml.inf*`, `ml.trn*`) take compilation only;
 //! - SmoothQuant (`OPTION_QUANTIZE=smoothquant`) only together with compilation.
@@ -50,10 +52,10 @@ pub(crate) fn violations(req: &CreateOptimizationJobRequest) -> Vec<Violation> {
         ));
     }
     let has = |name: &str| names.contains(&name);
-    if has(SHARDING) && names.iter().any(|n| *n != SHARDING) {
+    if has(SHARDING) && names.iter().any(|n| *n != SHARDING && *n != QUANTIZATION) {
         broken(format!(
-            "{SHARDING} combines with no other optimization in one job; \
-             run the other techniques first, then shard their output in a second job"
+            "{SHARDING} combines only with {QUANTIZATION} in one job (temper quantizes, then \
+             shards); run the other techniques first, then shard their output in a second job"
         ));
     }
     if has(COMPILATION) && has(SPECULATIVE) {

@@ -59,13 +59,17 @@ fn allowed_combinations_pass() {
     assert!(parse(&request("ml.trn1n.32xlarge", json!([compile()]))).is_ok());
 }
 
+/// temper lifts SageMaker's rule for quantization (quantize, then shard, in one job) and
+/// keeps it for the other techniques.
 #[test]
-fn sharding_combines_with_nothing() {
+fn sharding_combines_with_quantization_only() {
+    let req = parse(&request("ml.g6.12xlarge", json!([quant(), shard()]))).unwrap();
+    assert!(to_job_spec(&req, &ConvertOptions::default()).is_ok());
     refused(
-        &request("ml.g6.12xlarge", json!([quant(), shard()])),
+        &request("ml.g6.12xlarge", json!([compile(), shard()])),
         &[
-            "Value '[ModelQuantizationConfig, ModelShardingConfig]' at 'optimizationConfigs'",
-            "ModelShardingConfig combines with no other optimization in one job",
+            "Value '[ModelCompilationConfig, ModelShardingConfig]' at 'optimizationConfigs'",
+            "ModelShardingConfig combines only with ModelQuantizationConfig",
         ],
     );
 }

@@ -79,6 +79,10 @@ impl Service {
         // the worker could not do (a model registry source, https:// locations).
         let spec = temper_api::to_job_spec(&request, &options)?;
         access::check(&spec, &self.config.local_roots)?;
+        // Every pass's OPTION_* values, typed, now: a bad one is this request's
+        // ValidationException, never a job that fails later in its worker.
+        temper_options::JobOptions::parse(&spec)
+            .map_err(|e| ApiError::ValidationException(e.to_string()))?;
         let _one_at_a_time = self.creating.lock().unwrap_or_else(|p| p.into_inner());
         let (stored, unfinished) = self.store.counts()?;
         if stored >= self.config.max_jobs {
