@@ -150,7 +150,7 @@ pub fn perplexity(
 /// How a model's windows are run: a whole checkpoint one layer at a time (memory near one
 /// layer), or a pre-sharded artifact with all its tensor-parallel ranks loaded.
 enum Runner {
-    Layers(LayerSource),
+    Layers(Box<LayerSource>),
     Sharded(crate::tp::ShardedModel),
 }
 
@@ -167,7 +167,7 @@ impl Runner {
                 side.dir, side.opts,
             )?));
         }
-        Ok(Runner::Layers(LayerSource::open(side.dir, side.opts)?))
+        Ok(Runner::Layers(Box::new(LayerSource::open(side.dir, side.opts)?)))
     }
 
     fn vocab(&self) -> usize {

@@ -6,7 +6,6 @@
 
 use crate::service::Service;
 use crate::sigv4::{self, RequestParts, SigError};
-use crate::worker_files;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -17,6 +16,7 @@ use futures::StreamExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use temper_api::{ApiError, Operation};
+use temper_jobdir::files as worker_files;
 
 const JSON_11: &str = "application/x-amz-json-1.1";
 /// The service name clients sign for (the model's `signingName`).

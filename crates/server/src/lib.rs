@@ -8,22 +8,20 @@
 //! - [`http`]: the wire protocol, signature checks, body limit;
 //! - [`service`]: the five operations;
 //! - [`store`] / [`sqlite`]: where jobs are kept;
-//! - [`supervisor`]: worker processes, StoppingCondition, reconciliation after restart;
-//! - [`worker`]: what a worker process does; [`objects`]: S3 transfers.
+//! - [`supervisor`]: worker processes, StoppingCondition, reconciliation after restart.
+//!
+//! The worker is its own crate (temper-worker), which this one does not link: the server
+//! never loads the model runtime. They share a job's directory (temper-jobdir).
 
-pub mod access;
 pub mod client;
 pub mod config;
 pub mod http;
 pub mod list;
-pub mod objects;
 pub mod service;
 pub mod sigv4;
 pub mod sqlite;
 pub mod store;
 pub mod supervisor;
-pub mod worker;
-pub mod worker_files;
 
 use config::Config;
 use std::sync::Arc;

@@ -2,9 +2,9 @@
 //! Synchronous: the HTTP layer runs them on tokio's blocking pool.
 
 use crate::config::Config;
+use crate::list;
 use crate::store::{Deleted, JobRecord, JobStore, JobSummary, StoreError};
 use crate::supervisor::Wake;
-use crate::{access, list};
 use std::sync::Arc;
 use temper_api::{
     ApiError, ConvertOptions, CreateOptimizationJobResponse, DescribeOptimizationJobRequest,
@@ -12,6 +12,7 @@ use temper_api::{
     ListOptimizationJobsResponse, Operation, OptimizationJobStatus, OptimizationJobSummary,
     OptimizationOutput,
 };
+use temper_jobdir::access;
 
 pub struct Service {
     pub store: Arc<dyn JobStore>,

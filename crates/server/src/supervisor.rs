@@ -17,7 +17,6 @@
 
 use crate::config::Config;
 use crate::store::{status_name, JobRecord, JobStore};
-use crate::worker_files::{self, WorkerResult};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use std::collections::HashMap;
@@ -27,6 +26,8 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
 use temper_api::{EpochSeconds, OptimizationJobStatus};
+use temper_jobdir::files as worker_files;
+use temper_jobdir::files::WorkerResult;
 
 /// Wakes the supervisor early (a job was created or stopped).
 #[derive(Clone)]
@@ -265,7 +266,13 @@ impl Supervisor {
                 _ => {}
             }
         }
-        worker_files::write_request(&dir, &job.request)?;
+        // The worker runs the spec exactly as Create built and checked it.
+        let convert = temper_api::ConvertOptions {
+            allow_local_paths: !self.config.local_roots.is_empty(),
+        };
+        let spec = temper_api::to_job_spec(&job.request, &convert)
+            .map_err(|e| std::io::Error::other(format!("{}: {}", e.type_name(), e.message())))?;
+        worker_files::write_spec(&dir, &spec)?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

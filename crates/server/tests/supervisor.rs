@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 use temper_api::{EpochSeconds, OptimizationJobStatus};
+use temper_jobdir::files::{self as worker_files, WorkerResult};
 use temper_server::config::{Config, S3Settings};
 use temper_server::store::{JobRecord, JobStore};
-use temper_server::worker_files::{self, WorkerResult};
 
 fn config(dir: &std::path::Path) -> Config {
     Config {

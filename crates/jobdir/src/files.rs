@@ -1,15 +1,15 @@
 //! The files through which the server and a job's worker talk, all in the job's
-//! directory: the request the worker runs, its log, its progress while it runs, and
+//! directory: the job spec the worker runs (planned and checked by the server at Create), its log, its progress while it runs, and
 //! its result. Each file the worker writes whole is staged and renamed into place, so
 //! a reader never sees half of one.
 
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use temper_api::CreateOptimizationJobRequest;
+use temper_core::spec::JobSpec;
 
-pub fn request_path(dir: &Path) -> PathBuf {
-    dir.join("request.json")
+pub fn spec_path(dir: &Path) -> PathBuf {
+    dir.join("spec.json")
 }
 pub fn log_path(dir: &Path) -> PathBuf {
     dir.join("worker.log")
@@ -76,9 +76,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&staged, path)
 }
 
-pub fn write_request(dir: &Path, request: &CreateOptimizationJobRequest) -> std::io::Result<()> {
-    let json = serde_json::to_vec_pretty(request).map_err(std::io::Error::other)?;
-    write_atomic(&request_path(dir), &json)
+pub fn write_spec(dir: &Path, spec: &JobSpec) -> std::io::Result<()> {
+    let json = serde_json::to_vec_pretty(spec).map_err(std::io::Error::other)?;
+    write_atomic(&spec_path(dir), &json)
+}
+
+pub fn read_spec(dir: &Path) -> std::io::Result<JobSpec> {
+    let bytes = std::fs::read(spec_path(dir))?;
+    serde_json::from_slice(&bytes).map_err(std::io::Error::other)
 }
 
 pub fn read_result(dir: &Path) -> Option<WorkerResult> {

@@ -1,19 +1,18 @@
-//! What a `temper-worker` process does for one job: read the request the server
-//! stored, fetch an S3 model to the job directory, run the same job `optimize
-//! --request` runs, send an S3 output back, and report progress and the result
-//! through the files of [`crate::worker_files`].
+//! What a `temper-worker` process does for one job: read the job spec the server planned
+//! and stored, fetch an S3 model to the job directory, run the same job `optimize` runs,
+//! send an S3 output back, and report progress and the result through the files of
+//! [`temper_jobdir::files`].
 //!
 //! SIGTERM (from StopOptimizationJob or MaxRuntimeInSeconds) sets the job's cancel
 //! flag: the pipeline stops at its next tensor and removes its staged output, a
 //! transfer stops at once, and the worker reports `stopped`.
 
 use crate::objects::{self, S3Options};
-use crate::worker_files::{self, Progress, WorkerResult};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use temper_api::ConvertOptions;
 use temper_core::spec::Location;
+use temper_jobdir::files::{self as worker_files, Progress, WorkerResult};
 use temper_pipeline::progress::{Cancel, Event};
 
 /// The worker's settings, from its command line.
@@ -171,22 +170,15 @@ fn run_job(
     cancel: &Arc<Cancel>,
     reporter: &Arc<Mutex<Reporter>>,
 ) -> Result<WorkerResult, JobError> {
-    let request_path = worker_files::request_path(&args.job_dir);
-    let body = std::fs::read(&request_path).map_err(|source| JobError::Io {
-        what: "reading the job request",
-        path: request_path.clone(),
+    let spec_path = worker_files::spec_path(&args.job_dir);
+    // The server built and checked this spec at Create (options parsed, local paths held
+    // to its roots); the roots are checked again here, as they may have changed since.
+    let mut spec = worker_files::read_spec(&args.job_dir).map_err(|source| JobError::Io {
+        what: "reading the job spec",
+        path: spec_path.clone(),
         source,
     })?;
-    // The server checked the request (local paths against its roots included); read it
-    // as the CLI reads a request document.
-    let options = ConvertOptions {
-        allow_local_paths: true,
-    };
-    let request = temper_api::parse_create_request_with(&body, &options)
-        .map_err(|e| JobError::Request(format!("{}: {}", e.type_name(), e.message())))?;
-    let mut spec = temper_api::to_job_spec(&request, &options)
-        .map_err(|e| JobError::Request(format!("{}: {}", e.type_name(), e.message())))?;
-    crate::access::check(&spec, &args.local_roots)
+    temper_jobdir::access::check(&spec, &args.local_roots)
         .map_err(|e| JobError::Request(e.message().to_string()))?;
     eprintln!(
         "job {}: {} -> {} for {}",

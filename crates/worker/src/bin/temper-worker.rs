@@ -1,18 +1,18 @@
 //! `temper-worker`: runs one job of the job API in its own process. The server starts
 //! it with the job's directory; it is not meant to be run by hand, but can be, on a
-//! directory holding a `request.json` (a CreateOptimizationJob document).
+//! directory holding a `spec.json` (a planned job spec).
 
 use clap::Parser;
 use std::path::PathBuf;
 use std::sync::Arc;
+use temper_jobdir::files::WorkerResult;
 use temper_pipeline::progress::Cancel;
-use temper_server::worker::{self, WorkerArgs};
-use temper_server::worker_files::WorkerResult;
+use temper_worker::run::{self as worker, WorkerArgs};
 
 #[derive(Parser)]
 #[command(version, about = "Runs one temper job (started by temper-server)")]
 struct Args {
-    /// The job's directory: request.json in; worker.log, progress.json, result.json out.
+    /// The job's directory: spec.json in; worker.log, progress.json, result.json out.
     #[arg(long)]
     job_dir: PathBuf,
     /// S3-compatible endpoint URL (default: AWS).
