@@ -31,8 +31,14 @@ fn bench(c: &mut Criterion) {
     for (name, env) in [
         // The quality evaluation (a separate, model-running step) is left out, as in the
         // figures of BENCHMARKS.md.
-        ("quantize_fp8_dynamic", vec![("OPTION_QUANTIZE", "fp8"), ("OPTION_EVAL", "false")]),
-        ("quantize_int8_w8a16", vec![("OPTION_QUANTIZE", "int8"), ("OPTION_EVAL", "false")]),
+        (
+            "quantize_fp8_dynamic",
+            vec![("OPTION_QUANTIZE", "fp8"), ("OPTION_EVAL", "false")],
+        ),
+        (
+            "quantize_int8_w8a16",
+            vec![("OPTION_QUANTIZE", "int8"), ("OPTION_EVAL", "false")],
+        ),
     ] {
         let spec = temper_benches::quantize_job(&model, &out, &env);
         g.bench_function(name, |b| {
