@@ -167,7 +167,9 @@ impl Runner {
                 side.dir, side.opts,
             )?));
         }
-        Ok(Runner::Layers(Box::new(LayerSource::open(side.dir, side.opts)?)))
+        Ok(Runner::Layers(Box::new(LayerSource::open(
+            side.dir, side.opts,
+        )?)))
     }
 
     fn vocab(&self) -> usize {
