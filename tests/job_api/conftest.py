@@ -36,7 +36,7 @@ def _env_path(var: str) -> Path:
     if not value or not Path(value).exists():
         pytest.fail(
             f"{var}={value!r} is not set or does not exist; run scripts/test.sh, or build "
-            "with `cargo build --release -p temper-server` and set TEMPER_BIN_DIR=target/release "
+            "with `cargo build --release -p temper-server -p temper-worker` and set TEMPER_BIN_DIR=target/release "
             "and TEMPER_SOURCE_MODEL=.cache/models/smollm2-135m-instruct",
             pytrace=False,
         )
