@@ -26,6 +26,9 @@ run fp8-static --quantize fp8 --scheme FP8
 run int8-w8a16 --quantize int8
 run int8-w8a16-g64 --quantize int8 --group-size 64
 run int8-w8a8 --quantize int8 --scheme W8A8
+# Tensor-parallel rank files, reassembled and compared byte for byte by tests/python.
+run tp3-dense --tensor-parallel 3
+run tp3-int8 --quantize int8 --tensor-parallel 3
 # FP8_BLOCK needs 128-aligned fused layers (SmolLM2's 576 are not, and the plan refuses
 # it as vLLM would): a small aligned f32 Llama with random weights stands in.
 aligned=.cache/models/aligned-llama-f32
