@@ -81,6 +81,39 @@ def test_full_lifecycle_from_and_to_s3(server, s3):
     assert "manifest.json" in objects_under(s3, "out", "llama-fp8/")
 
 
+def test_quantize_then_shard_in_one_job(server, s3):
+    """temper lifts SageMaker's one-technique rule for sharding: FP8 then tensor-parallel 3
+    in one job writes vLLM's per-rank files, and the manifest accounts for them."""
+    sm = server.client()
+    req = create_request(
+        "fp8-tp3",
+        OutputConfig={"S3OutputLocation": "s3://out/fp8-tp3/"},
+        OptimizationConfigs=[
+            {"ModelQuantizationConfig": {"OverrideEnvironment": {"OPTION_QUANTIZE": "fp8"}}},
+            {"ModelShardingConfig": {"OverrideEnvironment": {"OPTION_TENSOR_PARALLEL_DEGREE": "3"}}},
+        ],
+    )
+    sm.create_optimization_job(**req)
+    d = wait_for_status(sm, "fp8-tp3", TERMINAL)
+    assert d["OptimizationJobStatus"] == "COMPLETED", d.get("FailureReason")
+    assert d["OptimizationConfigs"] == req["OptimizationConfigs"]
+    out = objects_under(s3, "out", "fp8-tp3/")
+    for name in [f"model-rank-{r}-part-0.safetensors" for r in range(3)] + [
+        "config.json", "serving.properties", "manifest.json", "tokenizer.json"
+    ]:
+        assert name in out, sorted(out)
+    assert "model.safetensors" not in out and not any(k.startswith(".pass-") for k in out), sorted(out)
+    props = s3.get_object(Bucket="out", Key="fp8-tp3/serving.properties")["Body"].read().decode()
+    assert "option.tensor_parallel_degree=3" in props and "option.load_format=sharded_state" in props, props
+    manifest = json.loads(s3.get_object(Bucket="out", Key="fp8-tp3/manifest.json")["Body"].read())
+    assert [p["name"] for p in manifest["passes"]] == ["quantize", "shard"]
+    sharding = manifest["sharding"]
+    assert sharding["tensor_parallel_degree"] == 3
+    files = {f["path"]: f for r in sharding["ranks"] for f in r["files"]}
+    for name, f in files.items():
+        assert out[name]["Size"] == f["bytes"] and len(f["sha256"]) == 64, (name, f)
+
+
 def test_stop_during_run_and_delete(server, s3):
     sm = server.client()
     sm.create_optimization_job(**create_request("to-stop"))
