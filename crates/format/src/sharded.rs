@@ -107,40 +107,56 @@ impl Dims {
 
     /// Why this split cannot be made, if it cannot.
     pub fn problem(&self) -> Option<String> {
-        let d = self.degree;
-        if d == 0 {
-            return Some("a degree of 0 splits the model over no device".into());
-        }
-        if !self.heads.is_multiple_of(d) {
-            return Some(format!(
-                "the {} attention heads do not divide by {d}",
-                self.heads
-            ));
-        }
-        if (d > self.kv_heads && !d.is_multiple_of(self.kv_heads))
-            || (d <= self.kv_heads && !self.kv_heads.is_multiple_of(d))
-        {
-            return Some(format!(
-                "{} key/value heads cannot be split or replicated evenly over {d} ranks",
-                self.kv_heads
-            ));
-        }
-        if !self.intermediate.is_multiple_of(d) {
-            return Some(format!(
-                "the intermediate size {} does not divide by {d}",
-                self.intermediate
-            ));
-        }
-        if !self.padded_vocab().is_multiple_of(d) {
-            return Some(format!(
-                "the vocabulary of {} padded to {} (a multiple of {VOCAB_PADDING}, as vLLM pads it) \
-                 does not divide by {d}",
-                self.vocab,
-                self.padded_vocab()
-            ));
-        }
-        None
+        degree_problem(
+            self.heads,
+            self.kv_heads,
+            self.intermediate,
+            self.vocab,
+            self.degree,
+        )
     }
+}
+
+/// Why a model cannot be split `d` ways, if it cannot (vLLM's rules: heads divide; kv heads
+/// divide the degree or are divisible by it, replicated when fewer than the ranks; the MLP's
+/// intermediate size divides; the vocabulary padded to a multiple of 64 divides).
+pub fn degree_problem(
+    heads: usize,
+    kv_heads: usize,
+    intermediate: usize,
+    vocab: usize,
+    d: usize,
+) -> Option<String> {
+    if d == 0 {
+        return Some("a degree of 0 splits the model over no device".into());
+    }
+    if !heads.is_multiple_of(d) {
+        return Some(format!("the {heads} attention heads do not divide by {d}"));
+    }
+    if d > kv_heads && !d.is_multiple_of(kv_heads) {
+        return Some(format!(
+            "{d} ranks cannot share {kv_heads} key/value heads (each kv head is replicated on \
+             degree / kv_heads ranks, so the degree must be a multiple of {kv_heads})"
+        ));
+    }
+    if d <= kv_heads && !kv_heads.is_multiple_of(d) {
+        return Some(format!(
+            "the {kv_heads} key/value heads do not divide by {d}"
+        ));
+    }
+    if !intermediate.is_multiple_of(d) {
+        return Some(format!(
+            "the MLP's intermediate size {intermediate} does not divide by {d}"
+        ));
+    }
+    let padded = vocab.div_ceil(VOCAB_PADDING) * VOCAB_PADDING;
+    if !padded.is_multiple_of(d) {
+        return Some(format!(
+            "the vocabulary of {vocab} tokens, padded to {padded} as vLLM pads it, does not \
+             divide by {d}"
+        ));
+    }
+    None
 }
 
 /// What a piece of a rank tensor holds.

@@ -44,44 +44,13 @@ impl ModelShape {
     /// kv heads divide the degree or are divisible by it, being replicated when fewer than the
     /// ranks; the MLP's intermediate size divides).
     pub fn degree_problem(&self, degree: u32) -> Option<String> {
-        let d = degree as usize;
-        if d == 0 {
-            return Some("a degree of 0 splits the model over no device".into());
-        }
-        if !self.heads.is_multiple_of(d) {
-            return Some(format!(
-                "the {} attention heads do not divide by {d}",
-                self.heads
-            ));
-        }
-        if d > self.kv_heads && !d.is_multiple_of(self.kv_heads) {
-            return Some(format!(
-                "{d} ranks cannot share {} key/value heads (each kv head is replicated on \
-                 degree / kv_heads ranks, so the degree must be a multiple of {})",
-                self.kv_heads, self.kv_heads
-            ));
-        }
-        if d <= self.kv_heads && !self.kv_heads.is_multiple_of(d) {
-            return Some(format!(
-                "the {} key/value heads do not divide by {d}",
-                self.kv_heads
-            ));
-        }
-        if !self.intermediate.is_multiple_of(d) {
-            return Some(format!(
-                "the MLP's intermediate size {} does not divide by {d}",
-                self.intermediate
-            ));
-        }
-        let padded = self.vocab.div_ceil(temper_format::sharded::VOCAB_PADDING)
-            * temper_format::sharded::VOCAB_PADDING;
-        if !padded.is_multiple_of(d) {
-            return Some(format!(
-                "the vocabulary of {} tokens, padded to {padded} as vLLM pads it, does not divide by {d}",
-                self.vocab
-            ));
-        }
-        None
+        temper_format::sharded::degree_problem(
+            self.heads,
+            self.kv_heads,
+            self.intermediate,
+            self.vocab,
+            degree as usize,
+        )
     }
 
     /// Every degree up to `max` the model allows.
