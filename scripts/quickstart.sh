@@ -14,3 +14,9 @@ fi
   --output out/smollm2-fp8 --overwrite
 ./target/release/optimize generate --model out/smollm2-fp8 --chat --max-tokens 48 \
   --prompt "In one sentence, what is FP8 quantization?"
+# The same model quantized and pre-sharded for the 3 GPUs vLLM can split its 9 heads over
+# (vLLM load_format=sharded_state), then run with one thread per tensor-parallel rank.
+./target/release/optimize --model "$model" --instance-type ml.g6.12xlarge --quantize fp8 \
+  --tensor-parallel 3 --output out/smollm2-fp8-tp3 --overwrite --no-eval
+./target/release/optimize generate --model out/smollm2-fp8-tp3 --max-tokens 16 \
+  --prompt "The capital of France is"
