@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use temper_core::checkpoint::Checkpoint;
 use temper_format::quant_config::{InputActivations, LinearScheme, QuantConfig};
 use temper_format::sharded::{self, Dims};
+use temper_kernels::matmul::{Matrix, Weights};
 
 /// The rank files of a sharded artifact, from its manifest.
 pub struct RankFiles {
@@ -142,29 +143,27 @@ pub fn load_rank(
     let quant = QuantConfig::from_config(&ckpt.config)?;
     let p = rank_params(full, dims);
     let (h, d) = (p.hidden_size, p.head_dim);
-    let scheme = |member: &str| -> Result<LinearScheme> {
-        let s = quant
+    let scheme = |member: &str| -> LinearScheme {
+        quant
             .as_ref()
-            .map_or(LinearScheme::DENSE, |q| q.scheme_for(member));
-        if s.inputs == InputActivations::Fp8Static {
-            return Err(RuntimeError::UnsupportedQuantization {
-                path: dir.join("config.json"),
-                detail: "static FP8 (per-tensor input scales) is written in vLLM's sharded layout, but \
-                         this runtime's tensor-parallel loader does not run it yet (its fused per-tensor \
-                         scales need per-member requantization); use FP8_DYNAMIC"
-                    .into(),
-            });
-        }
-        Ok(s)
+            .map_or(LinearScheme::DENSE, |q| q.scheme_for(member))
     };
-    // Row-parallel biases are added once, after the sum: only rank 0 keeps them.
+    // `members`: the rows of each fused member on this rank (their per-tensor scales are
+    // stacked one per member). Row-parallel biases are added once, after the sum: only
+    // rank 0 keeps them.
     let linear = |name: String,
                   member: String,
-                  rows: usize,
+                  members: &[usize],
                   cols: usize,
                   row_parallel: bool|
      -> Result<(String, LoadedLinear)> {
-        let mut l = load::load_linear(&ckpt, &name, rows, cols, scheme(&member)?)?;
+        let rows = members.iter().sum();
+        let s = scheme(&member);
+        let mut l = if s.inputs == InputActivations::Fp8Static {
+            static_fp8(&ckpt, &name, members, cols)?
+        } else {
+            load::load_linear(&ckpt, &name, rows, cols, s)?
+        };
         if row_parallel && rank > 0 {
             l.bias = None;
         }
@@ -174,7 +173,7 @@ pub fn load_rank(
     for i in 0..p.num_layers {
         let at = |m: &str| format!("model.layers.{i}.self_attn.{m}");
         let mlp = |m: &str| format!("model.layers.{i}.mlp.{m}");
-        let qkv_rows = (p.num_heads + 2 * p.num_kv_heads) * d;
+        let (q, kv, f) = (p.num_heads * d, p.num_kv_heads * d, p.intermediate_size);
         layers.push(Layer {
             input_norm: norm(
                 &ckpt,
@@ -187,37 +186,31 @@ pub fn load_rank(
                 h,
             )?,
             qkv: projection(
-                vec![linear(at("qkv_proj"), at("q_proj"), qkv_rows, h, false)?],
+                vec![linear(
+                    at("qkv_proj"),
+                    at("q_proj"),
+                    &[q, kv, kv],
+                    h,
+                    false,
+                )?],
                 opts,
             )?,
             o: projection(
-                vec![linear(
-                    at("o_proj"),
-                    at("o_proj"),
-                    h,
-                    p.num_heads * d,
-                    true,
-                )?],
+                vec![linear(at("o_proj"), at("o_proj"), &[h], q, true)?],
                 opts,
             )?,
             gate_up: projection(
                 vec![linear(
                     mlp("gate_up_proj"),
                     mlp("gate_proj"),
-                    2 * p.intermediate_size,
+                    &[f, f],
                     h,
                     false,
                 )?],
                 opts,
             )?,
             down: projection(
-                vec![linear(
-                    mlp("down_proj"),
-                    mlp("down_proj"),
-                    h,
-                    p.intermediate_size,
-                    true,
-                )?],
+                vec![linear(mlp("down_proj"), mlp("down_proj"), &[h], f, true)?],
                 opts,
             )?,
         });
@@ -254,5 +247,88 @@ pub fn load_rank(
         head,
         bytes_read,
         tensor_bytes: file_bytes,
+    })
+}
+
+/// A static-FP8 Linear of a sharded artifact: FP8 weights with one weight scale and one input
+/// scale per fused member (`[members]`, as vLLM's per-tensor parameters hold them before
+/// processing). Each member's rows keep their own weight scale, and the input is quantized
+/// with the largest input scale, as the unsharded runtime does when it fuses the members.
+fn static_fp8(
+    ckpt: &Checkpoint,
+    prefix: &str,
+    members: &[usize],
+    cols: usize,
+) -> Result<LoadedLinear> {
+    let rows: usize = members.iter().sum();
+    let name = format!("{prefix}.weight");
+    let e = ckpt.get(&name).ok_or_else(|| RuntimeError::Tensor {
+        path: ckpt.dir.clone(),
+        tensor: name.clone(),
+        reason: "is missing from this rank's files".into(),
+    })?;
+    if e.dtype != safetensors::Dtype::F8_E4M3 || e.shape != [rows, cols] {
+        return Err(RuntimeError::Tensor {
+            path: ckpt.file_of(e).to_path_buf(),
+            tensor: name,
+            reason: format!(
+                "is {} {:?}; static FP8 needs F8_E4M3 [{rows}, {cols}]",
+                e.dtype, e.shape
+            ),
+        });
+    }
+    let codes = ckpt.bytes(e).to_vec();
+    if let Some(i) = codes.iter().position(|&c| c & 0x7F == 0x7F) {
+        return Err(RuntimeError::Tensor {
+            path: ckpt.file_of(e).to_path_buf(),
+            tensor: name,
+            reason: format!(
+                "row {}, column {} holds the FP8 NaN code; the checkpoint is corrupt",
+                i / cols,
+                i % cols
+            ),
+        });
+    }
+    let m = members.len();
+    let weight_scales = load::float_tensor(ckpt, &format!("{prefix}.weight_scale"), &[m])?;
+    let input_scales = load::float_tensor(ckpt, &format!("{prefix}.input_scale"), &[m])?;
+    let input = input_scales.iter().copied().fold(0f32, f32::max);
+    if !(input.is_finite() && input > 0.0)
+        || weight_scales.iter().any(|s| !(s.is_finite() && *s >= 0.0))
+    {
+        return Err(RuntimeError::Tensor {
+            path: ckpt.dir.clone(),
+            tensor: format!("{prefix}.weight_scale / input_scale"),
+            reason: format!(
+                "scales {weight_scales:?} / {input_scales:?} must be finite and positive"
+            ),
+        });
+    }
+    let scales: Vec<f32> = members
+        .iter()
+        .zip(&weight_scales)
+        .flat_map(|(&n, &s)| std::iter::repeat_n(s, n))
+        .collect();
+    let matrix = Matrix::new(
+        rows,
+        cols,
+        Weights::Fp8 {
+            codes,
+            scales,
+            group: cols,
+        },
+    )?;
+    let bias = match ckpt.get(&format!("{prefix}.bias")) {
+        Some(_) => Some(load::float_tensor(
+            ckpt,
+            &format!("{prefix}.bias"),
+            &[rows],
+        )?),
+        None => None,
+    };
+    Ok(LoadedLinear {
+        matrix,
+        bias,
+        act: ActQuant::Fp8Static { scale: input },
     })
 }
