@@ -473,6 +473,16 @@ fn manifest(
     let mut notes = plan.target.notes.clone();
     if let Some(q) = &plan.quantize {
         notes.extend(q.plan.notes.iter().cloned());
+        if plan.shard.is_some() {
+            notes.push(
+                "vLLM 0.8.4 (the LMI 15 image) cannot load compressed-tensors checkpoints with \
+                 load_format=sharded_state (it processes weights before reading the rank files, \
+                 and its state filter fails on the transposed quantized weights); the rank files \
+                 are in the pre-processing layout newer loaders copy before processing, which no \
+                 vLLM has been seen loading here"
+                    .into(),
+            );
+        }
     }
     let mut records: Vec<_> = passes.iter().map(|p| p.record.clone()).collect();
     for r in &mut records {
