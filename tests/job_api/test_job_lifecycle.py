@@ -114,6 +114,44 @@ def test_quantize_then_shard_in_one_job(server, s3):
         assert out[name]["Size"] == f["bytes"] and len(f["sha256"]) == 64, (name, f)
 
 
+SHARD_TO = lambda degree: [  # noqa: E731
+    {"ModelQuantizationConfig": {"OverrideEnvironment": {"OPTION_QUANTIZE": "fp8"}}},
+    {"ModelShardingConfig": {"OverrideEnvironment": {"OPTION_TENSOR_PARALLEL_DEGREE": degree}}},
+]
+
+
+def test_tensor_parallel_degrees_refused_at_create(make_server):
+    """A degree that cannot work is CreateOptimizationJob's ValidationException naming the
+    option and the value: not a number, below 1, or (for a model the server can read, a
+    local one) one SmolLM2's 9 attention heads do not split by."""
+    model = Path(os.environ["TEMPER_SOURCE_MODEL"]).resolve()
+    server = make_server("--local-root", str(model.parent))
+    sm = server.client()
+    for degree in ["0", "-2", "abc", "2"]:
+        for source in ("s3://models/" + "smollm2/", f"file://{model}"):
+            if degree == "2" and source.startswith("s3://"):
+                continue  # an S3 model is read by its worker only: see the next test
+            req = create_request(f"tp-{len(degree)}", ModelSource={"S3": {"S3Uri": source}},
+                                 OptimizationConfigs=SHARD_TO(degree))
+            with pytest.raises(botocore.exceptions.ClientError) as e:
+                sm.create_optimization_job(**req)
+            err = e.value.response["Error"]
+            assert err["Code"] == "ValidationException", (degree, source, err)
+            assert f"OPTION_TENSOR_PARALLEL_DEGREE={degree}" in err["Message"], (degree, source, err)
+    assert sm.list_optimization_jobs()["OptimizationJobSummaries"] == []
+
+
+def test_degree_the_s3_model_cannot_take_fails_its_job_naming_it(server):
+    """The server reads no S3 (its workers do), so SmolLM2 from S3 with degree 2 is
+    accepted at Create and fails in its worker, before any output is written, with the
+    same message a local model gets at Create."""
+    sm = server.client()
+    sm.create_optimization_job(**create_request("s3-tp2", OptimizationConfigs=SHARD_TO("2")))
+    d = wait_for_status(sm, "s3-tp2", TERMINAL)
+    assert d["OptimizationJobStatus"] == "FAILED"
+    assert "OPTION_TENSOR_PARALLEL_DEGREE=2" in d["FailureReason"], d["FailureReason"]
+
+
 def test_stop_during_run_and_delete(server, s3):
     sm = server.client()
     sm.create_optimization_job(**create_request("to-stop"))

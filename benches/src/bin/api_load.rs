@@ -75,6 +75,7 @@ fn seed(store: &SqliteStore, jobs: usize) {
     for i in 0..jobs {
         let name = format!("load-job-{i:05}");
         let request = temper_api::parse_create_request(body(&name).as_bytes()).unwrap();
+        let spec = temper_api::to_job_spec(&request, &Default::default()).unwrap();
         let t = now - (jobs - i) as f64;
         let status = if i % 10 == 0 {
             OptimizationJobStatus::Failed
@@ -91,7 +92,7 @@ fn seed(store: &SqliteStore, jobs: usize) {
                 failure_reason: (status == OptimizationJobStatus::Failed)
                     .then(|| "The worker process was killed by SIGKILL".to_string()),
                 recommended_image: Some("763104351884.dkr.ecr.us-east-1.amazonaws.com/djl-inference:0.33.0-lmi15.0.0-cu128".into()),
-                ..JobRecord::queued(request, arn, t)
+                ..JobRecord::queued(request, spec, arn, t)
             })
             .unwrap();
     }

@@ -1,6 +1,6 @@
 //! The files through which the server and a job's worker talk, all in the job's
-//! directory: the job spec the worker runs (planned and checked by the server at Create), its log, its progress while it runs, and
-//! its result. Each file the worker writes whole is staged and renamed into place, so
+//! directory: the job spec the worker runs (built and checked by the server at Create,
+//! stored with the job), its log, its progress while it runs, and its result. Each file the worker writes whole is staged and renamed into place, so
 //! a reader never sees half of one.
 
 use serde::{Deserialize, Serialize};

@@ -12,7 +12,11 @@ use temper_api::{
     ListOptimizationJobsResponse, Operation, OptimizationJobStatus, OptimizationJobSummary,
     OptimizationOutput,
 };
+use temper_catalog::Instance;
+use temper_core::config::ModelConfig;
+use temper_core::spec::{JobSpec, Location};
 use temper_jobdir::access;
+use temper_options::{JobOptions, ModelShape, Target};
 
 pub struct Service {
     pub store: Arc<dyn JobStore>,
@@ -44,6 +48,28 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
 
 fn not_found(name: &str) -> ApiError {
     ApiError::ResourceNotFound(format!("Could not find optimization job '{name}'"))
+}
+
+/// What depends on the model itself (the tensor-parallel degree against its heads, kv
+/// heads, MLP and vocabulary, and against the instance's GPUs: [`Target::resolve`], the
+/// check the worker's plan makes again), refused at Create when the model is a local
+/// directory whose `config.json` the server can read. An S3 model is read by its worker
+/// only (the server has no S3 client), so such a job fails there, with the same message.
+fn check_local_model(spec: &JobSpec, options: &JobOptions) -> Result<(), ApiError> {
+    let Location::Local(dir) = &spec.source else {
+        return Ok(());
+    };
+    // A model that cannot be read here is the worker's to report, with the whole
+    // checkpoint (a missing config.json, a file instead of a directory, ...).
+    let (Ok(config), Ok(instance)) = (
+        ModelConfig::load(&dir.join("config.json")),
+        Instance::lookup(&spec.instance_type),
+    ) else {
+        return Ok(());
+    };
+    Target::resolve(instance, ModelShape::of(&config), options.requested_degree)
+        .map(|_| ())
+        .map_err(|e| ApiError::ValidationException(e.to_string()))
 }
 
 impl Service {
@@ -82,8 +108,9 @@ impl Service {
         access::check(&spec, &self.config.local_roots)?;
         // Every pass's OPTION_* values, typed, now: a bad one is this request's
         // ValidationException, never a job that fails later in its worker.
-        temper_options::JobOptions::parse(&spec)
-            .map_err(|e| ApiError::ValidationException(e.to_string()))?;
+        let job_options =
+            JobOptions::parse(&spec).map_err(|e| ApiError::ValidationException(e.to_string()))?;
+        check_local_model(&spec, &job_options)?;
         let _one_at_a_time = self.creating.lock().unwrap_or_else(|p| p.into_inner());
         let (stored, unfinished) = self.store.counts()?;
         if stored >= self.config.max_jobs {
@@ -106,7 +133,8 @@ impl Service {
             "arn:aws:sagemaker:{region}:{account}:optimization-job/{}",
             request.optimization_job_name
         );
-        let record = JobRecord::queued(request, arn.clone(), EpochSeconds::now().0);
+        // Stored with the job: the worker runs this spec, not a new reading of the request.
+        let record = JobRecord::queued(request, spec, arn.clone(), EpochSeconds::now().0);
         self.store.insert(&record)?;
         self.wake.wake();
         to_json(&CreateOptimizationJobResponse {

@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     failure_reason TEXT,
     recommended_image TEXT,
     request TEXT NOT NULL,
+    spec TEXT NOT NULL,
     optimization_types TEXT NOT NULL,
     deployment_instance_type TEXT NOT NULL,
     max_instance_count INTEGER,
@@ -46,7 +47,7 @@ const SUMMARY_COLUMNS: &str = "id, name, arn, status, creation_time, last_modifi
      start_time, end_time, deployment_instance_type, max_instance_count, optimization_types";
 
 const COLUMNS: &str = "id, name, arn, status, creation_time, last_modified_time, start_time, \
-     end_time, failure_reason, recommended_image, request, worker_pid, stop_requested";
+     end_time, failure_reason, recommended_image, request, worker_pid, stop_requested, spec";
 
 fn backend(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(e.to_string())
@@ -60,6 +61,7 @@ impl SqliteStore {
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
             .map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
+        add_spec_column(&conn)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
         })
@@ -70,6 +72,43 @@ impl SqliteStore {
         // are atomic), so a poisoned lock is still safe to use.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// A database written before job specs were stored with their jobs: the column is added
+/// and every job's spec rebuilt from its stored request (validated at its Create; local
+/// paths allowed, since a stored request holds one only if its server allowed it). A
+/// request that no longer converts keeps an empty spec and reads as corrupt (an
+/// unfinished such job is failed saying so, see [`JobStore::unfinished`]).
+fn add_spec_column(conn: &Connection) -> Result<()> {
+    let has_spec = conn
+        .prepare("SELECT 1 FROM pragma_table_info('jobs') WHERE name = 'spec'")
+        .and_then(|mut stmt| stmt.exists([]))
+        .map_err(backend)?;
+    if has_spec {
+        return Ok(());
+    }
+    let convert = temper_api::ConvertOptions {
+        allow_local_paths: true,
+    };
+    let migrate = || -> rusqlite::Result<()> {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch("ALTER TABLE jobs ADD COLUMN spec TEXT NOT NULL DEFAULT ''")?;
+        let jobs: Vec<(i64, String)> = tx
+            .prepare("SELECT id, request FROM jobs")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (id, request) in jobs {
+            let spec = serde_json::from_str(&request)
+                .ok()
+                .and_then(|r| temper_api::to_job_spec(&r, &convert).ok())
+                .and_then(|spec| serde_json::to_string(&spec).ok());
+            if let Some(spec) = spec {
+                tx.execute("UPDATE jobs SET spec = ?2 WHERE id = ?1", params![id, spec])?;
+            }
+        }
+        tx.commit()
+    };
+    migrate().map_err(|e| StoreError::Backend(format!("adding job specs to the store: {e}")))
 }
 
 fn read_row(row: &Row) -> rusqlite::Result<std::result::Result<JobRecord, StoreError>> {
@@ -87,6 +126,11 @@ fn read_row(row: &Row) -> rusqlite::Result<std::result::Result<JobRecord, StoreE
         Ok(r) => r,
         Err(e) => return Ok(Err(corrupt(format!("request JSON: {e}")))),
     };
+    let spec: String = row.get(13)?;
+    let spec = match serde_json::from_str(&spec) {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(corrupt(format!("job spec JSON: {e}")))),
+    };
     Ok(Ok(JobRecord {
         id: row.get(0)?,
         name: name.clone(),
@@ -99,6 +143,7 @@ fn read_row(row: &Row) -> rusqlite::Result<std::result::Result<JobRecord, StoreE
         failure_reason: row.get(8)?,
         recommended_image: row.get(9)?,
         request,
+        spec,
         worker_pid: row.get(11)?,
         stop_requested: row.get::<_, i64>(12)? != 0,
     }))
@@ -143,6 +188,11 @@ fn request_json(record: &JobRecord) -> Result<String> {
         .map_err(|e| StoreError::Backend(format!("serializing the request: {e}")))
 }
 
+fn spec_json(record: &JobRecord) -> Result<String> {
+    serde_json::to_string(&record.spec)
+        .map_err(|e| StoreError::Backend(format!("serializing the job spec: {e}")))
+}
+
 fn get_locked(conn: &Connection, name: &str) -> Result<Option<JobRecord>> {
     let sql = format!("SELECT {COLUMNS} FROM jobs WHERE name = ?1");
     let row = conn
@@ -160,8 +210,8 @@ impl JobStore for SqliteStore {
         let result = conn.execute(
             "INSERT INTO jobs (name, arn, status, creation_time, last_modified_time, start_time, \
              end_time, failure_reason, recommended_image, request, optimization_types, worker_pid, \
-             stop_requested, deployment_instance_type, max_instance_count) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+             stop_requested, deployment_instance_type, max_instance_count, spec) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             params![
                 record.name,
                 record.arn,
@@ -178,6 +228,7 @@ impl JobStore for SqliteStore {
                 record.stop_requested as i64,
                 record.request.deployment_instance_type,
                 record.request.max_instance_count,
+                spec_json(record)?,
             ],
         );
         match result {
@@ -391,5 +442,51 @@ impl JobStore for SqliteStore {
             .map_err(backend)?
             .query_row([], |r| r.get(0))
             .map_err(backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database from before job specs were stored: opening it adds the column and
+    /// rebuilds each job's spec from its request.
+    #[test]
+    fn specs_are_added_to_an_older_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.sqlite3");
+        let body = serde_json::json!({
+            "OptimizationJobName": "old-job",
+            "RoleArn": "arn:aws:iam::123456789012:role/r",
+            "ModelSource": {"S3": {"S3Uri": "s3://models/m/"}},
+            "DeploymentInstanceType": "ml.g6.12xlarge",
+            "OptimizationConfigs": [{"ModelQuantizationConfig": {"OverrideEnvironment": {"OPTION_QUANTIZE": "fp8"}}}],
+            "OutputConfig": {"S3OutputLocation": "s3://out/x/"},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+        });
+        let request = temper_api::parse_create_request(body.to_string().as_bytes()).unwrap();
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&SCHEMA.replace("    spec TEXT NOT NULL,\n", ""))
+                .unwrap();
+            conn.execute(
+                "INSERT INTO jobs (name, arn, status, creation_time, last_modified_time, request, \
+                 optimization_types, deployment_instance_type) \
+                 VALUES ('old-job', 'arn', 'COMPLETED', 1.0, 2.0, ?1, ',Quantization,', 'ml.g6.12xlarge')",
+                [serde_json::to_string(&request).unwrap()],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let job = store.get("old-job").unwrap().unwrap();
+        assert_eq!(
+            job.spec,
+            temper_api::to_job_spec(&request, &Default::default()).unwrap()
+        );
+        assert_eq!(job.request, request);
+        drop(store);
+        // Opening it again changes nothing.
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.get("old-job").unwrap().unwrap(), job);
     }
 }

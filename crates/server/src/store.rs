@@ -4,6 +4,7 @@
 use temper_api::{
     CreateOptimizationJobRequest, ListOptimizationJobsSortBy, OptimizationJobStatus, SortOrder,
 };
+use temper_core::spec::JobSpec;
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -33,8 +34,11 @@ pub struct JobRecord {
     pub end_time: Option<f64>,
     pub failure_reason: Option<String>,
     pub recommended_image: Option<String>,
-    /// The request as validated at creation: what Describe echoes, what the worker runs.
+    /// The request as validated at creation: what Describe echoes.
     pub request: CreateOptimizationJobRequest,
+    /// The job spec built from the request and checked at creation (options parsed, local
+    /// paths held to the roots): what the worker runs, written to its `spec.json`.
+    pub spec: JobSpec,
     /// The worker process, while one runs.
     pub worker_pid: Option<u32>,
     /// StopOptimizationJob was called.
@@ -44,7 +48,12 @@ pub struct JobRecord {
 impl JobRecord {
     /// A job as CreateOptimizationJob stores it: STARTING (queued), created at
     /// `created` (epoch seconds), not yet run. The store gives it its id.
-    pub fn queued(request: CreateOptimizationJobRequest, arn: String, created: f64) -> Self {
+    pub fn queued(
+        request: CreateOptimizationJobRequest,
+        spec: JobSpec,
+        arn: String,
+        created: f64,
+    ) -> Self {
         JobRecord {
             id: 0,
             name: request.optimization_job_name.clone(),
@@ -57,6 +66,7 @@ impl JobRecord {
             failure_reason: None,
             recommended_image: None,
             request,
+            spec,
             worker_pid: None,
             stop_requested: false,
         }

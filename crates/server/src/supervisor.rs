@@ -267,12 +267,7 @@ impl Supervisor {
             }
         }
         // The worker runs the spec exactly as Create built and checked it.
-        let convert = temper_api::ConvertOptions {
-            allow_local_paths: !self.config.local_roots.is_empty(),
-        };
-        let spec = temper_api::to_job_spec(&job.request, &convert)
-            .map_err(|e| std::io::Error::other(format!("{}: {}", e.type_name(), e.message())))?;
-        worker_files::write_spec(&dir, &spec)?;
+        worker_files::write_spec(&dir, &job.spec)?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

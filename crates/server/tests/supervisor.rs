@@ -72,9 +72,10 @@ fn record_with_runtime(
         "StoppingCondition": {"MaxPendingTimeInSeconds": pending, "MaxRuntimeInSeconds": max_runtime},
     });
     let request = temper_api::parse_create_request(body.to_string().as_bytes()).unwrap();
+    let spec = temper_api::to_job_spec(&request, &Default::default()).unwrap();
     let created = EpochSeconds::now().0 - created_secs_ago;
     let arn = format!("arn:aws:sagemaker:us-east-1:123456789012:optimization-job/{name}");
-    JobRecord::queued(request, arn, created)
+    JobRecord::queued(request, spec, arn, created)
 }
 
 fn wait_terminal(store: &dyn JobStore, name: &str) -> JobRecord {
@@ -301,4 +302,45 @@ fn a_worker_started_but_never_recorded_is_adopted_not_started_again() {
         .failure_reason
         .unwrap()
         .contains("earlier run of the server"));
+}
+
+#[test]
+fn the_worker_is_given_the_spec_stored_at_create() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.worker_exe = fake_worker(dir.path(), "spec-worker", "exit 143");
+    let job_dirs = dir.path().canonicalize().unwrap().join("jobs");
+    let service = temper_server::open(cfg).unwrap();
+    let store = service.store.clone();
+    // A spec that the request alone would not give: what the worker reads is the spec
+    // stored with the job, never a new reading of the request.
+    let mut job = record("stored-spec", 0.0, None);
+    job.spec
+        .environment
+        .insert("OPTION_EVAL".into(), "false".into());
+    assert_ne!(
+        job.spec,
+        temper_api::to_job_spec(&job.request, &Default::default()).unwrap()
+    );
+    let stored = store.insert(&job).unwrap();
+    assert_eq!(store.get("stored-spec").unwrap().unwrap().spec, job.spec);
+    service.wake.wake();
+    wait_status(
+        store.as_ref(),
+        "stored-spec",
+        OptimizationJobStatus::InProgress,
+    );
+    let written = worker_files::read_spec(&job_dirs.join(stored.id.to_string())).unwrap();
+    assert_eq!(written, job.spec);
+    store
+        .update("stored-spec", &mut |j| {
+            j.stop_requested = true;
+            j.status = OptimizationJobStatus::Stopping;
+        })
+        .unwrap();
+    service.wake.wake();
+    assert_eq!(
+        wait_terminal(store.as_ref(), "stored-spec").status,
+        OptimizationJobStatus::Stopped
+    );
 }
