@@ -80,6 +80,32 @@ impl KvCache {
         self.len = self.len.min(len);
     }
 
+    /// Keeps, of the positions from `base` on, those at `base + keep[i]` (increasing), moved
+    /// to `base + i`; drops the rest. After a speculative round this leaves the accepted path
+    /// of the verified tree where a one-token-at-a-time decode would have put it.
+    pub fn compact(&mut self, base: usize, keep: &[usize]) -> Result<()> {
+        let ordered = keep.windows(2).all(|w| w[0] < w[1]);
+        if !ordered || base > self.len || keep.last().is_some_and(|&k| base + k >= self.len) {
+            return Err(RuntimeError::Input(format!(
+                "KV compaction: slots {keep:?} after {base} (of {} filled) must be increasing \
+                 and filled",
+                self.len
+            )));
+        }
+        for (i, &k) in keep.iter().enumerate() {
+            if k == i {
+                continue;
+            }
+            // keep[i] > i, so the source is never a slot already overwritten.
+            for t in self.keys.iter().chain(&self.values) {
+                let row = t.narrow(1, base + k, 1)?.copy()?;
+                t.slice_set(&row, 1, base + i)?;
+            }
+        }
+        self.len = base + keep.len();
+        Ok(())
+    }
+
     /// Writes layer `layer`'s new keys and values (`[kv_heads, new, head_dim]`) after the
     /// current positions and returns all keys and values so far.
     pub(crate) fn append(&self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {

@@ -36,6 +36,8 @@ pub enum FinishReason {
 #[derive(Debug, Clone, Serialize)]
 pub struct GenerateReport {
     pub text: String,
+    /// The generated token ids (the ending end-of-sequence or stop token excluded).
+    pub token_ids: Vec<u32>,
     pub finish_reason: FinishReason,
     pub prompt_tokens: usize,
     pub generated_tokens: usize,
@@ -97,15 +99,14 @@ impl CausalLm for crate::tp::ShardedModel {
     }
 }
 
-/// Generates from `prompt` (token ids), calling `on_text` with each piece of final text.
-pub fn generate<M: CausalLm>(
-    model: &M,
-    tokenizer: &Tokenizer,
+/// Checks a prompt against the model's context window and returns how many tokens may be
+/// generated after it.
+pub(crate) fn new_token_budget(
+    params: &crate::ModelParams,
     prompt: &[u32],
     opts: &GenerateOptions,
-    on_text: &mut dyn FnMut(&str),
-) -> Result<GenerateReport> {
-    let limit = model.params().max_positions;
+) -> Result<usize> {
+    let limit = params.max_positions;
     if prompt.is_empty() {
         return Err(RuntimeError::Input(
             "the prompt is empty (no tokens after tokenization)".into(),
@@ -119,31 +120,125 @@ pub fn generate<M: CausalLm>(
                 "the prompt alone is {} tokens and the model's context window ({}) is {limit}; \
                  shorten the prompt",
                 prompt.len(),
-                model.params().max_positions_field
+                params.max_positions_field
             ),
         });
     }
-    let max_new = opts.max_new_tokens.min(limit - prompt.len());
-    let mut sampler = Sampler::new(opts.sampling.clone())?;
-    // A few prompt tokens as context, so the first word keeps its leading space.
-    let mut stream =
-        TextStream::new(tokenizer).with_context(&prompt[prompt.len().saturating_sub(4)..]);
-    let mut stops = StopStrings::new(opts.stop_strings.clone());
-    // A stop string that is a whole special token (`<|im_end|>`) never shows up in the text,
-    // which leaves special tokens out; stop on its id instead.
-    let stop_ids: Vec<u32> = opts
-        .stop_strings
-        .iter()
-        .filter_map(|s| tokenizer.token_to_id(s))
-        .collect();
-    let mut cache = model.new_cache(prompt.len() + max_new.max(1))?;
-    let mut text = String::new();
-    let mut emit = |piece: &str, text: &mut String| {
-        if !piece.is_empty() {
-            on_text(piece);
-            text.push_str(piece);
+    Ok(opts.max_new_tokens.min(limit - prompt.len()))
+}
+
+/// Generated tokens on their way to text: end-of-sequence and stop checks, streaming of final
+/// text, and the token budget. Shared by plain and speculative decoding so that both end at
+/// exactly the same token.
+pub(crate) struct Output<'a, 'f> {
+    stream: TextStream<'a>,
+    stops: StopStrings,
+    stop_ids: Vec<u32>,
+    eos_ids: Vec<u32>,
+    max_new: usize,
+    pub(crate) generated: usize,
+    /// The token ids accepted so far.
+    pub(crate) tokens: Vec<u32>,
+    text: String,
+    on_text: &'f mut dyn FnMut(&str),
+}
+
+impl<'a, 'f> Output<'a, 'f> {
+    pub(crate) fn new(
+        tokenizer: &'a Tokenizer,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        max_new: usize,
+        on_text: &'f mut dyn FnMut(&str),
+    ) -> Self {
+        // A stop string that is a whole special token (`<|im_end|>`) never shows up in the text,
+        // which leaves special tokens out; stop on its id instead.
+        let stop_ids = opts
+            .stop_strings
+            .iter()
+            .filter_map(|s| tokenizer.token_to_id(s))
+            .collect();
+        Output {
+            // A few prompt tokens as context, so the first word keeps its leading space.
+            stream: TextStream::new(tokenizer)
+                .with_context(&prompt[prompt.len().saturating_sub(4)..]),
+            stops: StopStrings::new(opts.stop_strings.clone()),
+            stop_ids,
+            eos_ids: opts.eos_token_ids.clone(),
+            max_new,
+            generated: 0,
+            tokens: Vec::new(),
+            text: String::new(),
+            on_text,
         }
-    };
+    }
+
+    fn emit(&mut self, piece: &str) {
+        if !piece.is_empty() {
+            (self.on_text)(piece);
+            self.text.push_str(piece);
+        }
+    }
+
+    /// Takes the next token; `Some` when generation ends here (the ending token is not part
+    /// of the output unless the budget ended it).
+    pub(crate) fn push(&mut self, token: u32) -> Result<Option<FinishReason>> {
+        if self.max_new == 0 {
+            return Ok(Some(FinishReason::Length));
+        }
+        if self.eos_ids.contains(&token) {
+            return Ok(Some(FinishReason::Eos));
+        }
+        if self.stop_ids.contains(&token) {
+            return Ok(Some(FinishReason::Stop));
+        }
+        self.generated += 1;
+        self.tokens.push(token);
+        let delta = self.stream.push(token)?;
+        let out = self.stops.push(&delta);
+        self.emit(&out.text);
+        if out.stopped {
+            return Ok(Some(FinishReason::Stop));
+        }
+        if self.generated == self.max_new {
+            return Ok(Some(FinishReason::Length));
+        }
+        Ok(None)
+    }
+
+    /// Flushes the text still held back and returns it all with the reason generation ended.
+    pub(crate) fn finish(mut self, reason: FinishReason) -> Result<(String, FinishReason)> {
+        // Unless a stop string ended the text, print what the stream still holds.
+        if !self.stops.stopped() {
+            let tail = self.stream.finish()?;
+            let out = self.stops.push(&tail);
+            self.emit(&out.text);
+            if !out.stopped {
+                let rest = self.stops.finish();
+                self.emit(&rest);
+            }
+        }
+        let reason = if self.stops.stopped() {
+            FinishReason::Stop
+        } else {
+            reason
+        };
+        Ok((self.text, reason))
+    }
+}
+
+/// Generates from `prompt` (token ids), calling `on_text` with each piece of final text.
+pub fn generate<M: CausalLm>(
+    model: &M,
+    tokenizer: &Tokenizer,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<GenerateReport> {
+    let max_new = new_token_budget(model.params(), prompt, opts)?;
+    let mut sampler = Sampler::new(opts.sampling.clone())?;
+    let mut output = Output::new(tokenizer, prompt, opts, max_new, on_text);
+    let mut cache = model.new_cache(prompt.len() + max_new.max(1))?;
 
     let started = Instant::now();
     let logits = model.forward(prompt, &mut cache, Logits::Last)?;
@@ -151,49 +246,23 @@ pub fn generate<M: CausalLm>(
     let prefill_seconds = started.elapsed().as_secs_f64();
 
     let decode_started = Instant::now();
-    let mut generated = 0;
     let mut decode_steps = 0;
     let finish = loop {
-        if max_new == 0 {
-            break FinishReason::Length;
-        }
-        if opts.eos_token_ids.contains(&next) {
-            break FinishReason::Eos;
-        }
-        if stop_ids.contains(&next) {
-            break FinishReason::Stop;
-        }
-        generated += 1;
-        let delta = stream.push(next)?;
-        let out = stops.push(&delta);
-        emit(&out.text, &mut text);
-        if out.stopped {
-            break FinishReason::Stop;
-        }
-        if generated == max_new {
-            break FinishReason::Length;
+        if let Some(reason) = output.push(next)? {
+            break reason;
         }
         let logits = model.forward(&[next], &mut cache, Logits::Last)?;
         decode_steps += 1;
         next = sampler.sample(&logits.flatten_all()?.to_vec1::<f32>()?);
     };
     let decode_seconds = decode_started.elapsed().as_secs_f64();
-    // Unless a stop string ended the text, print what the stream still holds.
-    if !stops.stopped() {
-        let tail = stream.finish()?;
-        let out = stops.push(&tail);
-        emit(&out.text, &mut text);
-        if !out.stopped {
-            emit(&stops.finish(), &mut text);
-        }
-    }
+    let generated = output.generated;
+    let token_ids = output.tokens.clone();
+    let (text, finish_reason) = output.finish(finish)?;
     Ok(GenerateReport {
         text,
-        finish_reason: if stops.stopped() {
-            FinishReason::Stop
-        } else {
-            finish
-        },
+        token_ids,
+        finish_reason,
         prompt_tokens: prompt.len(),
         generated_tokens: generated,
         prefill_seconds,

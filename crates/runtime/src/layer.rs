@@ -91,62 +91,74 @@ impl Layer {
     ) -> Result<Tensor> {
         let eps = step.params.rms_norm_eps as f32;
         let h = candle_nn::ops::rms_norm(x, &self.input_norm, eps)?;
-        let attn = reduce(self.attention(&h, cache, step)?)?;
+        let attn = reduce(attention(&self.qkv, &self.o, &h, cache, step)?)?;
         let x = (x + attn)?;
         let h = candle_nn::ops::rms_norm(&x, &self.post_attention_norm, eps)?;
         let mlp = reduce(self.mlp(&h, step.params)?)?;
         Ok((x + mlp)?)
     }
+}
 
-    fn attention(&self, h: &Tensor, cache: Option<&KvCache>, step: &Step) -> Result<Tensor> {
-        let p = step.params;
-        let (new, d) = (h.dim(0)?, p.head_dim);
-        let (nh, nkv) = (p.num_heads, p.num_kv_heads);
-        let qkv = self.qkv.forward(h)?;
-        // [new, heads * d] -> [1, heads, new, d], the layout candle-nn's rope takes.
-        let heads = |start: usize, count: usize| -> Result<Tensor> {
-            Ok(qkv
-                .narrow(1, start * d, count * d)?
-                .reshape((new, count, d))?
-                .transpose(0, 1)?
-                .contiguous()?
-                .unsqueeze(0)?)
-        };
-        let q = candle_nn::rotary_emb::rope(&heads(0, nh)?, step.cos, step.sin)?;
-        let k = candle_nn::rotary_emb::rope(&heads(nh, nkv)?, step.cos, step.sin)?;
-        let v = heads(nh + nkv, nkv)?;
-        let (k, v) = match cache {
-            Some(cache) => cache.append(step.index, &k.squeeze(0)?, &v.squeeze(0)?)?,
-            None => (k.squeeze(0)?, v.squeeze(0)?),
-        };
-        if new == 1 && cache.is_some() {
-            let out = crate::attention::attend_one(&q, &k, &v, nh)?;
-            return self.o.forward(&out);
-        }
-        let total = k.dim(1)?;
-
-        // Grouped-query attention without copying keys: query heads sharing a kv head are
-        // consecutive, so [heads, new, d] regroups as [kv_heads, group * new, d].
-        let group = nh / nkv;
-        let q = q.squeeze(0)?.reshape((nkv, group * new, d))?;
-        let scores = (q.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?;
-        let scores = match step.mask {
-            Some(mask) => scores
-                .reshape((nkv, group, new, total))?
-                .broadcast_add(mask)?
-                .reshape((nkv, group * new, total))?,
-            None => scores,
-        };
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let out = probs.matmul(&v)?; // [kv_heads, group * new, d]
-        let out = out
-            .reshape((nh, new, d))?
+/// Grouped-query attention with rotary embeddings of `h` (`[new, in]`, already normed) through
+/// the fused `qkv` and `o` projections, appending the new keys and values to `cache` (layer
+/// `step.index`). Shared by the decoder layers and the EAGLE draft head's midlayer (whose
+/// `h` is twice as wide).
+pub(crate) fn attention(
+    qkv_proj: &Projection,
+    o_proj: &Projection,
+    h: &Tensor,
+    cache: Option<&KvCache>,
+    step: &Step,
+) -> Result<Tensor> {
+    let p = step.params;
+    let (new, d) = (h.dim(0)?, p.head_dim);
+    let (nh, nkv) = (p.num_heads, p.num_kv_heads);
+    let qkv = qkv_proj.forward(h)?;
+    // [new, heads * d] -> [1, heads, new, d], the layout candle-nn's rope takes.
+    let heads = |start: usize, count: usize| -> Result<Tensor> {
+        Ok(qkv
+            .narrow(1, start * d, count * d)?
+            .reshape((new, count, d))?
             .transpose(0, 1)?
             .contiguous()?
-            .reshape((new, nh * d))?;
-        self.o.forward(&out)
+            .unsqueeze(0)?)
+    };
+    let q = candle_nn::rotary_emb::rope(&heads(0, nh)?, step.cos, step.sin)?;
+    let k = candle_nn::rotary_emb::rope(&heads(nh, nkv)?, step.cos, step.sin)?;
+    let v = heads(nh + nkv, nkv)?;
+    let (k, v) = match cache {
+        Some(cache) => cache.append(step.index, &k.squeeze(0)?, &v.squeeze(0)?)?,
+        None => (k.squeeze(0)?, v.squeeze(0)?),
+    };
+    if new == 1 && cache.is_some() && step.mask.is_none() {
+        let out = crate::attention::attend_one(&q, &k, &v, nh)?;
+        return o_proj.forward(&out);
     }
+    let total = k.dim(1)?;
 
+    // Grouped-query attention without copying keys: query heads sharing a kv head are
+    // consecutive, so [heads, new, d] regroups as [kv_heads, group * new, d].
+    let group = nh / nkv;
+    let q = q.squeeze(0)?.reshape((nkv, group * new, d))?;
+    let scores = (q.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?;
+    let scores = match step.mask {
+        Some(mask) => scores
+            .reshape((nkv, group, new, total))?
+            .broadcast_add(mask)?
+            .reshape((nkv, group * new, total))?,
+        None => scores,
+    };
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    let out = probs.matmul(&v)?; // [kv_heads, group * new, d]
+    let out = out
+        .reshape((nh, new, d))?
+        .transpose(0, 1)?
+        .contiguous()?
+        .reshape((new, nh * d))?;
+    o_proj.forward(&out)
+}
+
+impl Layer {
     fn mlp(&self, h: &Tensor, p: &ModelParams) -> Result<Tensor> {
         let f = p.intermediate_size;
         let gate_up = self.gate_up.forward(h)?;

@@ -19,9 +19,10 @@ pub mod params;
 pub mod pool;
 pub use temper_format::quant_config;
 pub mod rope;
+pub mod speculative;
 pub mod tp;
 
 pub use cache::KvCache;
 pub use error::{Result, RuntimeError};
-pub use model::{Head, LayerSource, LoadOptions, Logits, Model};
+pub use model::{Forward, Head, LayerSource, LoadOptions, Logits, Model, NewTokens};
 pub use params::ModelParams;

@@ -7,6 +7,7 @@ use crate::layer::{Layer, Projection, Step};
 use crate::linear::{self, ActQuant, Linear};
 use crate::load::{self, LoadedLinear};
 use crate::params::ModelParams;
+use crate::speculative::tree::TokenTree;
 use candle_core::{Device, Tensor};
 use std::path::Path;
 use temper_core::checkpoint::Checkpoint;
@@ -24,6 +25,86 @@ pub struct LoadOptions {
     pub dequantize: bool,
     /// Record the largest |input| of every Linear (static FP8 calibration).
     pub observe_inputs: bool,
+}
+
+/// How the new tokens of a forward pass relate to each other.
+#[derive(Debug, Clone, Copy)]
+pub enum NewTokens<'a> {
+    /// A continuation of the sequence: token `i` at position `past + i`, seeing everything
+    /// before it.
+    Causal,
+    /// A draft tree being verified: node `i` at position `past + depth(i)`, seeing the
+    /// committed context and its own ancestors.
+    Tree(&'a TokenTree),
+    /// Any positions and additive mask `[n, past + n]` (the draft head's own trees).
+    Explicit {
+        positions: &'a [usize],
+        mask: &'a Tensor,
+    },
+}
+
+impl NewTokens<'_> {
+    /// Rotary tables `[n, head_dim/2]` of the new positions and the additive mask
+    /// `[n, past + n]` (none where every new token sees everything before it).
+    pub(crate) fn tables(
+        &self,
+        tokens: &[u32],
+        cache: &KvCache,
+    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+        let (past, new) = (cache.len(), tokens.len());
+        let by_position = |positions: &[usize]| -> Result<(Tensor, Tensor)> {
+            if let Some(&p) = positions.iter().find(|&&p| p >= cache.capacity()) {
+                return Err(RuntimeError::Input(format!(
+                    "position {p} is past the KV cache's {} positions",
+                    cache.capacity()
+                )));
+            }
+            let ids: Vec<u32> = positions.iter().map(|&p| p as u32).collect();
+            let ids = Tensor::new(ids, &Device::Cpu)?;
+            Ok((
+                cache.rope.cos.index_select(&ids, 0)?,
+                cache.rope.sin.index_select(&ids, 0)?,
+            ))
+        };
+        Ok(match self {
+            NewTokens::Causal => (
+                cache.rope.cos.narrow(0, past, new)?,
+                cache.rope.sin.narrow(0, past, new)?,
+                (new > 1).then(|| causal_mask(past, new)).transpose()?,
+            ),
+            NewTokens::Tree(tree) => {
+                tree.validate()?;
+                if tree.tokens != tokens {
+                    return Err(RuntimeError::Input(
+                        "the tree's tokens differ from the tokens to run".into(),
+                    ));
+                }
+                let positions: Vec<usize> = tree.depths().iter().map(|d| past + d).collect();
+                let (cos, sin) = by_position(&positions)?;
+                (cos, sin, (new > 1).then(|| tree.mask(past)).transpose()?)
+            }
+            NewTokens::Explicit { positions, mask } => {
+                if positions.len() != new || mask.dims() != [new, past + new] {
+                    return Err(RuntimeError::Input(format!(
+                        "{new} new tokens with {} positions and a mask of {:?} (expected [{new}, {}])",
+                        positions.len(),
+                        mask.dims(),
+                        past + new
+                    )));
+                }
+                let (cos, sin) = by_position(positions)?;
+                // Kept even for one token: a draft node must not see its siblings' entries.
+                (cos, sin, Some((*mask).clone()))
+            }
+        })
+    }
+}
+
+/// What [`Model::forward_with`] returns.
+pub struct Forward {
+    pub logits: Tensor,
+    /// The captured residual streams, in the order asked.
+    pub captured: Vec<Tensor>,
 }
 
 /// Which positions to compute logits for.
@@ -84,15 +165,46 @@ impl Model {
     /// Runs `tokens` after what `cache` already holds and returns logits `[n, vocab]`, `n` being
     /// 1 for [`Logits::Last`] and `tokens.len()` for [`Logits::All`].
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, want: Logits) -> Result<Tensor> {
-        crate::pool::in_pool(|| self.forward_here(tokens, cache, want))
+        Ok(self
+            .forward_with(tokens, cache, NewTokens::Causal, &[], want)?
+            .logits)
     }
 
-    fn forward_here(&self, tokens: &[u32], cache: &mut KvCache, want: Logits) -> Result<Tensor> {
+    /// [`Model::forward`] with the new tokens laid out as `layout` says, also returning the
+    /// residual stream entering each decoder layer in `capture` (`[n, hidden]` each, for every
+    /// new position; index `num_layers` is the stream after the last layer, before the final
+    /// norm). EAGLE-3 draft heads read three such layers.
+    pub fn forward_with(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        layout: NewTokens,
+        capture: &[usize],
+        want: Logits,
+    ) -> Result<Forward> {
+        crate::pool::in_pool(|| self.forward_here(tokens, cache, layout, capture, want))
+    }
+
+    fn forward_here(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        layout: NewTokens,
+        capture: &[usize],
+        want: Logits,
+    ) -> Result<Forward> {
         let new = tokens.len();
         let past = cache.len();
         if new == 0 {
             return Err(RuntimeError::Input("no tokens to run".into()));
         }
+        if let Some(&bad) = capture.iter().find(|&&l| l > self.params.num_layers) {
+            return Err(RuntimeError::Input(format!(
+                "cannot capture the input of layer {bad}: the model has {} layers",
+                self.params.num_layers
+            )));
+        }
+        // A tree's positions stop at past + depth, but its slots take past + n.
         if past + new > cache.capacity() {
             return Err(RuntimeError::ContextOverflow {
                 needed: past + new,
@@ -106,12 +218,16 @@ impl Model {
                 ),
             });
         }
-        let x = self.head.embed(tokens)?;
-        let cos = cache.rope.cos.narrow(0, past, new)?;
-        let sin = cache.rope.sin.narrow(0, past, new)?;
-        let mask = (new > 1).then(|| causal_mask(past, new)).transpose()?;
-        let mut x = x;
+        let (cos, sin, mask) = layout.tables(tokens, cache)?;
+        let mut x = self.head.embed(tokens)?;
+        let mut captured = Vec::with_capacity(capture.len());
+        let keep = |index: usize, x: &Tensor, captured: &mut Vec<(usize, Tensor)>| {
+            for (slot, _) in capture.iter().enumerate().filter(|(_, &l)| l == index) {
+                captured.push((slot, x.clone()));
+            }
+        };
         for (index, layer) in self.layers.iter().enumerate() {
+            keep(index, &x, &mut captured);
             let step = Step {
                 params: &self.params,
                 index,
@@ -121,12 +237,22 @@ impl Model {
             };
             x = layer.forward(&x, Some(cache), &step)?;
         }
+        keep(self.layers.len(), &x, &mut captured);
         cache.advance(new);
+        captured.sort_by_key(|(slot, _)| *slot);
         let x = match want {
             Logits::Last => x.narrow(0, new - 1, 1)?,
             Logits::All => x,
         };
-        self.head.logits(&x, self.params.rms_norm_eps)
+        Ok(Forward {
+            logits: self.head.logits(&x, self.params.rms_norm_eps)?,
+            captured: captured.into_iter().map(|(_, t)| t).collect(),
+        })
+    }
+
+    /// The embedding, final norm and LM head.
+    pub fn head(&self) -> &Head {
+        &self.head
     }
 
     fn projections(&self) -> impl Iterator<Item = &Projection> {

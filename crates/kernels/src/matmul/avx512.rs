@@ -339,8 +339,8 @@ unsafe fn gemv_tile<D: Dec, const R: usize, const T: usize, const GROUPED: bool>
     }
 }
 
-/// Rows `r0..r0 + nr` for `tokens` tokens: tiles of up to 4 tokens x 4 rows (2 rows for 4
-/// tokens with several groups, for registers), then single rows.
+/// Rows `r0..r0 + nr` for `tokens` tokens: tiles of up to 4 tokens x 2 rows (one row for one
+/// token), then single rows.
 ///
 /// # Safety
 /// AVX-512 F/BW/VL available; `codes` holds rows `..r0 + nr` of `cols`, `scales` (if any) their
@@ -371,13 +371,10 @@ unsafe fn gemv_rows<D: Dec>(
         // One token: one row at a time. Weights then stream strictly in order, which the
         // hardware prefetchers follow; four interleaved 576-byte rows (SmolLM2) reached only
         // about 0.4 of the read bandwidth on weights coming from DRAM, one row 0.96
-        // (`decode_smollm2_30_layers` in the matmul bench). With more tokens the x loads a
-        // wider tile saves matter more.
-        let full = match (tk, grouped) {
-            (1, _) => 1,
-            (4, true) => 2,
-            _ => 4,
-        };
+        // (`decode_smollm2_30_layers` in the matmul bench). With 2-4 tokens, two rows: on SmolLM2 (bf16, 200 cached positions) a forward of 4
+        // new tokens took 22.3 ms with 2-row tiles against 25.3 ms with 4-row ones (2 tokens:
+        // 19.9 against 23.4), the speculative verify step; `examples/verify_cost.rs`.
+        let full = if tk == 1 { 1 } else { 2 };
         let mut r = 0;
         while r < nr {
             let rk = if nr - r >= full { full } else { 1 };
@@ -396,15 +393,13 @@ unsafe fn gemv_rows<D: Dec>(
                     ldo: nr,
                 };
                 match (grouped, rk, tk) {
-                    (false, 4, 4) => gemv_tile::<D, 4, 4, false>(tile),
-                    (false, 4, 2) => gemv_tile::<D, 4, 2, false>(tile),
-                    (false, 4, _) => gemv_tile::<D, 4, 1, false>(tile),
+                    (false, 2, 4) => gemv_tile::<D, 2, 4, false>(tile),
+                    (false, 2, _) => gemv_tile::<D, 2, 2, false>(tile),
                     (false, _, 4) => gemv_tile::<D, 1, 4, false>(tile),
                     (false, _, 2) => gemv_tile::<D, 1, 2, false>(tile),
                     (false, _, _) => gemv_tile::<D, 1, 1, false>(tile),
-                    (true, 2, _) => gemv_tile::<D, 2, 4, true>(tile),
-                    (true, 4, 2) => gemv_tile::<D, 4, 2, true>(tile),
-                    (true, 4, _) => gemv_tile::<D, 4, 1, true>(tile),
+                    (true, 2, 4) => gemv_tile::<D, 2, 4, true>(tile),
+                    (true, 2, _) => gemv_tile::<D, 2, 2, true>(tile),
                     (true, _, 4) => gemv_tile::<D, 1, 4, true>(tile),
                     (true, _, 2) => gemv_tile::<D, 1, 2, true>(tile),
                     (true, _, _) => gemv_tile::<D, 1, 1, true>(tile),

@@ -16,6 +16,7 @@
 //! heap, otherwise one vectorized pass computes every weight. Nothing sorts the
 //! vocabulary: top-p orders only the tokens that can be in the nucleus.
 
+mod distribution;
 mod exp;
 mod select;
 mod weights;
@@ -27,6 +28,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
 use crate::TextError;
+pub use distribution::Distribution;
 use exp::exp_nonpositive;
 use select::{argmax, argmax_with_value, by_value_desc, nucleus, top_k_heap, Candidate};
 
