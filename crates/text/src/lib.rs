@@ -9,7 +9,9 @@
 //!   stop strings that are never half printed.
 //! - [`data`]: plain text, ShareGPT and OpenAI dataset files (damaged ones included)
 //!   into documents, and documents into fixed-length token windows for perplexity and
-//!   calibration.
+//!   calibration, or into loss-masked samples for training a speculative-decoding draft
+//!   model ([`chat_samples`], from the files of a training data source:
+//!   [`training_files`]).
 //! - [`config`]: [`GenerationDefaults`], the end-of-sequence tokens of a model directory.
 //! - [`tokenizer`]: loading a model's `tokenizer.json` ([`load_tokenizer`]).
 //!
@@ -27,8 +29,9 @@ pub mod tokenizer;
 pub use chat::{render_plain, ChatTemplate, Message};
 pub use config::GenerationDefaults;
 pub use data::{
-    load_documents, split_held_out, token_windows, DataFormat, Document, Documents, HeldOut,
-    RecordLocation, Skipped, WindowOptions,
+    chat_samples, load_documents, load_records, split_held_out, token_windows, training_files,
+    ChatSample, ChatSampleOptions, ChatSamples, DataFormat, Document, Documents, HeldOut, Manifest,
+    RecordLocation, Records, Skipped, SourceFile, SourceKind, WindowOptions,
 };
 pub use error::TextError;
 pub use sampling::{Sampler, SamplingParams};

@@ -9,6 +9,12 @@ use temper_text::{
     RecordLocation, TextError, WindowOptions,
 };
 
+fn smollm2_template() -> ChatTemplate {
+    ChatTemplate::from_model_dir(&common::smollm2_dir())
+        .unwrap()
+        .unwrap()
+}
+
 fn write(dir: &Path, name: &str, content: &[u8]) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, content).unwrap();
@@ -134,13 +140,25 @@ fn malformed_records_are_skipped_and_counted() {
     let path = write(dir.path(), "completions.jsonl", lines.as_bytes());
     let docs = load_documents(&path).unwrap();
     assert_eq!(docs.format, DataFormat::OpenAiCompletions);
+    let completion = |prompt: &str, completion: &str| Document::Completion {
+        prompt: prompt.into(),
+        completion: completion.into(),
+    };
     assert_eq!(
         docs.documents,
         vec![
-            Document::Text("Q: 1+1\nA: 2".into()),
-            Document::Text("Q: 2+2\nA: 4".into())
+            completion("Q: 1+1\nA:", " 2"),
+            completion("Q: 2+2\nA:", " 4")
         ]
     );
+    // As model input (perplexity, calibration) a pair is the text prompt + completion,
+    // tokenized with the tokenizer's special tokens, as before the boundary was kept.
+    for template in [None, Some(&smollm2_template())] {
+        assert_eq!(
+            docs.documents[0].render(template).unwrap(),
+            ("Q: 1+1\nA: 2".to_string(), true)
+        );
+    }
     let skipped = docs.skipped.unwrap();
     assert_eq!(
         (skipped.count, skipped.first_at),
@@ -389,4 +407,21 @@ fn a_large_text_is_tokenized_in_pieces_with_the_same_tokens() {
     };
     let two = token_windows(&tokenizer, &docs, None, &few).unwrap();
     assert_eq!(two.concat(), whole[..512]);
+}
+
+#[test]
+fn completion_windows_are_the_text_they_always_were() {
+    let tokenizer = common::smollm2_tokenizer();
+    let pair = [Document::Completion {
+        prompt: "The capital of France is".into(),
+        completion: " Paris, on the Seine.".into(),
+    }];
+    let text = [Document::Text(
+        "The capital of France is Paris, on the Seine.".into(),
+    )];
+    let options = WindowOptions::new(3);
+    assert_eq!(
+        token_windows(&tokenizer, &pair, None, &options).unwrap(),
+        token_windows(&tokenizer, &text, None, &options).unwrap()
+    );
 }

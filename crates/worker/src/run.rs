@@ -1,5 +1,6 @@
 //! What a `temper-worker` process does for one job: read the job spec the server planned
-//! and stored, fetch an S3 model to the job directory, run the same job `optimize` runs,
+//! and stored, fetch an S3 model and S3 training data (speculative decoding) to the job
+//! directory, run the same job `optimize` runs,
 //! send an S3 output back, and report progress and the result through the files of
 //! [`temper_jobdir::files`].
 //!
@@ -11,7 +12,7 @@ use crate::objects::{self, S3Options};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use temper_core::spec::Location;
+use temper_core::spec::{JobSpec, Location, TrainingData};
 use temper_jobdir::files::{self as worker_files, Progress, WorkerResult};
 use temper_pipeline::progress::{Cancel, Event};
 
@@ -129,10 +130,11 @@ pub fn run(args: &WorkerArgs, cancel: Arc<Cancel>) -> WorkerResult {
         current: Progress::default(),
     }));
     let outcome = run_job(args, &cancel, &reporter);
-    // The fetched model and a local copy of an S3 output only take disk space now,
-    // whatever the outcome (the artifact, if any, is in its output location).
-    for scratch in ["input", "output"] {
-        let _ = std::fs::remove_dir_all(args.job_dir.join(scratch));
+    // The fetched model and training data and a local copy of an S3 output only take
+    // disk space now, whatever the outcome (the artifact, if any, is in its output
+    // location).
+    for scratch in scratch_dirs(&args.job_dir) {
+        let _ = std::fs::remove_dir_all(scratch);
     }
     let result = match outcome {
         Ok(done) => done,
@@ -220,6 +222,15 @@ fn run_job(
         eprintln!("fetched {n} objects from s3://{bucket}/{key}");
         spec.source = Location::Local(input);
     }
+    let stores = |bucket: &str| objects::bucket_store(bucket, &s3);
+    fetch_training_data(
+        &mut spec,
+        &args.job_dir,
+        &stores,
+        &runtime,
+        cancel,
+        reporter,
+    )?;
     let s3_output = match spec.output.clone() {
         Location::S3 { bucket, key } => {
             let local = args.job_dir.join("output").join("artifact");
@@ -272,6 +283,102 @@ fn run_job(
     })
 }
 
+/// Where the `n`-th (0-based) S3 training data source of a job is downloaded:
+/// `<job dir>/training-data`, then `training-data-2`, ...
+fn training_data_dir(job_dir: &Path, n: usize) -> PathBuf {
+    match n {
+        0 => job_dir.join(TRAINING_DATA_DIR),
+        _ => job_dir.join(format!("{TRAINING_DATA_DIR}-{}", n + 1)),
+    }
+}
+
+const TRAINING_DATA_DIR: &str = "training-data";
+
+/// The directories a job's downloads and staged output use in its job directory.
+fn scratch_dirs(job_dir: &Path) -> Vec<PathBuf> {
+    let mut dirs = vec![job_dir.join("input"), job_dir.join("output")];
+    if let Ok(entries) = std::fs::read_dir(job_dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name == TRAINING_DATA_DIR || name.starts_with(&format!("{TRAINING_DATA_DIR}-")) {
+                dirs.push(entry.path());
+            }
+        }
+    }
+    dirs
+}
+
+/// Downloads every S3 training data source of the job (speculative decoding's
+/// `TrainingDataSource`) into the job directory and points the spec at the local copy,
+/// as `S3Prefix` of a directory: the pipeline reads local files only.
+fn fetch_training_data(
+    spec: &mut JobSpec,
+    job_dir: &Path,
+    stores: &objects::BucketStores<'_>,
+    runtime: &tokio::runtime::Runtime,
+    cancel: &Arc<Cancel>,
+    reporter: &Arc<Mutex<Reporter>>,
+) -> Result<(), JobError> {
+    let mut n = 0;
+    for (i, optimization) in spec.optimizations.iter_mut().enumerate() {
+        let Some(data) = optimization.training_data.as_mut() else {
+            continue;
+        };
+        let Location::S3 { bucket, key } = data.location.clone() else {
+            continue;
+        };
+        let member = format!(
+            "OptimizationConfigs.{}.ModelSpeculativeDecodingConfig.TrainingDataSource",
+            i + 1
+        );
+        let Some(kind) = temper_text::SourceKind::parse(&data.data_type) else {
+            return Err(JobError::Request(format!(
+                "{member}.S3DataType is `{}`; expected S3Prefix or ManifestFile",
+                data.data_type
+            )));
+        };
+        let dest = fresh_dir(&training_data_dir(job_dir, n))?;
+        n += 1;
+        reporter
+            .lock()
+            .unwrap()
+            .phase("download training data", "bytes", 0);
+        let mut step = |done, total| reporter.lock().unwrap().step(done, total);
+        let count = match kind {
+            temper_text::SourceKind::Prefix => {
+                let store = stores(&bucket)?;
+                cancellable(
+                    runtime,
+                    cancel,
+                    objects::download_training_prefix(
+                        store.as_ref(),
+                        &bucket,
+                        &key,
+                        &dest,
+                        &mut step,
+                    ),
+                )??
+            }
+            temper_text::SourceKind::Manifest => cancellable(
+                runtime,
+                cancel,
+                objects::download_manifest(stores, &bucket, &key, &dest, &mut step),
+            )??,
+        };
+        eprintln!(
+            "fetched {count} training data files ({}) from s3://{bucket}/{key} into {}",
+            data.data_type,
+            dest.display()
+        );
+        *data = TrainingData {
+            location: Location::Local(dest),
+            data_type: "S3Prefix".to_string(),
+        };
+    }
+    Ok(())
+}
+
 /// Runs a transfer until it ends or the job is cancelled (SIGTERM).
 fn cancellable<T>(
     runtime: &tokio::runtime::Runtime,
@@ -302,4 +409,165 @@ fn fresh_dir(dir: &Path) -> Result<PathBuf, JobError> {
     }
     std::fs::create_dir_all(dir).map_err(io)?;
     Ok(dir.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+    use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+    use temper_core::spec::{Optimization, Stopping, Technique};
+
+    fn reporter(dir: &Path) -> Arc<Mutex<Reporter>> {
+        Arc::new(Mutex::new(Reporter {
+            dir: dir.to_path_buf(),
+            started: Instant::now(),
+            phase_started: Instant::now(),
+            last_write: None,
+            current: Progress::default(),
+        }))
+    }
+
+    fn spec_with(data: Vec<Option<TrainingData>>) -> JobSpec {
+        JobSpec {
+            name: "j".into(),
+            source: Location::Local("/m".into()),
+            output: Location::Local("/o".into()),
+            instance_type: "ml.g6.xlarge".into(),
+            optimizations: data
+                .into_iter()
+                .map(|d| {
+                    let mut o =
+                        Optimization::new(Technique::SpeculativeDecoding, Default::default());
+                    o.training_data = d;
+                    o
+                })
+                .collect(),
+            environment: Default::default(),
+            stopping: Stopping::default(),
+            kms_key_id: None,
+            role_arn: None,
+            tags: vec![],
+            overwrite: false,
+        }
+    }
+
+    fn s3(uri: &str, data_type: &str) -> Option<TrainingData> {
+        Some(TrainingData {
+            location: Location::parse(uri).unwrap(),
+            data_type: data_type.into(),
+        })
+    }
+
+    #[test]
+    fn s3_training_data_is_fetched_and_the_spec_points_at_the_local_copy() {
+        let store = Arc::new(InMemory::new());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            for (key, body) in [
+                ("data/train.jsonl", "{}"),
+                ("data/train/part-1.json", "[]"),
+                ("data/other.jsonl", "x"),
+                (
+                    "lists/m.json",
+                    r#"[{"prefix": "s3://b/data/"}, "other.jsonl"]"#,
+                ),
+            ] {
+                store
+                    .put(&key.into(), PutPayload::from(body.as_bytes().to_vec()))
+                    .await
+                    .unwrap();
+            }
+        });
+        let shared: Arc<dyn ObjectStore> = store;
+        let stores = |_: &str| Ok(shared.clone());
+        let job = tempfile::tempdir().unwrap();
+        let local = job.path().join("local.json");
+        let mut spec = spec_with(vec![
+            s3("s3://b/data/train", "S3Prefix"),
+            None,
+            Some(TrainingData {
+                location: Location::Local(local.clone()),
+                data_type: "ManifestFile".into(),
+            }),
+            s3("s3://b/lists/m.json", "ManifestFile"),
+        ]);
+        let cancel = Arc::new(Cancel::new());
+        let progress = reporter(job.path());
+        fetch_training_data(&mut spec, job.path(), &stores, &runtime, &cancel, &progress).unwrap();
+
+        let first = job.path().join("training-data");
+        let second = job.path().join("training-data-2");
+        let local_prefix = |dir: &Path| {
+            Some(TrainingData {
+                location: Location::Local(dir.to_path_buf()),
+                data_type: "S3Prefix".into(),
+            })
+        };
+        assert_eq!(spec.optimizations[0].training_data, local_prefix(&first));
+        assert_eq!(spec.optimizations[1].training_data, None);
+        // A local source is the pipeline's to read, as it is.
+        assert_eq!(
+            spec.optimizations[2].training_data,
+            Some(TrainingData {
+                location: Location::Local(local),
+                data_type: "ManifestFile".into(),
+            })
+        );
+        assert_eq!(spec.optimizations[3].training_data, local_prefix(&second));
+        assert_eq!(std::fs::read(first.join("train.jsonl")).unwrap(), b"{}");
+        assert_eq!(
+            std::fs::read(first.join("train/part-1.json")).unwrap(),
+            b"[]"
+        );
+        assert!(!first.join("other.jsonl").exists());
+        assert_eq!(std::fs::read(second.join("other.jsonl")).unwrap(), b"x");
+        // What the pipeline will read: local files only.
+        let files = temper_text::training_files(&first, temper_text::SourceKind::Prefix).unwrap();
+        assert_eq!(
+            files,
+            vec![first.join("train/part-1.json"), first.join("train.jsonl")]
+        );
+
+        // The downloads are scratch space, removed with the rest when the job ends.
+        let scratch = scratch_dirs(job.path());
+        assert!(
+            scratch.contains(&first) && scratch.contains(&second),
+            "{scratch:?}"
+        );
+
+        // An unknown data type is refused, naming the member.
+        let mut bad = spec_with(vec![s3("s3://b/data/train", "Folder")]);
+        let err = fetch_training_data(&mut bad, job.path(), &stores, &runtime, &cancel, &progress)
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("OptimizationConfigs.1.ModelSpeculativeDecodingConfig.TrainingDataSource.S3DataType")
+                && msg.contains("Folder"),
+            "{msg}"
+        );
+        // A missing manifest key fails the job before the pipeline runs.
+        runtime.block_on(async {
+            shared
+                .put(
+                    &"lists/bad.json".into(),
+                    PutPayload::from(br#"[{"prefix": "s3://b/data/"}, "nope.jsonl"]"#.to_vec()),
+                )
+                .await
+                .unwrap();
+        });
+        let mut bad = spec_with(vec![s3("s3://b/lists/bad.json", "ManifestFile")]);
+        let msg = fetch_training_data(&mut bad, job.path(), &stores, &runtime, &cancel, &progress)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("s3://b/lists/bad.json")
+                && msg.contains("entry [1]")
+                && msg.contains("nope.jsonl"),
+            "{msg}"
+        );
+    }
 }

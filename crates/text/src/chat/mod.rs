@@ -139,6 +139,12 @@ impl ChatTemplate {
             .map_err(|e| self.render_error(&e))
     }
 
+    /// The file the template was read from (`chat_template.jinja` or
+    /// `tokenizer_config.json`), for messages about it.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// A special token as the template sees it, e.g. `eos_token`.
     pub fn special_token(&self, name: &str) -> Option<&str> {
         self.special_tokens

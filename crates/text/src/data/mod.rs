@@ -1,8 +1,12 @@
 //! Text for perplexity evaluation and quantization calibration: dataset files in the
 //! formats users have ([`load_documents`]) and fixed-length token windows cut from them
-//! ([`token_windows`], [`split_held_out`]).
+//! ([`token_windows`], [`split_held_out`]). Training data for a speculative-decoding
+//! draft model: the files a source names ([`training_files`]) and loss-masked samples
+//! made of their conversations ([`chat_samples`]).
 
+mod chat_samples;
 mod records;
+mod sources;
 mod windows;
 
 use std::fmt;
@@ -10,17 +14,26 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+pub use chat_samples::{chat_samples, ChatSample, ChatSampleOptions, ChatSamples, SourceFile};
+pub use sources::{training_files, Manifest, SourceKind};
 pub use windows::{split_held_out, token_windows, HeldOut, WindowOptions};
 
 use crate::chat::{render_plain, ChatTemplate, Message};
 use crate::TextError;
 
-/// One document: running text, or a conversation to render with the model's chat
-/// template ([`Document::render`]).
+/// One document: running text, a conversation to render with the model's chat
+/// template ([`Document::render`]), or an OpenAI completions record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Document {
     Text(String),
     Chat(Vec<Message>),
+    /// `{"prompt", "completion"}`: as model input it is the text `prompt + completion`
+    /// ([`Document::render`]); the boundary is kept for training, where only the
+    /// completion is a target.
+    Completion {
+        prompt: String,
+        completion: String,
+    },
 }
 
 impl Document {
@@ -32,6 +45,9 @@ impl Document {
     pub fn render(&self, template: Option<&ChatTemplate>) -> Result<(String, bool), TextError> {
         Ok(match (self, template) {
             (Document::Text(text), _) => (text.clone(), true),
+            (Document::Completion { prompt, completion }, _) => {
+                (format!("{prompt}{completion}"), true)
+            }
             (Document::Chat(messages), Some(template)) => {
                 (template.render(messages, false)?, false)
             }
@@ -49,7 +65,7 @@ pub enum DataFormat {
     ShareGpt,
     /// `{"messages": [{"role", "content"}]}` JSON lines.
     OpenAiChat,
-    /// `{"prompt", "completion"}` JSON lines; the document is prompt + completion.
+    /// `{"prompt", "completion"}` JSON lines ([`Document::Completion`]).
     OpenAiCompletions,
     /// `{"text"}` records.
     TextRecords,
@@ -144,6 +160,21 @@ const EXPECTED: &str = "plain text (the whole file is one document), a ShareGPT 
 /// reported in [`Documents::skipped`]; files that users download are often cut off in
 /// the middle of the last record. A file without any usable record is an error.
 pub fn load_documents(path: &Path) -> Result<Documents, TextError> {
+    load_records(path).map(|records| records.documents)
+}
+
+/// The documents of a file with where each record starts, so that what is made of a
+/// record can name it.
+#[derive(Clone, Debug)]
+pub struct Records {
+    pub documents: Documents,
+    /// Where each document's record starts, one per document: `Line(1)` for a plain
+    /// text file.
+    pub locations: Vec<RecordLocation>,
+}
+
+/// [`load_documents`], also saying where each record starts in the file.
+pub fn load_records(path: &Path) -> Result<Records, TextError> {
     let bytes = std::fs::read(path).map_err(|e| TextError::read(path, e))?;
     let text = std::str::from_utf8(&bytes).map_err(|e| TextError::InvalidUtf8 {
         path: path.to_path_buf(),
@@ -176,11 +207,14 @@ pub fn load_documents(path: &Path) -> Result<Documents, TextError> {
         }
         _ => None,
     };
-    let plain = |text: &str| Documents {
-        path: path.to_path_buf(),
-        format: DataFormat::PlainText,
-        documents: vec![Document::Text(text.to_string())],
-        skipped: None,
+    let plain = |text: &str| Records {
+        documents: Documents {
+            path: path.to_path_buf(),
+            format: DataFormat::PlainText,
+            documents: vec![Document::Text(text.to_string())],
+            skipped: None,
+        },
+        locations: vec![RecordLocation::Line(1)],
     };
     let Some(parsed) = parsed else {
         return Ok(plain(text));
@@ -203,11 +237,14 @@ pub fn load_documents(path: &Path) -> Result<Documents, TextError> {
             expected: EXPECTED,
         });
     }
-    Ok(Documents {
-        path: path.to_path_buf(),
-        format: parsed.format.unwrap_or(DataFormat::Mixed),
-        documents: parsed.documents,
-        skipped: parsed.skipped,
+    Ok(Records {
+        documents: Documents {
+            path: path.to_path_buf(),
+            format: parsed.format.unwrap_or(DataFormat::Mixed),
+            documents: parsed.documents,
+            skipped: parsed.skipped,
+        },
+        locations: parsed.locations,
     })
 }
 
@@ -215,6 +252,8 @@ pub fn load_documents(path: &Path) -> Result<Documents, TextError> {
 #[derive(Default)]
 struct Parsed {
     documents: Vec<Document>,
+    /// Where each document's record starts.
+    locations: Vec<RecordLocation>,
     /// The common format of the records; `None` if there were none, or `Mixed`.
     format: Option<DataFormat>,
     skipped: Option<Skipped>,
@@ -227,6 +266,7 @@ impl Parsed {
         match records::interpret(value) {
             Ok((doc, format)) => {
                 self.documents.push(doc);
+                self.locations.push(at);
                 self.format = match self.format {
                     None => Some(format),
                     Some(f) if f == format => Some(f),

@@ -21,8 +21,11 @@ pub(super) fn interpret(record: &Value) -> Result<(Document, DataFormat), String
         let (Some(prompt), Some(completion)) = (prompt.as_str(), completion.as_str()) else {
             return Err("`prompt` and `completion` must be strings".into());
         };
-        let text = format!("{prompt}{completion}");
-        return Ok((Document::Text(text), DataFormat::OpenAiCompletions));
+        let doc = Document::Completion {
+            prompt: prompt.to_string(),
+            completion: completion.to_string(),
+        };
+        return Ok((doc, DataFormat::OpenAiCompletions));
     }
     if let Some(text) = obj.get("text") {
         let Some(text) = text.as_str() else {

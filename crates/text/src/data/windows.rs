@@ -146,7 +146,7 @@ fn pieces(text: &str, min: usize) -> impl Iterator<Item = &str> {
 
 /// The tokenizer without truncation or padding: some tokenizer.json files truncate to
 /// a few hundred tokens, which would silently cut every document.
-fn plain_tokenizer(tokenizer: &Tokenizer) -> Result<Cow<'_, Tokenizer>, TextError> {
+pub(super) fn plain_tokenizer(tokenizer: &Tokenizer) -> Result<Cow<'_, Tokenizer>, TextError> {
     if tokenizer.get_truncation().is_none() && tokenizer.get_padding().is_none() {
         return Ok(Cow::Borrowed(tokenizer));
     }

@@ -43,3 +43,14 @@ pub fn model_dir_with_config(config: &serde_json::Value) -> tempfile::TempDir {
     std::fs::write(dir.path().join("tokenizer_config.json"), config.to_string()).expect("write");
     dir
 }
+
+/// ShareGPT V3 as published: a 125 MB JSON array cut off in the middle of a record.
+pub fn sharegpt() -> PathBuf {
+    let path = cache().join("assets/ShareGPT_V3_unfiltered_cleaned_split.json");
+    assert!(
+        path.is_file(),
+        "{} is missing; run scripts/fetch-assets.sh first",
+        path.display()
+    );
+    path
+}
