@@ -98,7 +98,9 @@ impl KvCache {
             }
             // keep[i] > i, so the source is never a slot already overwritten.
             for t in self.keys.iter().chain(&self.values) {
-                let row = t.narrow(1, base + k, 1)?.copy()?;
+                // A fresh contiguous copy: slice_set needs one, and must not read the storage
+                // it writes.
+                let row = t.narrow(1, base + k, 1)?.force_contiguous()?;
                 t.slice_set(&row, 1, base + i)?;
             }
         }

@@ -194,9 +194,9 @@ mod tests {
         assert_eq!(t.depths(), vec![0, 1, 2, 3]);
         assert_eq!(t.paths(), vec![vec![0, 1, 2, 3]]);
         let v = t.visibility();
-        for i in 0..4 {
-            for j in 0..4 {
-                assert_eq!(v[i][j], j <= i);
+        for (i, row) in v.iter().enumerate() {
+            for (j, &seen) in row.iter().enumerate() {
+                assert_eq!(seen, j <= i);
             }
         }
     }
