@@ -67,6 +67,21 @@ pub struct GenerateArgs {
     /// without native FP8 do).
     #[arg(long)]
     pub weight_only: bool,
+    /// Decode speculatively with the EAGLE-3 head in the model's speculative/ directory
+    /// (written by `optimize --speculative`); output is the same as without it.
+    #[arg(long)]
+    pub speculative: bool,
+    /// Drafted tokens per round (default: the chain length the job measured as fastest, in
+    /// its manifest; else 3).
+    #[arg(long, requires = "speculative")]
+    pub draft_depth: Option<usize>,
+    /// Children per expanded node of an EAGLE-2 dynamic tree (1: a chain).
+    #[arg(long, requires = "speculative", default_value_t = 1)]
+    pub draft_top_k: usize,
+    /// Nodes the target verifies per round, the root included (default: depth + 1 for a
+    /// chain, else 1 + top_k + (depth - 1) * top_k).
+    #[arg(long, requires = "speculative")]
+    pub draft_nodes: Option<usize>,
     /// Print one JSON object (text and timings) instead of streaming.
     #[arg(long)]
     pub json: bool,
@@ -129,7 +144,7 @@ pub enum QuantizeMethod {
 #[derive(Args, Debug)]
 pub struct JobArgs {
     /// A CreateOptimizationJob request (JSON). S3Uri/S3OutputLocation may be file:// URIs or plain paths.
-    #[arg(long, conflicts_with_all = ["model", "instance_type", "quantize", "output", "tensor_parallel"])]
+    #[arg(long, conflicts_with_all = ["model", "instance_type", "quantize", "output", "tensor_parallel", "speculative"])]
     pub request: Option<PathBuf>,
     /// Hugging Face model directory (config.json + safetensors).
     #[arg(long, required_unless_present = "request")]
@@ -144,6 +159,22 @@ pub struct JobArgs {
     /// (OPTION_TENSOR_PARALLEL_DEGREE; runs after quantization).
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub tensor_parallel: Option<String>,
+    /// Train an EAGLE-3 draft head for the (quantized) model and write it to speculative/
+    /// (ModelSpeculativeDecodingConfig; OPTION_EAGLE_* tune the training).
+    #[arg(long)]
+    pub speculative: bool,
+    /// The draft head's training data: ShareGPT, OpenAI chat or completions (a file, a
+    /// directory or a path prefix; default: the ShareGPT V3 file scripts/fetch-assets.sh
+    /// fetches).
+    #[arg(long, requires = "speculative")]
+    pub training_data: Option<PathBuf>,
+    /// S3Prefix (default) or ManifestFile, as SageMaker's TrainingDataSource.S3DataType.
+    #[arg(long, requires = "training_data", default_value = "S3Prefix")]
+    pub training_data_type: String,
+    /// Stop the job's training after this many seconds, keeping the best head
+    /// (StoppingCondition.MaxRuntimeInSeconds).
+    #[arg(long, value_name = "SECONDS")]
+    pub max_runtime: Option<u64>,
     /// FP8_DYNAMIC (default for fp8), FP8_BLOCK, FP8 (per-tensor, static calibrated input
     /// scales), W8A16 (default for int8) or W8A8 (OPTION_FP8_SCHEME / OPTION_INT8_SCHEME).
     #[arg(long)]

@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 use serde_json::{json, Value};
 use std::io::Write;
 use temper_runtime::generate::{generate, GenerateOptions};
+use temper_runtime::speculative::{generate_speculative, DraftHead, EagleDrafter, TreeShape};
 use temper_runtime::tp::ShardedModel;
 use temper_runtime::{LoadOptions, Model};
 
@@ -73,6 +74,16 @@ pub fn run(args: &GenerateArgs) -> Result<Value> {
             let _ = stdout.flush();
         }
     };
+    if args.speculative {
+        let Loaded::Whole(m) = &loaded else {
+            anyhow::bail!(
+                "--speculative runs unsharded models: {} is a tensor-parallel artifact (its head \
+                 was measured on the checkpoint before sharding)",
+                args.model.display()
+            );
+        };
+        return speculative(args, m, &tokenizer, &prompt, &opts, load_seconds, &mut print);
+    }
     let (report, format, weight_bytes) = match &loaded {
         Loaded::Whole(m) => (
             generate(m, &tokenizer, &prompt, &opts, &mut print)?,
@@ -107,6 +118,75 @@ pub fn run(args: &GenerateArgs) -> Result<Value> {
         "isa": temper_kernels::Isa::detect().name(),
         "threads": rayon::current_num_threads(),
         "load_seconds": load_seconds,
+        "report": report,
+    }))
+}
+
+/// `--speculative`: the model with the EAGLE-3 head in its `speculative/` directory.
+fn speculative(
+    args: &GenerateArgs,
+    model: &Model,
+    tokenizer: &tokenizers::Tokenizer,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    load_seconds: f64,
+    print: &mut dyn FnMut(&str),
+) -> Result<Value> {
+    let dir = args.model.join("speculative");
+    if !dir.join("config.json").is_file() {
+        anyhow::bail!(
+            "--speculative: {} has no draft head; write one with `optimize --speculative` (an \
+             EAGLE-3 head in speculative/)",
+            args.model.display()
+        );
+    }
+    let head = DraftHead::load(&dir, model.params())?;
+    // The chain length the job measured as fastest on its host, unless asked otherwise.
+    let measured = std::fs::read_to_string(args.model.join("manifest.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|m| m["speculative_decoding"]["serving"]["num_speculative_tokens"].as_u64())
+        .map(|d| d as usize);
+    let depth = args.draft_depth.or(measured).unwrap_or(3);
+    let k = args.draft_top_k;
+    let shape = TreeShape {
+        depth,
+        top_k: k,
+        nodes: args
+            .draft_nodes
+            .unwrap_or(if k == 1 { depth + 1 } else { 1 + k + (depth - 1) * k }),
+    };
+    let capacity = prompt.len() + opts.max_new_tokens + shape.nodes;
+    let capacity = capacity.min(model.params().max_positions);
+    let mut drafter = EagleDrafter::new(model, &head, shape, capacity)?;
+    let report = generate_speculative(model, &mut drafter, tokenizer, prompt, opts, print)?;
+    let g = &report.generation;
+    if !args.json {
+        println!();
+        eprintln!(
+            "[{}, EAGLE-3 head, {:?}] prefill {} tokens in {:.3} s; decode {} tokens in {:.3} s ({:.1} tokens/s); acceptance length {:.2} over {} rounds (draft {:.3} s, verify {:.3} s); stopped: {:?}",
+            model.format(),
+            shape,
+            g.prompt_tokens,
+            g.prefill_seconds,
+            g.generated_tokens.saturating_sub(1),
+            g.decode_seconds,
+            g.decode_tokens_per_second,
+            report.speculative.acceptance_length,
+            report.speculative.rounds,
+            report.speculative.draft_seconds,
+            report.speculative.verify_seconds,
+            g.finish_reason,
+        );
+    }
+    Ok(json!({
+        "status": "completed",
+        "model": args.model.display().to_string(),
+        "format": model.format(),
+        "isa": temper_kernels::Isa::detect().name(),
+        "threads": rayon::current_num_threads(),
+        "load_seconds": load_seconds,
+        "acceptance_length": report.speculative.acceptance_length,
         "report": report,
     }))
 }

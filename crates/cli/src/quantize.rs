@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
-use temper_core::spec::{JobSpec, Location, Optimization, Stopping, Technique};
+use temper_core::spec::{JobSpec, Location, Optimization, Stopping, Technique, TrainingData};
 use temper_kernels::Isa;
 use temper_pipeline::progress::Cancel;
 
@@ -42,9 +42,12 @@ fn spec_from_flags(args: &JobArgs) -> Result<JobSpec> {
             .instance_type
             .clone()
             .context("--instance-type is required")?,
-        optimizations: optimizations(args.environment()?)?,
+        optimizations: optimizations(args.environment()?, args)?,
         environment: Default::default(),
-        stopping: Stopping::default(),
+        stopping: Stopping {
+            max_runtime_secs: args.max_runtime,
+            ..Stopping::default()
+        },
         kms_key_id: None,
         role_arn: None,
         tags: vec![],
@@ -55,18 +58,27 @@ fn spec_from_flags(args: &JobArgs) -> Result<JobSpec> {
 /// Flags and `--env` entries are the same `OPTION_*` names: `OPTION_QUANTIZE` makes a
 /// quantization, `OPTION_TENSOR_PARALLEL_DEGREE` a sharding after it, each with the options
 /// of its pass; job-wide options go with both.
-fn optimizations(env: BTreeMap<String, String>) -> Result<Vec<Optimization>> {
+fn optimizations(env: BTreeMap<String, String>, args: &JobArgs) -> Result<Vec<Optimization>> {
     let mut out = Vec::new();
     if env.contains_key("OPTION_QUANTIZE") {
         out.push(Optimization::new(Technique::Quantization, env.clone()));
+    }
+    if args.speculative || env.keys().any(|k| k.starts_with("OPTION_EAGLE_")) {
+        let mut o = Optimization::new(Technique::SpeculativeDecoding, env.clone());
+        o.training_data = args.training_data.as_ref().map(|p| TrainingData {
+            location: Location::Local(p.clone()),
+            data_type: args.training_data_type.clone(),
+        });
+        out.push(o);
     }
     if env.contains_key("OPTION_TENSOR_PARALLEL_DEGREE") {
         out.push(Optimization::new(Technique::Sharding, env.clone()));
     }
     if out.is_empty() {
         anyhow::bail!(
-            "nothing to do: give --quantize fp8|int8 (OPTION_QUANTIZE) and/or --tensor-parallel N \
-             (OPTION_TENSOR_PARALLEL_DEGREE), as flags or --env entries"
+            "nothing to do: give --quantize fp8|int8 (OPTION_QUANTIZE), --speculative \
+             (OPTION_EAGLE_*) and/or --tensor-parallel N (OPTION_TENSOR_PARALLEL_DEGREE), as flags \
+             or --env entries"
         );
     }
     Ok(out)

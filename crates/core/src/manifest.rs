@@ -71,6 +71,11 @@ pub struct Manifest {
     /// report). Loaders check rank files against it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sharding: Option<serde_json::Value>,
+    /// For artifacts with an EAGLE draft head (`speculative/`): the data it was trained on,
+    /// the training run, its draft vocabulary, and the acceptance and speed-up measured with
+    /// the artifact's own model on conversations training never saw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speculative_decoding: Option<serde_json::Value>,
     /// What the optimization cost in quality, measured by running the artifact and its source
     /// on held-out text: `{"measured": true, perplexity, KL, top-1 ...}` or
     /// `{"measured": false, "reason": ...}`.

@@ -64,6 +64,7 @@ fn main() -> Result<()> {
         &Run {
             work_dir: &work,
             deadline: None,
+            stop: &|| false,
         },
         &mut |p| {
             eprintln!(

@@ -89,6 +89,8 @@ pub struct TrainReport {
     pub stopped_early: Option<String>,
     pub train_samples: usize,
     pub held_out_samples: usize,
+    /// Indices (into the samples given) of the held-out samples.
+    pub held_out: Vec<usize>,
     pub tokens_trained: usize,
     pub seconds: f64,
     pub tokens_per_second: f64,
@@ -105,6 +107,9 @@ pub struct Run<'a> {
     pub work_dir: &'a Path,
     /// Stop (keeping the best head) once this much time has passed.
     pub deadline: Option<Instant>,
+    /// Asked before every update: `true` stops training as the deadline does (a cancelled
+    /// job; its checkpoint lets a rerun resume).
+    pub stop: &'a (dyn Fn() -> bool + Sync),
 }
 
 const CHECKPOINT: &str = "checkpoint.safetensors";
@@ -183,9 +188,14 @@ pub fn train(
     while step < opts.steps {
         if run.deadline.is_some_and(|d| Instant::now() >= d) {
             stopped_early = Some(format!(
-                "the time limit was reached after {step} of {} updates",
+                "the time limit (MaxRuntimeInSeconds) was reached after {step} of {} updates; \
+                 the best head so far was kept",
                 opts.steps
             ));
+            break;
+        }
+        if (run.stop)() {
+            stopped_early = Some(format!("stopped after {step} of {} updates", opts.steps));
             break;
         }
         let mut total: Option<Tensor> = None;
@@ -272,6 +282,7 @@ pub fn train(
         stopped_early,
         train_samples: train_idx.len(),
         held_out_samples: held.len(),
+        held_out: held.to_vec(),
         tokens_trained,
         seconds,
         tokens_per_second: loop_tokens as f64 / loop_started.elapsed().as_secs_f64().max(1e-9),

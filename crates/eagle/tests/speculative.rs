@@ -405,6 +405,7 @@ fn a_short_training_run_lowers_the_loss_and_beats_the_untrained_head() {
         &Run {
             work_dir: work.path(),
             deadline: None,
+            stop: &|| false,
         },
         &mut |_| {},
     )
@@ -449,6 +450,7 @@ fn a_short_training_run_lowers_the_loss_and_beats_the_untrained_head() {
         &Run {
             work_dir: work.path(),
             deadline: None,
+            stop: &|| false,
         },
         &mut |_| {},
     )

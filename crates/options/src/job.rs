@@ -8,6 +8,7 @@ use crate::env::Env;
 use crate::error::{invalid, Error, Result};
 use crate::quantize::{self, QuantizeOptions};
 use crate::shard::{self, ShardOptions};
+use crate::speculative::{self, SpeculativeOptions, TrainingSource};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -71,6 +72,7 @@ pub struct CommonOptions {
 #[serde(tag = "pass", rename_all = "snake_case")]
 pub enum PassOptions {
     Quantize(QuantizeOptions),
+    Speculative(SpeculativeOptions),
     Shard(ShardOptions),
 }
 
@@ -78,6 +80,7 @@ impl PassOptions {
     pub fn name(&self) -> &'static str {
         match self {
             PassOptions::Quantize(_) => "quantize",
+            PassOptions::Speculative(_) => "speculative",
             PassOptions::Shard(_) => "shard",
         }
     }
@@ -145,11 +148,21 @@ impl JobOptions {
                                 .into(),
                         ))
                     }
-                    Technique::SpeculativeDecoding => return Err(Error::Unsupported(
-                        "speculative decoding (ModelSpeculativeDecodingConfig) is not built yet; \
-                         this version runs quantization and sharding"
-                            .into(),
-                    )),
+                    Technique::SpeculativeDecoding => {
+                        let mut s = SpeculativeOptions::parse(&env)?;
+                        s.source = Some(match &o.training_data {
+                            Some(d) => TrainingSource {
+                                // s3:// data is downloaded by the worker, which then points
+                                // the spec at the local copy.
+                                path: d.location.local_path().ok().map(|p| p.to_path_buf()),
+                                uri: d.location.to_string(),
+                                data_type: d.data_type.clone(),
+                                default: false,
+                            },
+                            None => speculative::default_source(),
+                        });
+                        PassOptions::Speculative(s)
+                    }
                 };
             if passes.iter().any(|p: &PassOptions| p.name() == pass.name()) {
                 return Err(Error::Unsupported(format!(
@@ -173,12 +186,19 @@ impl JobOptions {
                 )));
             }
         }
+        // The draft head is trained against the model the job outputs: after quantization,
+        // whichever order the job listed them in (sharding, last, only moves bytes).
+        passes.sort_by_key(|p| match p {
+            PassOptions::Quantize(_) => 0,
+            PassOptions::Speculative(_) => 1,
+            PassOptions::Shard(_) => 2,
+        });
         let common = CommonOptions::parse(&Env::new(&all), &all)?;
         let passthrough = all
             .iter()
             .filter(|(k, _)| {
                 k.starts_with("OPTION_")
-                    && ![KEYS, quantize::KEYS, shard::KEYS]
+                    && ![KEYS, quantize::KEYS, shard::KEYS, speculative::KEYS]
                         .iter()
                         .any(|keys| keys.contains(&k.as_str()))
             })

@@ -12,10 +12,12 @@ mod error;
 pub mod job;
 pub mod quantize;
 pub mod shard;
+pub mod speculative;
 pub mod target;
 
 pub use error::{Error, Result};
 pub use job::{CommonOptions, JobOptions, PassOptions, SampleOptions};
 pub use quantize::QuantizeOptions;
 pub use shard::ShardOptions;
+pub use speculative::SpeculativeOptions;
 pub use target::{ModelShape, Target};

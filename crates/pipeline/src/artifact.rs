@@ -68,6 +68,14 @@ pub fn write_serving_properties(plan: &JobPlan, dest: &Path) -> Result<()> {
             crate::passes::shard::LOAD_FORMAT.to_string(),
         );
     }
+    if let Some(depth) = plan.speculative.as_ref().and_then(|s| s.chosen_depth) {
+        // vLLM's --speculative-config: the EAGLE-3 head in speculative/, drafting the chain
+        // length the job measured as fastest.
+        props.insert(
+            "option.speculative_config".to_string(),
+            crate::passes::speculative::speculative_config(depth).to_string(),
+        );
+    }
     props.insert("option.rolling_batch".to_string(), "vllm".to_string());
     for (k, v) in &plan.options.passthrough {
         let key = format!(

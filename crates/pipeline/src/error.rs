@@ -28,6 +28,8 @@ pub enum Error {
     Runtime(#[from] temper_runtime::RuntimeError),
     #[error(transparent)]
     Text(#[from] temper_text::TextError),
+    #[error(transparent)]
+    Eagle(#[from] temper_eagle::EagleError),
     #[error("the job cannot run as planned: {0}")]
     Plan(String),
     #[error("cancelled; nothing was written to the output")]

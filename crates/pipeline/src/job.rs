@@ -7,6 +7,7 @@
 use crate::artifact;
 use crate::passes::quantize::{QuantizePass, QuantizePlan};
 use crate::passes::shard::{ShardPass, ShardPlan};
+use crate::passes::speculative::SpeculativePass;
 use crate::passes::{Pass, PassContext, PassOutput};
 use crate::progress::{Cancel, Event, Sink};
 use crate::samples::{self, EvaluationRecord, SampleWindows};
@@ -29,6 +30,7 @@ pub struct JobPlan {
     pub target: Target,
     pub source: Checkpoint,
     pub quantize: Option<QuantizePass>,
+    pub speculative: Option<SpeculativePass>,
     pub shard: Option<ShardPass>,
     pub fit: FitRecord,
 }
@@ -109,6 +111,7 @@ pub fn plan_job(spec: &JobSpec) -> Result<JobPlan> {
         .map(|t| TensorSpec::new(t.name.clone(), t.dtype, t.shape.clone()))
         .collect();
     let mut quantize = None;
+    let mut speculative = None;
     let mut shard = None;
     for pass in &options.passes {
         match pass {
@@ -125,6 +128,18 @@ pub fn plan_job(spec: &JobSpec) -> Result<JobPlan> {
                     max_shard_bytes: common.max_shard_bytes,
                     calibration: None,
                 });
+            }
+            PassOptions::Speculative(o) => {
+                speculative = Some(plan_speculative(
+                    spec,
+                    o,
+                    &source,
+                    output,
+                    common.allow_unknown_architecture,
+                    quantize.as_ref().is_some_and(|q: &QuantizePass| {
+                        q.plan.options.scheme.is_fp8() && !target.fp8_native()
+                    }),
+                )?);
             }
             PassOptions::Shard(_) => {
                 if quantize.is_none() {
@@ -154,9 +169,64 @@ pub fn plan_job(spec: &JobSpec) -> Result<JobPlan> {
         target,
         source,
         quantize,
+        speculative,
         shard,
         fit,
     })
+}
+
+/// Plans the speculative pass, checking before any work that the runtime can run the model
+/// to train against and that the training data is there.
+fn plan_speculative(
+    spec: &JobSpec,
+    options: &temper_options::SpeculativeOptions,
+    source: &Checkpoint,
+    output: &Path,
+    allow_unknown: bool,
+    weight_only: bool,
+) -> Result<SpeculativePass> {
+    let config = &source.config;
+    if config.family == temper_core::config::Family::Unknown {
+        let _ = allow_unknown;
+        return Err(Error::Plan(format!(
+            "the speculative-decoding pass trains against the model running in temper's runtime, \
+             which runs {} models, not `{}` ({})",
+            temper_core::config::Family::SUPPORTED,
+            config.model_type,
+            config.architecture
+        )));
+    }
+    if !source.dir.join("tokenizer.json").is_file() {
+        return Err(Error::Plan(format!(
+            "{} has no tokenizer.json: the draft head's training data cannot be tokenized",
+            source.dir.display()
+        )));
+    }
+    let checkpoint_dir = options.checkpoint_dir.clone().unwrap_or_else(|| {
+        let name = output
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "output".into());
+        output
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(format!(".{name}.eagle-checkpoints"))
+    });
+    // Training stops early enough to write the head and measure it within the job's limit.
+    let deadline = spec.stopping.max_runtime_secs.map(|secs| {
+        let reserve = (secs / 5).max(60).min(secs / 2);
+        std::time::Instant::now() + std::time::Duration::from_secs(secs - reserve)
+    });
+    let pass = SpeculativePass {
+        options: options.clone(),
+        source_dir: source.dir.clone(),
+        weight_only,
+        checkpoint_dir,
+        deadline,
+        chosen_depth: None,
+    };
+    pass.data_files()?;
+    Ok(pass)
 }
 
 fn absolute(path: &Path) -> std::io::Result<PathBuf> {
@@ -293,6 +363,7 @@ fn run_passes(
         };
         let pass: &mut dyn Pass = match *name {
             "quantize" => plan.quantize.as_mut().expect("planned"),
+            "speculative" => plan.speculative.as_mut().expect("planned"),
             _ => plan.shard.as_mut().expect("planned"),
         };
         outputs.push(pass.run(&input, &out, &mut ctx)?);
@@ -328,6 +399,12 @@ fn evaluate(
     cancel: &Cancel,
 ) -> Result<EvaluationRecord> {
     let Some(q) = &plan.quantize else {
+        if plan.speculative.is_some() {
+            return Ok(EvaluationRecord::skipped(
+                "no weight was changed (the draft head sits beside the model): the speculative \
+                 pass measured the head's acceptance and speed-up (speculative_decoding)",
+            ));
+        }
         return Ok(EvaluationRecord::skipped(
             "the job only shards: every rank file holds the source's bytes unchanged (per-tensor \
              source ranges and SHA-256 are in the shard pass's report); `optimize eval` runs the \
@@ -484,11 +561,20 @@ fn manifest(
             );
         }
     }
+    if plan.speculative.is_some() && plan.shard.is_some() {
+        notes.push(
+            "the EAGLE head in speculative/ is stored whole (not per rank): vLLM loads a draft \
+             model with the target's load format, so with load_format=sharded_state it may look \
+             for rank files of the head too; not checked here (no vLLM on this host)"
+                .into(),
+        );
+    }
     let mut records: Vec<_> = passes.iter().map(|p| p.record.clone()).collect();
     for r in &mut records {
         // Each pass's options as the job gave them (its OverrideEnvironment over the job's).
         let technique = match r.name.as_str() {
             "quantize" => temper_core::spec::Technique::Quantization,
+            "speculative" => temper_core::spec::Technique::SpeculativeDecoding,
             _ => temper_core::spec::Technique::Sharding,
         };
         if let Some(o) = spec.find(technique) {
@@ -522,6 +608,10 @@ fn manifest(
         sharding: passes
             .iter()
             .find(|p| p.record.name == "shard")
+            .map(|p| p.record.report.clone()),
+        speculative_decoding: passes
+            .iter()
+            .find(|p| p.record.name == "speculative")
             .map(|p| p.record.report.clone()),
         passes: records,
         evaluation: serde_json::to_value(&evaluation).expect("evaluation serialises"),

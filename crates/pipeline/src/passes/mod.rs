@@ -8,6 +8,7 @@
 
 pub mod quantize;
 pub mod shard;
+pub mod speculative;
 
 use crate::progress::{Cancel, Sink};
 use crate::Result;

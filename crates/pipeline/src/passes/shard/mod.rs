@@ -119,6 +119,16 @@ impl Pass for ShardPass {
         let config = input.join("config.json");
         std::fs::copy(&config, out.join("config.json")).at(&config)?;
         files.push("config.json".into());
+        // A draft head trained by an earlier pass travels with the model, unsharded.
+        let head = input.join(crate::passes::speculative::HEAD_DIR);
+        if head.is_dir() {
+            for name in ["config.json", "model.safetensors"] {
+                let dir = out.join(crate::passes::speculative::HEAD_DIR);
+                std::fs::create_dir_all(&dir).at(&dir)?;
+                std::fs::copy(head.join(name), dir.join(name)).at(&head.join(name))?;
+                files.push(format!("{}/{name}", crate::passes::speculative::HEAD_DIR));
+            }
+        }
         let report = ShardReport {
             tensor_parallel_degree: layout.dims.degree,
             load_format: LOAD_FORMAT,
