@@ -7,7 +7,9 @@
 //! - sharding combines with no other technique ("quantize first, then shard" in a
 //!   second job) — except that temper lifts the rule for quantization: quantization and
 //!   sharding in one job run quantize, then shard, and write exactly the pre-sharded
-//!   checkpoint the two jobs SageMaker asks for would (vLLM `load_format=sharded_state`);
+//!   checkpoint the two jobs SageMaker asks for would (vLLM `load_format=sharded_state`),
+//!   and for speculative decoding: its draft head is trained on the unsharded checkpoint
+//!   and travels with the rank files;
 //! - compilation and speculative decoding do not combine;
 //! - Neuron instances (`ml.inf*`, `ml.trn*`) take compilation only;
 //! - SmoothQuant (`OPTION_QUANTIZE=smoothquant`) only together with compilation.
@@ -52,10 +54,15 @@ pub(crate) fn violations(req: &CreateOptimizationJobRequest) -> Vec<Violation> {
         ));
     }
     let has = |name: &str| names.contains(&name);
-    if has(SHARDING) && names.iter().any(|n| *n != SHARDING && *n != QUANTIZATION) {
+    if has(SHARDING)
+        && names
+            .iter()
+            .any(|n| *n != SHARDING && *n != QUANTIZATION && *n != SPECULATIVE)
+    {
         broken(format!(
-            "{SHARDING} combines only with {QUANTIZATION} in one job (temper quantizes, then \
-             shards); run the other techniques first, then shard their output in a second job"
+            "{SHARDING} combines only with {QUANTIZATION} and {SPECULATIVE} in one job (temper \
+             quantizes, trains the draft head, then shards); run the other techniques first, \
+             then shard their output in a second job"
         ));
     }
     if has(COMPILATION) && has(SPECULATIVE) {

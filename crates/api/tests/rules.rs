@@ -59,17 +59,23 @@ fn allowed_combinations_pass() {
     assert!(parse(&request("ml.trn1n.32xlarge", json!([compile()]))).is_ok());
 }
 
-/// temper lifts SageMaker's rule for quantization (quantize, then shard, in one job) and
-/// keeps it for the other techniques.
+/// temper lifts SageMaker's rule for quantization and speculative decoding (quantize, train
+/// the head, then shard, in one job) and keeps it for compilation.
 #[test]
-fn sharding_combines_with_quantization_only() {
+fn sharding_combines_with_quantization_and_speculative_decoding_only() {
     let req = parse(&request("ml.g6.12xlarge", json!([quant(), shard()]))).unwrap();
+    assert!(to_job_spec(&req, &ConvertOptions::default()).is_ok());
+    let req = parse(&request(
+        "ml.g6.12xlarge",
+        json!([quant(), eagle(), shard()]),
+    ))
+    .unwrap();
     assert!(to_job_spec(&req, &ConvertOptions::default()).is_ok());
     refused(
         &request("ml.g6.12xlarge", json!([compile(), shard()])),
         &[
             "Value '[ModelCompilationConfig, ModelShardingConfig]' at 'optimizationConfigs'",
-            "ModelShardingConfig combines only with ModelQuantizationConfig",
+            "ModelShardingConfig combines only with ModelQuantizationConfig and ModelSpeculativeDecodingConfig",
         ],
     );
 }

@@ -82,7 +82,15 @@ pub fn run(args: &GenerateArgs) -> Result<Value> {
                 args.model.display()
             );
         };
-        return speculative(args, m, &tokenizer, &prompt, &opts, load_seconds, &mut print);
+        return speculative(
+            args,
+            m,
+            &tokenizer,
+            &prompt,
+            &opts,
+            load_seconds,
+            &mut print,
+        );
     }
     let (report, format, weight_bytes) = match &loaded {
         Loaded::Whole(m) => (
@@ -152,9 +160,11 @@ fn speculative(
     let shape = TreeShape {
         depth,
         top_k: k,
-        nodes: args
-            .draft_nodes
-            .unwrap_or(if k == 1 { depth + 1 } else { 1 + k + (depth - 1) * k }),
+        nodes: args.draft_nodes.unwrap_or(if k == 1 {
+            depth + 1
+        } else {
+            1 + k + (depth - 1) * k
+        }),
     };
     let capacity = prompt.len() + opts.max_new_tokens + shape.nodes;
     let capacity = capacity.min(model.params().max_positions);

@@ -154,6 +154,24 @@ fn print_summary(s: &Value) {
                 .join(", ")
         );
     }
+    if let Some(sp) = s.get("speculative") {
+        println!(
+            "  EAGLE-3 head in {}/: {} updates on {} samples{}; held-out acceptance length {:.2}; \
+             measured {:?}: acceptance length {:.2}, decode {:.2}x plain greedy ({} outputs identical)",
+            sp["head"].as_str().unwrap_or_default(),
+            sp["steps"],
+            sp["training_samples"],
+            sp["stopped_early"]
+                .as_str()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default(),
+            sp["held_out_acceptance_length"].as_f64().unwrap_or(0.0),
+            sp["tree"],
+            sp["acceptance_length"].as_f64().unwrap_or(0.0),
+            sp["speedup"].as_f64().unwrap_or(0.0),
+            sp["identical_outputs"].as_str().unwrap_or_default(),
+        );
+    }
     print_evaluation(&s["evaluation"]);
     println!(
         "  target {}: {}",

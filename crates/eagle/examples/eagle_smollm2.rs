@@ -45,6 +45,33 @@ fn main() -> Result<()> {
         t.elapsed().as_secs_f64()
     );
     let env = |k: &str| std::env::var(k).ok();
+    // REGEN=1: the target answers each conversation's first turn itself (on-policy data).
+    let samples = if env("REGEN").is_some_and(|v| v == "1") {
+        let t = Instant::now();
+        let (regenerated, record) = temper_eagle::regenerate::regenerate(
+            &model,
+            &tokenizer,
+            &samples.samples,
+            &[2],
+            max_len,
+            env("REGEN_TOKENS").map_or(192, |v| v.parse().unwrap()),
+            0.0,
+            0,
+            &mut |_, _| {},
+        )?;
+        eprintln!(
+            "regenerated {} answers ({} tokens) in {:.0} s",
+            regenerated.len(),
+            record.generated_tokens,
+            t.elapsed().as_secs_f64()
+        );
+        temper_text::data::ChatSamples {
+            samples: regenerated,
+            ..samples
+        }
+    } else {
+        samples
+    };
     let defaults = TrainOptions::default();
     let opts = TrainOptions {
         steps,

@@ -37,10 +37,16 @@ fn main() -> Result<()> {
         .iter()
         .max_by_key(|s| s.tokens.len())
         .context("no sample")?;
-    let counts: Vec<u64> = (0..model.params().vocab_size as u64).map(|i| 1000 - i % 1000).collect();
+    let counts: Vec<u64> = (0..model.params().vocab_size as u64)
+        .map(|i| 1000 - i % 1000)
+        .collect();
     let vocab = DraftVocab::from_counts(&counts, vd)?;
     let shape = DraftShape::for_target(model.params(), vd);
-    let rows = candle_core::Tensor::zeros((vd, model.params().hidden_size), candle_core::DType::F32, &candle_core::Device::Cpu)?;
+    let rows = candle_core::Tensor::zeros(
+        (vd, model.params().hidden_size),
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    )?;
     let head = DraftModel::init(shape, rows, 0)?;
     let aux = default_aux_layers(model.params().num_layers);
     for _ in 0..3 {

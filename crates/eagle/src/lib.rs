@@ -13,6 +13,7 @@ pub mod draft;
 pub mod error;
 pub mod export;
 pub mod features;
+pub mod regenerate;
 pub mod train;
 pub mod vocab;
 

@@ -117,7 +117,7 @@ impl JobOptions {
     pub fn parse(spec: &JobSpec) -> Result<JobOptions> {
         if spec.optimizations.is_empty() {
             return Err(Error::Unsupported(
-                "the job has no optimization to apply (give OPTION_QUANTIZE or \
+                "the job has no optimization to apply (give OPTION_QUANTIZE, OPTION_EAGLE_* or \
                  OPTION_TENSOR_PARALLEL_DEGREE)"
                     .into(),
             ));
@@ -133,37 +133,36 @@ impl JobOptions {
         for o in &spec.optimizations {
             let env = spec.options_for(o);
             let env = Env::new(&env);
-            let pass =
-                match o.technique {
-                    Technique::Quantization => PassOptions::Quantize(QuantizeOptions::parse(&env)?),
-                    Technique::Sharding => {
-                        let s = ShardOptions::parse(&env)?;
-                        requested_degree = s.requested_degree.or(requested_degree);
-                        PassOptions::Shard(s)
-                    }
-                    Technique::Compilation => {
-                        return Err(Error::Unsupported(
-                            "compilation (ModelCompilationConfig) is not built yet; this version \
-                         runs quantization and sharding"
-                                .into(),
-                        ))
-                    }
-                    Technique::SpeculativeDecoding => {
-                        let mut s = SpeculativeOptions::parse(&env)?;
-                        s.source = Some(match &o.training_data {
-                            Some(d) => TrainingSource {
-                                // s3:// data is downloaded by the worker, which then points
-                                // the spec at the local copy.
-                                path: d.location.local_path().ok().map(|p| p.to_path_buf()),
-                                uri: d.location.to_string(),
-                                data_type: d.data_type.clone(),
-                                default: false,
-                            },
-                            None => speculative::default_source(),
-                        });
-                        PassOptions::Speculative(s)
-                    }
-                };
+            let pass = match o.technique {
+                Technique::Quantization => PassOptions::Quantize(QuantizeOptions::parse(&env)?),
+                Technique::Sharding => {
+                    let s = ShardOptions::parse(&env)?;
+                    requested_degree = s.requested_degree.or(requested_degree);
+                    PassOptions::Shard(s)
+                }
+                Technique::Compilation => {
+                    return Err(Error::Unsupported(
+                        "compilation (ModelCompilationConfig) is not built yet; this version \
+                         runs quantization, speculative decoding (EAGLE) and sharding"
+                            .into(),
+                    ))
+                }
+                Technique::SpeculativeDecoding => {
+                    let mut s = SpeculativeOptions::parse(&env)?;
+                    s.source = Some(match &o.training_data {
+                        Some(d) => TrainingSource {
+                            // s3:// data is downloaded by the worker, which then points
+                            // the spec at the local copy.
+                            path: d.location.local_path().ok().map(|p| p.to_path_buf()),
+                            uri: d.location.to_string(),
+                            data_type: d.data_type.clone(),
+                            default: false,
+                        },
+                        None => speculative::default_source(),
+                    });
+                    PassOptions::Speculative(s)
+                }
+            };
             if passes.iter().any(|p: &PassOptions| p.name() == pass.name()) {
                 return Err(Error::Unsupported(format!(
                     "the {} pass is given twice; give each technique once",
@@ -417,5 +416,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("not built yet"), "{err}");
+    }
+
+    #[test]
+    fn the_draft_head_is_trained_after_quantization_whatever_the_listed_order() {
+        let o = JobOptions::parse(&spec(&[
+            (
+                Technique::SpeculativeDecoding,
+                &[("OPTION_EAGLE_STEPS", "5")],
+            ),
+            (Technique::Quantization, &[("OPTION_QUANTIZE", "fp8")]),
+        ]))
+        .unwrap();
+        let names: Vec<_> = o.passes.iter().map(PassOptions::name).collect();
+        assert_eq!(names, ["quantize", "speculative"]);
+        let PassOptions::Speculative(s) = &o.passes[1] else {
+            panic!("{o:?}")
+        };
+        assert_eq!(s.steps, 5);
+        // Without a TrainingDataSource the documented default is used, and said to be.
+        assert!(s.source.as_ref().is_some_and(|src| src.default));
+        let err = JobOptions::parse(&spec(&[(
+            Technique::SpeculativeDecoding,
+            &[("OPTION_EAGLE_TTT_STEPS", "99")],
+        )]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("OPTION_EAGLE_TTT_STEPS=99"), "{err}");
     }
 }

@@ -18,6 +18,9 @@ pub const OPTION_EAGLE_MAX_SAMPLES: &str = "OPTION_EAGLE_MAX_SAMPLES";
 pub const OPTION_EAGLE_HELD_OUT: &str = "OPTION_EAGLE_HELD_OUT";
 pub const OPTION_EAGLE_SEED: &str = "OPTION_EAGLE_SEED";
 pub const OPTION_EAGLE_CHECKPOINT_DIR: &str = "OPTION_EAGLE_CHECKPOINT_DIR";
+pub const OPTION_EAGLE_EVAL_PROMPTS: &str = "OPTION_EAGLE_EVAL_PROMPTS";
+pub const OPTION_EAGLE_REGENERATE: &str = "OPTION_EAGLE_REGENERATE";
+pub const OPTION_EAGLE_REGENERATE_TOKENS: &str = "OPTION_EAGLE_REGENERATE_TOKENS";
 /// Where the default training data is looked for when the job gives none.
 pub const DEFAULT_DATA_ENV: &str = "TEMPER_EAGLE_DEFAULT_DATA";
 /// The ShareGPT V3 file `scripts/fetch-assets.sh` fetches.
@@ -34,6 +37,9 @@ pub const KEYS: &[&str] = &[
     OPTION_EAGLE_HELD_OUT,
     OPTION_EAGLE_SEED,
     OPTION_EAGLE_CHECKPOINT_DIR,
+    OPTION_EAGLE_EVAL_PROMPTS,
+    OPTION_EAGLE_REGENERATE,
+    OPTION_EAGLE_REGENERATE_TOKENS,
 ];
 
 /// Where the training data is.
@@ -63,6 +69,14 @@ pub struct SpeculativeOptions {
     /// Tokens per training sample, at most (`OPTION_MAX_MODEL_LEN`); longer ones are dropped.
     pub max_len: usize,
     pub seed: u64,
+    /// Answer each conversation's first user turn with the target itself and train on that
+    /// (on-policy data), instead of the data's own answers.
+    pub regenerate: bool,
+    /// Longest regenerated answer, in tokens.
+    pub regenerate_tokens: usize,
+    /// Held-out conversations plain and speculative decoding are measured on (at most the
+    /// held-out samples).
+    pub eval_prompts: usize,
     /// Where training checkpoints go (a rerun of the same job resumes from them).
     pub checkpoint_dir: Option<PathBuf>,
     /// `None` until the job's training data is known (the job spec's TrainingDataSource).
@@ -111,6 +125,9 @@ impl SpeculativeOptions {
             held_out: env.count(OPTION_EAGLE_HELD_OUT, 16, 1)?,
             max_len,
             seed,
+            eval_prompts: env.count(OPTION_EAGLE_EVAL_PROMPTS, 8, 1)?,
+            regenerate: env.bool(OPTION_EAGLE_REGENERATE, false)?,
+            regenerate_tokens: env.count(OPTION_EAGLE_REGENERATE_TOKENS, 192, 1)?,
             checkpoint_dir: env
                 .get(OPTION_EAGLE_CHECKPOINT_DIR)
                 .filter(|v| !v.is_empty())
@@ -150,7 +167,10 @@ mod tests {
     #[test]
     fn defaults_and_values() {
         let d = parse(&[]).unwrap();
-        assert_eq!((d.steps, d.batch, d.ttt_steps, d.draft_vocab_size), (600, 4, 4, 8192));
+        assert_eq!(
+            (d.steps, d.batch, d.ttt_steps, d.draft_vocab_size),
+            (600, 4, 4, 8192)
+        );
         assert_eq!(d.max_len, 512);
         let o = parse(&[
             (OPTION_EAGLE_STEPS, "50"),

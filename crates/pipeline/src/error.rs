@@ -28,8 +28,10 @@ pub enum Error {
     Runtime(#[from] temper_runtime::RuntimeError),
     #[error(transparent)]
     Text(#[from] temper_text::TextError),
+    /// Boxed: the training errors carry the runtime's and the text crate's, which would make
+    /// every `Result` of the pipeline larger.
     #[error(transparent)]
-    Eagle(#[from] temper_eagle::EagleError),
+    Eagle(Box<temper_eagle::EagleError>),
     #[error("the job cannot run as planned: {0}")]
     Plan(String),
     #[error("cancelled; nothing was written to the output")]
@@ -46,3 +48,9 @@ impl From<Error> for temper_core::Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<temper_eagle::EagleError> for Error {
+    fn from(e: temper_eagle::EagleError) -> Self {
+        Error::Eagle(Box::new(e))
+    }
+}

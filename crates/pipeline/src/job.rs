@@ -544,6 +544,34 @@ fn manifest(
     if let Some(reason) = evaluation.reason.as_ref().filter(|_| !evaluation.measured) {
         warnings.push(format!("quality not measured: {reason}"));
     }
+    if let Some(m) = passes
+        .iter()
+        .find(|p| p.record.name == "speculative")
+        .map(|p| &p.record.report["measurement"]["results"][0])
+    {
+        let speedup = m["speedup"].as_f64().unwrap_or(0.0);
+        if speedup < 1.0 {
+            warnings.push(format!(
+                "speculative decoding with this head measured {speedup:.2}x plain decoding on \
+                 this host (acceptance length {:.2}): it would slow serving down here; train \
+                 longer or on more (regenerated) data, or serve without speculative_config",
+                m["acceptance_length"].as_f64().unwrap_or(0.0)
+            ));
+        }
+        let identical = &m["identical_outputs"];
+        let prompts = passes
+            .iter()
+            .find(|p| p.record.name == "speculative")
+            .map(|p| p.record.report["measurement"]["prompts"].clone());
+        if prompts.as_ref() != Some(identical) {
+            warnings.push(format!(
+                "speculative greedy output differed from plain greedy output on some held-out \
+                 prompts ({identical} of {} identical): near-tied logits computed in another \
+                 order can flip",
+                prompts.unwrap_or_default()
+            ));
+        }
+    }
     if let Some(skipped) = &skipped_records {
         warnings.push(format!("sample data: {skipped}"));
     }

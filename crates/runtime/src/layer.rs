@@ -99,6 +99,11 @@ impl Layer {
     }
 }
 
+/// Up to this many new positions attend in plain loops ([`crate::attention::attend_few`]);
+/// more (a prefill) go through candle's batched matmul, which pays a fixed cost per call
+/// that only many positions amortise.
+const FEW_POSITIONS: usize = 16;
+
 /// Grouped-query attention with rotary embeddings of `h` (`[new, in]`, already normed) through
 /// the fused `qkv` and `o` projections, appending the new keys and values to `cache` (layer
 /// `step.index`). Shared by the decoder layers and the EAGLE draft head's midlayer (whose
@@ -130,8 +135,14 @@ pub(crate) fn attention(
         Some(cache) => cache.append(step.index, &k.squeeze(0)?, &v.squeeze(0)?)?,
         None => (k.squeeze(0)?, v.squeeze(0)?),
     };
-    if new == 1 && cache.is_some() && step.mask.is_none() {
-        let out = crate::attention::attend_one(&q, &k, &v, nh)?;
+    if cache.is_some() && new <= FEW_POSITIONS {
+        // [1, heads, new, d] -> rows of [heads * d], one per new position.
+        let rows = if new == 1 {
+            q.clone()
+        } else {
+            q.squeeze(0)?.transpose(0, 1)?.contiguous()?
+        };
+        let out = crate::attention::attend_few(&rows, &k, &v, nh, step.mask)?;
         return o_proj.forward(&out);
     }
     let total = k.dim(1)?;

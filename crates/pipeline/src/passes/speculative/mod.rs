@@ -15,6 +15,7 @@ use std::time::Instant;
 use temper_core::manifest::PassRecord;
 use temper_core::IoContext;
 use temper_eagle::export::{head_config, write_head};
+use temper_eagle::regenerate::regenerate;
 use temper_eagle::train::{train, Run, TrainOptions};
 use temper_options::SpeculativeOptions;
 use temper_runtime::speculative::DraftHead;
@@ -28,8 +29,6 @@ pub const HEAD_DIR: &str = "speculative";
 pub const CONTAINER_MODEL_DIR: &str = "/opt/ml/model";
 /// Tokens generated per held-out prompt when measuring.
 const MEASURE_TOKENS: usize = 64;
-/// Held-out prompts measured.
-const MEASURE_PROMPTS: usize = 8;
 
 pub struct SpeculativePass {
     pub options: SpeculativeOptions,
@@ -109,6 +108,35 @@ impl Pass for SpeculativePass {
             },
         )?;
         ctx.cancel.check()?;
+        let eos =
+            temper_text::config::GenerationDefaults::from_model_dir(&self.source_dir, &tokenizer)
+                .map(|d| d.eos_token_ids)
+                .unwrap_or_default();
+        let (training, regeneration) = if o.regenerate {
+            (ctx.sink)(Event::Phase("regenerate answers"));
+            let sink = &mut ctx.sink;
+            let (samples, record) = regenerate(
+                &model,
+                &tokenizer,
+                &samples.samples,
+                &eos,
+                o.max_len,
+                o.regenerate_tokens,
+                0.0,
+                o.seed,
+                &mut |done, total| {
+                    sink(Event::Progress {
+                        unit: "conversations",
+                        done,
+                        total,
+                    })
+                },
+            )?;
+            (samples, Some(record))
+        } else {
+            (samples.samples.clone(), None)
+        };
+        ctx.cancel.check()?;
         let train_opts = TrainOptions {
             steps: o.steps,
             batch: o.batch,
@@ -125,7 +153,7 @@ impl Pass for SpeculativePass {
         let sink = &mut ctx.sink;
         let (head, vocab, report) = train(
             &model,
-            &samples.samples,
+            &training,
             &train_opts,
             &Run {
                 work_dir: &self.checkpoint_dir,
@@ -144,10 +172,16 @@ impl Pass for SpeculativePass {
         let raw: serde_json::Value = {
             let path = input.join("config.json");
             let text = std::fs::read_to_string(&path).at(&path)?;
-            serde_json::from_str(&text).map_err(|e| Error::Plan(format!("{}: {e}", path.display())))?
+            serde_json::from_str(&text)
+                .map_err(|e| Error::Plan(format!("{}: {e}", path.display())))?
         };
         let head_dir = out.join(HEAD_DIR);
-        write_head(&head_dir, &head_config(model.params(), &raw, &vocab), &head, &vocab)?;
+        write_head(
+            &head_dir,
+            &head_config(model.params(), &raw, &vocab),
+            &head,
+            &vocab,
+        )?;
         files.push(format!("{HEAD_DIR}/config.json"));
         files.push(format!("{HEAD_DIR}/model.safetensors"));
 
@@ -157,16 +191,13 @@ impl Pass for SpeculativePass {
             .held_out
             .iter()
             .filter_map(|&i| {
-                let s = &samples.samples[i];
+                let s = &training[i];
                 // The conversation up to its first assistant reply: what a user would send.
                 let first = s.loss_mask.iter().position(|&m| m)?;
                 (first >= 2).then(|| s.tokens[..first].to_vec())
             })
-            .take(MEASURE_PROMPTS)
+            .take(self.options.eval_prompts)
             .collect();
-        let eos = temper_text::config::GenerationDefaults::from_model_dir(&self.source_dir, &tokenizer)
-            .map(|d| d.eos_token_ids)
-            .unwrap_or_default();
         let measurement = measure::measure(
             &model,
             &loaded,
@@ -204,7 +235,8 @@ impl Pass for SpeculativePass {
                 "dropped_no_assistant": samples.dropped_no_assistant,
                 "truncated_conversations": samples.truncated_conversations,
                 "max_len": self.options.max_len,
-                "regenerated": false,
+                "regenerated": regeneration,
+                "training_samples": training.len(),
             },
             "training": report,
             "draft_vocab": {"size": vocab.size(), "coverage": vocab.coverage},
