@@ -25,6 +25,11 @@ const SMALL: &[&str] = &[
     "OPTION_MAX_MODEL_LEN=160",
 ];
 
+/// What a failed run said: its JSON error on stdout (`--json`) and anything on stderr.
+fn failure(o: &std::process::Output) -> String {
+    format!("{} {}", String::from_utf8_lossy(&o.stdout), stderr(o))
+}
+
 fn sharegpt() -> std::path::PathBuf {
     workspace().join(".cache/assets/ShareGPT_V3_unfiltered_cleaned_split.json")
 }
@@ -43,8 +48,25 @@ fn a_job_writes_a_head_vllm_loads_and_generate_uses_it_losslessly() {
     let out = tmp.path().join("eagle");
     let args = with_data(&sharegpt());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let source_files = |dir: &Path| -> Vec<(String, Vec<u8>)> {
+        [
+            "config.json",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "generation_config.json",
+        ]
+        .iter()
+        .map(|f| (f.to_string(), std::fs::read(dir.join(f)).unwrap()))
+        .collect()
+    };
+    let before = source_files(smollm2());
     let o = quantize(smollm2(), "ml.g6.xlarge", &out, &args);
     assert!(o.status.success(), "{}", stderr(&o));
+    // The job reads its source and never writes through to it.
+    assert!(
+        before == source_files(smollm2()),
+        "the source model changed"
+    );
     let summary = stdout_json(&o);
     assert_eq!(summary["speculative"]["steps"], 3);
 
@@ -119,7 +141,7 @@ fn a_job_writes_a_head_vllm_loads_and_generate_uses_it_losslessly() {
     assert!(spec["acceptance_length"].as_f64().unwrap() >= 1.0);
     let tree = gen(&["--speculative", "--draft-depth", "3", "--draft-top-k", "2"]);
     assert_eq!(tree["report"]["token_ids"], plain["report"]["token_ids"]);
-    assert_eq!(tree["report"]["speculative"]["tree"]["nodes"], 6);
+    assert_eq!(tree["report"]["speculative"]["tree"]["nodes"], 7);
 }
 
 #[test]
@@ -146,7 +168,7 @@ fn bad_training_data_is_refused_by_name_and_nothing_is_written() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let o = quantize(smollm2(), "ml.g6.xlarge", &out, &args);
         assert!(!o.status.success(), "{name} was accepted");
-        let err = stderr(&o);
+        let err = failure(&o);
         assert!(err.contains(expected), "{name}: {err}");
         assert!(!out.exists(), "{name}: an output was left behind");
     }
@@ -158,9 +180,9 @@ fn bad_training_data_is_refused_by_name_and_nothing_is_written() {
     let o = quantize(smollm2(), "ml.g6.xlarge", &out, &args);
     assert!(!o.status.success());
     assert!(
-        stderr(&o).contains("OPTION_MAX_MODEL_LEN"),
+        failure(&o).contains("OPTION_MAX_MODEL_LEN"),
         "{}",
-        stderr(&o)
+        failure(&o)
     );
     assert!(!out.exists());
     // A manifest naming a key that is not there.
@@ -182,7 +204,7 @@ fn bad_training_data_is_refused_by_name_and_nothing_is_written() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let o = quantize(smollm2(), "ml.g6.xlarge", &out, &args);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("missing.jsonl"), "{}", stderr(&o));
+    assert!(failure(&o).contains("missing.jsonl"), "{}", failure(&o));
     assert!(!out.exists());
     // Options out of range.
     let o = quantize(
@@ -193,8 +215,8 @@ fn bad_training_data_is_refused_by_name_and_nothing_is_written() {
     );
     assert!(!o.status.success());
     assert!(
-        stderr(&o).contains("OPTION_EAGLE_LEARNING_RATE=3"),
+        failure(&o).contains("OPTION_EAGLE_LEARNING_RATE=3"),
         "{}",
-        stderr(&o)
+        failure(&o)
     );
 }

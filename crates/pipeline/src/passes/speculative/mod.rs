@@ -85,7 +85,7 @@ impl Pass for SpeculativePass {
     fn run(&mut self, input: &Path, out: &Path, ctx: &mut PassContext) -> Result<PassOutput> {
         let started = Instant::now();
         (ctx.sink)(Event::Phase("speculative"));
-        let mut files = link_checkpoint(input, out)?;
+        let mut files = copy_checkpoint(input, out)?;
         let model = Model::load(
             input,
             &LoadOptions {
@@ -270,19 +270,21 @@ pub fn speculative_config(num_tokens: usize) -> serde_json::Value {
     })
 }
 
-/// Hard-links (or copies, across file systems) the checkpoint's top-level files into `out`.
-fn link_checkpoint(input: &Path, out: &Path) -> Result<Vec<String>> {
+/// Copies the checkpoint (config.json, safetensors and their index) into `out`. Copies, not
+/// hard links: a linked file would share its bytes with the job's source, and any later write
+/// into the output (the job copies the tokenizer and other side files over) would change the
+/// source too. Side files are left to the job.
+fn copy_checkpoint(input: &Path, out: &Path) -> Result<Vec<String>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(input).at(input)? {
         let entry = entry.at(input)?;
-        if !entry.file_type().at(input)?.is_file() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let weights = name.ends_with(".safetensors") || name == "model.safetensors.index.json";
+        if !entry.file_type().at(input)?.is_file() || !(weights || name == "config.json") {
             continue;
         }
-        let name = entry.file_name().to_string_lossy().into_owned();
         let dest = out.join(&name);
-        if std::fs::hard_link(entry.path(), &dest).is_err() {
-            std::fs::copy(entry.path(), &dest).at(&dest)?;
-        }
+        std::fs::copy(entry.path(), &dest).at(&dest)?;
         files.push(name);
     }
     files.sort();
