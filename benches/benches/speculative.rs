@@ -40,7 +40,9 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("verify_cost");
     g.sample_size(20).measurement_time(Duration::from_secs(4));
     let mut cache = model.new_cache(CONTEXT + 16).unwrap();
-    model.forward(&ctx[..CONTEXT], &mut cache, Logits::Last).unwrap();
+    model
+        .forward(&ctx[..CONTEXT], &mut cache, Logits::Last)
+        .unwrap();
     for n in [1usize, 2, 3, 4, 6, 8] {
         g.throughput(Throughput::Elements(n as u64));
         g.bench_function(format!("target_N{n}"), |b| {
@@ -78,26 +80,41 @@ fn bench(c: &mut Criterion) {
     g.sample_size(30);
     let mut dcache = head.new_cache(CONTEXT + 2).unwrap();
     let zeros = Tensor::zeros((CONTEXT, h), DType::F32, &Device::Cpu).unwrap();
-    head.step(model.head(), &zeros, &ctx[..CONTEXT], &mut dcache, NewTokens::Causal)
-        .unwrap();
+    head.step(
+        model.head(),
+        &zeros,
+        &ctx[..CONTEXT],
+        &mut dcache,
+        NewTokens::Causal,
+    )
+    .unwrap();
     let one = zeros.narrow(0, 0, 1).unwrap();
     g.bench_function("head_one_row_vd8192", |b| {
         b.iter(|| {
             dcache.truncate(CONTEXT);
             let out = head
-                .step(model.head(), &one, &ctx[..1], &mut dcache, NewTokens::Causal)
+                .step(
+                    model.head(),
+                    &one,
+                    &ctx[..1],
+                    &mut dcache,
+                    NewTokens::Causal,
+                )
                 .unwrap();
             black_box(head.logits(&out).unwrap());
         })
     });
     g.finish();
 
-    let trained = temper_benches::workspace().join(".cache/bench-artifacts/eagle-smollm2/speculative");
+    let trained =
+        temper_benches::workspace().join(".cache/bench-artifacts/eagle-smollm2/speculative");
     if trained.join("config.json").is_file() {
         let head = DraftHead::load(&trained, model.params()).unwrap();
         let tokenizer =
             temper_text::tokenizer::load_tokenizer(&dir.join("tokenizer.json")).unwrap();
-        let template = temper_text::chat::ChatTemplate::from_model_dir(&dir).unwrap().unwrap();
+        let template = temper_text::chat::ChatTemplate::from_model_dir(&dir)
+            .unwrap()
+            .unwrap();
         let text = template
             .render(
                 &[temper_text::chat::Message::new(
@@ -107,7 +124,11 @@ fn bench(c: &mut Criterion) {
                 true,
             )
             .unwrap();
-        let prompt = tokenizer.encode(text.as_str(), false).unwrap().get_ids().to_vec();
+        let prompt = tokenizer
+            .encode(text.as_str(), false)
+            .unwrap()
+            .get_ids()
+            .to_vec();
         let opts = GenerateOptions {
             max_new_tokens: 64,
             sampling: SamplingParams::greedy(),
@@ -126,8 +147,15 @@ fn bench(c: &mut Criterion) {
                         EagleDrafter::new(&model, &head, TreeShape::chain(k), prompt.len() + 80)
                             .unwrap();
                     black_box(
-                        generate_speculative(&model, &mut d, &tokenizer, &prompt, &opts, &mut |_| {})
-                            .unwrap(),
+                        generate_speculative(
+                            &model,
+                            &mut d,
+                            &tokenizer,
+                            &prompt,
+                            &opts,
+                            &mut |_| {},
+                        )
+                        .unwrap(),
                     )
                 })
             });

@@ -23,7 +23,7 @@ const SHAPES: &[(usize, usize, &[usize])] = &[
     (61, 1031, &[1031]),
 ];
 
-const MS: &[usize] = &[1, 2, 3, 4, 5, 16, 17, 40];
+const MS: &[usize] = &[1, 2, 3, 4, 5, 7, 16, 17, 40];
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kind {

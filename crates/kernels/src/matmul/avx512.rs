@@ -363,11 +363,9 @@ unsafe fn gemv_rows<D: Dec>(
     let grouped = groups > 1;
     let mut t = 0;
     while t < tokens {
-        let tk = match tokens - t {
-            1 => 1,
-            2 | 3 => 2,
-            _ => 4,
-        };
+        // Three tokens get their own tile: as 2 + 1 they would stream the weights twice (a
+        // 3-token speculative verify step cost more than a 4-token one).
+        let tk = (tokens - t).min(4);
         // One token: one row at a time. Weights then stream strictly in order, which the
         // hardware prefetchers follow; four interleaved 576-byte rows (SmolLM2) reached only
         // about 0.4 of the read bandwidth on weights coming from DRAM, one row 0.96
@@ -394,13 +392,17 @@ unsafe fn gemv_rows<D: Dec>(
                 };
                 match (grouped, rk, tk) {
                     (false, 2, 4) => gemv_tile::<D, 2, 4, false>(tile),
+                    (false, 2, 3) => gemv_tile::<D, 2, 3, false>(tile),
                     (false, 2, _) => gemv_tile::<D, 2, 2, false>(tile),
                     (false, _, 4) => gemv_tile::<D, 1, 4, false>(tile),
+                    (false, _, 3) => gemv_tile::<D, 1, 3, false>(tile),
                     (false, _, 2) => gemv_tile::<D, 1, 2, false>(tile),
                     (false, _, _) => gemv_tile::<D, 1, 1, false>(tile),
                     (true, 2, 4) => gemv_tile::<D, 2, 4, true>(tile),
+                    (true, 2, 3) => gemv_tile::<D, 2, 3, true>(tile),
                     (true, 2, _) => gemv_tile::<D, 2, 2, true>(tile),
                     (true, _, 4) => gemv_tile::<D, 1, 4, true>(tile),
+                    (true, _, 3) => gemv_tile::<D, 1, 3, true>(tile),
                     (true, _, 2) => gemv_tile::<D, 1, 2, true>(tile),
                     (true, _, _) => gemv_tile::<D, 1, 1, true>(tile),
                 }
