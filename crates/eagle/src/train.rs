@@ -45,7 +45,7 @@ pub struct TrainOptions {
 impl Default for TrainOptions {
     fn default() -> Self {
         TrainOptions {
-            steps: 600,
+            steps: 300,
             batch: 4,
             learning_rate: 1e-3,
             warmup: 30,

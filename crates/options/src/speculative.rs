@@ -116,7 +116,9 @@ impl SpeculativeOptions {
                 .map_err(|_| invalid(OPTION_EAGLE_SEED, v, "a whole number"))?,
         };
         Ok(SpeculativeOptions {
-            steps: env.count(OPTION_EAGLE_STEPS, 600, 1)?,
+            // About 1,200 samples of up to 512 tokens: under an hour with the evaluations on 2 cores
+            // (about 180 training tokens/s, BENCHMARKS.md).
+            steps: env.count(OPTION_EAGLE_STEPS, 300, 1)?,
             batch: env.count(OPTION_EAGLE_BATCH_SIZE, 4, 1)?,
             learning_rate,
             ttt_steps,
@@ -169,7 +171,7 @@ mod tests {
         let d = parse(&[]).unwrap();
         assert_eq!(
             (d.steps, d.batch, d.ttt_steps, d.draft_vocab_size),
-            (600, 4, 4, 8192)
+            (300, 4, 4, 8192)
         );
         assert_eq!(d.max_len, 512);
         let o = parse(&[
