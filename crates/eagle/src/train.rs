@@ -180,6 +180,32 @@ pub fn train(
             }
         };
     let mut best_vars = snapshot(&head)?;
+    // Held-out acceptance now; the head is kept when it is the best so far; then a checkpoint.
+    let measure = |head: &DraftModel,
+                   optim: &AdamW,
+                   step: usize,
+                   tokens_trained: usize,
+                   best: &mut Evaluation,
+                   best_vars: &mut BTreeMap<String, Tensor>|
+     -> Result<Evaluation> {
+        let e = evaluate(model, head, &vocab, &aux, samples, held, opts, step)?;
+        if e.acceptance_length > best.acceptance_length {
+            *best = e.clone();
+            *best_vars = snapshot(head)?;
+        }
+        save_checkpoint(
+            run.work_dir,
+            opts,
+            head,
+            optim,
+            &vocab,
+            step,
+            tokens_trained,
+            best,
+            &initial,
+        )?;
+        Ok(e)
+    };
     let mut last_loss = f64::NAN;
     let mut stopped_early = None;
     let loop_started = Instant::now();
@@ -228,21 +254,13 @@ pub fn train(
         let per_step = elapsed / (step - start) as f64;
         let mut evaluation = None;
         if step % opts.eval_every == 0 || step == opts.steps {
-            let e = evaluate(model, &head, &vocab, &aux, samples, held, opts, step)?;
-            if e.acceptance_length > best.acceptance_length {
-                best = e.clone();
-                best_vars = snapshot(&head)?;
-            }
-            save_checkpoint(
-                run.work_dir,
-                opts,
+            let e = measure(
                 &head,
                 &optim,
-                &vocab,
                 step,
                 tokens_trained,
-                &best,
-                &initial,
+                &mut best,
+                &mut best_vars,
             )?;
             evaluation = Some(e);
         }
@@ -257,21 +275,13 @@ pub fn train(
     }
     if stopped_early.is_some() && step > start {
         // The last updates since an evaluation count too: measure them before choosing.
-        let e = evaluate(model, &head, &vocab, &aux, samples, held, opts, step)?;
-        if e.acceptance_length > best.acceptance_length {
-            best = e;
-            best_vars = snapshot(&head)?;
-        }
-        save_checkpoint(
-            run.work_dir,
-            opts,
+        measure(
             &head,
             &optim,
-            &vocab,
             step,
             tokens_trained,
-            &best,
-            &initial,
+            &mut best,
+            &mut best_vars,
         )?;
     }
     head = DraftModel::from_tensors(shape, &best_vars)?;
