@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use temper_runtime::speculative::cost::expected_tokens;
 use temper_runtime::speculative::default_aux_layers;
 use temper_runtime::Model;
 use temper_text::data::ChatSample;
@@ -410,24 +411,13 @@ fn evaluate(
         });
         prev = a;
     }
-    let acceptance_length = crate::train::chain_length(&per_depth);
+    let acceptance_length = expected_tokens(per_depth.len(), &per_depth);
     Ok(Evaluation {
         step,
         loss: loss / held.len().max(1) as f64,
         per_depth,
         acceptance_length,
     })
-}
-
-/// `1 + sum_j prod_{d<=j} rates[d]`.
-pub fn chain_length(rates: &[f64]) -> f64 {
-    let mut reach = 1.0;
-    let mut total = 1.0;
-    for r in rates {
-        reach *= r;
-        total += reach;
-    }
-    total
 }
 
 fn snapshot(head: &DraftModel) -> Result<BTreeMap<String, Tensor>> {

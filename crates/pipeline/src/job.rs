@@ -135,7 +135,6 @@ pub fn plan_job(spec: &JobSpec) -> Result<JobPlan> {
                     o,
                     &source,
                     output,
-                    common.allow_unknown_architecture,
                     quantize.as_ref().is_some_and(|q: &QuantizePass| {
                         q.plan.options.scheme.is_fp8() && !target.fp8_native()
                     }),
@@ -182,12 +181,10 @@ fn plan_speculative(
     options: &temper_options::SpeculativeOptions,
     source: &Checkpoint,
     output: &Path,
-    allow_unknown: bool,
     weight_only: bool,
 ) -> Result<SpeculativePass> {
     let config = &source.config;
     if config.family == temper_core::config::Family::Unknown {
-        let _ = allow_unknown;
         return Err(Error::Plan(format!(
             "the speculative-decoding pass trains against the model running in temper's runtime, \
              which runs {} models, not `{}` ({})",

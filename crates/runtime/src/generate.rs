@@ -206,8 +206,40 @@ impl<'a, 'f> Output<'a, 'f> {
         Ok(None)
     }
 
+    /// The report of a finished generation: `decode_steps` target passes after the prefill
+    /// produced `decoded` tokens in `decode_seconds`.
+    pub(crate) fn report(
+        self,
+        finish: FinishReason,
+        prompt_tokens: usize,
+        prefill_seconds: f64,
+        decode_steps: usize,
+        decoded: usize,
+        decode_seconds: f64,
+    ) -> Result<GenerateReport> {
+        let generated = self.generated;
+        let token_ids = self.tokens.clone();
+        let (text, finish_reason) = self.finish(finish)?;
+        Ok(GenerateReport {
+            text,
+            token_ids,
+            finish_reason,
+            prompt_tokens,
+            generated_tokens: generated,
+            prefill_seconds,
+            prefill_tokens_per_second: prompt_tokens as f64 / prefill_seconds,
+            decode_steps,
+            decode_seconds,
+            decode_tokens_per_second: if decoded > 0 {
+                decoded as f64 / decode_seconds
+            } else {
+                0.0
+            },
+        })
+    }
+
     /// Flushes the text still held back and returns it all with the reason generation ended.
-    pub(crate) fn finish(mut self, reason: FinishReason) -> Result<(String, FinishReason)> {
+    fn finish(mut self, reason: FinishReason) -> Result<(String, FinishReason)> {
         // Unless a stop string ended the text, print what the stream still holds.
         if !self.stops.stopped() {
             let tail = self.stream.finish()?;
@@ -256,23 +288,12 @@ pub fn generate<M: CausalLm>(
         next = sampler.sample(&logits.flatten_all()?.to_vec1::<f32>()?);
     };
     let decode_seconds = decode_started.elapsed().as_secs_f64();
-    let generated = output.generated;
-    let token_ids = output.tokens.clone();
-    let (text, finish_reason) = output.finish(finish)?;
-    Ok(GenerateReport {
-        text,
-        token_ids,
-        finish_reason,
-        prompt_tokens: prompt.len(),
-        generated_tokens: generated,
+    output.report(
+        finish,
+        prompt.len(),
         prefill_seconds,
-        prefill_tokens_per_second: prompt.len() as f64 / prefill_seconds,
+        decode_steps,
         decode_steps,
         decode_seconds,
-        decode_tokens_per_second: if decode_steps > 0 {
-            decode_steps as f64 / decode_seconds
-        } else {
-            0.0
-        },
-    })
+    )
 }

@@ -371,7 +371,7 @@ unsafe fn gemv_rows<D: Dec>(
         // about 0.4 of the read bandwidth on weights coming from DRAM, one row 0.96
         // (`decode_smollm2_30_layers` in the matmul bench). With 2-4 tokens, two rows: on SmolLM2 (bf16, 200 cached positions) a forward of 4
         // new tokens took 22.3 ms with 2-row tiles against 25.3 ms with 4-row ones (2 tokens:
-        // 19.9 against 23.4), the speculative verify step; `examples/verify_cost.rs`.
+        // 19.9 against 23.4), the speculative verify step (`verify_cost` in the speculative bench).
         let full = if tk == 1 { 1 } else { 2 };
         let mut r = 0;
         while r < nr {

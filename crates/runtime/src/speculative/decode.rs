@@ -293,29 +293,18 @@ pub fn generate_speculative(
         root = bonus;
     };
     let decode_seconds = decode_started.elapsed().as_secs_f64();
-    let generated = output.generated;
-    let token_ids = output.tokens.clone();
-    let (text, finish_reason) = output.finish(finish)?;
     // Tokens the decode phase produced (the first came from the prefill), as plain decoding
     // counts them, so the two rates compare.
-    let decoded = generated.saturating_sub(1);
+    let decoded = output.generated.saturating_sub(1);
     Ok(SpeculativeReport {
-        generation: GenerateReport {
-            text,
-            token_ids,
-            finish_reason,
-            prompt_tokens: prompt.len(),
-            generated_tokens: generated,
+        generation: output.report(
+            finish,
+            prompt.len(),
             prefill_seconds,
-            prefill_tokens_per_second: prompt.len() as f64 / prefill_seconds,
-            decode_steps: stats.rounds,
+            stats.rounds,
+            decoded,
             decode_seconds,
-            decode_tokens_per_second: if decoded > 0 {
-                decoded as f64 / decode_seconds
-            } else {
-                0.0
-            },
-        },
+        )?,
         speculative: stats.finish(),
     })
 }
