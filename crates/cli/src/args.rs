@@ -137,6 +137,10 @@ pub enum ImportDtype {
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
 pub enum QuantizeMethod {
+    /// Activation-aware INT4 (W4A16 with zero points, group 128): SageMaker's default.
+    Awq,
+    /// Round-to-nearest INT4 (W4A16), data-free: the baseline AWQ improves on.
+    Int4,
     Fp8,
     Int8,
 }
@@ -179,7 +183,8 @@ pub struct JobArgs {
     /// scales), W8A16 (default for int8) or W8A8 (OPTION_FP8_SCHEME / OPTION_INT8_SCHEME).
     #[arg(long)]
     pub scheme: Option<String>,
-    /// INT8 W8A16 group size, e.g. 128 (OPTION_QUANT_GROUP_SIZE); per channel when unset.
+    /// Group size: INT8 W8A16 (OPTION_QUANT_GROUP_SIZE; per channel when unset), INT4
+    /// (default 128; OPTION_AWQ_BLOCK_SIZE for awq).
     #[arg(long)]
     pub group_size: Option<usize>,
     /// Comma-separated modules to keep dense: names or re: patterns (OPTION_FP8_IGNORE; default lm_head).
@@ -230,6 +235,8 @@ impl JobArgs {
         }
         if let Some(q) = self.quantize {
             let method = match q {
+                QuantizeMethod::Awq => "awq",
+                QuantizeMethod::Int4 => "int4",
                 QuantizeMethod::Fp8 => "fp8",
                 QuantizeMethod::Int8 => "int8",
             };
@@ -250,7 +257,15 @@ impl JobArgs {
             env.insert("OPTION_TENSOR_PARALLEL_DEGREE".into(), n.clone());
         }
         if let Some(g) = self.group_size {
-            env.insert("OPTION_QUANT_GROUP_SIZE".into(), g.to_string());
+            // AWQ names its group size after the LMI images' option.
+            let key = match env
+                .get("OPTION_QUANTIZE")
+                .map(|m| m.trim().to_ascii_lowercase())
+            {
+                Some(m) if m == "awq" => "OPTION_AWQ_BLOCK_SIZE",
+                _ => "OPTION_QUANT_GROUP_SIZE",
+            };
+            env.insert(key.into(), g.to_string());
         }
         if let Some(ignore) = &self.ignore {
             env.insert("OPTION_FP8_IGNORE".into(), ignore.clone());

@@ -42,6 +42,10 @@ pub enum WeightFormat {
     Int8 { strategy: Strategy, packed: bool },
     /// FP8 E4M3 codes.
     Fp8 { strategy: Strategy },
+    /// INT4 codes in compressed-tensors' pack-quantized layout (`weight_packed` I32, eight codes
+    /// plus 8 per word); without `symmetric`, a `weight_zero_point` I32 packed eight per word
+    /// along the output dimension.
+    Int4 { strategy: Strategy, symmetric: bool },
 }
 
 /// How the serving engine treats a Linear's input activations.
@@ -90,7 +94,7 @@ enum Targets {
 }
 
 const SUPPORTED: &str = "compressed-tensors float-quantized (FP8), int-quantized (INT8 W8A8) and \
-    8-bit pack-quantized (INT8 W8A16) checkpoints, and vLLM `fp8` checkpoints";
+    pack-quantized (INT8 W8A16, INT4 W4A16) checkpoints, and vLLM `fp8` checkpoints";
 
 impl QuantConfig {
     /// `None` for an unquantized model.
@@ -268,16 +272,27 @@ fn group_weights(
         ));
     };
     let bits = w.get("num_bits").and_then(Value::as_u64);
-    if bits != Some(8) {
+    let four_bit = bits == Some(4) && format == "pack-quantized";
+    if bits != Some(8) && !four_bit {
         return Err(unsupported(
             path,
             &format!(
-                "{field}.weights.num_bits is {:?}; only 8-bit weights are supported",
+                "{field}.weights.num_bits is {:?} with format `{format}`; 8-bit weights, and 4-bit \
+                 weights in pack-quantized checkpoints, are supported",
                 bits
             ),
         ));
     }
-    if w.get("symmetric").and_then(Value::as_bool) == Some(false) {
+    let symmetric = w.get("symmetric").and_then(Value::as_bool) != Some(false);
+    if w.get("actorder")
+        .is_some_and(|a| !a.is_null() && a != false)
+    {
+        return Err(unsupported(
+            path,
+            &format!("{field}.weights.actorder is set; activation-reordered (g_idx) checkpoints are not supported by this runtime"),
+        ));
+    }
+    if !symmetric && !four_bit {
         return Err(unsupported(
             path,
             &format!("{field}.weights.symmetric is false; asymmetric (zero-point) weights are not supported"),
@@ -318,6 +333,24 @@ fn group_weights(
             ))
         }
     };
+    if four_bit {
+        if w.get("type").and_then(Value::as_str) != Some("int") {
+            return Err(unsupported(
+                path,
+                &format!("{field}.weights.type must be `int` for 4-bit weights"),
+            ));
+        }
+        if !matches!(strategy, Strategy::Group(_) | Strategy::Channel) {
+            return Err(unsupported(
+                path,
+                &format!("{field}.weights.strategy {strategy:?}: 4-bit weights are supported per group or per channel"),
+            ));
+        }
+        return Ok(WeightFormat::Int4 {
+            strategy,
+            symmetric,
+        });
+    }
     match (w.get("type").and_then(Value::as_str), format) {
         (Some("float"), "float-quantized" | "naive-quantized") => {
             Ok(WeightFormat::Fp8 { strategy })

@@ -29,6 +29,11 @@ pub enum Scheme {
     W8A16 { group: Option<usize> },
     /// INT8 weights per channel, INT8 activations per token at run time (`int-quantized`).
     W8A8,
+    /// INT4 weights in groups of `group` input columns, 16-bit activations
+    /// (`pack-quantized`, 8 codes per int32); `zero_point` = asymmetric, with a zero point
+    /// per group (AWQ's default, what vLLM's Marlin kernels load as `uint4`), else symmetric
+    /// (`uint4b8`).
+    W4A16 { group: usize, zero_point: bool },
 }
 
 impl Scheme {
@@ -40,6 +45,14 @@ impl Scheme {
             Scheme::W8A16 { group: None } => "INT8 W8A16 (per channel)".into(),
             Scheme::W8A16 { group: Some(g) } => format!("INT8 W8A16 (group {g})"),
             Scheme::W8A8 => "INT8 W8A8".into(),
+            Scheme::W4A16 {
+                group,
+                zero_point: true,
+            } => format!("INT4 W4A16 (group {group}, zero points)"),
+            Scheme::W4A16 {
+                group,
+                zero_point: false,
+            } => format!("INT4 W4A16 (group {group}, symmetric)"),
         }
     }
 }
@@ -49,7 +62,7 @@ impl Scheme {
     pub fn format(&self) -> &'static str {
         match self {
             Scheme::Fp8Dynamic | Scheme::Fp8Block | Scheme::Fp8Static => "float-quantized",
-            Scheme::W8A16 { .. } => "pack-quantized",
+            Scheme::W8A16 { .. } | Scheme::W4A16 { .. } => "pack-quantized",
             Scheme::W8A8 => "int-quantized",
         }
     }
@@ -60,6 +73,15 @@ impl Scheme {
             Scheme::W8A16 { group: Some(g) } if !cols.is_multiple_of(g) => Some(format!(
                 "{cols} input columns are not a multiple of the group size {g}; use per-channel \
                  scales (leave OPTION_QUANT_GROUP_SIZE unset) or a group size that divides {cols}"
+            )),
+            Scheme::W4A16 { group, .. } if !cols.is_multiple_of(group) => Some(format!(
+                "{cols} input columns are not a multiple of the group size {group}; choose a group \
+                 size that divides {cols} (OPTION_AWQ_BLOCK_SIZE / OPTION_QUANT_GROUP_SIZE) or add \
+                 the module to the ignore list to keep it unquantized"
+            )),
+            Scheme::W4A16 { .. } if !cols.is_multiple_of(8) => Some(format!(
+                "pack-quantized stores eight int4 values per int32 along the input dimension, and \
+                 {cols} columns are not a multiple of 8"
             )),
             Scheme::W8A16 { .. } if !cols.is_multiple_of(4) => Some(format!(
                 "pack-quantized stores four int8 values per int32 along the input dimension, and {cols} \
@@ -73,7 +95,7 @@ impl Scheme {
     /// Scales per row for row-wise schemes (1 for per channel).
     pub fn groups_per_row(&self, cols: usize) -> usize {
         match *self {
-            Scheme::W8A16 { group: Some(g) } => cols / g,
+            Scheme::W8A16 { group: Some(g) } | Scheme::W4A16 { group: g, .. } => cols / g,
             _ => 1,
         }
     }
@@ -125,7 +147,64 @@ impl Scheme {
                 TensorSpec::new(format!("{prefix}.weight_shape"), Dtype::I64, vec![2]),
                 scale,
             ],
+            Scheme::W4A16 { zero_point, .. } => {
+                let mut t = vec![
+                    TensorSpec::new(
+                        format!("{prefix}.weight_packed"),
+                        Dtype::I32,
+                        vec![rows, cols / 8],
+                    ),
+                    TensorSpec::new(format!("{prefix}.weight_shape"), Dtype::I64, vec![2]),
+                    scale,
+                ];
+                if *zero_point {
+                    // Packed eight per int32 along the output dimension (compressed-tensors'
+                    // `packed_dim=0`), one column per group.
+                    t.push(TensorSpec::new(
+                        format!("{prefix}.weight_zero_point"),
+                        Dtype::I32,
+                        vec![rows.div_ceil(8), self.groups_per_row(cols)],
+                    ));
+                }
+                t
+            }
         }
+    }
+
+    /// The scheme a Linear with `cols` input columns gets when this one is asked for: itself,
+    /// except INT4 groups that do not divide `cols`, which fall back to the largest of 64 and
+    /// 32 (group sizes vLLM's INT4 kernels take) that does, when one does. Otherwise `self`,
+    /// which [`Scheme::check_shape`] then refuses with the reason.
+    pub fn fit_columns(&self, cols: usize) -> Scheme {
+        match *self {
+            Scheme::W4A16 { group, zero_point } if !cols.is_multiple_of(group) => [64, 32]
+                .into_iter()
+                .find(|&g| g < group && cols.is_multiple_of(g))
+                .map_or(*self, |group| Scheme::W4A16 { group, zero_point }),
+            _ => *self,
+        }
+    }
+
+    /// As [`Scheme::quantization_config`], plus one config group per `(scheme, modules)` of
+    /// `others` that targets those modules by name (named groups win over the `Linear`
+    /// catch-all in compressed-tensors and vLLM). All schemes must share this one's format.
+    pub fn quantization_config_with(
+        &self,
+        ignore: &[String],
+        others: &[(Scheme, Vec<String>)],
+    ) -> Value {
+        let mut config = self.quantization_config(ignore);
+        for (i, (scheme, modules)) in others.iter().enumerate() {
+            debug_assert_eq!(scheme.format(), self.format());
+            config["config_groups"][format!("group_{}", i + 1)] = json!({
+                "targets": modules,
+                "weights": scheme.weight_args(),
+                "input_activations": scheme.activation_args(),
+                "output_activations": null,
+                "format": scheme.format(),
+            });
+        }
+        config
     }
 
     /// The `quantization_config` object for `config.json`.
@@ -155,6 +234,13 @@ impl Scheme {
             Scheme::Fp8Static => ("float", "tensor", None, None),
             Scheme::W8A16 { group: None } | Scheme::W8A8 => ("int", "channel", None, None),
             Scheme::W8A16 { group: Some(g) } => ("int", "group", Some(g), None),
+            Scheme::W4A16 { group, zero_point } => {
+                return json!({
+                    "num_bits": 4, "type": "int", "strategy": "group", "symmetric": !zero_point,
+                    "dynamic": false, "group_size": group, "block_structure": null, "actorder": null,
+                    "observer": "minmax", "observer_kwargs": {},
+                })
+            }
         };
         json!({
             "num_bits": 8, "type": kind, "strategy": strategy, "symmetric": true, "dynamic": false,
@@ -180,7 +266,7 @@ impl Scheme {
                 "group_size": null, "block_structure": null, "actorder": null, "observer": "minmax",
                 "observer_kwargs": {},
             }),
-            Scheme::W8A16 { .. } => Value::Null,
+            Scheme::W8A16 { .. } | Scheme::W4A16 { .. } => Value::Null,
         }
     }
 
@@ -220,6 +306,13 @@ impl Scheme {
                 },
                 InputActivations::Int8PerToken,
             ),
+            Scheme::W4A16 { group, zero_point } => (
+                WeightFormat::Int4 {
+                    strategy: Strategy::Group(group),
+                    symmetric: !zero_point,
+                },
+                InputActivations::Float,
+            ),
         };
         LinearScheme { weights, inputs }
     }
@@ -231,6 +324,10 @@ impl Scheme {
             // Symmetric [-127, 127]: the largest weight maps exactly onto a code, and no
             // clamping error appears (llm-compressor uses 127.5 and clamps at 127).
             Scheme::W8A16 { .. } | Scheme::W8A8 => 127.0,
+            // Symmetric INT4 as llm-compressor: absmax / 7.5, codes clamped to [-8, 7] (the
+            // largest weight rounds to 8 and clamps to 7, within half a step). Asymmetric
+            // schemes use (max - min) / 15 instead; see the INT4 quantizer.
+            Scheme::W4A16 { .. } => 7.5,
         }
     }
 
@@ -263,6 +360,14 @@ mod tests {
             Scheme::W8A16 { group: None },
             Scheme::W8A16 { group: Some(64) },
             Scheme::W8A8,
+            Scheme::W4A16 {
+                group: 128,
+                zero_point: true,
+            },
+            Scheme::W4A16 {
+                group: 32,
+                zero_point: false,
+            },
         ];
         let ignore = vec!["lm_head".to_string(), "re:.*down_proj".to_string()];
         for scheme in schemes {
@@ -300,6 +405,77 @@ mod tests {
         let t = Scheme::Fp8Block.output_tensors("m.q", 300, 129, Dtype::F16);
         assert_eq!(t[1].shape, vec![3, 2]);
         assert_eq!(t[0].dtype, Dtype::F8_E4M3);
+    }
+
+    #[test]
+    fn int4_groups_fall_back_and_are_named_in_the_config() {
+        use crate::quant_config::QuantConfig;
+        let asked = Scheme::W4A16 {
+            group: 128,
+            zero_point: true,
+        };
+        let g64 = Scheme::W4A16 {
+            group: 64,
+            zero_point: true,
+        };
+        assert_eq!(asked.fit_columns(1536), asked);
+        assert_eq!(asked.fit_columns(576), g64);
+        assert_eq!(asked.fit_columns(100), asked);
+        assert_eq!(Scheme::W8A8.fit_columns(576), Scheme::W8A8);
+        let config = asked.quantization_config_with(
+            &["lm_head".into()],
+            &[(g64, vec!["model.layers.0.self_attn.q_proj".into()])],
+        );
+        let read = QuantConfig::parse(std::path::Path::new("config.json"), &config).unwrap();
+        assert_eq!(
+            read.scheme_for("model.layers.0.self_attn.q_proj"),
+            g64.linear_scheme()
+        );
+        assert_eq!(
+            read.scheme_for("model.layers.0.mlp.down_proj"),
+            asked.linear_scheme()
+        );
+    }
+
+    #[test]
+    fn int4_tensors_and_config() {
+        let scheme = Scheme::W4A16 {
+            group: 128,
+            zero_point: true,
+        };
+        let t = scheme.output_tensors("m.q", 300, 512, Dtype::BF16);
+        let shapes: Vec<_> = t
+            .iter()
+            .map(|t| (t.name.as_str(), t.dtype, t.shape.clone()))
+            .collect();
+        assert_eq!(
+            shapes,
+            vec![
+                ("m.q.weight_packed", Dtype::I32, vec![300, 64]),
+                ("m.q.weight_shape", Dtype::I64, vec![2]),
+                ("m.q.weight_scale", Dtype::BF16, vec![300, 4]),
+                ("m.q.weight_zero_point", Dtype::I32, vec![38, 4]),
+            ]
+        );
+        let c = scheme.quantization_config(&[]);
+        assert_eq!(c["format"], "pack-quantized");
+        let w = &c["config_groups"]["group_0"]["weights"];
+        assert_eq!(w["num_bits"], 4);
+        assert_eq!(w["symmetric"], false);
+        assert_eq!(w["group_size"], 128);
+        let symmetric = Scheme::W4A16 {
+            group: 128,
+            zero_point: false,
+        };
+        assert_eq!(symmetric.output_tensors("m", 8, 128, Dtype::F16).len(), 3);
+        assert!(scheme.check_shape(8, 576).unwrap().contains("576"));
+        assert!(Scheme::W4A16 {
+            group: 4,
+            zero_point: true
+        }
+        .check_shape(8, 12)
+        .unwrap()
+        .contains("multiple of 8"));
     }
 
     #[test]

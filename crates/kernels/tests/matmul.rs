@@ -32,9 +32,23 @@ enum Kind {
     Bf16,
     Int8,
     Fp8,
+    Int4,
 }
 
-const KINDS: [Kind; 5] = [Kind::F32, Kind::F16, Kind::Bf16, Kind::Int8, Kind::Fp8];
+const KINDS: [Kind; 6] = [
+    Kind::F32,
+    Kind::F16,
+    Kind::Bf16,
+    Kind::Int8,
+    Kind::Fp8,
+    Kind::Int4,
+];
+
+/// Whether `kind` can hold a `cols`-column matrix with groups of `group` (INT4 packs two codes
+/// per byte, so rows and groups must start on a byte).
+fn fits(kind: Kind, cols: usize, group: usize) -> bool {
+    kind != Kind::Int4 || (cols.is_multiple_of(2) && group.is_multiple_of(2))
+}
 
 /// Test-side value of an FP8 weight code (NaN codes read as ±480, as documented).
 fn fp8_value(c: u8) -> f32 {
@@ -116,6 +130,36 @@ fn make_weights(kind: Kind, rows: usize, cols: usize, group: usize, seed: u64) -
                 group,
             }
         }
+        Kind::Int4 => {
+            // Row 0: every code 0 with zero point 15 (the most negative value, -15); row 1:
+            // every code 15 with zero point 0; row 2: codes equal to their zero point (all
+            // zeros); row 3: the codes in turn; the rest random.
+            let groups = cols / group;
+            let zeros: Vec<u8> = (0..rows * groups)
+                .map(|i| match i / groups {
+                    0 => 15,
+                    1 | 2 => 0,
+                    _ => (rng.next_u32() % 16) as u8,
+                })
+                .collect();
+            let code = |i: usize, rng: &mut Rng| -> u8 {
+                match i / cols {
+                    0 | 2 => 0,
+                    1 => 15,
+                    3 => (i % 16) as u8,
+                    _ => (rng.next_u32() % 16) as u8,
+                }
+            };
+            let packed = (0..n / 2)
+                .map(|b| code(2 * b, &mut rng) | (code(2 * b + 1, &mut rng) << 4))
+                .collect();
+            Weights::Int4 {
+                packed,
+                scales,
+                zeros,
+                group,
+            }
+        }
     }
 }
 
@@ -148,6 +192,16 @@ fn parts(w: &Weights, cols: usize, r: usize, j: usize) -> (f32, f32) {
             scales,
             group,
         } => (fp8_value(codes[i]), scales[r * (cols / group) + j / group]),
+        Weights::Int4 {
+            packed,
+            scales,
+            zeros,
+            group,
+        } => {
+            let code = (packed[i / 2] >> (4 * (i % 2))) & 0x0F;
+            let g = r * (cols / group) + j / group;
+            (f32::from(code) - f32::from(zeros[g]), scales[g])
+        }
     }
 }
 
@@ -188,10 +242,10 @@ fn every_kind_isa_and_shape_matches_the_reference() {
     for &(rows, cols, groups) in SHAPES {
         for kind in KINDS {
             let kind_groups: &[usize] = match kind {
-                Kind::Int8 | Kind::Fp8 => groups,
+                Kind::Int8 | Kind::Fp8 | Kind::Int4 => groups,
                 _ => &groups[..1],
             };
-            for &group in kind_groups {
+            for &group in kind_groups.iter().filter(|&&g| fits(kind, cols, g)) {
                 seed += 1;
                 let w = Matrix::new(rows, cols, make_weights(kind, rows, cols, group, seed))
                     .expect("valid matrix");
@@ -268,7 +322,7 @@ fn reference_equals_f64_dot_of_dequantized_weights() {
     let mut seed = 200;
     for &(rows, cols, groups) in SHAPES {
         for kind in KINDS {
-            for &group in groups {
+            for &group in groups.iter().filter(|&&g| fits(kind, cols, g)) {
                 seed += 1;
                 let weights = make_weights(kind, rows, cols, group, seed);
                 let w = Matrix::new(rows, cols, weights.clone()).unwrap();
@@ -302,7 +356,10 @@ fn reference_equals_f64_dot_of_dequantized_weights() {
 #[test]
 fn row_is_the_exact_dequantized_row() {
     for kind in KINDS {
-        for (cols, group) in [(300, 300), (300, 60), (77, 11), (1, 1)] {
+        for (cols, group) in [(300, 300), (300, 60), (77, 11), (1, 1), (96, 32), (64, 2)] {
+            if !fits(kind, cols, group) {
+                continue;
+            }
             let rows = 6;
             let weights = make_weights(kind, rows, cols, group, 7);
             let w = Matrix::new(rows, cols, weights.clone()).unwrap();
@@ -312,7 +369,7 @@ fn row_is_the_exact_dequantized_row() {
                 for (j, &o) in out.iter().enumerate() {
                     let (v, s) = parts(&weights, cols, r, j);
                     let expected = match kind {
-                        Kind::Int8 | Kind::Fp8 => v * s,
+                        Kind::Int8 | Kind::Fp8 | Kind::Int4 => v * s,
                         _ => v,
                     };
                     assert_eq!(o.to_bits(), expected.to_bits(), "{kind:?} row {r} col {j}");
@@ -607,4 +664,36 @@ fn weight_bytes_counts_codes_and_scales() {
     let w = Matrix::new(4, 8, Weights::Bf16(vec![bf16::ZERO; 32])).unwrap();
     assert_eq!(w.weight_bytes(), 64);
     assert_eq!((w.rows(), w.cols()), (4, 8));
+}
+
+#[test]
+fn int4_matrices_are_validated_and_counted() {
+    let int4 = |cols: usize, group: usize, zero: u8| Weights::Int4 {
+        packed: vec![0x21; 2 * cols / 2],
+        scales: vec![1.0; 2 * (cols / group)],
+        zeros: vec![zero; 2 * (cols / group)],
+        group,
+    };
+    let w = Matrix::new(2, 64, int4(64, 32, 8)).unwrap();
+    // Codes, scales (f32) and one zero point byte per group.
+    assert_eq!(w.weight_bytes(), 64 + 4 * 4 + 4);
+    assert!(shape_err(Matrix::new(2, 64, int4(64, 32, 16))).contains("zero point"));
+    let odd = Weights::Int4 {
+        packed: vec![0; 3],
+        scales: vec![1.0; 2],
+        zeros: vec![0; 2],
+        group: 3,
+    };
+    assert!(shape_err(Matrix::new(2, 3, odd)).contains("even"));
+    let short = Weights::Int4 {
+        packed: vec![0; 10],
+        scales: vec![1.0; 4],
+        zeros: vec![0; 4],
+        group: 32,
+    };
+    assert!(shape_err(Matrix::new(2, 64, short)).contains("elements"));
+    // Byte 0x21: element 0 is the low nibble (1), element 1 the high nibble (2).
+    let mut row = vec![0.0f32; 64];
+    w.row(0, &mut row);
+    assert_eq!(&row[..2], &[1.0 - 8.0, 2.0 - 8.0]);
 }

@@ -334,15 +334,56 @@ mod tests {
                 vec![("OPTION_QUANTIZE", "fp8"), ("OPTION_FP8_SCHEME", "FP8")],
                 Scheme::Fp8Static,
             ),
+            (
+                vec![("OPTION_QUANTIZE", "int4")],
+                Scheme::W4A16 {
+                    group: 128,
+                    zero_point: true,
+                },
+            ),
+            (
+                vec![
+                    ("OPTION_AWQ_BLOCK_SIZE", "64"),
+                    ("OPTION_AWQ_ZERO_POINT", "false"),
+                ],
+                Scheme::W4A16 {
+                    group: 64,
+                    zero_point: false,
+                },
+            ),
         ] {
             assert_eq!(quantize(&env).unwrap().quantize().unwrap().scheme, scheme);
         }
     }
 
     #[test]
+    fn awq_is_the_default_method() {
+        let o = quantize(&[]).unwrap();
+        let q = o.quantize().unwrap();
+        assert_eq!(q.method, crate::quantize::Method::Awq);
+        assert_eq!(
+            q.scheme,
+            Scheme::W4A16 {
+                group: 128,
+                zero_point: true
+            }
+        );
+    }
+
+    #[test]
     fn errors_name_option_and_value_without_cli_flags() {
         for (env, option, value) in [
-            (vec![("OPTION_QUANTIZE", "int4")], "OPTION_QUANTIZE", "int4"),
+            (vec![("OPTION_QUANTIZE", "gptq")], "OPTION_QUANTIZE", "gptq"),
+            (
+                vec![("OPTION_AWQ_WEIGHT_BIT_WIDTH", "8")],
+                "OPTION_AWQ_WEIGHT_BIT_WIDTH",
+                "8",
+            ),
+            (
+                vec![("OPTION_QUANTIZE", "awq"), ("OPTION_AWQ_BLOCK_SIZE", "12")],
+                "OPTION_AWQ_BLOCK_SIZE",
+                "12",
+            ),
             (
                 vec![("OPTION_QUANTIZE", "fp8"), ("OPTION_CALIB_SIZE", "0")],
                 "OPTION_CALIB_SIZE",
@@ -355,11 +396,6 @@ mod tests {
                 ],
                 "OPTION_QUANT_GROUP_SIZE",
                 "-3",
-            ),
-            (
-                vec![("OPTION_FP8_SCHEME", "FP8")],
-                "OPTION_QUANTIZE",
-                "(not set)",
             ),
         ] {
             let err = quantize(&env).unwrap_err().to_string();

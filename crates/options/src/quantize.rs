@@ -10,6 +10,11 @@ pub const OPTION_FP8_SCHEME: &str = "OPTION_FP8_SCHEME";
 pub const OPTION_INT8_SCHEME: &str = "OPTION_INT8_SCHEME";
 pub const OPTION_QUANT_GROUP_SIZE: &str = "OPTION_QUANT_GROUP_SIZE";
 pub const OPTION_FP8_IGNORE: &str = "OPTION_FP8_IGNORE";
+pub const OPTION_AWQ_BLOCK_SIZE: &str = "OPTION_AWQ_BLOCK_SIZE";
+pub const OPTION_AWQ_WEIGHT_BIT_WIDTH: &str = "OPTION_AWQ_WEIGHT_BIT_WIDTH";
+pub const OPTION_AWQ_ZERO_POINT: &str = "OPTION_AWQ_ZERO_POINT";
+/// Not an LMI option: zero points for round-to-nearest INT4 (`OPTION_QUANTIZE=int4`).
+pub const OPTION_INT4_ZERO_POINT: &str = "OPTION_INT4_ZERO_POINT";
 
 /// The options this pass reads.
 pub const KEYS: &[&str] = &[
@@ -18,21 +23,44 @@ pub const KEYS: &[&str] = &[
     OPTION_INT8_SCHEME,
     OPTION_QUANT_GROUP_SIZE,
     OPTION_FP8_IGNORE,
+    OPTION_AWQ_BLOCK_SIZE,
+    OPTION_AWQ_WEIGHT_BIT_WIDTH,
+    OPTION_AWQ_ZERO_POINT,
+    OPTION_INT4_ZERO_POINT,
 ];
+
+/// The method and default of `OPTION_QUANTIZE` when a job does not set it: SageMaker's (and
+/// the LMI images') default.
+pub const DEFAULT_QUANTIZE: &str = "awq";
+
+/// Default INT4 group size (`OPTION_AWQ_BLOCK_SIZE`, and `OPTION_QUANT_GROUP_SIZE` for int4).
+pub const DEFAULT_INT4_GROUP: usize = 128;
+
+/// How the codes are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// Data-free: each weight rounded to the nearest code of its group's minmax grid.
+    RoundToNearest,
+    /// Activation-aware weight quantization: per-input-channel scales searched on calibration
+    /// activations, folded into the preceding norm or Linear, then round-to-nearest.
+    Awq,
+}
 
 /// What to quantize, and how.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct QuantizeOptions {
     pub scheme: Scheme,
+    pub method: Method,
     /// Module names and `re:` patterns left unquantized (default `lm_head`).
     pub ignore: Vec<String>,
 }
 
+const METHODS: &str = "`awq` (the default), `int4`, `fp8` or `int8`";
+
 impl QuantizeOptions {
     pub fn parse(env: &Env) -> Result<Self> {
-        let quantize = env
-            .get(OPTION_QUANTIZE)
-            .ok_or_else(|| invalid(OPTION_QUANTIZE, "(not set)", "`fp8` or `int8`"))?;
+        let quantize = env.get(OPTION_QUANTIZE).unwrap_or(DEFAULT_QUANTIZE);
         let group = match env.get(OPTION_QUANT_GROUP_SIZE) {
             None => None,
             Some(v) => match v.parse::<usize>() {
@@ -46,15 +74,31 @@ impl QuantizeOptions {
                 }
             },
         };
-        let scheme = match quantize.to_ascii_lowercase().as_str() {
-            "fp8" => parse_fp8_scheme(env.get(OPTION_FP8_SCHEME), group)?,
-            "int8" => parse_int8_scheme(env.get(OPTION_INT8_SCHEME), group)?,
-            "awq" | "smoothquant" | "static_int8" | "gptq" => return Err(invalid(
-                OPTION_QUANTIZE,
-                quantize,
-                "`fp8` or `int8`; this quantization method needs calibration and is not built yet",
-            )),
-            _ => return Err(invalid(OPTION_QUANTIZE, quantize, "`fp8` or `int8`")),
+        let (scheme, method) = match quantize.to_ascii_lowercase().as_str() {
+            "fp8" => (
+                parse_fp8_scheme(env.get(OPTION_FP8_SCHEME), group)?,
+                Method::RoundToNearest,
+            ),
+            "int8" => (
+                parse_int8_scheme(env.get(OPTION_INT8_SCHEME), group)?,
+                Method::RoundToNearest,
+            ),
+            "int4" => (
+                Scheme::W4A16 {
+                    group: int4_group(OPTION_QUANT_GROUP_SIZE, group)?,
+                    zero_point: env.bool(OPTION_INT4_ZERO_POINT, true)?,
+                },
+                Method::RoundToNearest,
+            ),
+            "awq" => (parse_awq_scheme(env)?, Method::Awq),
+            "smoothquant" | "static_int8" | "gptq" => {
+                return Err(invalid(
+                    OPTION_QUANTIZE,
+                    quantize,
+                    &format!("{METHODS}; this calibrated method is not built yet"),
+                ))
+            }
+            _ => return Err(invalid(OPTION_QUANTIZE, quantize, METHODS)),
         };
         let ignore = match env.get(OPTION_FP8_IGNORE) {
             None => vec!["lm_head".to_string()],
@@ -64,8 +108,54 @@ impl QuantizeOptions {
                 .filter(|s| !s.is_empty())
                 .collect(),
         };
-        Ok(QuantizeOptions { scheme, ignore })
+        Ok(QuantizeOptions {
+            scheme,
+            method,
+            ignore,
+        })
     }
+}
+
+/// INT4 groups: a multiple of 8 (pack-quantized packs eight codes per int32).
+fn int4_group(option: &str, group: Option<usize>) -> Result<usize> {
+    match group {
+        None => Ok(DEFAULT_INT4_GROUP),
+        Some(g) if g.is_multiple_of(8) => Ok(g),
+        Some(g) => Err(invalid(
+            option,
+            &g.to_string(),
+            "a positive multiple of 8 for INT4 (vLLM's kernels take 32, 64 or 128)",
+        )),
+    }
+}
+
+fn parse_awq_scheme(env: &Env) -> Result<Scheme> {
+    if let Some(bits) = env.get(OPTION_AWQ_WEIGHT_BIT_WIDTH) {
+        if bits.trim() != "4" {
+            return Err(invalid(
+                OPTION_AWQ_WEIGHT_BIT_WIDTH,
+                bits,
+                "4 (the INT4 W4A16 checkpoint vLLM runs; for 8-bit weights use OPTION_QUANTIZE=int8)",
+            ));
+        }
+    }
+    let group = match env.get(OPTION_AWQ_BLOCK_SIZE) {
+        None => None,
+        Some(v) => match v.trim().parse::<usize>() {
+            Ok(g) if g > 0 => Some(g),
+            _ => {
+                return Err(invalid(
+                    OPTION_AWQ_BLOCK_SIZE,
+                    v,
+                    "a positive multiple of 8, such as 128",
+                ))
+            }
+        },
+    };
+    Ok(Scheme::W4A16 {
+        group: int4_group(OPTION_AWQ_BLOCK_SIZE, group)?,
+        zero_point: env.bool(OPTION_AWQ_ZERO_POINT, true)?,
+    })
 }
 
 fn parse_fp8_scheme(value: Option<&str>, group: Option<usize>) -> Result<Scheme> {

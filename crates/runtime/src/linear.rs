@@ -287,7 +287,8 @@ fn fusable(parts: &[Linear]) -> bool {
                 | (Weights::F16(_), Weights::F16(_))
                 | (Weights::Bf16(_), Weights::Bf16(_)) => true,
                 (Weights::Int8 { group: a, .. }, Weights::Int8 { group: b, .. })
-                | (Weights::Fp8 { group: a, .. }, Weights::Fp8 { group: b, .. }) => a == b,
+                | (Weights::Fp8 { group: a, .. }, Weights::Fp8 { group: b, .. })
+                | (Weights::Int4 { group: a, .. }, Weights::Int4 { group: b, .. }) => a == b,
                 _ => false,
             }
     })
@@ -345,6 +346,31 @@ fn concat_weights<'a>(mut parts: impl Iterator<Item = &'a Weights>) -> Weights {
             Weights::Fp8 {
                 codes,
                 scales,
+                group,
+            }
+        }
+        (
+            Weights::Int4 {
+                mut packed,
+                mut scales,
+                mut zeros,
+                group,
+            },
+            Weights::Int4 {
+                packed: p,
+                scales: s,
+                zeros: z,
+                ..
+            },
+        ) => {
+            // Rows hold an even number of codes, so each part's rows start on a byte.
+            packed.extend_from_slice(p);
+            scales.extend_from_slice(s);
+            zeros.extend_from_slice(z);
+            Weights::Int4 {
+                packed,
+                scales,
+                zeros,
                 group,
             }
         }

@@ -51,6 +51,38 @@ pub fn load_linear(
             )
             .map_err(|e| kernel_shape(ckpt, prefix, e))?
         }
+        WeightFormat::Int4 {
+            strategy,
+            symmetric,
+        } => {
+            check_weight_shape(ckpt, prefix, rows, cols, 8)?;
+            let e = entry(ckpt, &format!("{prefix}.weight_packed"))?;
+            check(ckpt, e, Dtype::I32, &[rows, cols / 8])?;
+            // Eight codes + 8 per little-endian word, lowest first: byte for byte the
+            // kernels' two-per-byte layout.
+            let packed = ckpt.bytes(e).to_vec();
+            let (scales, group) = scales(ckpt, prefix, rows, cols, strategy)?;
+            let groups = cols / group;
+            let zeros = if symmetric {
+                vec![8u8; rows * groups]
+            } else {
+                let name = format!("{prefix}.weight_zero_point");
+                let z = entry(ckpt, &name)?;
+                check(ckpt, z, Dtype::I32, &[rows.div_ceil(8), groups])?;
+                temper_format::pack::unpack_int4_columns(ckpt.bytes(z), rows, groups)
+            };
+            Matrix::new(
+                rows,
+                cols,
+                Weights::Int4 {
+                    packed,
+                    scales,
+                    zeros,
+                    group,
+                },
+            )
+            .map_err(|e| kernel_shape(ckpt, prefix, e))?
+        }
         WeightFormat::Fp8 { strategy } => {
             let e = entry(ckpt, &format!("{prefix}.weight"))?;
             check(ckpt, e, Dtype::F8_E4M3, &[rows, cols])?;
@@ -218,9 +250,14 @@ fn kernel_shape(ckpt: &Checkpoint, name: &str, err: temper_kernels::KernelError)
     RuntimeError::tensor(path_of(ckpt, name), name, err.to_string())
 }
 
-/// compressed-tensors pack-quantized, 8 bits: `weight_packed` I32 `[rows, cols/4]`, each
-/// little-endian word holding four codes plus 128 along the input dimension.
-fn packed_codes(ckpt: &Checkpoint, prefix: &str, rows: usize, cols: usize) -> Result<Vec<i8>> {
+/// Checks `weight_shape` against `[rows, cols]`, and that `cols` packs `per_word` per int32.
+fn check_weight_shape(
+    ckpt: &Checkpoint,
+    prefix: &str,
+    rows: usize,
+    cols: usize,
+    per_word: usize,
+) -> Result<()> {
     let shape_name = format!("{prefix}.weight_shape");
     let se = entry(ckpt, &shape_name)?;
     let stored: Vec<i64> = match se.dtype {
@@ -244,13 +281,20 @@ fn packed_codes(ckpt: &Checkpoint, prefix: &str, rows: usize, cols: usize) -> Re
             format!("says {stored:?} but config.json implies [{rows}, {cols}]"),
         ));
     }
-    if !cols.is_multiple_of(4) {
+    if !cols.is_multiple_of(per_word) {
         return Err(RuntimeError::tensor(
             ckpt.file_of(se),
             shape_name,
-            format!("{cols} columns cannot be packed four per int32"),
+            format!("{cols} columns cannot be packed {per_word} per int32"),
         ));
     }
+    Ok(())
+}
+
+/// compressed-tensors pack-quantized, 8 bits: `weight_packed` I32 `[rows, cols/4]`, each
+/// little-endian word holding four codes plus 128 along the input dimension.
+fn packed_codes(ckpt: &Checkpoint, prefix: &str, rows: usize, cols: usize) -> Result<Vec<i8>> {
+    check_weight_shape(ckpt, prefix, rows, cols, 4)?;
     let e = entry(ckpt, &format!("{prefix}.weight_packed"))?;
     check(ckpt, e, Dtype::I32, &[rows, cols / 4])?;
     Ok(temper_format::pack::unpack_int8(ckpt.bytes(e)))

@@ -491,6 +491,14 @@ fn describe_format(layers: &[Layer]) -> String {
         temper_kernels::matmul::Weights::Fp8 { group, .. } => {
             format!("fp8 e4m3 {}", group_name(*group, lin.cols()))
         }
+        temper_kernels::matmul::Weights::Int4 { group, zeros, .. } => {
+            let zero_points = if zeros.iter().all(|&z| z == 8) {
+                "symmetric"
+            } else {
+                "zero points"
+            };
+            format!("int4 {} {zero_points}", group_name(*group, lin.cols()))
+        }
     };
     let acts = match lin.act() {
         ActQuant::None => "f32 activations",

@@ -797,8 +797,24 @@ impl Backend for Avx512 {
                 Weights::Fp8 { codes, .. } => {
                     gemv_rows::<Fp8>(codes, scales, cols, group, r0, nr, x, tokens, out)
                 }
+                Weights::Int4 { .. } => super::int4::gemv_int4(self, w, r0, nr, x, tokens, out),
             }
         }
+    }
+
+    fn gemv_dense_rows(
+        self,
+        rows: &[f32],
+        cols: usize,
+        nr: usize,
+        x: &[f32],
+        tokens: usize,
+        out: &mut [f32],
+    ) {
+        assert!(cols > 0 && rows.len() >= nr * cols);
+        assert!(x.len() >= tokens * cols && out.len() >= tokens * nr);
+        // SAFETY: `self` exists only where the ISA is usable; bounds asserted above.
+        unsafe { gemv_rows::<F32>(rows, None, cols, cols, 0, nr, x, tokens, out) }
     }
 
     fn decode_rows(
@@ -831,6 +847,7 @@ impl Backend for Avx512 {
                 Weights::Fp8 { codes, .. } => {
                     decode_rows::<Fp8>(codes, scales, cols, group, r0, nr, k0, kc, o, ld)
                 }
+                Weights::Int4 { .. } => decode_int4_rows(w, r0, nr, k0, kc, out, ld),
             }
         }
     }
@@ -868,5 +885,50 @@ impl Backend for Avx512 {
         out: &mut [i32],
     ) {
         self.int8_dots_with(true, w, r0, nr, xq, tokens, out);
+    }
+}
+
+/// INT4 rows decoded to f32 (see `int4::decode_rows_with`), 32 codes per vector step.
+///
+/// # Safety
+/// AVX-512 F/BW/VL available (bounds are checked by `decode_rows_with`).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn decode_int4_rows(
+    w: &Matrix,
+    r0: usize,
+    nr: usize,
+    k0: usize,
+    kc: usize,
+    out: &mut [f32],
+    ld: usize,
+) {
+    super::int4::decode_rows_with(w, r0, nr, k0, kc, out, ld, |bytes, zero, scale, dst| {
+        // SAFETY: this closure runs inside the enclosing function, whose features it inherits.
+        unsafe { decode32_int4(bytes, zero, scale, dst) }
+    });
+}
+
+/// `dst[i] = (code_i - zero) * scale` for the 32 codes of `bytes` (code `2k` is the low nibble
+/// of byte `k`): nibbles split by mask and shift, re-interleaved in order by `punpck{l,h}bw`,
+/// zero-extended to i32, the zero point subtracted (exact), converted and scaled (one rounding).
+///
+/// # Safety
+/// AVX-512 F/BW/VL available.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn decode32_int4(bytes: &[u8; 16], zero: u8, scale: f32, dst: &mut [f32; 32]) {
+    // SAFETY: `bytes` holds 16 readable bytes.
+    let raw = unsafe { _mm_loadu_si128(bytes.as_ptr().cast()) };
+    let low4 = _mm_set1_epi8(0x0F);
+    let lo = _mm_and_si128(raw, low4);
+    let hi = _mm_and_si128(_mm_srli_epi16::<4>(raw), low4);
+    let z = _mm512_set1_epi32(i32::from(zero));
+    let s = _mm512_set1_ps(scale);
+    let halves = [_mm_unpacklo_epi8(lo, hi), _mm_unpackhi_epi8(lo, hi)];
+    for (k, half) in halves.into_iter().enumerate() {
+        let v = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(half), z));
+        // SAFETY: `dst` holds 32 f32; `k * 16 + 16 <= 32`.
+        unsafe { _mm512_storeu_ps(dst.as_mut_ptr().add(k * W), _mm512_mul_ps(v, s)) };
     }
 }

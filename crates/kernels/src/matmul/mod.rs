@@ -45,6 +45,7 @@
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+mod int4;
 mod scalar;
 mod split;
 
@@ -81,6 +82,17 @@ pub enum Weights {
     Fp8 {
         codes: Vec<u8>,
         scales: Vec<f32>,
+        group: usize,
+    },
+    /// 4-bit codes, two per byte: element `i` of the row-major matrix is the low nibble of
+    /// `packed[i / 2]` for even `i`, the high nibble for odd `i`. With `g = n * (cols / group) +
+    /// j / group`: `w = (code - zeros[g]) as f32 * scales[g]` (the difference is an exact small
+    /// integer; symmetric schemes use zero point 8). `cols` and `group` are even, so every row
+    /// and group starts on a byte.
+    Int4 {
+        packed: Vec<u8>,
+        scales: Vec<f32>,
+        zeros: Vec<u8>,
         group: usize,
     },
 }
@@ -120,6 +132,33 @@ impl Matrix {
                 scales,
                 group,
             } => (codes.len(), Some((scales, *group))),
+            Weights::Int4 {
+                packed,
+                scales,
+                zeros,
+                group,
+            } => {
+                if !cols.is_multiple_of(2) || !group.is_multiple_of(2) {
+                    return Err(KernelError::shape(format!(
+                        "INT4 needs an even number of cols and an even group, got {cols} and {group}"
+                    )));
+                }
+                if zeros.len() != scales.len() {
+                    return Err(KernelError::shape(format!(
+                        "zeros: got {}, expected one per scale ({})",
+                        zeros.len(),
+                        scales.len()
+                    )));
+                }
+                if let Some(i) = zeros.iter().position(|&z| z > 15) {
+                    return Err(KernelError::shape(format!(
+                        "zero point {} at {i} is not a 4-bit value",
+                        zeros[i]
+                    )));
+                }
+                // Two elements per byte: compare in elements.
+                (packed.len() * 2, Some((scales, *group)))
+            }
         };
         if len != n {
             return Err(KernelError::shape(format!(
@@ -188,6 +227,12 @@ impl Matrix {
             Weights::Bf16(v) => v.len() * 2,
             Weights::Int8 { codes, scales, .. } => codes.len() + scales.len() * 4,
             Weights::Fp8 { codes, scales, .. } => codes.len() + scales.len() * 4,
+            Weights::Int4 {
+                packed,
+                scales,
+                zeros,
+                ..
+            } => packed.len() + scales.len() * 4 + zeros.len(),
         }
     }
 
@@ -209,7 +254,9 @@ impl Matrix {
     /// Columns per scale group (`cols` for dense weights).
     fn group(&self) -> usize {
         match &self.weights {
-            Weights::Int8 { group, .. } | Weights::Fp8 { group, .. } => *group,
+            Weights::Int8 { group, .. }
+            | Weights::Fp8 { group, .. }
+            | Weights::Int4 { group, .. } => *group,
             _ => self.cols,
         }
     }
@@ -217,7 +264,9 @@ impl Matrix {
     /// All scales (`rows x cols / group`), `None` for dense weights.
     fn scales(&self) -> Option<&[f32]> {
         match &self.weights {
-            Weights::Int8 { scales, .. } | Weights::Fp8 { scales, .. } => Some(scales),
+            Weights::Int8 { scales, .. }
+            | Weights::Fp8 { scales, .. }
+            | Weights::Int4 { scales, .. } => Some(scales),
             _ => None,
         }
     }
@@ -410,6 +459,18 @@ pub(crate) trait Backend: Copy + Send + Sync {
     /// `out[t * nr + j] = sum_c x[t * cols + c] * W[r0 + j, c]` for `t < tokens`, `j < nr`:
     /// weights decoded in registers (once per two tokens), each group summed in f32 then scaled.
     fn gemv(self, w: &Matrix, r0: usize, nr: usize, x: &[f32], tokens: usize, out: &mut [f32]);
+
+    /// As [`Backend::gemv`] for `nr` dense f32 rows of `cols` given directly (`rows[j * cols +
+    /// c]`): the INT4 path's decoded rows.
+    fn gemv_dense_rows(
+        self,
+        rows: &[f32],
+        cols: usize,
+        nr: usize,
+        x: &[f32],
+        tokens: usize,
+        out: &mut [f32],
+    );
 
     /// `out[j * ld + i] = W[r0 + j, k0 + i]` for `j < nr`, `i < kc`, exactly (value times
     /// scale, one rounding).

@@ -21,14 +21,34 @@ pub(crate) fn fp8_weight(code: u8) -> f32 {
     }
 }
 
+/// The 4-bit code of element `i` (row-major index): low nibble for even `i`, high for odd.
+pub(crate) fn int4_code(packed: &[u8], i: usize) -> u8 {
+    let byte = packed[i / 2];
+    if i.is_multiple_of(2) {
+        byte & 0x0F
+    } else {
+        byte >> 4
+    }
+}
+
 /// Unscaled value of element `i` (row-major index) of the stored weights.
-fn raw(w: &Weights, i: usize) -> f32 {
-    match w {
+fn raw(w: &Matrix, i: usize) -> f32 {
+    match &w.weights {
         Weights::F32(v) => v[i],
         Weights::F16(v) => v[i].to_f32(),
         Weights::Bf16(v) => v[i].to_f32(),
         Weights::Int8 { codes, .. } => f32::from(codes[i]),
         Weights::Fp8 { codes, .. } => fp8_weight(codes[i]),
+        Weights::Int4 {
+            packed,
+            zeros,
+            group,
+            ..
+        } => {
+            let (row, col) = (i / w.cols, i % w.cols);
+            let zero = zeros[row * (w.cols / group) + col / group];
+            f32::from(i16::from(int4_code(packed, i)) - i16::from(zero))
+        }
     }
 }
 
@@ -43,7 +63,7 @@ pub(crate) fn matmul_f32(w: &Matrix, x: &[f32], m: usize, y: &mut [f32]) {
             for g in 0..cols / group {
                 let mut acc = 0.0f32;
                 for (j, &xv) in xt.iter().enumerate().skip(g * group).take(group) {
-                    acc += xv * raw(&w.weights, n * cols + j);
+                    acc += xv * raw(w, n * cols + j);
                 }
                 total += match w.row_scales(n) {
                     Some(scales) => acc * scales[g],
@@ -82,7 +102,7 @@ pub(crate) fn decode(w: &Matrix, row: usize, k0: usize, out: &mut [f32]) {
     let scales = w.row_scales(row);
     for (i, o) in out.iter_mut().enumerate() {
         let j = k0 + i;
-        let v = raw(&w.weights, row * cols + j);
+        let v = raw(w, row * cols + j);
         *o = match scales {
             Some(s) => v * s[j / group],
             None => v,

@@ -1,6 +1,7 @@
 //! The quantize pass: Linear weights to FP8 or INT8 in the compressed-tensors layout, tensor
 //! by tensor, memory near one tensor.
 
+pub mod int4;
 mod plan;
 mod run;
 pub mod tensor;
@@ -80,10 +81,7 @@ impl Pass for QuantizePass {
 /// The source `config.json` with the `quantization_config` added.
 fn write_config(plan: &QuantizePlan, dest: &Path) -> Result<String> {
     let mut raw = plan.checkpoint.config.raw.clone();
-    raw.insert(
-        "quantization_config".into(),
-        plan.options.scheme.quantization_config(&plan.ignore),
-    );
+    raw.insert("quantization_config".into(), plan.quantization_config());
     let path = dest.join("config.json");
     let text =
         serde_json::to_string_pretty(&serde_json::Value::Object(raw)).expect("config serialises");

@@ -17,7 +17,9 @@ use temper_options::{CommonOptions, QuantizeOptions, Target};
 /// What happens to one input tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
-    Quantize,
+    /// Quantized with this scheme: the job's, or for INT4 a smaller group where the job's
+    /// group does not divide the tensor's input columns ([`Scheme::fit_columns`]).
+    Quantize(Scheme),
     Copy,
 }
 
@@ -64,14 +66,15 @@ impl QuantizePlan {
             expected: format!("module names or re: patterns ({reason})"),
         })?;
         let (actions, ignored) = choose_actions(&checkpoint, &ignore_list, options.scheme)?;
+        let mut notes = group_fallback_notes(&checkpoint, &actions, options.scheme);
         let scale_dtype = scale_dtype(&checkpoint, &actions);
-        let outputs = output_specs(&checkpoint, &actions, options.scheme, scale_dtype);
+        let outputs = output_specs(&checkpoint, &actions, scale_dtype);
         let mut ignore = vec!["lm_head".to_string()];
         ignore.extend(ignored.into_iter().filter(|m| m != "lm_head"));
         if options.scheme == Scheme::Fp8Block {
             check_block_fp8_degree(&checkpoint, &actions, target)?;
         }
-        let notes = target_notes(target, options.scheme);
+        notes.extend(target_notes(target, options.scheme));
         Ok(QuantizePlan {
             checkpoint,
             options,
@@ -88,9 +91,61 @@ impl QuantizePlan {
     pub fn quantized_count(&self) -> usize {
         self.actions
             .iter()
-            .filter(|a| **a == Action::Quantize)
+            .filter(|a| matches!(a, Action::Quantize(_)))
             .count()
     }
+
+    /// The `quantization_config` for `config.json`: the job's scheme for every Linear, and a
+    /// group naming the modules quantized with another (a smaller INT4 group).
+    pub fn quantization_config(&self) -> serde_json::Value {
+        let main = self.options.scheme;
+        let mut others: Vec<(Scheme, Vec<String>)> = Vec::new();
+        for (t, action) in self.checkpoint.tensors().iter().zip(&self.actions) {
+            if let Action::Quantize(s) = action {
+                if *s != main {
+                    let module = module_name(&t.name).to_string();
+                    match others.iter_mut().find(|(o, _)| o == s) {
+                        Some((_, modules)) => modules.push(module),
+                        None => others.push((*s, vec![module])),
+                    }
+                }
+            }
+        }
+        main.quantization_config_with(&self.ignore, &others)
+    }
+}
+
+/// Says which modules an INT4 scheme quantizes with a smaller group than asked, and why.
+fn group_fallback_notes(checkpoint: &Checkpoint, actions: &[Action], asked: Scheme) -> Vec<String> {
+    let Scheme::W4A16 { group: wanted, .. } = asked else {
+        return Vec::new();
+    };
+    // (input columns, group used) -> (module count, short names).
+    let mut fallbacks: std::collections::BTreeMap<(usize, usize), (usize, Vec<String>)> =
+        Default::default();
+    for (t, action) in checkpoint.tensors().iter().zip(actions) {
+        if let Action::Quantize(Scheme::W4A16 { group, .. }) = action {
+            if *group != wanted {
+                let short = module_name(&t.name).rsplit('.').next().unwrap_or_default();
+                let entry = fallbacks.entry((t.shape[1], *group)).or_default();
+                entry.0 += 1;
+                if !entry.1.iter().any(|s| s == short) {
+                    entry.1.push(short.to_string());
+                }
+            }
+        }
+    }
+    fallbacks
+        .into_iter()
+        .map(|((cols, group), (n, names))| {
+            format!(
+                "{n} modules ({}) have {cols} input columns, not a multiple of the group size \
+                 {wanted}: they use group {group}, written as their own quantization_config group \
+                 (vLLM loads both); set the group size to {group} for one group everywhere",
+                names.join(", ")
+            )
+        })
+        .collect()
 }
 
 fn check_layer_count(checkpoint: &Checkpoint) -> Result<()> {
@@ -134,11 +189,11 @@ fn choose_actions(
             ignored.push(module.to_string());
         }
         let action = if linear && !ignore.matches(module) {
-            Action::Quantize
+            Action::Quantize(scheme.fit_columns(t.shape.get(1).copied().unwrap_or(0)))
         } else {
             Action::Copy
         };
-        if action == Action::Quantize {
+        if let Action::Quantize(scheme) = action {
             check_quantizable(checkpoint, t, scheme)?;
             quantized.push(module);
         }
@@ -185,7 +240,7 @@ fn scale_dtype(checkpoint: &Checkpoint, actions: &[Action]) -> Dtype {
         .tensors()
         .iter()
         .zip(actions)
-        .find(|(_, a)| **a == Action::Quantize)
+        .find(|(_, a)| matches!(a, Action::Quantize(_)))
         .map(|(t, _)| t.dtype)
         .unwrap_or(Dtype::BF16)
 }
@@ -193,14 +248,13 @@ fn scale_dtype(checkpoint: &Checkpoint, actions: &[Action]) -> Dtype {
 fn output_specs(
     checkpoint: &Checkpoint,
     actions: &[Action],
-    scheme: Scheme,
     scale_dtype: Dtype,
 ) -> Vec<TensorSpec> {
     let mut specs = Vec::new();
     for (t, action) in checkpoint.tensors().iter().zip(actions) {
         match action {
             Action::Copy => specs.push(TensorSpec::new(t.name.clone(), t.dtype, t.shape.clone())),
-            Action::Quantize => specs.extend(scheme.output_tensors(
+            Action::Quantize(scheme) => specs.extend(scheme.output_tensors(
                 module_name(&t.name),
                 t.shape[0],
                 t.shape[1],
@@ -251,7 +305,7 @@ fn check_block_fp8_degree(
         .tensors()
         .iter()
         .zip(actions)
-        .filter(|(_, a)| **a == Action::Quantize)
+        .filter(|(_, a)| matches!(a, Action::Quantize(_)))
         .map(|(t, _)| t)
         .collect();
     let problem = |d: usize| {

@@ -53,7 +53,7 @@ pub fn run_quantize(
         let bytes = checkpoint.bytes(entry);
         match action {
             Action::Copy => writer.write(&entry.name, bytes)?,
-            Action::Quantize => {
+            Action::Quantize(scheme) => {
                 let file = checkpoint.file_of(entry);
                 let data =
                     FloatData::from_bytes(entry.dtype, bytes).ok_or_else(|| Error::Tensor {
@@ -73,7 +73,7 @@ pub fn run_quantize(
                         .get(temper_core::select::module_name(&entry.name))
                         .copied(),
                 };
-                let q = quantize_tensor(isa, plan.options.scheme, &input)?;
+                let q = quantize_tensor(isa, *scheme, &input)?;
                 for (name, out) in &q.outputs {
                     writer.write(name, out)?;
                 }

@@ -84,6 +84,13 @@ pub fn round_scale_up(scale: f32, dtype: Dtype) -> f32 {
 
 /// Quantizes one `[rows, cols]` weight with `scheme`.
 pub fn quantize_tensor(isa: Isa, scheme: Scheme, input: &TensorInput) -> Result<QuantizedTensor> {
+    if let Scheme::W4A16 { group, zero_point } = scheme {
+        let minmax = super::int4::MinMax {
+            zero_point,
+            scale_dtype: input.scale_dtype,
+        };
+        return super::int4::quantize_int4(input, group, zero_point, &minmax);
+    }
     let (rows, cols) = (input.rows, input.cols);
     let zero_groups = AtomicUsize::new(0);
     let qmax = scheme.qmax();
@@ -106,6 +113,7 @@ pub fn quantize_tensor(isa: Isa, scheme: Scheme, input: &TensorInput) -> Result<
     let mut scales = vec![0f32; scale_shape.iter().product()];
     let mut codes = vec![0u8; rows * cols];
     let result = match scheme {
+        Scheme::W4A16 { .. } => unreachable!("INT4 returned above"),
         Scheme::Fp8Dynamic => temper_kernels::quantize_fp8_rows(
             isa,
             source,
