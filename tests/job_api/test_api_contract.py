@@ -66,8 +66,8 @@ INVALID_CREATES = [
     ),
     (
         "quantize-method-unknown",
-        _set(["OptimizationConfigs"], [{"ModelQuantizationConfig": {"OverrideEnvironment": {"OPTION_QUANTIZE": "int4"}}}]),
-        "OPTION_QUANTIZE=int4",
+        _set(["OptimizationConfigs"], [{"ModelQuantizationConfig": {"OverrideEnvironment": {"OPTION_QUANTIZE": "int3"}}}]),
+        "OPTION_QUANTIZE=int3",
     ),
     (
         "shard-before-quantize",

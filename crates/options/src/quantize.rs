@@ -116,6 +116,13 @@ impl QuantizeOptions {
     }
 }
 
+impl QuantizeOptions {
+    /// Whether the job must run calibration data through the model before quantizing.
+    pub fn needs_calibration(&self) -> bool {
+        self.scheme.needs_calibration() || self.method == Method::Awq
+    }
+}
+
 /// INT4 groups: a multiple of 8 (pack-quantized packs eight codes per int32).
 fn int4_group(option: &str, group: Option<usize>) -> Result<usize> {
     match group {

@@ -54,3 +54,10 @@ impl From<temper_eagle::EagleError> for Error {
         Error::Eagle(Box::new(e))
     }
 }
+
+/// Tensor arithmetic in the pipeline (AWQ's search) fails as the runtime's does.
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Error::Runtime(e.into())
+    }
+}

@@ -22,6 +22,7 @@ use temper_core::staging::StagedDir;
 use temper_core::writer::TensorSpec;
 use temper_core::IoContext;
 use temper_kernels::Isa;
+use temper_options::quantize::Method;
 use temper_options::{JobOptions, ModelShape, PassOptions, Target};
 
 /// A job with every pass planned and checked.
@@ -240,18 +241,36 @@ pub fn run_job(spec: &JobSpec, isa: Isa, sink: Sink, cancel: &Cancel) -> Result<
     let output = spec.output.local_path()?;
     let (samples, sample_problem) = prepare_samples(&plan)?;
     if let Some(q) = plan.quantize.as_mut() {
-        if q.plan.options.scheme.needs_calibration() {
+        if q.plan.options.needs_calibration() {
+            let what = match q.plan.options.method {
+                Method::Awq => "AWQ",
+                Method::RoundToNearest => "static FP8",
+            };
             let samples = samples.as_ref().ok_or_else(|| {
                 Error::Plan(format!(
-                    "static FP8 needs calibration: {}",
+                    "{what} needs calibration: {}",
                     sample_problem.clone().unwrap_or_default()
                 ))
             })?;
-            sink(Event::Phase("calibrate"));
-            let (absmax, record) =
-                samples::calibrate(&q.plan.checkpoint.dir, samples, sink, cancel)?;
-            q.plan.input_absmax = absmax;
-            q.calibration = Some(serde_json::to_value(record).expect("record serialises"));
+            if q.plan.options.method == Method::Awq {
+                sink(Event::Phase("awq"));
+                let (smoothing, record) = crate::passes::quantize::awq::search(
+                    &q.plan.checkpoint.dir,
+                    samples,
+                    q.plan.options.scheme,
+                    q.plan.scale_dtype,
+                    sink,
+                    cancel,
+                )?;
+                q.plan.smoothing = smoothing;
+                q.calibration = Some(serde_json::to_value(record).expect("record serialises"));
+            } else {
+                sink(Event::Phase("calibrate"));
+                let (absmax, record) =
+                    samples::calibrate(&q.plan.checkpoint.dir, samples, sink, cancel)?;
+                q.plan.input_absmax = absmax;
+                q.calibration = Some(serde_json::to_value(record).expect("record serialises"));
+            }
             cancel.check()?;
         }
     }
@@ -465,7 +484,7 @@ fn prepare_samples(plan: &JobPlan) -> Result<(Option<SampleWindows>, Option<Stri
     let calibrate = plan
         .quantize
         .as_ref()
-        .is_some_and(|q| q.plan.options.scheme.needs_calibration());
+        .is_some_and(|q| q.plan.options.needs_calibration());
     if plan.quantize.is_none() || (opts.eval_windows == 0 && !calibrate) {
         return Ok((None, None));
     }

@@ -33,6 +33,12 @@ impl Projection {
         }
     }
 
+    /// The inputs recorded while loaded with `LoadOptions::record_inputs` (fused modules
+    /// share one input), if recording.
+    pub fn recorded_inputs(&self) -> Option<crate::linear::RecordedInputs> {
+        self.parts.first().and_then(Linear::recorded_inputs)
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self.parts.as_slice() {
             [one] => one.forward(x),

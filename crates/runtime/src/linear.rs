@@ -13,6 +13,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 use temper_kernels::matmul::{self, Activations, Matrix, Scratch, Weights};
 use temper_kernels::{Isa, FP8_E4M3_MAX};
 
@@ -40,6 +41,43 @@ pub struct Linear {
     /// Largest |input| seen while observing (f32 bits; non-negative floats order like their
     /// bits), for static FP8 calibration. `None` when not observing.
     observed_absmax: Option<AtomicU32>,
+    /// Sampled input rows and per-column magnitudes, for calibration searches (AWQ).
+    recorded: Option<Mutex<RecordedInputs>>,
+}
+
+/// What a recording Linear kept of its inputs: every `stride`-th row (counting all rows it
+/// saw, in call order), and `sum |x|` per input column over every row.
+#[derive(Debug, Clone, Default)]
+pub struct RecordedInputs {
+    pub stride: usize,
+    /// Kept rows, `cols` values each.
+    pub rows: Vec<f32>,
+    pub abs_sum: Vec<f64>,
+    /// Rows seen.
+    pub count: usize,
+}
+
+impl RecordedInputs {
+    /// Mean |x| of each input column.
+    pub fn abs_mean(&self) -> Vec<f32> {
+        let n = self.count.max(1) as f64;
+        self.abs_sum.iter().map(|&s| (s / n) as f32).collect()
+    }
+
+    fn add(&mut self, x: &[f32], cols: usize) {
+        if self.abs_sum.len() != cols {
+            self.abs_sum = vec![0.0; cols];
+        }
+        for row in x.chunks_exact(cols) {
+            for (s, &v) in self.abs_sum.iter_mut().zip(row) {
+                *s += f64::from(v.abs());
+            }
+            if self.count.is_multiple_of(self.stride.max(1)) {
+                self.rows.extend_from_slice(row);
+            }
+            self.count += 1;
+        }
+    }
 }
 
 thread_local! {
@@ -70,6 +108,7 @@ impl Linear {
             bias,
             act,
             observed_absmax: None,
+            recorded: None,
         })
     }
 
@@ -94,6 +133,23 @@ impl Linear {
         self.observed_absmax = on.then(|| AtomicU32::new(0));
     }
 
+    /// Starts recording inputs (every `stride`-th row, and column magnitudes); `None` stops.
+    pub fn record_inputs(&mut self, stride: Option<usize>) {
+        self.recorded = stride.map(|stride| {
+            Mutex::new(RecordedInputs {
+                stride,
+                ..Default::default()
+            })
+        });
+    }
+
+    /// What [`Linear::record_inputs`] kept, if recording.
+    pub fn recorded_inputs(&self) -> Option<RecordedInputs> {
+        self.recorded
+            .as_ref()
+            .map(|r| r.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
     /// The largest |input| seen since [`Linear::observe_inputs`], if observing.
     pub fn observed_absmax(&self) -> Option<f32> {
         self.observed_absmax
@@ -111,6 +167,12 @@ impl Linear {
         if let Some(max) = &self.observed_absmax {
             let stats = temper_kernels::row_stats(Isa::detect(), x.into());
             max.fetch_max(stats.absmax.to_bits(), Ordering::Relaxed);
+        }
+        if let Some(rec) = &self.recorded {
+            let cols = self.cols();
+            rec.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .add(&x[..m * cols], cols);
         }
         // The buffers leave the thread-local during the product: while it waits for its
         // chunks, a rayon worker may run another product (another thread's forward) that

@@ -25,6 +25,8 @@ pub struct LoadOptions {
     pub dequantize: bool,
     /// Record the largest |input| of every Linear (static FP8 calibration).
     pub observe_inputs: bool,
+    /// Record every n-th input row of every Linear and its column magnitudes (AWQ's search).
+    pub record_inputs: Option<usize>,
 }
 
 /// How the new tokens of a forward pass relate to each other.
@@ -455,6 +457,10 @@ pub(crate) fn projection(
     let mut parts = linear::fuse(linears);
     if opts.observe_inputs {
         parts.iter_mut().for_each(|p| p.observe_inputs(true));
+    }
+    // Fused parts share one input: the first records it.
+    if let Some(first) = parts.first_mut() {
+        first.record_inputs(opts.record_inputs);
     }
     Ok(Projection { parts, modules })
 }

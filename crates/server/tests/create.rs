@@ -97,9 +97,9 @@ fn bad_option_values_are_refused_at_create_for_any_source() {
                 &service,
                 "bad-quantize",
                 source,
-                serde_json::json!([{"ModelQuantizationConfig": {"OverrideEnvironment": {"OPTION_QUANTIZE": "int4"}}}]),
+                serde_json::json!([{"ModelQuantizationConfig": {"OverrideEnvironment": {"OPTION_QUANTIZE": "int3"}}}]),
             ),
-            "OPTION_QUANTIZE=int4",
+            "OPTION_QUANTIZE=int3",
         );
     }
     // An S3 model is read by its worker only: a degree valid in itself is accepted here.

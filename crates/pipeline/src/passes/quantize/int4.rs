@@ -105,6 +105,26 @@ impl GridChoice for MinMax {
     }
 }
 
+/// Minmax grids with the range of each group shrunk by a searched ratio (AWQ's clip search).
+pub struct Clipped<'a> {
+    pub minmax: MinMax,
+    /// `rows x groups` ratios in `(0, 1]`.
+    pub clip: &'a [f32],
+    pub groups: usize,
+}
+
+impl GridChoice for Clipped<'_> {
+    fn grid(&self, row: usize, g: usize, values: &[f32]) -> Grid {
+        let clip = self.clip[row * self.groups + g];
+        minmax_grid(
+            values,
+            self.minmax.zero_point,
+            clip,
+            self.minmax.scale_dtype,
+        )
+    }
+}
+
 /// Quantizes one `[rows, cols]` weight (given as f32 rows by `row_values`) to pack-quantized
 /// INT4 with groups of `group` columns and grids from `choice`.
 pub fn quantize_int4(

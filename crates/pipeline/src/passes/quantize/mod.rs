@@ -1,6 +1,7 @@
 //! The quantize pass: Linear weights to FP8 or INT8 in the compressed-tensors layout, tensor
 //! by tensor, memory near one tensor.
 
+pub mod awq;
 pub mod int4;
 mod plan;
 mod run;
@@ -21,7 +22,7 @@ use temper_core::IoContext;
 pub struct QuantizePass {
     pub plan: QuantizePlan,
     pub max_shard_bytes: u64,
-    /// Static FP8: what calibration ran (for the manifest).
+    /// Static FP8 and AWQ: what calibration ran (for the manifest).
     pub calibration: Option<serde_json::Value>,
 }
 

@@ -3,6 +3,7 @@
 //! stays near one tensor: the source pages of a finished tensor are handed back to the
 //! kernel and its outputs are freed before the next one starts.
 
+use super::awq::Smooth;
 use super::plan::{Action, QuantizePlan};
 use super::tensor::{quantize_tensor, TensorError, TensorInput};
 use crate::progress::{Cancel, Event, Sink};
@@ -51,16 +52,29 @@ pub fn run_quantize(
     for (entry, action) in checkpoint.tensors().iter().zip(&plan.actions) {
         cancel.check()?;
         let bytes = checkpoint.bytes(entry);
+        let file = checkpoint.file_of(entry);
+        let float = || {
+            FloatData::from_bytes(entry.dtype, bytes).ok_or_else(|| Error::Tensor {
+                path: file.to_path_buf(),
+                tensor: entry.name.clone(),
+                reason: format!("dtype {} cannot be quantized", entry.dtype),
+            })
+        };
+        // AWQ's rewrite of this tensor, as f32 (one tensor at a time).
+        let smoothed = match plan.smoothing.get(&entry.name) {
+            Some(smooth) => Some(smooth_tensor(&float()?, &entry.shape, smooth)),
+            None => None,
+        };
         match action {
-            Action::Copy => writer.write(&entry.name, bytes)?,
+            Action::Copy => match &smoothed {
+                Some(values) => writer.write(&entry.name, &to_dtype_bytes(values, entry.dtype))?,
+                None => writer.write(&entry.name, bytes)?,
+            },
             Action::Quantize(scheme) => {
-                let file = checkpoint.file_of(entry);
-                let data =
-                    FloatData::from_bytes(entry.dtype, bytes).ok_or_else(|| Error::Tensor {
-                        path: file.to_path_buf(),
-                        tensor: entry.name.clone(),
-                        reason: format!("dtype {} cannot be quantized", entry.dtype),
-                    })?;
+                let data = match &smoothed {
+                    Some(values) => FloatData::F32(std::borrow::Cow::Borrowed(values)),
+                    None => float()?,
+                };
                 let input = TensorInput {
                     file,
                     name: &entry.name,
@@ -72,6 +86,10 @@ pub fn run_quantize(
                         .input_absmax
                         .get(temper_core::select::module_name(&entry.name))
                         .copied(),
+                    clip: plan
+                        .smoothing
+                        .get(&entry.name)
+                        .and_then(|s| s.clip.as_deref()),
                 };
                 let q = quantize_tensor(isa, *scheme, &input)?;
                 for (name, out) in &q.outputs {
@@ -87,6 +105,40 @@ pub fn run_quantize(
         });
     }
     Ok(report(plan, isa, errors, started.elapsed().as_secs_f64()))
+}
+
+/// The tensor (`[rows, cols]`, or a 1-D norm weight as one row) with AWQ's rewrite applied in
+/// f32: columns times `col_mul`, rows (elements of a 1-D weight) divided by `row_div`.
+fn smooth_tensor(data: &FloatData, shape: &[usize], smooth: &Smooth) -> Vec<f32> {
+    let mut values = vec![0f32; data.len()];
+    data.copy_to_f32(0, &mut values);
+    let cols = if shape.len() == 2 { shape[1] } else { 1 };
+    if let Some(mul) = &smooth.col_mul {
+        for row in values.chunks_exact_mut(cols) {
+            row.iter_mut().zip(mul).for_each(|(v, m)| *v *= m);
+        }
+    }
+    if let Some(div) = &smooth.row_div {
+        for (row, d) in values.chunks_exact_mut(cols).zip(div) {
+            row.iter_mut().for_each(|v| *v /= d);
+        }
+    }
+    values
+}
+
+/// `values` in a float `dtype`'s little-endian bytes (round to nearest even).
+fn to_dtype_bytes(values: &[f32], dtype: safetensors::Dtype) -> Vec<u8> {
+    match dtype {
+        safetensors::Dtype::BF16 => values
+            .iter()
+            .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+            .collect(),
+        safetensors::Dtype::F16 => values
+            .iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+            .collect(),
+        _ => values.iter().flat_map(|&v| v.to_le_bytes()).collect(),
+    }
 }
 
 fn report(

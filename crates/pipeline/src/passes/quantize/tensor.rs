@@ -50,6 +50,8 @@ pub struct TensorInput<'a> {
     pub scale_dtype: Dtype,
     /// Static FP8 only: the calibrated largest |input| of this Linear.
     pub input_absmax: Option<f32>,
+    /// INT4 only: the clip ratio of each row's groups (`rows x groups`), from AWQ's search.
+    pub clip: Option<&'a [f32]>,
 }
 
 fn src<'a>(data: &'a FloatData<'a>) -> Src<'a> {
@@ -89,7 +91,17 @@ pub fn quantize_tensor(isa: Isa, scheme: Scheme, input: &TensorInput) -> Result<
             zero_point,
             scale_dtype: input.scale_dtype,
         };
-        return super::int4::quantize_int4(input, group, zero_point, &minmax);
+        return match input.clip {
+            Some(clip) => {
+                let clipped = super::int4::Clipped {
+                    minmax,
+                    clip,
+                    groups: input.cols / group,
+                };
+                super::int4::quantize_int4(input, group, zero_point, &clipped)
+            }
+            None => super::int4::quantize_int4(input, group, zero_point, &minmax),
+        };
     }
     let (rows, cols) = (input.rows, input.cols);
     let zero_groups = AtomicUsize::new(0);
@@ -472,6 +484,7 @@ mod tests {
             data,
             scale_dtype,
             input_absmax: Some(3.0),
+            clip: None,
         };
         quantize_tensor(Isa::detect(), scheme, &input).unwrap()
     }

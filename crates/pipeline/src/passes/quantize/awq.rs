@@ -1,0 +1,498 @@
+//! AWQ (activation-aware weight quantization, Lin et al. 2023) for INT4 W4A16: per input
+//! channel scales `s` searched on calibration activations, so that quantizing `W diag(s)`
+//! and feeding it `diag(1/s) x` loses less than quantizing `W` itself. `1/s` is folded into
+//! what produces the input (the RMSNorm weight before q/k/v and gate/up, `up_proj`'s rows
+//! before `down_proj`, `v_proj`'s rows before `o_proj` when heads are not grouped), so the
+//! served model needs nothing new: the artifact is an ordinary pack-quantized checkpoint.
+//!
+//! The search, per mapping, as in llm-compressor's `AWQModifier` (duo scaling): with `x̄` the
+//! mean |input| per channel and `w̄` the mean over rows of |w| / (the largest |w| of its group),
+//! try `s = x̄^α / (w̄^(1-α) + 1e-4)`, normalised by `sqrt(max s * min s)`, for `α` on a grid of
+//! 20, and keep the one whose quantized outputs `x Q(W diag(s))ᵀ diag(1/s)` are closest (mean
+//! squared error) to `x Wᵀ` on sampled calibration rows. Unlike llm-compressor the loss is on the
+//! Linear outputs, not on the whole attention block or MLP, and `s = 1` (round-to-nearest) is
+//! kept when no `α` beats it, so AWQ never loses to round-to-nearest on its own loss.
+//!
+//! Layer by layer: the calibration windows go through the source model one layer at a time
+//! (`run_layers`), each layer's Linears keep a sample of their input rows, the layer's mappings
+//! are searched, and only the scales (one float per channel) are kept. Memory is one layer plus
+//! the windows' hidden states plus the sampled rows.
+
+use super::int4::{fake_quantize_group, minmax_grid};
+use crate::progress::{Cancel, Event, Sink};
+use crate::samples::SampleWindows;
+use crate::{Error, Result};
+use candle_core::{Device, Tensor};
+use rayon::prelude::*;
+use safetensors::Dtype;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use temper_format::Scheme;
+use temper_runtime::layer::{Layer, Projection};
+use temper_runtime::layerwise::run_layers;
+use temper_runtime::{LayerSource, LoadOptions, ModelParams};
+
+/// Points of the `α` grid (`α = i / GRID`).
+pub const GRID: usize = 20;
+/// Input rows sampled per Linear for the search's loss.
+const SEARCH_ROWS: usize = 1024;
+
+/// Clip ratios tried per group: the minmax range times 1.0, 0.95, ..., 0.55.
+const CLIP_STEPS: usize = 10;
+/// Input rows used by the clip search (the first ones of the sample).
+const CLIP_ROWS: usize = 256;
+
+/// How one tensor is rewritten before it is quantized or copied: columns multiplied by
+/// `col_mul` (a consumer of smoothed inputs), rows (or the elements of a norm weight) divided
+/// by `row_div` (the producer of those inputs), and for a quantized tensor the clip ratio of
+/// each row's groups (`rows x groups`, the minmax range shrunk by that factor).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Smooth {
+    pub col_mul: Option<Vec<f32>>,
+    pub row_div: Option<Vec<f32>>,
+    pub clip: Option<Vec<f32>>,
+}
+
+/// Rewrites by tensor name (`model.layers.0.mlp.up_proj.weight`).
+pub type Smoothing = BTreeMap<String, Smooth>;
+
+/// What the search found, for the manifest.
+#[derive(Debug, Clone, Serialize)]
+pub struct AwqRecord {
+    pub source: String,
+    pub windows: usize,
+    pub window_len: usize,
+    pub grid: usize,
+    pub rows_per_search: usize,
+    pub seconds: f64,
+    /// Mappings whose scales beat round-to-nearest (the others keep `s = 1`).
+    pub mappings_scaled: usize,
+    pub mappings: Vec<MappingRecord>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MappingRecord {
+    pub layer: usize,
+    /// What `1/s` is folded into.
+    pub producer: String,
+    /// The Linears reading the smoothed input.
+    pub consumers: Vec<String>,
+    /// The chosen `α`; `None` keeps round-to-nearest.
+    pub alpha: Option<f32>,
+    /// Output mean squared error on the sampled rows: round-to-nearest, and with the scales.
+    pub mse_round_to_nearest: f64,
+    pub mse_awq: f64,
+}
+
+/// Searches AWQ scales for every layer of the model in `model_dir` on the calibration windows.
+pub fn search(
+    model_dir: &Path,
+    samples: &SampleWindows,
+    scheme: Scheme,
+    scale_dtype: Dtype,
+    sink: Sink,
+    cancel: &Cancel,
+) -> Result<(Smoothing, AwqRecord)> {
+    let Scheme::W4A16 { zero_point, .. } = scheme else {
+        return Err(Error::Plan(format!(
+            "AWQ writes INT4 W4A16, not {}",
+            scheme.label()
+        )));
+    };
+    let started = std::time::Instant::now();
+    let tokens: usize = samples.calibration.iter().map(Vec::len).sum();
+    let stride = tokens.div_ceil(SEARCH_ROWS).max(1);
+    let source = LayerSource::open(
+        model_dir,
+        &LoadOptions {
+            record_inputs: Some(stride),
+            ..Default::default()
+        },
+    )?;
+    let p = source.params().clone();
+    let mut smoothing = Smoothing::new();
+    let mut mappings = Vec::new();
+    let mut failure: Option<Error> = None;
+    let searcher = Searcher {
+        scheme,
+        zero_point,
+        scale_dtype,
+        params: p.clone(),
+    };
+    let ran = run_layers(
+        &source,
+        &samples.calibration,
+        |i, layer| {
+            if failure.is_some() {
+                return;
+            }
+            match searcher.layer(i, layer, p.num_heads == p.num_kv_heads) {
+                Ok(found) => {
+                    for (record, rewrites) in found {
+                        for (name, smooth) in rewrites {
+                            merge(smoothing.entry(name).or_default(), smooth);
+                        }
+                        mappings.extend(record);
+                    }
+                }
+                Err(e) => failure = Some(e),
+            }
+        },
+        |done, total| {
+            sink(Event::Progress {
+                unit: "layers",
+                done,
+                total,
+            });
+            !cancel.is_cancelled()
+        },
+    );
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    ran.map_err(|e| match e {
+        temper_runtime::RuntimeError::Stopped if cancel.is_cancelled() => Error::Cancelled,
+        other => other.into(),
+    })?;
+    let record = AwqRecord {
+        source: samples.source.clone(),
+        windows: samples.calibration.len(),
+        window_len: samples.window_len,
+        grid: GRID,
+        rows_per_search: tokens.div_ceil(stride),
+        seconds: started.elapsed().as_secs_f64(),
+        mappings_scaled: mappings.iter().filter(|m| m.alpha.is_some()).count(),
+        mappings,
+    };
+    Ok((smoothing, record))
+}
+
+/// A consumer's column scales and a producer's divisors for the same tensor compose (up_proj
+/// is both: its columns read the smoothed post-attention norm, its rows feed down_proj).
+fn merge(into: &mut Smooth, from: Smooth) {
+    if from.col_mul.is_some() {
+        into.col_mul = from.col_mul;
+    }
+    if from.row_div.is_some() {
+        into.row_div = from.row_div;
+    }
+    if from.clip.is_some() {
+        into.clip = from.clip;
+    }
+}
+
+struct Searcher {
+    scheme: Scheme,
+    zero_point: bool,
+    scale_dtype: Dtype,
+    params: ModelParams,
+}
+
+type Found = (Option<MappingRecord>, Vec<(String, Smooth)>);
+
+impl Searcher {
+    /// The layer's mappings: norm -> q/k/v, norm -> gate/up, up -> down, and v -> o when every
+    /// query head has its own value head (with grouped heads one v row feeds several o
+    /// columns, which then could not take different scales).
+    fn layer(&self, i: usize, layer: &Layer, v_to_o: bool) -> Result<Vec<Found>> {
+        let prefix = format!("model.layers.{i}");
+        let mut found = vec![
+            self.mapping(
+                i,
+                Some(format!("{prefix}.input_layernorm.weight")),
+                &layer.qkv,
+            )?,
+            self.mapping(
+                i,
+                Some(format!("{prefix}.post_attention_layernorm.weight")),
+                &layer.gate_up,
+            )?,
+            self.mapping(i, Some(format!("{prefix}.mlp.up_proj.weight")), &layer.down)?,
+        ];
+        // Without v -> o, o_proj still gets its clip ratios.
+        let producer = v_to_o.then(|| format!("{prefix}.self_attn.v_proj.weight"));
+        found.push(self.mapping(i, producer, &layer.o)?);
+        Ok(found)
+    }
+
+    /// The scales of one mapping (none without a `producer` to fold them into) and the clip
+    /// ratios of its consumers.
+    fn mapping(
+        &self,
+        layer: usize,
+        producer: Option<String>,
+        consumer: &Projection,
+    ) -> Result<Found> {
+        let recorded = consumer.recorded_inputs().ok_or_else(|| {
+            Error::Plan(format!(
+                "AWQ: no inputs were recorded for {}",
+                consumer.modules.join(", ")
+            ))
+        })?;
+        let cols = consumer.parts[0].cols();
+        let weights: Vec<f32> = consumer
+            .parts
+            .iter()
+            .flat_map(|lin| {
+                let mut rows = vec![0f32; lin.rows() * cols];
+                for (r, row) in rows.chunks_exact_mut(cols).enumerate() {
+                    lin.matrix().row(r, row);
+                }
+                rows
+            })
+            .collect();
+        let group = match self.scheme.fit_columns(cols) {
+            Scheme::W4A16 { group, .. } if cols.is_multiple_of(group) => group,
+            _ => {
+                return Err(Error::Plan(format!(
+                    "AWQ: {} has {cols} input columns, which no INT4 group size divides",
+                    consumer.modules.join(", ")
+                )))
+            }
+        };
+        let x = &recorded.rows;
+        let n = x.len() / cols;
+        let search = Search {
+            weights: &weights,
+            cols,
+            group,
+            zero_point: self.zero_point,
+            scale_dtype: self.scale_dtype,
+            x: Tensor::from_slice(x, (n, cols), &Device::Cpu)?,
+        };
+        let reference = search.outputs(&weights)?;
+        let identity = vec![1f32; cols];
+        let mse_rtn = search.loss(&identity, &reference)?;
+        let x_mean = recorded.abs_mean();
+        let w_mean = group_normalised_mean(&weights, cols, group);
+        let mut best: Option<(f32, Vec<f32>, f64)> = None;
+        let steps = if producer.is_some() { GRID } else { 0 };
+        for step in 0..steps {
+            let alpha = step as f32 / GRID as f32;
+            let s = duo_scales(&x_mean, &w_mean, alpha);
+            let loss = search.loss(&s, &reference)?;
+            if loss.is_finite() && best.as_ref().is_none_or(|b| loss < b.2) {
+                best = Some((alpha, s, loss));
+            }
+        }
+        let (alpha, scales, mse_awq) = match best {
+            Some((a, s, l)) if l < mse_rtn => (Some(a), Some(s), l),
+            _ => (None, None, mse_rtn),
+        };
+        let mut rewrites = Vec::new();
+        // Clip ratios per module, on the (scaled) weights and the inputs they will see.
+        let s_or_one = scales.clone().unwrap_or(identity);
+        let mut offset = 0;
+        for (module, lin) in consumer
+            .modules
+            .iter()
+            .zip(consumer_rows(consumer, &self.params))
+        {
+            let w = &weights[offset * cols..(offset + lin) * cols];
+            offset += lin;
+            let clip = search.clip_ratios(w, &s_or_one)?;
+            rewrites.push((
+                format!("{module}.weight"),
+                Smooth {
+                    col_mul: scales.clone(),
+                    row_div: None,
+                    clip: Some(clip),
+                },
+            ));
+        }
+        if let (Some(s), Some(producer)) = (scales, &producer) {
+            rewrites.push((
+                producer.clone(),
+                Smooth {
+                    col_mul: None,
+                    row_div: Some(s),
+                    clip: None,
+                },
+            ));
+        }
+        let record = producer.map(|producer| MappingRecord {
+            layer,
+            producer,
+            consumers: consumer.modules.clone(),
+            alpha,
+            mse_round_to_nearest: mse_rtn,
+            mse_awq,
+        });
+        Ok((record, rewrites))
+    }
+}
+
+/// Output rows of each module of a projection, in module order (fused parts hold several).
+fn consumer_rows(p: &Projection, params: &ModelParams) -> Vec<usize> {
+    if p.parts.len() == p.modules.len() {
+        return p.parts.iter().map(|l| l.rows()).collect();
+    }
+    p.modules
+        .iter()
+        .map(|m| match m.rsplit('.').next().unwrap_or_default() {
+            "q_proj" => params.num_heads * params.head_dim,
+            "k_proj" | "v_proj" => params.num_kv_heads * params.head_dim,
+            "gate_proj" | "up_proj" => params.intermediate_size,
+            _ => params.hidden_size,
+        })
+        .collect()
+}
+
+/// One mapping's search state: the consumer's f32 weights and the sampled inputs.
+struct Search<'a> {
+    weights: &'a [f32],
+    cols: usize,
+    group: usize,
+    zero_point: bool,
+    scale_dtype: Dtype,
+    x: Tensor,
+}
+
+impl Search<'_> {
+    /// `x Wᵀ` for row-major `w` (`[rows, cols]`).
+    fn outputs(&self, w: &[f32]) -> Result<Tensor> {
+        let rows = w.len() / self.cols;
+        let w = Tensor::from_slice(w, (rows, self.cols), &Device::Cpu)?;
+        Ok(self.x.matmul(&w.t()?)?)
+    }
+
+    /// Per row and group of `w diag(s)`: the clip ratio (1.0, 0.95, ...) whose quantization
+    /// error, seen through the sampled inputs `x diag(1/s)` of that group, is smallest.
+    fn clip_ratios(&self, w: &[f32], s: &[f32]) -> Result<Vec<f32>> {
+        let (cols, group) = (self.cols, self.group);
+        let rows = w.len() / cols;
+        let groups = cols / group;
+        let n = self.x.dim(0)?.min(CLIP_ROWS);
+        let inv: Vec<f32> = s.iter().map(|v| 1.0 / v).collect();
+        let x = self.x.narrow(0, 0, n)?.broadcast_mul(&Tensor::from_slice(
+            &inv,
+            (1, cols),
+            &Device::Cpu,
+        )?)?;
+        let scaled: Vec<f32> = w
+            .chunks_exact(cols)
+            .flat_map(|row| row.iter().zip(s).map(|(a, b)| a * b).collect::<Vec<_>>())
+            .collect();
+        let mut best = vec![(f32::INFINITY, 1.0f32); rows * groups];
+        for g in 0..groups {
+            let xg = x.narrow(1, g * group, group)?;
+            for step in 0..CLIP_STEPS {
+                let clip = 1.0 - 0.05 * step as f32;
+                // Quantization error of every row's group g at this clip ratio.
+                let mut err = vec![0f32; rows * group];
+                err.par_chunks_mut(group)
+                    .zip(scaled.par_chunks(cols))
+                    .for_each(|(e, row)| {
+                        let values = &row[g * group..(g + 1) * group];
+                        let grid = minmax_grid(values, self.zero_point, clip, self.scale_dtype);
+                        fake_quantize_group(values, grid, e);
+                        e.iter_mut().zip(values).for_each(|(q, v)| *q = v - *q);
+                    });
+                let e = Tensor::from_vec(err, (rows, group), &Device::Cpu)?;
+                let out = xg.matmul(&e.t()?)?; // [n, rows]
+                let per_row = out.sqr()?.sum(0)?.to_vec1::<f32>()?;
+                for (r, &v) in per_row.iter().enumerate() {
+                    let slot = &mut best[r * groups + g];
+                    if v < slot.0 {
+                        *slot = (v, clip);
+                    }
+                }
+            }
+        }
+        Ok(best.into_iter().map(|(_, c)| c).collect())
+    }
+
+    /// Mean squared error of the outputs with `W diag(s)` quantized and `diag(1/s)` applied.
+    fn loss(&self, s: &[f32], reference: &Tensor) -> Result<f64> {
+        let (cols, group) = (self.cols, self.group);
+        let mut q = vec![0f32; self.weights.len()];
+        q.par_chunks_mut(cols)
+            .zip(self.weights.par_chunks(cols))
+            .for_each_init(
+                || vec![0f32; group],
+                |scaled, (out, row)| {
+                    for g in 0..cols / group {
+                        let span = g * group..(g + 1) * group;
+                        for ((v, &w), &sc) in scaled
+                            .iter_mut()
+                            .zip(&row[span.clone()])
+                            .zip(&s[span.clone()])
+                        {
+                            *v = w * sc;
+                        }
+                        let grid = minmax_grid(scaled, self.zero_point, 1.0, self.scale_dtype);
+                        fake_quantize_group(scaled, grid, &mut out[span.clone()]);
+                        for (o, &sc) in out[span].iter_mut().zip(&s[g * group..(g + 1) * group]) {
+                            *o /= sc;
+                        }
+                    }
+                },
+            );
+        let diff = (self.outputs(&q)? - reference)?;
+        Ok(f64::from(diff.sqr()?.mean_all()?.to_scalar::<f32>()?))
+    }
+}
+
+/// Mean over rows of `|w| / max |w| of its group` per column.
+fn group_normalised_mean(w: &[f32], cols: usize, group: usize) -> Vec<f32> {
+    let rows = w.len() / cols;
+    let mut sum = vec![0f64; cols];
+    for row in w.chunks_exact(cols) {
+        for (g, part) in row.chunks_exact(group).enumerate() {
+            let max = part.iter().fold(0f32, |m, v| m.max(v.abs()));
+            if max > 0.0 {
+                for (j, v) in part.iter().enumerate() {
+                    sum[g * group + j] += f64::from(v.abs() / max);
+                }
+            }
+        }
+    }
+    sum.iter()
+        .map(|&s| (s / rows.max(1) as f64) as f32)
+        .collect()
+}
+
+/// `s = x̄^α / (w̄^(1-α) + 1e-4)` (floored at 1e-4), divided by `sqrt(max s * min s)`.
+fn duo_scales(x_mean: &[f32], w_mean: &[f32], alpha: f32) -> Vec<f32> {
+    let mut s: Vec<f32> = x_mean
+        .iter()
+        .zip(w_mean)
+        .map(|(&x, &w)| (x.max(1e-8).powf(alpha) / (w.powf(1.0 - alpha) + 1e-4)).max(1e-4))
+        .collect();
+    let (lo, hi) = s
+        .iter()
+        .fold((f32::INFINITY, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let norm = (lo * hi).sqrt();
+    if norm.is_finite() && norm > 0.0 {
+        s.iter_mut().for_each(|v| *v /= norm);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duo_scales_are_normalised_and_follow_activations() {
+        let x = [0.1f32, 1.0, 10.0, 1.0];
+        let w = [0.5f32; 4];
+        let s = duo_scales(&x, &w, 0.5);
+        let (lo, hi) = s
+            .iter()
+            .fold((f32::MAX, 0f32), |(a, b), &v| (a.min(v), b.max(v)));
+        assert!(((lo * hi).sqrt() - 1.0).abs() < 1e-5);
+        assert!(s[2] > s[1] && s[1] > s[0]);
+        // α = 0: activations do not matter.
+        let s0 = duo_scales(&x, &w, 0.0);
+        assert!(s0.iter().all(|&v| (v - s0[0]).abs() < 1e-6));
+    }
+
+    #[test]
+    fn group_mean_is_relative_to_the_group_maximum() {
+        let w = [1.0f32, -2.0, 4.0, 4.0, 0.0, 0.0, 0.0, 0.0];
+        let m = group_normalised_mean(&w, 4, 2);
+        assert_eq!(m, vec![0.25, 0.5, 0.5, 0.5]);
+    }
+}
