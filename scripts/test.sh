@@ -27,6 +27,8 @@ run fp8-static --quantize fp8 --scheme FP8
 run int8-w8a16 --quantize int8
 run int8-w8a16-g64 --quantize int8 --group-size 64
 run int8-w8a8 --quantize int8 --scheme W8A8
+run int4-w4a16 --quantize int4
+run int4-awq --quantize awq
 # Tensor-parallel rank files, reassembled and compared byte for byte by tests/python.
 run tp3-dense --tensor-parallel 3
 run tp3-int8 --quantize int8 --tensor-parallel 3

@@ -67,6 +67,22 @@ SCHEMES = {
         act=dict(num_bits=8, type="int", strategy="token", symmetric=True, dynamic=True,
                  group_size=None),
     ),
+    # INT4 W4A16 with zero points (asymmetric minmax, round to nearest), group 128; a Linear
+    # whose input columns are not a multiple of 128 uses the largest of INT4_FALLBACK_GROUPS
+    # that divides them, declared as its own config group naming those modules (named
+    # targets win over the "Linear" catch-all).
+    "int4-w4a16": dict(
+        format="pack-quantized", type="int", strategy="group", group_size=128,
+        block_structure=None, act=None, num_bits=4, symmetric=False,
+        report_scheme="INT4 W4A16 (group 128, zero points)",
+    ),
+    # The same format after AWQ: per input channel scales folded into the weights (columns
+    # multiplied) and into what produces their input (norm weights / up_proj rows divided).
+    "int4-awq": dict(
+        format="pack-quantized", type="int", strategy="group", group_size=128,
+        block_structure=None, act=None, num_bits=4, symmetric=False, awq=True,
+        report_scheme="INT4 W4A16 (group 128, zero points)",
+    ),
 }
 
 # Relative RMS error ||w - w_hat|| / ||w|| that no tensor may exceed. Measured on
@@ -86,6 +102,10 @@ RMS_LIMIT = {
     "int8-w8a16": 0.015,
     "int8-w8a16-g64": 0.010,
     "int8-w8a8": 0.015,
+    # INT4 RTN, 15 steps per group: 8.6% / 9.6% / 11.0% on SmolLM2-135M (temper's artifact).
+    "int4-w4a16": 0.145,
+    # AWQ, against the rewritten (scaled) weights it quantized: 9.3% / 10.0% / 13.0%.
+    "int4-awq": 0.17,
 }
 
 BOUND_SLACK = 1e-3       # per-element bound tolerance (relative)
@@ -99,6 +119,14 @@ TOKENIZER_FILES = (
 )
 
 QUANT_LINEAR = re.compile(r"^model\.layers\.\d+\..+\.weight$")
+# INT4: stored codes and zero points are the signed value + 8, in 0..15.
+INT4_LEVELS = 15
+INT4_FALLBACK_GROUPS = (64, 32)
+# AWQ rewrites these (divided by the scales of the Linears that read them).
+AWQ_NORMS = re.compile(r"^model\.layers\.\d+\.(input_layernorm|post_attention_layernorm)\.weight$")
+# Relative rounding error of a value stored in the norm's dtype (round to nearest: half an
+# ulp, 2^-8 for bf16), plus a little for the f32 divisions on both sides.
+NORM_EPS = {"BF16": 2.0**-8 + 2.0**-20, "F16": 2.0**-11 + 2.0**-20, "F32": 2.0**-21}
 SHARD_NAME = re.compile(r"^model-(\d{5})-of-(\d{5})\.safetensors$")
 
 # --------------------------------------------------------------------------------------
@@ -410,9 +438,32 @@ def quantized_weights(source: Checkpoint) -> list[str]:
     return sorted(n for n, r in source.tensors.items() if QUANT_LINEAR.match(n) and len(r.shape) == 2)
 
 
+def is_int4(scheme: str) -> bool:
+    return SCHEMES[scheme].get("num_bits", 8) == 4
+
+
+def group_size_for(scheme: str, inp: int) -> int | None:
+    """The group size a Linear with `inp` input columns is quantized with: the scheme's;
+    for INT4, if that does not divide `inp`, the largest fallback group that does (None if
+    none does)."""
+    spec = SCHEMES[scheme]
+    g = spec["group_size"]
+    if g is None or not is_int4(scheme) or inp % g == 0:
+        return g
+    return next((f for f in INT4_FALLBACK_GROUPS if f < g and inp % f == 0), None)
+
+
 def expected_quantized_tensors(scheme: str, prefix: str, out: int, inp: int, src_dtype: str) -> dict:
     """{name: (dtype, shape)} a quantized Linear `prefix` must be stored as."""
     spec = SCHEMES[scheme]
+    if is_int4(scheme):
+        g = group_size_for(scheme, inp)
+        return {
+            f"{prefix}.weight_packed": ("I32", (out, -(-inp // 8))),
+            f"{prefix}.weight_shape": ("I64", (2,)),
+            f"{prefix}.weight_scale": (src_dtype, (out, inp // g)),
+            f"{prefix}.weight_zero_point": ("I32", (-(-out // 8), inp // g)),
+        }
     if spec["strategy"] == "channel":
         scale_shape = (out, 1)
     elif spec["strategy"] == "tensor":
@@ -485,45 +536,90 @@ def check_config(scheme: str, artifact: Path, source: Path) -> list[str]:
     if not isinstance(ignore, list) or "lm_head" not in ignore:
         problems.append(f"{q}.ignore is {ignore!r}, must contain 'lm_head'")
     groups = qc.get("config_groups")
-    if not isinstance(groups, dict) or list(groups) != ["group_0"]:
-        return problems + [f"{q}.config_groups must be exactly {{group_0}}, is {groups!r}"]
-    g = groups["group_0"]
+    # INT4: the modules whose input columns the scheme's group does not divide, by the
+    # fallback group they use; each such group size is one more config group naming them.
+    fallback: dict[int, set] = {}
+    if is_int4(scheme):
+        try:
+            src_ckpt = load_checkpoint(Path(source), cross_check=False)
+        except Exception as e:  # noqa: BLE001
+            return problems + [f"source checkpoint unreadable: {e}"]
+        for name in quantized_weights(src_ckpt):
+            gs = group_size_for(scheme, src_ckpt.tensors[name].shape[1])
+            if gs is not None and gs != spec["group_size"]:
+                fallback.setdefault(gs, set()).add(name[: -len(".weight")])
+    names = ["group_0"] + [f"group_{i}" for i in range(1, len(fallback) + 1)]
+    if not isinstance(groups, dict) or sorted(groups) != sorted(names):
+        return problems + [f"{q}.config_groups must be exactly {{{', '.join(names)}}}, is "
+                           f"{sorted(groups) if isinstance(groups, dict) else groups!r}"]
+
+    def check_group(g, gq, group_size):
+        """Everything of a config group but its targets."""
+        if isinstance(g, dict) and "format" in g and g["format"] is not None and g["format"] != spec["format"]:
+            problems.append(f"{gq}.format is {g['format']!r}, want {spec['format']!r}")
+        null_or_absent(g, "output_activations", gq)
+        w = g.get("weights") if isinstance(g, dict) else None
+        wq = f"{gq}.weights"
+        if not isinstance(w, dict):
+            problems.append(f"{wq} missing")
+            return
+        want(w, "num_bits", spec.get("num_bits", 8), wq)
+        want(w, "type", spec["type"], wq)
+        want(w, "strategy", spec["strategy"], wq)
+        want(w, "symmetric", spec.get("symmetric", True), wq)
+        want(w, "dynamic", False, wq)
+        if group_size is None:
+            null_or_absent(w, "group_size", wq)
+        else:
+            want(w, "group_size", group_size, wq)
+        if spec["block_structure"] is None:
+            null_or_absent(w, "block_structure", wq)
+        else:
+            want(w, "block_structure", spec["block_structure"], wq)
+        null_or_absent(w, "actorder", wq)
+        a = g.get("input_activations")
+        aq = f"{gq}.input_activations"
+        if spec["act"] is None:
+            if a is not None:
+                problems.append(f"{aq} is {a!r}, want null (weight-only)")
+        elif not isinstance(a, dict):
+            problems.append(f"{aq} is {a!r}, want {spec['act']!r}")
+        else:
+            for k, v in spec["act"].items():
+                if v is None:
+                    null_or_absent(a, k, aq)
+                else:
+                    want(a, k, v, aq)
+
     gq = f"{q}.config_groups.group_0"
-    want(g, "targets", ["Linear"], gq)
-    if isinstance(g, dict) and "format" in g and g["format"] is not None and g["format"] != spec["format"]:
-        problems.append(f"{gq}.format is {g['format']!r}, want {spec['format']!r}")
-    null_or_absent(g, "output_activations", gq)
-    w = g.get("weights") if isinstance(g, dict) else None
-    wq = f"{gq}.weights"
-    if not isinstance(w, dict):
-        return problems + [f"{wq} missing"]
-    want(w, "num_bits", 8, wq)
-    want(w, "type", spec["type"], wq)
-    want(w, "strategy", spec["strategy"], wq)
-    want(w, "symmetric", True, wq)
-    want(w, "dynamic", False, wq)
-    if spec["group_size"] is None:
-        null_or_absent(w, "group_size", wq)
-    else:
-        want(w, "group_size", spec["group_size"], wq)
-    if spec["block_structure"] is None:
-        null_or_absent(w, "block_structure", wq)
-    else:
-        want(w, "block_structure", spec["block_structure"], wq)
-    null_or_absent(w, "actorder", wq)
-    a = g.get("input_activations")
-    aq = f"{gq}.input_activations"
-    if spec["act"] is None:
-        if a is not None:
-            problems.append(f"{aq} is {a!r}, want null (weight-only)")
-    elif not isinstance(a, dict):
-        problems.append(f"{aq} is {a!r}, want {spec['act']!r}")
-    else:
-        for k, v in spec["act"].items():
-            if v is None:
-                null_or_absent(a, k, aq)
-            else:
-                want(a, k, v, aq)
+    want(groups["group_0"], "targets", ["Linear"], gq)
+    check_group(groups["group_0"], gq, spec["group_size"])
+    # The named groups, in any order of names: each holds one fallback group size and
+    # targets exactly the modules that use it, by name.
+    sizes_seen = set()
+    for name in names[1:]:
+        g, gq = groups[name], f"{q}.config_groups.{name}"
+        w = g.get("weights") if isinstance(g, dict) else None
+        size = w.get("group_size") if isinstance(w, dict) else None
+        if size not in fallback or size in sizes_seen:
+            problems.append(f"{gq}.weights.group_size is {size!r}, want one of the fallback groups "
+                            f"{sorted(set(fallback) - sizes_seen)} (each in one group)")
+            continue
+        sizes_seen.add(size)
+        check_group(g, gq, size)
+        targets = g.get("targets") if isinstance(g, dict) else None
+        if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+            problems.append(f"{gq}.targets is {targets!r}, want a list of module names")
+            continue
+        if len(set(targets)) != len(targets):
+            problems.append(f"{gq}.targets names a module twice")
+        got = set(targets)
+        for extra in sorted(got - fallback[size])[:5]:
+            problems.append(f"{gq}.targets names {extra!r}, which is not a quantized module with "
+                            f"input columns indivisible by {spec['group_size']} that uses group {size}")
+        for missing in sorted(fallback[size] - got)[:5]:
+            problems.append(f"{gq}.targets lacks {missing!r} (group {size}; the Linear catch-all "
+                            f"would give it group {spec['group_size']})")
     return problems
 
 
@@ -540,11 +636,18 @@ def check_tensors(scheme: str, art: Checkpoint, src: Checkpoint) -> list[str]:
         ref = src.tensors[name]
         out, inp = ref.shape
         spec = SCHEMES[scheme]
-        if spec["format"] == "pack-quantized" and inp % 4:
-            problems.append(f"{name}: {inp} input columns cannot be packed four to an int32")
-        if spec["strategy"] == "group" and inp % spec["group_size"]:
-            problems.append(f"{name}: {inp} input columns are not a multiple of group {spec['group_size']}")
+        if is_int4(scheme):
+            if group_size_for(scheme, inp) is None:
+                problems.append(f"{name}: {inp} input columns are not a multiple of group "
+                                f"{spec['group_size']} nor of any fallback group {INT4_FALLBACK_GROUPS}")
+                continue
+        else:
+            if spec["format"] == "pack-quantized" and inp % 4:
+                problems.append(f"{name}: {inp} input columns cannot be packed four to an int32")
+            if spec["strategy"] == "group" and inp % spec["group_size"]:
+                problems.append(f"{name}: {inp} input columns are not a multiple of group {spec['group_size']}")
         expected.update(expected_quantized_tensors(scheme, name[: -len(".weight")], out, inp, ref.dtype))
+    rewritten = AWQ_NORMS if SCHEMES[scheme].get("awq") else None
     for name, ref in src.tensors.items():
         if name in quantized:
             continue
@@ -553,6 +656,11 @@ def check_tensors(scheme: str, art: Checkpoint, src: Checkpoint) -> list[str]:
             problems.append(f"{name}: unquantized source tensor missing from the artifact")
         elif a.dtype != ref.dtype or a.shape != ref.shape:
             problems.append(f"{name}: {a.dtype}{list(a.shape)}, source has {ref.dtype}{list(ref.shape)}")
+        elif rewritten is not None and rewritten.match(name):
+            # AWQ divides these by its scales (check_awq_values / check_awq_mappings say
+            # by how much); here they only have to be finite.
+            if not np.all(np.isfinite(a.floats())):
+                problems.append(f"{name}: non-finite values")
         elif not np.array_equal(a.raw(), ref.raw()):
             diff = int(np.count_nonzero(a.raw() != ref.raw()))
             problems.append(f"{name}: {diff} bytes differ from the source (must be bit-identical)")
@@ -618,12 +726,53 @@ def unpack_int32_lanes_arith(packed: np.ndarray) -> np.ndarray:
     return (lanes.reshape(packed.shape[0], packed.shape[1] * 4) - 128).astype(np.int16)
 
 
+def unpack_nibbles(packed_bytes: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """pack-quantized, 4 bits: int32 j of a row holds columns 8j..8j+7, column 8j + i in
+    bits 4i..4i+3. The int32s are little-endian in the file, so byte k of a row holds
+    column 2k in its low nibble and 2k + 1 in its high nibble. Returns the stored codes
+    (signed value + 8, 0..15) as uint8 [rows, cols] (`unpack_nibbles_arith` says the
+    same with shifts; the self-tests check that both agree)."""
+    b = packed_bytes.reshape(rows, -1)
+    out = np.empty((rows, b.shape[1] * 2), np.uint8)
+    out[:, 0::2] = b & 0xF
+    out[:, 1::2] = b >> 4
+    return out[:, :cols]
+
+
+def unpack_nibbles_arith(packed: np.ndarray, cols: int) -> np.ndarray:
+    u = packed.astype(np.int64) & 0xFFFFFFFF
+    nib = np.stack([(u >> (4 * i)) & 0xF for i in range(8)], axis=-1)
+    return nib.reshape(packed.shape[0], -1)[:, :cols].astype(np.uint8)
+
+
+def unpack_zero_points(packed: np.ndarray, rows: int) -> np.ndarray:
+    """weight_zero_point [ceil(rows/8), groups] int32: packed along the OUTPUT dimension,
+    word (p, g) holds rows 8p..8p+7 of group column g, row 8p + i in bits 4i..4i+3.
+    Returns the stored zero points (signed + 8, 0..15) as uint8 [rows, groups]."""
+    u = packed.astype(np.int64) & 0xFFFFFFFF
+    nib = np.stack([(u >> (4 * i)) & 0xF for i in range(8)], axis=1)  # [P, 8, G]
+    return nib.reshape(-1, packed.shape[1])[:rows].astype(np.uint8)
+
+
 @dataclass
 class ModuleStats:
     name: str
     relative_rms_error: float
     max_error_over_bound: float
     zero_groups: int
+    # How far the two numbers above may be from the quantizer's own (absolute), when the
+    # weight it quantized is only known approximately (AWQ's scales): 0 otherwise.
+    rms_tol: float = 0.0
+    ratio_tol: float = 0.0
+
+
+class ValueStats(dict):
+    """{weight name: ModuleStats}; for AWQ also `channel_scales`: {producer tensor name:
+    (lo, hi)}, per channel the interval of scales the dequantized weights allow."""
+
+    def __init__(self):
+        super().__init__()
+        self.channel_scales: dict[str, tuple] = {}
 
 
 def check_module(scheme: str, prefix: str, w: np.ndarray, art: Checkpoint, scale_dtype: str):
@@ -755,10 +904,23 @@ def check_module(scheme: str, prefix: str, w: np.ndarray, art: Checkpoint, scale
 def check_values(scheme: str, art: Checkpoint, src: Checkpoint, manifest_path: Path | None = None):
     """Dequantizes every quantized module and compares with the source. If
     `manifest_path` is given, also compares passes[0].report.tensors with our numbers.
-    Returns (problems, {weight name: ModuleStats})."""
+    Returns (problems, ValueStats {weight name: ModuleStats})."""
     problems: list[str] = []
-    stats: dict[str, ModuleStats] = {}
-    for name in quantized_weights(src):
+    stats = ValueStats()
+    if SCHEMES[scheme].get("awq"):
+        problems += check_awq_values(scheme, art, src, stats)
+    elif is_int4(scheme):
+        for name in quantized_weights(src):
+            ref = src.tensors[name]
+            g = group_size_for(scheme, ref.shape[1])
+            if g is None:
+                problems.append(f"{name}: no INT4 group divides {ref.shape[1]} input columns")
+                continue
+            p, st = check_int4_module(scheme, name[: -len(".weight")], ref.floats(), art, ref.dtype, g)
+            problems += p
+            if st is not None:
+                stats[name] = st
+    for name in quantized_weights(src) if not is_int4(scheme) else []:
         ref = src.tensors[name]
         w = ref.floats()
         p, st = check_module(scheme, name[: -len(".weight")], w, art, ref.dtype)
@@ -769,8 +931,128 @@ def check_values(scheme: str, art: Checkpoint, src: Checkpoint, manifest_path: P
     if spec["act"] is not None and not spec["act"]["dynamic"]:
         problems += check_input_scales(art, src)
     if manifest_path is not None:
-        problems += check_manifest_report(manifest_path, stats, src)
+        problems += check_manifest_report(manifest_path, stats, src, scheme)
     return problems, stats
+
+
+# ---- INT4 (pack-quantized, 4 bits, zero points) ----------------------------------------
+
+
+def read_int4(art: Checkpoint, prefix: str, out: int, inp: int, group: int, scale_dtype: str):
+    """(codes uint8 [out, in], zero points uint8 [out, in/group], scales float32
+    [out, in/group]) of one INT4 Linear. Raises KeyError / ValueError."""
+    t = art.tensors
+    packed, zp, sc = t[f"{prefix}.weight_packed"], t[f"{prefix}.weight_zero_point"], t[f"{prefix}.weight_scale"]
+    ng = inp // group
+    want = {packed.name: (packed, "I32", (out, -(-inp // 8))), zp.name: (zp, "I32", (-(-out // 8), ng)),
+            sc.name: (sc, scale_dtype, (out, ng))}
+    for name, (ref, dtype, shape) in want.items():
+        if ref.dtype != dtype or ref.shape != shape:
+            raise ValueError(f"{name} is {ref.dtype}{list(ref.shape)}, want {dtype}{list(shape)}")
+    codes = unpack_nibbles(packed.raw(), out, inp)
+    zeros = unpack_zero_points(zp.ints(), out)
+    return codes, zeros, sc.floats()
+
+
+def check_int4_module(scheme: str, prefix: str, t: np.ndarray, art: Checkpoint, scale_dtype: str,
+                      group: int, u: np.ndarray | None = None):
+    """Dequantizes one INT4 Linear, (code - zero point) * scale, and compares it with `t`,
+    the float32 [out, in] weight it must be the round-to-nearest asymmetric minmax
+    quantization of: per group, the range [min(t, 0), max(t, 0)] in 15 steps, the scale
+    (max - min) / 15 rounded up to the scale dtype, the zero point round(-min / scale), the
+    code clamp(round(t / scale) + zero, 0, 15), so every dequantized value is within half
+    a step. `u` (broadcastable to t, >= 0): t's relative uncertainty, where t is only known
+    approximately (AWQ's rewritten weights); every tolerance widens by it.
+    Returns (problems, ModuleStats or None)."""
+    out, inp = t.shape
+    ng = inp // group
+    try:
+        codes, zeros, scale = read_int4(art, prefix, out, inp, group, scale_dtype)
+    except (KeyError, ValueError) as e:
+        return [f"{prefix}: cannot read the quantized tensors ({e!r})"], None
+    problems: list[str] = []
+    if not np.all(np.isfinite(scale)) or not np.all(scale > 0):
+        bad = int(np.count_nonzero(~(np.isfinite(scale) & (scale > 0))))
+        return [f"{prefix}.weight_scale: {bad} scales are not finite and positive"], None
+    tg = t.reshape(out, ng, group)
+    hi = np.maximum(tg.max(axis=2), np.float32(0))
+    lo = np.minimum(tg.min(axis=2), np.float32(0))
+    rng = hi - lo
+    nz = rng > 0
+    if u is None:
+        ue, ug = np.float32(0), np.float32(0)
+    else:
+        ue = np.broadcast_to(np.asarray(u, np.float32), t.shape)
+        ug = ue.reshape(out, ng, group).max(axis=2)
+
+    def first(mask):
+        return tuple(int(v) for v in np.argwhere(mask)[0])
+
+    # Scales: the smallest storage value >= (max - min) / 15.
+    target = rng / np.float32(INT4_LEVELS)
+    low = nz & (scale < target * (1 - SCALE_RTOL) * (1 - ug))
+    if low.any():
+        i = first(low)
+        problems.append(f"{prefix}.weight_scale: {int(low.sum())} scales below (max - min)/15 of their group, "
+                        f"e.g. group {i}: {float(scale[i])!r} < {float(target[i])!r}")
+    loose = nz & (storage_predecessor(scale, scale_dtype) >= target * (1 + SCALE_RTOL) * (1 + ug))
+    if loose.any():
+        i = first(loose)
+        problems.append(f"{prefix}.weight_scale: {int(loose.sum())} scales are not (max - min)/15 rounded up to "
+                        f"{scale_dtype} (too large), e.g. group {i}: {float(scale[i])!r} for (max - min)/15 = "
+                        f"{float(target[i])!r}")
+    # Zero points: the code of 0, round(-min / scale).
+    zf = zeros.astype(np.float32)
+    want_z = -lo / scale
+    badz = nz & (np.abs(want_z - zf) > np.float32(0.5 + 1e-4) + ug * want_z)
+    if badz.any():
+        i = first(badz)
+        problems.append(f"{prefix}.weight_zero_point: {int(badz.sum())} zero points are not round(-min/scale), "
+                        f"e.g. group {i}: {int(zeros[i])}, -min/scale = {float(want_z[i]):.4f}")
+    zx = np.repeat(zeros, group, axis=1)
+    sx = np.repeat(scale, group, axis=1)
+    steps = codes.astype(np.int16) - zx.astype(np.int16)
+    zero_bad = (~nz) & (steps.reshape(out, ng, group) != 0).any(axis=2)
+    if zero_bad.any():
+        problems.append(f"{prefix}: {int(zero_bad.sum())} all-zero groups have codes other than their zero point")
+    # Codes: t / scale + zero rounded to nearest, clamped to 0..15 (a tolerance of 1e-4
+    # of a step for quantizers that multiply by 1/scale).
+    x = t / sx + zx
+    tol = np.float32(0.5 + 1e-4)
+    if u is not None:
+        tol = tol + ue * np.abs(t) / sx
+    c = codes.astype(np.float32)
+    wrong = np.abs(x - c) > tol
+    wrong &= ~(((codes == INT4_LEVELS) & (x > INT4_LEVELS)) | ((codes == 0) & (x < 0)))
+    if wrong.any():
+        i = first(wrong)
+        problems.append(f"{prefix}: {int(wrong.sum())} codes are not w/scale + zero rounded to nearest (0..15), "
+                        f"e.g. [{i[0]}, {i[1]}]: w/scale + zero = {float(x[i])!r}, code {int(codes[i])}")
+    # Error bound: half a step.
+    deq = steps.astype(np.float32) * sx
+    err = np.abs(t - deq)
+    half = np.float32(0.5) * sx
+    ratio = err / half
+    slack = ue * np.abs(t) / half if u is not None else np.float32(0)
+    over = ratio > (1 + BOUND_SLACK) + slack
+    max_ratio = float(ratio.max()) if ratio.size else 0.0
+    if over.any():
+        i = np.unravel_index(int(np.argmax(np.where(over, ratio, 0))), ratio.shape)
+        problems.append(f"{prefix}: {int(over.sum())} elements exceed the error bound (half a step), worst "
+                        f"[{i[0]}, {i[1]}] |w - w_hat| = {float(err[i]):.3g} is {float(ratio[i]):.3g}x the bound")
+    err_sq = float(np.square(err).sum())
+    t_sq = float(np.square(t).sum())
+    rel = math.sqrt(err_sq / t_sq) if t_sq > 0 else 0.0
+    limit = RMS_LIMIT[scheme]
+    if rel > limit:
+        problems.append(f"{prefix}: relative RMS error {rel:.4%} above the {limit:.2%} limit for {scheme}")
+    rms_tol = ratio_tol = 0.0
+    if u is not None and t_sq > 0:
+        # |t_ours - t_quantized| <= u |t| per element: the quantizer's own numbers may
+        # differ from ours by about that much.
+        rms_tol = 1.5 * math.sqrt(float(np.square(ue * t).sum()) / t_sq)
+        ratio_tol = float(np.max(slack))
+    return problems, ModuleStats(prefix + ".weight", rel, max_ratio, int(np.count_nonzero(~nz)), rms_tol, ratio_tol)
 
 
 # Linears that read the same input, so a calibrated input scale must be shared (vLLM fuses
