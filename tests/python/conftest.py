@@ -2,7 +2,8 @@
 
 The real artifacts come from the environment (set by scripts/test.sh):
   TEMPER_ARTIFACTS     a directory with one subdirectory per scheme
-                       (fp8-dynamic, fp8-block, int8-w8a16, int8-w8a16-g64, int8-w8a8)
+                       (fp8-dynamic, fp8-block, fp8-static, int8-w8a16, int8-w8a16-g64,
+                       int8-w8a8, int4-w4a16, int4-awq)
   TEMPER_SOURCE_MODEL  the source model directory they were made from (SmolLM2-135M bf16)
 Missing ones FAIL the tests (they never skip): an artifact test that silently skips proves
 nothing.

@@ -1,7 +1,10 @@
 """An independent reader and checker for compressed-tensors checkpoints.
 
 Everything here follows /work/shared/design/FORMATS.md ("Quantized checkpoints") and the
-safetensors container definition, and nothing else: no code is shared with the Rust tool,
+safetensors container definition, and nothing else (INT4, which FORMATS.md's table does not
+list yet, follows compressed-tensors' pack-quantized convention for 4 bits with zero
+points: see `unpack_nibbles`, `unpack_zero_points`, `check_int4_module`, and AWQ below
+`check_awq_values`): no code is shared with the Rust tool,
 and nothing is shared with `make_reference_artifact.py` (the numpy writer the self-tests
 use), so a mistake in one is not hidden by the same mistake in the other.
 
@@ -77,11 +80,13 @@ SCHEMES = {
         report_scheme="INT4 W4A16 (group 128, zero points)",
     ),
     # The same format after AWQ: per input channel scales folded into the weights (columns
-    # multiplied) and into what produces their input (norm weights / up_proj rows divided).
+    # multiplied) and into what produces their input (norm weights / up_proj rows divided),
+    # and each group's minmax range shrunk by a searched clip ratio from AWQ_CLIPS (the
+    # weights beyond it saturate at code 0 or 15).
     "int4-awq": dict(
         format="pack-quantized", type="int", strategy="group", group_size=128,
         block_structure=None, act=None, num_bits=4, symmetric=False, awq=True,
-        report_scheme="INT4 W4A16 (group 128, zero points)",
+        report_scheme="INT4 W4A16 (group 128, zero points)", clip=True,
     ),
 }
 
@@ -102,9 +107,11 @@ RMS_LIMIT = {
     "int8-w8a16": 0.015,
     "int8-w8a16-g64": 0.010,
     "int8-w8a8": 0.015,
-    # INT4 RTN, 15 steps per group: 8.6% / 9.6% / 11.0% on SmolLM2-135M (temper's artifact).
+    # INT4 round-to-nearest, 15 steps per group (128, or 64 for SmolLM2's 576 columns):
+    # 9.1% / 9.4% / 11.0% on SmolLM2-135M (temper's artifact).
     "int4-w4a16": 0.145,
-    # AWQ, against the rewritten (scaled) weights it quantized: 9.3% / 10.0% / 13.0%.
+    # AWQ, against the rewritten weights it quantized (W_src * s): 5.1% / 9.9% / 13.0%, and
+    # the same with clip search (clipped groups trade weight error for output error).
     "int4-awq": 0.17,
 }
 
@@ -121,6 +128,9 @@ TOKENIZER_FILES = (
 QUANT_LINEAR = re.compile(r"^model\.layers\.\d+\..+\.weight$")
 # INT4: stored codes and zero points are the signed value + 8, in 0..15.
 INT4_LEVELS = 15
+# AWQ's clip search: a group's range [min(w, 0), max(w, 0)] times one of 1.0, 0.95, ..., 0.55
+# (as float32: 1 - 0.05 k) before the grid is laid over it.
+AWQ_CLIPS = tuple(np.float32(1) - np.float32(0.05) * np.float32(k) for k in range(10))
 INT4_FALLBACK_GROUPS = (64, 32)
 # AWQ rewrites these (divided by the scales of the Linears that read them).
 AWQ_NORMS = re.compile(r"^model\.layers\.\d+\.(input_layernorm|post_attention_layernorm)\.weight$")
@@ -961,8 +971,11 @@ def check_int4_module(scheme: str, prefix: str, t: np.ndarray, art: Checkpoint, 
     quantization of: per group, the range [min(t, 0), max(t, 0)] in 15 steps, the scale
     (max - min) / 15 rounded up to the scale dtype, the zero point round(-min / scale), the
     code clamp(round(t / scale) + zero, 0, 15), so every dequantized value is within half
-    a step. `u` (broadcastable to t, >= 0): t's relative uncertainty, where t is only known
-    approximately (AWQ's rewritten weights); every tolerance widens by it.
+    a step. Schemes with `clip` (AWQ) may shrink a group's range by a ratio c in AWQ_CLIPS
+    first: scale (c max - c min) / 15 rounded up, zero round(-c min / scale); then the
+    weights outside the shrunk range saturate at code 0 / 15, and only the others are
+    within half a step. `u` (broadcastable to t, >= 0): t's relative uncertainty, where t
+    is only known approximately (AWQ's rewritten weights); every tolerance widens by it.
     Returns (problems, ModuleStats or None)."""
     out, inp = t.shape
     ng = inp // group
@@ -974,6 +987,7 @@ def check_int4_module(scheme: str, prefix: str, t: np.ndarray, art: Checkpoint, 
     if not np.all(np.isfinite(scale)) or not np.all(scale > 0):
         bad = int(np.count_nonzero(~(np.isfinite(scale) & (scale > 0))))
         return [f"{prefix}.weight_scale: {bad} scales are not finite and positive"], None
+    clip = bool(SCHEMES[scheme].get("clip"))
     tg = t.reshape(out, ng, group)
     hi = np.maximum(tg.max(axis=2), np.float32(0))
     lo = np.minimum(tg.min(axis=2), np.float32(0))
@@ -988,26 +1002,52 @@ def check_int4_module(scheme: str, prefix: str, t: np.ndarray, art: Checkpoint, 
     def first(mask):
         return tuple(int(v) for v in np.argwhere(mask)[0])
 
-    # Scales: the smallest storage value >= (max - min) / 15.
-    target = rng / np.float32(INT4_LEVELS)
-    low = nz & (scale < target * (1 - SCALE_RTOL) * (1 - ug))
-    if low.any():
-        i = first(low)
-        problems.append(f"{prefix}.weight_scale: {int(low.sum())} scales below (max - min)/15 of their group, "
-                        f"e.g. group {i}: {float(scale[i])!r} < {float(target[i])!r}")
-    loose = nz & (storage_predecessor(scale, scale_dtype) >= target * (1 + SCALE_RTOL) * (1 + ug))
-    if loose.any():
-        i = first(loose)
-        problems.append(f"{prefix}.weight_scale: {int(loose.sum())} scales are not (max - min)/15 rounded up to "
-                        f"{scale_dtype} (too large), e.g. group {i}: {float(scale[i])!r} for (max - min)/15 = "
-                        f"{float(target[i])!r}")
-    # Zero points: the code of 0, round(-min / scale).
+    # Scales: the smallest storage value >= (max - min) / 15 (of the clipped range), and
+    # zero points: the code of 0, round(-min / scale).
+    pred = storage_predecessor(scale, scale_dtype)
     zf = zeros.astype(np.float32)
-    want_z = -lo / scale
-    badz = nz & (np.abs(want_z - zf) > np.float32(0.5 + 1e-4) + ug * want_z)
+
+    def grid_fits(c):
+        target = (hi * c - lo * c) / np.float32(INT4_LEVELS)
+        low = scale < target * (1 - SCALE_RTOL) * (1 - ug)
+        loose = pred >= target * (1 + SCALE_RTOL) * (1 + ug)
+        want_z = -(lo * c) / scale
+        z_ok = np.abs(want_z - zf) <= np.float32(0.5 + 1e-4) + ug * want_z
+        return target, low, loose, want_z, z_ok
+
+    if not clip:
+        target, low, loose, want_z, z_ok = grid_fits(np.float32(1))
+        low, loose = nz & low, nz & loose
+        if low.any():
+            i = first(low)
+            problems.append(f"{prefix}.weight_scale: {int(low.sum())} scales below (max - min)/15 of their group, "
+                            f"e.g. group {i}: {float(scale[i])!r} < {float(target[i])!r}")
+        if loose.any():
+            i = first(loose)
+            problems.append(f"{prefix}.weight_scale: {int(loose.sum())} scales are not (max - min)/15 rounded up "
+                            f"to {scale_dtype} (too large), e.g. group {i}: {float(scale[i])!r} for (max - min)/15 "
+                            f"= {float(target[i])!r}")
+        badz = nz & ~low & ~loose & ~z_ok
+    else:
+        fits = np.zeros(scale.shape, bool)
+        z_fits = np.zeros(scale.shape, bool)
+        for c in AWQ_CLIPS:
+            _, low, loose, want_z, z_ok = grid_fits(c)
+            f = ~low & ~loose
+            fits |= f
+            z_fits |= f & z_ok
+        nofit = nz & ~fits
+        if nofit.any():
+            i = first(nofit)
+            problems.append(f"{prefix}.weight_scale: {int(nofit.sum())} scales are not c (max - min)/15 rounded up "
+                            f"to {scale_dtype} for any clip ratio c in 1.0, 0.95, ..., 0.55, e.g. group {i}: "
+                            f"{float(scale[i])!r}, (max - min)/15 = {float(rng[i] / INT4_LEVELS)!r}")
+        want_z = -lo / scale
+        badz = nz & fits & ~z_fits
     if badz.any():
         i = first(badz)
-        problems.append(f"{prefix}.weight_zero_point: {int(badz.sum())} zero points are not round(-min/scale), "
+        what = "round(-c min/scale) for the clip ratio c their scale fits" if clip else "round(-min/scale)"
+        problems.append(f"{prefix}.weight_zero_point: {int(badz.sum())} zero points are not {what}, "
                         f"e.g. group {i}: {int(zeros[i])}, -min/scale = {float(want_z[i]):.4f}")
     zx = np.repeat(zeros, group, axis=1)
     sx = np.repeat(scale, group, axis=1)
@@ -1021,20 +1061,23 @@ def check_int4_module(scheme: str, prefix: str, t: np.ndarray, art: Checkpoint, 
     tol = np.float32(0.5 + 1e-4)
     if u is not None:
         tol = tol + ue * np.abs(t) / sx
-    c = codes.astype(np.float32)
-    wrong = np.abs(x - c) > tol
-    wrong &= ~(((codes == INT4_LEVELS) & (x > INT4_LEVELS)) | ((codes == 0) & (x < 0)))
+    top, bottom = codes == INT4_LEVELS, codes == 0
+    saturated = (top & (x > INT4_LEVELS)) | (bottom & (x < 0))
+    wrong = (np.abs(x - codes.astype(np.float32)) > tol) & ~saturated
     if wrong.any():
         i = first(wrong)
         problems.append(f"{prefix}: {int(wrong.sum())} codes are not w/scale + zero rounded to nearest (0..15), "
                         f"e.g. [{i[0]}, {i[1]}]: w/scale + zero = {float(x[i])!r}, code {int(codes[i])}")
-    # Error bound: half a step.
+    # Error bound: half a step (clipped groups: for the weights inside the clipped range;
+    # the others lie beyond the end of the grid they saturate at).
     deq = steps.astype(np.float32) * sx
     err = np.abs(t - deq)
     half = np.float32(0.5) * sx
     ratio = err / half
     slack = ue * np.abs(t) / half if u is not None else np.float32(0)
     over = ratio > (1 + BOUND_SLACK) + slack
+    if clip:
+        over &= ~((top & (t > deq)) | (bottom & (t < deq)))
     max_ratio = float(ratio.max()) if ratio.size else 0.0
     if over.any():
         i = np.unravel_index(int(np.argmax(np.where(over, ratio, 0))), ratio.shape)
@@ -1053,6 +1096,284 @@ def check_int4_module(scheme: str, prefix: str, t: np.ndarray, art: Checkpoint, 
         rms_tol = 1.5 * math.sqrt(float(np.square(ue * t).sum()) / t_sq)
         ratio_tol = float(np.max(slack))
     return problems, ModuleStats(prefix + ".weight", rel, max_ratio, int(np.count_nonzero(~nz)), rms_tol, ratio_tol)
+
+
+# ---- AWQ -------------------------------------------------------------------------------
+#
+# AWQ quantizes W diag(s) instead of W, with per input channel scales s > 0 that it folds
+# into what produces the input: per layer, q/k/v columns times s1 and input_layernorm divided
+# by s1, gate/up columns times s2 and post_attention_layernorm divided by s2, down_proj
+# columns times s3 and up_proj rows divided by s3 (o_proj is not rescaled: SmolLM2's
+# attention groups its kv heads, so there is no v -> o mapping; a model without grouped kv
+# heads would need one, which this check does not know). The artifact does not store s, so
+# this recovers it twice, independently: from the weights (per channel, the interval of s
+# for which every code of that column is W_src * s rounded onto its group's grid, i.e.
+# within half a step, or for a saturated code of a clipped group beyond the grid's end:
+# the intersection over all rows of every Linear sharing the channel), and for s1 / s2
+# from the norms (norm_src / norm_artifact, exact up to the norm dtype's rounding). The two
+# must agree; then every module is checked like round-to-nearest INT4 (with AWQ's clip
+# ratios) against W_src * s, with tolerances widened by what is left of s's uncertainty
+# (typically 0.1%, at most about 1%).
+
+AWQ_LINEARS = {
+    "input_layernorm": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    "post_attention_layernorm": ("mlp.gate_proj", "mlp.up_proj"),
+    "mlp.up_proj": ("mlp.down_proj",),
+}
+
+
+def _feasible_scales(w: np.ndarray, d, axis: int):
+    """Per channel (reducing over `axis`): the interval [lo, hi] of s > 0 such that every
+    element's code is w * s rounded onto its grid: |deq - w * s| <= h, where d = (deq, h,
+    top, bottom); with clipping (top / bottom not None) a code at the end of the grid
+    only says w * s >= deq - h (code 15) or w * s <= deq + h (code 0). Computed in float64."""
+    deq, h, top, bottom = d
+    w = w.astype(np.float64)
+    deq = deq.astype(np.float64)
+    h = np.broadcast_to(np.asarray(h, np.float64), w.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = (deq - h) / w   # w s >= deq - h
+        b = (deq + h) / w   # w s <= deq + h
+    need_lo = np.ones(w.shape, bool) if bottom is None else ~bottom   # deq - h <= w s
+    need_hi = np.ones(w.shape, bool) if top is None else ~top         # w s <= deq + h
+    inf = np.inf
+    lo = np.maximum(np.where((w > 0) & need_lo, a, -inf), np.where((w < 0) & need_hi, b, -inf))
+    hi = np.minimum(np.where((w > 0) & need_hi, b, inf), np.where((w < 0) & need_lo, a, inf))
+    # w == 0: 0 must satisfy the constraints, whatever s
+    bad0 = (w == 0) & ((need_lo & (deq - h > 0)) | (need_hi & (deq + h < 0)))
+    lo = np.where(bad0, inf, lo)
+    return np.maximum(lo.max(axis=axis), 0.0), hi.min(axis=axis)
+
+
+def _deq_int4(art: Checkpoint, prefix: str, shape, scheme: str, dtype: str):
+    """(dequantized weight, half a step with slack, codes at 15, codes at 0) of one INT4
+    Linear; the last two are None unless the scheme clips (then those codes may be
+    saturated)."""
+    out, inp = shape
+    g = group_size_for(scheme, inp)
+    if g is None:
+        raise ValueError(f"no INT4 group divides {inp} input columns")
+    codes, zeros, scale = read_int4(art, prefix, out, inp, g, dtype)
+    sx = np.repeat(scale, g, axis=1)
+    deq = (codes.astype(np.float32) - np.repeat(zeros, g, axis=1).astype(np.float32)) * sx
+    h = np.float32(0.5 * (1 + BOUND_SLACK)) * sx
+    if SCHEMES[scheme].get("clip"):
+        return deq, h, codes == INT4_LEVELS, codes == 0
+    return deq, h, None, None
+
+
+def _mid(lo: np.ndarray, hi: np.ndarray):
+    """Geometric midpoint of positive intervals and the relative uncertainty around it."""
+    mid = np.sqrt(lo * hi)
+    return mid, np.sqrt(hi / lo) - 1.0
+
+
+def check_awq_values(scheme: str, art: Checkpoint, src: Checkpoint, stats: ValueStats) -> list[str]:
+    problems: list[str] = []
+    quantized = set(quantized_weights(src))
+    layers = sorted({int(n.split(".")[2]) for n in quantized})
+    for li in layers:
+        p = f"model.layers.{li}."
+        try:
+            w = {m: src.tensors[f"{p}{m}.weight"].floats() for ms in AWQ_LINEARS.values() for m in ms}
+            w["self_attn.o_proj"] = src.tensors[f"{p}self_attn.o_proj.weight"].floats()
+            dtype = src.tensors[f"{p}self_attn.q_proj.weight"].dtype
+            dq = {m: _deq_int4(art, f"{p}{m}", w[m].shape, scheme, dtype) for m in w}
+        except (KeyError, ValueError) as e:
+            problems.append(f"{p}*: cannot read the Linears AWQ rewrites ({e!r})")
+            continue
+        scales = {}
+        # s1, s2: the weights' interval, and the norm's ratio.
+        for norm in ("input_layernorm", "post_attention_layernorm"):
+            consumers = AWQ_LINEARS[norm]
+            # up_proj's rows are divided by s3 as well: only the others pin s2 exactly.
+            direct = [m for m in consumers if m != "mlp.up_proj"]
+            lo = hi = None
+            for m in direct:
+                a, b = _feasible_scales(w[m], dq[m], axis=0)
+                lo = a if lo is None else np.maximum(lo, a)
+                hi = b if hi is None else np.minimum(hi, b)
+            names = "/".join(m.split(".")[-1] for m in direct)
+            empty = lo > hi
+            if empty.any():
+                c = int(np.argmax(empty))
+                problems.append(f"{p}{names}: {int(empty.sum())} input channels where no single scale s puts every "
+                                f"dequantized weight within half a step of W_src * s (or, saturated, beyond "
+                                f"the end of a clipped grid), e.g. channel {c}: "
+                                f"the rows ask for s >= {lo[c]:.6g} and s <= {hi[c]:.6g}")
+                continue
+            name = f"{p}{norm}.weight"
+            try:
+                n_src, n_art = src.tensors[name], art.tensors[name]
+                eps = NORM_EPS[n_art.dtype]
+                ns, na = n_src.floats().astype(np.float64), n_art.floats().astype(np.float64)
+            except (KeyError, ValueError) as e:
+                problems.append(f"{name}: cannot read it ({e!r})")
+                continue
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = ns / na
+            both_zero = (ns == 0) & (na == 0)
+            bad = ~both_zero & ~(np.isfinite(ratio) & (ratio > 0))
+            if bad.any():
+                c = int(np.argmax(bad))
+                problems.append(f"{name}: {int(bad.sum())} elements are not the source's divided by a positive "
+                                f"scale, e.g. [{c}]: source {ns[c]!r}, artifact {na[c]!r}")
+                continue
+            # norm_art = round(norm_src / s) => s = ratio * (1 + d), |d| <= eps
+            n_lo = np.where(both_zero, 0.0, ratio * (1 - eps))
+            n_hi = np.where(both_zero, np.inf, ratio * (1 + eps))
+            c_lo, c_hi = np.maximum(lo, n_lo), np.minimum(hi, n_hi)
+            off = c_lo > c_hi
+            if off.any():
+                c = int(np.argmax(off))
+                problems.append(f"{name}: {int(off.sum())} channels are not the source divided by the scale "
+                                f"{names} were multiplied by (within {n_art.dtype} rounding), e.g. channel {c}: "
+                                f"source/artifact = {ratio[c]:.6g}, the weights allow s in [{lo[c]:.6g}, {hi[c]:.6g}]")
+                continue
+            # A channel no weight constrains (an all-zero column) keeps the norm's ratio.
+            free = ~np.isfinite(c_hi) | (c_lo <= 0)
+            col_zero = np.all([np.all(w[m] == 0, axis=0) for m in consumers], axis=0)
+            if np.any(free & ~col_zero):
+                c = int(np.argmax(free & ~col_zero))
+                problems.append(f"{name}: cannot bound the AWQ scale of channel {c} ([{c_lo[c]}, {c_hi[c]}])")
+                continue
+            mid, u = _mid(np.where(free, 1.0, c_lo), np.where(free, 1.0, c_hi))
+            scales[norm] = (mid, u)
+            stats.channel_scales[name] = (c_lo, c_hi)
+        if len(scales) < 2:
+            continue
+        s1, u1 = scales["input_layernorm"]
+        s2, u2 = scales["post_attention_layernorm"]
+        # s3: down_proj's columns (times s3) and up_proj's rows (W_up * s2 / s3).
+        a, b = _feasible_scales(w["mlp.down_proj"], dq["mlp.down_proj"], axis=0)
+        deq_up, h_up, top_up, bottom_up = dq["mlp.up_proj"]
+        # |deq - W s2_true t| <= h with s2_true = s2 (1 + d), |d| <= u2: widen h by u2 |W s2 t|
+        # (|W s2 t| <= |deq| + h, or for a saturated code (clipping) up to (|deq| + h) / c
+        # with the clip ratio c >= 0.55).
+        reach = (np.abs(deq_up) + h_up) / (min(AWQ_CLIPS) if top_up is not None else 1.0)
+        h_wide = h_up + (u2[None, :] * reach * (1 + 2 * u2[None, :])).astype(np.float32)
+        t_lo, t_hi = _feasible_scales(w["mlp.up_proj"] * s2[None, :].astype(np.float32),
+                                      (deq_up, h_wide, top_up, bottom_up), axis=1)
+        with np.errstate(divide="ignore"):   # t = 1 / s3 > 0
+            up_lo = np.where(t_hi > 0, 1.0 / t_hi, np.inf)
+            up_hi = np.where(t_lo > 0, 1.0 / t_lo, np.inf)
+        lo3, hi3 = np.maximum(a, up_lo), np.minimum(b, up_hi)
+        name3 = f"{p}mlp.up_proj.weight"
+        off = lo3 > hi3
+        if off.any():
+            c = int(np.argmax(off))
+            problems.append(f"{p}mlp.up_proj rows / mlp.down_proj columns: {int(off.sum())} channels where no "
+                            f"scale s3 puts both down_proj's column (W_src * s3) and up_proj's row "
+                            f"(W_src * s2 / s3) within half a step, e.g. channel {c}: down_proj allows "
+                            f"[{a[c]:.6g}, {b[c]:.6g}], up_proj allows [{up_lo[c]:.6g}, {up_hi[c]:.6g}]")
+            continue
+        free = ~np.isfinite(hi3) | (lo3 <= 0)
+        unused = np.all(w["mlp.down_proj"] == 0, axis=0) & np.all(w["mlp.up_proj"] == 0, axis=1)
+        if np.any(free & ~unused):
+            c = int(np.argmax(free & ~unused))
+            problems.append(f"{name3}: cannot bound the AWQ scale s3 of channel {c} ([{lo3[c]}, {hi3[c]}])")
+            continue
+        s3, u3 = _mid(np.where(free, 1.0, lo3), np.where(free, 1.0, hi3))
+        stats.channel_scales[name3] = (lo3, hi3)
+        f32 = np.float32
+        targets = {
+            "self_attn.q_proj": (s1[None, :], u1[None, :]),
+            "self_attn.k_proj": (s1[None, :], u1[None, :]),
+            "self_attn.v_proj": (s1[None, :], u1[None, :]),
+            "self_attn.o_proj": (None, None),
+            "mlp.gate_proj": (s2[None, :], u2[None, :]),
+            "mlp.up_proj": (s2[None, :] / s3[:, None], u2[None, :] + u3[:, None] + 2.0**-40),
+            "mlp.down_proj": (s3[None, :], u3[None, :]),
+        }
+        for m, (mul, u) in targets.items():
+            prefix = f"{p}{m}"
+            t = w[m] if mul is None else (w[m] * mul.astype(f32))
+            g = group_size_for(scheme, t.shape[1])
+            pr, st = check_int4_module(scheme, prefix, t, art, dtype, g,
+                                       None if u is None else (u * (1 + 1e-6) + 2.0**-30).astype(f32))
+            problems += pr
+            if st is not None:
+                stats[prefix + ".weight"] = st
+    known = {f"{m}.weight" for ms in AWQ_LINEARS.values() for m in ms} | {"self_attn.o_proj.weight"}
+    for name in sorted(quantized):
+        if name.split(".", 3)[3] not in known:
+            problems.append(f"{name}: a Linear the AWQ check does not know")
+    return problems
+
+
+def check_awq_mappings(manifest_path: Path, art: Checkpoint, src: Checkpoint, stats: ValueStats) -> list[str]:
+    """manifest.json passes[0].options.calibration.mappings: one entry per layer and
+    producer (input_layernorm -> q/k/v, post_attention_layernorm -> gate/up, up_proj ->
+    down_proj), alpha null (kept s = 1) or a number. A norm with alpha null is bit-identical
+    to the source, one with alpha set differs; up_proj with alpha null admits s3 = 1 on
+    every channel, one with alpha set does not on some channel (from the scales the
+    weights allow, `stats.channel_scales`)."""
+    problems: list[str] = []
+    m = _read_json(manifest_path, problems, "manifest.json")
+    if m is None:
+        return problems
+    try:
+        cal = m["passes"][0]["options"]["calibration"]
+        mappings = cal["mappings"]
+        assert isinstance(mappings, list)
+    except Exception:  # noqa: BLE001
+        return problems + ["manifest.json has no passes[0].options.calibration.mappings list"]
+    layers = sorted({int(n.split(".")[2]) for n in quantized_weights(src)})
+    expected = {}
+    for li in layers:
+        p = f"model.layers.{li}."
+        for producer, consumers in AWQ_LINEARS.items():
+            expected[f"{p}{producer}.weight"] = (li, [f"{p}{c}" for c in consumers])
+    seen: dict[str, object] = {}
+    for e in mappings:
+        prod = e.get("producer") if isinstance(e, dict) else None
+        if prod not in expected:
+            problems.append(f"manifest mapping {str(e)[:200]} is not one of the layers' AWQ mappings")
+            continue
+        li, consumers = expected[prod]
+        if prod in seen:
+            problems.append(f"manifest maps {prod} twice")
+        if e.get("layer") != li:
+            problems.append(f"manifest mapping of {prod}: layer {e.get('layer')!r}, want {li}")
+        if sorted(e.get("consumers") or []) != sorted(consumers):
+            problems.append(f"manifest mapping of {prod}: consumers {e.get('consumers')!r}, want {consumers}")
+        alpha = e.get("alpha")
+        if alpha is not None and not (isinstance(alpha, (int, float)) and 0 <= alpha <= 1):
+            problems.append(f"manifest mapping of {prod}: alpha {alpha!r} is not null or in [0, 1]")
+            continue
+        seen[prod] = alpha
+    for prod in sorted(set(expected) - set(seen), key=lambda n: (int(n.split(".")[2]), n)):
+        problems.append(f"manifest has no AWQ mapping for {prod}")
+    scaled = sum(a is not None for a in seen.values())
+    if cal.get("mappings_scaled") != scaled:
+        problems.append(f"manifest calibration.mappings_scaled is {cal.get('mappings_scaled')!r}, "
+                        f"{scaled} mappings have an alpha")
+    for prod, alpha in seen.items():
+        if AWQ_NORMS.match(prod):
+            a, s = art.tensors.get(prod), src.tensors.get(prod)
+            if a is None or s is None:
+                problems.append(f"{prod}: missing")
+                continue
+            same = a.dtype == s.dtype and np.array_equal(a.raw(), s.raw())
+            if alpha is None and not same:
+                problems.append(f"{prod}: alpha is null (s = 1) but the norm differs from the source")
+            elif alpha is not None and same:
+                problems.append(f"{prod}: alpha is {alpha} but the norm is bit-identical to the source "
+                                f"(the scales were not folded into it)")
+        else:
+            iv = stats.channel_scales.get(prod)
+            if iv is None:
+                problems.append(f"{prod}: the value check recovered no AWQ scales for it")
+                continue
+            lo, hi = iv
+            ones = (lo <= 1 + 1e-6) & (hi >= 1 - 1e-6)
+            if alpha is None and not ones.all():
+                c = int(np.argmax(~ones))
+                problems.append(f"{prod}: alpha is null (s = 1) but {int((~ones).sum())} channels need s != 1, "
+                                f"e.g. channel {c}: s in [{lo[c]:.6g}, {hi[c]:.6g}]")
+            elif alpha is not None and ones.all():
+                problems.append(f"{prod}: alpha is {alpha} but every channel admits s = 1 (no scales applied)")
+    return problems
 
 
 # Linears that read the same input, so a calibrated input scale must be shared (vLLM fuses
@@ -1087,16 +1408,23 @@ def check_input_scales(art: Checkpoint, src: Checkpoint) -> list[str]:
     return problems
 
 
-def check_manifest_report(manifest_path: Path, stats: dict, src: Checkpoint) -> list[str]:
+def check_manifest_report(manifest_path: Path, stats: dict, src: Checkpoint, scheme: str | None = None) -> list[str]:
     problems: list[str] = []
     m = _read_json(manifest_path, problems, "manifest.json")
     if m is None:
         return problems
     try:
-        entries = m["passes"][0]["report"]["tensors"]
+        report = m["passes"][0]["report"]
+        entries = report["tensors"]
         assert isinstance(entries, list)
     except Exception:  # noqa: BLE001
         return ["manifest.json has no passes[0].report.tensors list"]
+    label = SCHEMES[scheme].get("report_scheme") if scheme is not None else None
+    if label is not None:
+        if report.get("scheme") != label:
+            problems.append(f"manifest report scheme is {report.get('scheme')!r}, want {label!r}")
+        if report.get("format") != SCHEMES[scheme]["format"]:
+            problems.append(f"manifest report format is {report.get('format')!r}, want {SCHEMES[scheme]['format']!r}")
     seen = set()
     for e in entries:
         name = e.get("name") if isinstance(e, dict) else None
@@ -1114,11 +1442,16 @@ def check_manifest_report(manifest_path: Path, stats: dict, src: Checkpoint) -> 
         if st is None:
             continue
         got = e.get("relative_rms_error")
-        if not isinstance(got, (int, float)) or abs(got - st.relative_rms_error) > MANIFEST_RTOL * st.relative_rms_error + 1e-12:
+        tol = MANIFEST_RTOL * st.relative_rms_error + 1e-12 + st.rms_tol
+        if not isinstance(got, (int, float)) or abs(got - st.relative_rms_error) > tol:
             problems.append(f"manifest {name}: relative_rms_error {got!r}, measured {st.relative_rms_error:.6g}")
         got = e.get("max_error_over_bound")
-        if not isinstance(got, (int, float)) or abs(got - st.max_error_over_bound) > MANIFEST_RTOL * st.max_error_over_bound + 1e-6:
+        tol = MANIFEST_RTOL * st.max_error_over_bound + 1e-6 + st.ratio_tol
+        if not isinstance(got, (int, float)) or abs(got - st.max_error_over_bound) > tol:
             problems.append(f"manifest {name}: max_error_over_bound {got!r}, measured {st.max_error_over_bound:.6g}")
+        elif st.ratio_tol > 0 and got > 1 + BOUND_SLACK and not (scheme and SCHEMES[scheme].get("clip")):
+            problems.append(f"manifest {name}: max_error_over_bound {got!r}: the quantizer reports errors "
+                            f"beyond half a step of the weight it quantized")
         if "shape" in e and list(e["shape"]) != list(src.tensors[key].shape):
             problems.append(f"manifest {name}: shape {e['shape']}, source {list(src.tensors[key].shape)}")
         if "zero_groups" in e and e["zero_groups"] != st.zero_groups:

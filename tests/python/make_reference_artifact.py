@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-SCHEME_NAMES = ["fp8-dynamic", "fp8-block", "fp8-static", "int8-w8a16", "int8-w8a16-g64", "int8-w8a8"]
+SCHEME_NAMES = ["fp8-dynamic", "fp8-block", "fp8-static", "int8-w8a16", "int8-w8a16-g64", "int8-w8a8",
+                "int4-w4a16", "int4-awq"]
 
 # scheme -> (format, weight type, strategy, group size, input activations)
 _SCHEMES = {
@@ -39,7 +40,13 @@ _SCHEMES = {
     "int8-w8a16": ("pack-quantized", "int", "channel", None, None),
     "int8-w8a16-g64": ("pack-quantized", "int", "group", 64, None),
     "int8-w8a8": ("int-quantized", "int", "channel", None, ("int", "token", None)),
+    # 4 bits, asymmetric (zero points), group 128 or, where that does not divide the input
+    # columns, 64 (then 32), in a config group of its own that names those modules.
+    "int4-w4a16": ("pack-quantized", "int", "group", 128, None),
+    "int4-awq": ("pack-quantized", "int", "group", 128, None),
 }
+_INT4 = ("int4-w4a16", "int4-awq")
+INT4_LABEL = "INT4 W4A16 (group 128, zero points)"
 _LINEAR = re.compile(r"^model\.layers\.\d+\..+\.weight$")
 _NP = {"BF16": "<u2", "F16": "<f2", "F32": "<f4", "F8_E4M3": "u1", "I8": "<i1", "I32": "<i4", "I64": "<i8"}
 
@@ -210,7 +217,139 @@ def quantize(scheme: str, prefix: str, w: np.ndarray, dtype: str, reciprocal: bo
     }, report
 
 
-def quantization_config(scheme: str) -> dict:
+def int4_group(cols: int, asked: int = 128) -> int:
+    for g in (asked, 64, 32):
+        if g <= asked and cols % g == 0:
+            return g
+    raise ValueError(f"no INT4 group divides {cols} columns")
+
+
+def _pack_nibbles(v: np.ndarray) -> np.ndarray:
+    """[rows, cols] values 0..15 -> int32 [rows, ceil(cols/8)], column 8j+i in bits 4i.."""
+    rows, cols = v.shape
+    v = np.pad(v.astype(np.uint32), ((0, 0), (0, -cols % 8))).reshape(rows, -1, 8)
+    word = np.zeros(v.shape[:2], np.uint32)
+    for i in range(8):
+        word |= v[:, :, i] << np.uint32(4 * i)
+    return word.view(np.int32)
+
+
+def quantize_int4(prefix: str, w: np.ndarray, dtype: str, reciprocal: bool = False, clip=None):
+    """Asymmetric minmax INT4 of one [out, in] f32 weight (round to nearest, codes and zero
+    points stored + 8 in 0..15, zero points packed along the output dimension). `clip`
+    ([out, groups] ratios, AWQ): each group's range shrunk by its ratio first. Returns
+    ({name: [dtype, shape, array]}, report entry)."""
+    out, inp = w.shape
+    g = int4_group(inp)
+    wg = w.reshape(out, inp // g, g)
+    hi = np.maximum(wg.max(axis=2), 0)
+    lo = np.minimum(wg.min(axis=2), 0)
+    if clip is not None:
+        hi, lo = hi * clip, lo * clip
+    zero = hi == lo
+    stored, s = scale_up(np.where(zero, np.float32(1), (hi - lo) / np.float32(15)), dtype)
+    stored = np.where(zero, {"BF16": np.uint16(0x3F80), "F16": np.float16(1)}.get(dtype, np.float32(1)), stored)
+    s = np.where(zero, np.float32(1), s)
+    zp = np.where(zero, 8, np.clip(np.rint(-lo / s), 0, 15)).astype(np.int64)
+    x = wg * (np.float32(1) / s)[:, :, None] if reciprocal else wg / s[:, :, None]
+    codes_g = np.clip(np.rint(x) + zp[:, :, None], 0, 15).astype(np.int64)
+    deq = ((codes_g - zp[:, :, None]) * s[:, :, None]).reshape(out, inp).astype(np.float32)
+    codes = codes_g.reshape(out, inp)
+    err = np.abs(w - deq)
+    half = np.repeat(s, g, axis=1) / 2
+    rel = math.sqrt(float((err.astype(np.float64) ** 2).sum() / max((w.astype(np.float64) ** 2).sum(), 1e-300)))
+    report = {"name": prefix + ".weight", "shape": [out, inp], "relative_rms_error": rel,
+              "max_abs_error": float(err.max()), "max_error_over_bound": float((err / half).max()),
+              "zero_groups": int(zero.sum())}
+    zp_rows = np.pad(zp, ((0, -out % 8), (0, 0))).reshape(-1, 8, inp // g)   # [P, 8, G]
+    zp_packed = _pack_nibbles(zp_rows.transpose(0, 2, 1).reshape(-1, 8)).reshape(-1, inp // g)
+    return {
+        f"{prefix}.weight_packed": ["I32", [out, -(-inp // 8)], _pack_nibbles(codes)],
+        f"{prefix}.weight_shape": ["I64", [2], np.array([out, inp], np.int64)],
+        f"{prefix}.weight_scale": [dtype, [out, inp // g], stored],
+        f"{prefix}.weight_zero_point": ["I32", [-(-out // 8), inp // g], zp_packed],
+    }, report
+
+
+def awq_plan(src: dict, seed: int = 11):
+    """Made-up AWQ scales for the tiny model (a real search is not the point: the reader
+    must recover whatever scales were folded in). Per layer: (alpha, s) for the three
+    mappings input_layernorm -> q/k/v, post_attention_layernorm -> gate/up, up_proj ->
+    down_proj; layer 1 keeps s = 1 (alpha None) on the first and the last."""
+    rng = np.random.default_rng(seed)
+    layers = sorted({int(n.split(".")[2]) for n in src if n.startswith("model.layers.")})
+    plan = {}
+    for i in layers:
+        p = f"model.layers.{i}."
+        hidden = src[p + "input_layernorm.weight"][1][0]
+        inter = src[p + "mlp.up_proj.weight"][1][0]
+        alphas = (None, 0.4, None) if i == 1 else (0.5, 0.25, 0.3)
+        sizes = (hidden, hidden, inter)
+        plan[i] = [(a, np.ones(n, np.float32) if a is None else np.exp(rng.normal(0, 0.4, n)).astype(np.float32))
+                   for a, n in zip(alphas, sizes)]
+    return plan
+
+
+AWQ_CLIPS = np.float32(1) - np.float32(0.05) * np.arange(10, dtype=np.float32)
+
+
+def awq_clips(name: str, out: int, groups: int) -> np.ndarray:
+    """Made-up clip ratios of one Linear's groups: half keep 1.0, the others mostly 0.95
+    or 0.9, a few down to 0.55 (a real search rarely clips further than that)."""
+    rng = np.random.default_rng(sum(name.encode()))
+    k = rng.choice([0, 1, 2, 3, 4, 9], size=(out, groups), p=[0.5, 0.2, 0.15, 0.07, 0.05, 0.03])
+    return AWQ_CLIPS[k]
+
+
+def awq_rewrite(src: dict, plan: dict):
+    """{tensor name: rewritten f32 values} (weights: columns times s, rows / s; norms / s)
+    and the manifest's mapping records."""
+    out, mappings = {}, []
+
+    def f32(name):
+        if name not in out:
+            dtype, shape, arr = src[name]
+            out[name] = to_f32(dtype, arr).reshape(shape).copy()
+        return out[name]
+
+    for i, maps in plan.items():
+        p = f"model.layers.{i}."
+        specs = [(p + "input_layernorm.weight", [p + f"self_attn.{m}_proj" for m in "qkv"]),
+                 (p + "post_attention_layernorm.weight", [p + "mlp.gate_proj", p + "mlp.up_proj"]),
+                 (p + "mlp.up_proj.weight", [p + "mlp.down_proj"])]
+        for (alpha, s), (producer, consumers) in zip(maps, specs):
+            mappings.append({"layer": i, "producer": producer, "consumers": consumers, "alpha": alpha,
+                             "mse_round_to_nearest": 1.0, "mse_awq": 1.0 if alpha is None else 0.5})
+            if alpha is None:
+                continue
+            for c in consumers:
+                f32(c + ".weight")[:] *= s[None, :]
+            prod = f32(producer)
+            if prod.ndim == 1:
+                prod[:] /= s
+            else:
+                prod[:] /= s[:, None]
+    return out, mappings
+
+
+def encode_like(dtype: str, x: np.ndarray) -> np.ndarray:
+    """f32 -> the storage array of `dtype`, round to nearest even."""
+    if dtype == "BF16":
+        return f32_to_bf16_bits(x)
+    return x.astype({"F16": np.float16, "F32": np.float32}[dtype])
+
+
+def quantization_config(scheme: str, fallback: dict | None = None) -> dict:
+    if scheme in _INT4:
+        weights = {"num_bits": 4, "type": "int", "strategy": "group", "symmetric": False, "dynamic": False,
+                   "group_size": 128, "block_structure": None, "actorder": None, "observer": "minmax"}
+        groups = {"group_0": {"targets": ["Linear"], "weights": weights, "input_activations": None}}
+        for i, (g, modules) in enumerate(sorted((fallback or {}).items(), reverse=True)):
+            groups[f"group_{i + 1}"] = {"targets": sorted(modules), "weights": {**weights, "group_size": g},
+                                        "input_activations": None, "output_activations": None}
+        return {"quant_method": "compressed-tensors", "format": "pack-quantized",
+                "quantization_status": "compressed", "ignore": ["lm_head"], "kv_cache_scheme": None,
+                "config_groups": groups}
     fmt, kind, strategy, group, act = _SCHEMES[scheme]
     weights = {"num_bits": 8, "type": kind, "strategy": strategy, "symmetric": True, "dynamic": False,
                "group_size": group, "block_structure": [128, 128] if strategy == "block" else None,
@@ -234,12 +373,25 @@ def make_artifact(source: Path, out: Path, scheme: str, shards: int = 1, mutate=
     out.mkdir(parents=True, exist_ok=True)
     src = read_model(source)
     tensors, reports = {}, []
+    rewritten, mappings, fallback = {}, None, {}
+    if scheme == "int4-awq":
+        rewritten, mappings = awq_rewrite(src, awq_plan(src))
     for name, (dtype, shape, arr) in src.items():
+        values = rewritten.get(name)
         if _LINEAR.match(name) and len(shape) == 2:
-            q, rep = quantize(scheme, name[: -len(".weight")], to_f32(dtype, arr).reshape(shape), dtype,
-                              reciprocal)
+            w = values if values is not None else to_f32(dtype, arr).reshape(shape)
+            if scheme in _INT4:
+                g = int4_group(shape[1])
+                clip = awq_clips(name, shape[0], shape[1] // g) if scheme == "int4-awq" else None
+                q, rep = quantize_int4(name[: -len(".weight")], w, dtype, reciprocal, clip)
+                if g != 128:
+                    fallback.setdefault(g, []).append(name[: -len(".weight")])
+            else:
+                q, rep = quantize(scheme, name[: -len(".weight")], w, dtype, reciprocal)
             tensors.update(q)
             reports.append(rep)
+        elif values is not None:
+            tensors[name] = [dtype, shape, encode_like(dtype, values)]
         else:
             tensors[name] = [dtype, shape, arr]
     if mutate is not None:
@@ -265,7 +417,7 @@ def make_artifact(source: Path, out: Path, scheme: str, shards: int = 1, mutate=
             json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
         files.append("model.safetensors.index.json")
     cfg = json.loads((source / "config.json").read_text())
-    cfg["quantization_config"] = quantization_config(scheme)
+    cfg["quantization_config"] = quantization_config(scheme, fallback)
     (out / "config.json").write_text(json.dumps(cfg, indent=2))
     (out / "serving.properties").write_text("option.quantize=compressed-tensors\n")
     files += ["config.json", "serving.properties"]
@@ -283,10 +435,15 @@ def make_artifact(source: Path, out: Path, scheme: str, shards: int = 1, mutate=
         if p.is_file():
             data = p.read_bytes()
             inputs.append({"path": p.name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+    options = {"scheme": scheme, "rounding": "f32"}
+    report = {"tensors": reports}
+    if scheme in _INT4:
+        report = {"scheme": INT4_LABEL, "format": "pack-quantized", "tensors": reports}
+        options["calibration"] = None if mappings is None else {
+            "mappings_scaled": sum(m["alpha"] is not None for m in mappings), "mappings": mappings}
     manifest = {"schema_version": 1, "tool": "make_reference_artifact.py", "source": str(source),
                 "inputs": inputs,
-                "passes": [{"name": "quantize", "options": {"scheme": scheme, "rounding": "f32"},
-                            "report": {"tensors": reports}}],
+                "passes": [{"name": "quantize", "options": options, "report": report}],
                 "outputs": outputs, "warnings": []}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return out
@@ -294,15 +451,17 @@ def make_artifact(source: Path, out: Path, scheme: str, shards: int = 1, mutate=
 
 # ----------------------------------------------------------------------------- tiny model
 
-def make_tiny_source(directory: Path, dtype: str = "BF16", seed: int = 0, layers: int = 2) -> Path:
+def make_tiny_source(directory: Path, dtype: str = "BF16", seed: int = 0, layers: int = 2,
+                     inter: int = 320) -> Path:
     """A small Llama-shaped model with tied embeddings. Shapes are chosen to exercise
     partial 128x128 blocks (64, 192, 320 are not multiples of 128), groups of 64 and
     packing by 4. One row, one group of 64 and one 128x128 block of layer 0's weights are
-    all zero; a few outliers make rows with a large absmax."""
+    all zero; a few outliers make rows with a large absmax. (`inter=256` makes down_proj's
+    input a multiple of 128, as SmolLM2's 1536, for INT4's group 128 next to group 64.)"""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    hidden, inter, kv, vocab = 192, 320, 64, 300
+    hidden, kv, vocab = 192, 64, 300
 
     def enc(x):
         x = x.astype(np.float32)
