@@ -66,6 +66,42 @@ fn int8_matrix(w: &[f32], rows: usize, cols: usize) -> Matrix {
     .expect("valid matrix")
 }
 
+/// INT4 weights with a zero point and scale per 64 columns (asymmetric minmax, as the
+/// pipeline's round-to-nearest INT4 writes them; group 64 as SmolLM2's 576-column layers get).
+fn int4_matrix(w: &[f32], rows: usize, cols: usize) -> Matrix {
+    const GROUP: usize = 64;
+    let mut nibbles = vec![0u8; rows * cols];
+    let (mut scales, mut zeros) = (Vec::new(), Vec::new());
+    for (row, out) in w.chunks_exact(cols).zip(nibbles.chunks_exact_mut(cols)) {
+        for (part, codes) in row.chunks_exact(GROUP).zip(out.chunks_exact_mut(GROUP)) {
+            let lo = part.iter().fold(0f32, |m, &v| m.min(v));
+            let hi = part.iter().fold(0f32, |m, &v| m.max(v));
+            let scale = ((hi - lo) / 15.0).max(f32::MIN_POSITIVE);
+            let zero = (-lo / scale).round().clamp(0.0, 15.0);
+            for (c, &v) in codes.iter_mut().zip(part) {
+                *c = (v / scale + zero).round().clamp(0.0, 15.0) as u8;
+            }
+            scales.push(scale);
+            zeros.push(zero as u8);
+        }
+    }
+    let packed = nibbles
+        .chunks_exact(2)
+        .map(|p| p[0] | (p[1] << 4))
+        .collect();
+    Matrix::new(
+        rows,
+        cols,
+        Weights::Int4 {
+            packed,
+            scales,
+            zeros,
+            group: GROUP,
+        },
+    )
+    .expect("valid matrix")
+}
+
 /// Per-channel FP8 E4M3 weights.
 fn fp8_matrix(w: &[f32], rows: usize, cols: usize) -> Matrix {
     let mut codes = vec![0u8; rows * cols];
@@ -229,6 +265,17 @@ fn decode(c: &mut Criterion) {
             let fp8 = fp8_matrix(&wf, rows, cols);
             bench_product(&mut g, "fp8", &fp8, &x, 1, Activations::F32, bytes(&fp8));
             drop(fp8);
+            let int4 = int4_matrix(&wf, rows, cols);
+            bench_product(
+                &mut g,
+                "int4_g64",
+                &int4,
+                &x,
+                1,
+                Activations::F32,
+                bytes(&int4),
+            );
+            drop(int4);
             let f32w = Matrix::new(rows, cols, Weights::F32(wf.clone())).expect("valid");
             bench_product(&mut g, "f32", &f32w, &x, 1, Activations::F32, bytes(&f32w));
             drop(f32w);
@@ -293,6 +340,9 @@ fn decode_stream(c: &mut Criterion) {
     let fp8 = build(fp8_matrix);
     run_all(&mut g, "fp8", &fp8, Activations::F32);
     drop(fp8);
+    let int4 = build(int4_matrix);
+    run_all(&mut g, "int4_g64", &int4, Activations::F32);
+    drop(int4);
     let buf: Vec<u64> = (0..bytes / 8).map(|i| i as u64).collect();
     g.throughput(Throughput::Bytes((buf.len() * 8) as u64));
     g.bench_function("read_bandwidth/pool", |b| {
