@@ -139,7 +139,10 @@ pub enum ImportDtype {
 pub enum QuantizeMethod {
     /// Activation-aware INT4 (W4A16 with zero points, group 128): SageMaker's default.
     Awq,
-    /// Round-to-nearest INT4 (W4A16), data-free: the baseline AWQ improves on.
+    /// GPTQ INT4 (W4A16 with zero points, group 128): error feedback through the inverse
+    /// Hessian of calibration inputs.
+    Gptq,
+    /// Round-to-nearest INT4 (W4A16), data-free: the baseline AWQ and GPTQ improve on.
     Int4,
     Fp8,
     Int8,
@@ -236,6 +239,7 @@ impl JobArgs {
         if let Some(q) = self.quantize {
             let method = match q {
                 QuantizeMethod::Awq => "awq",
+                QuantizeMethod::Gptq => "gptq",
                 QuantizeMethod::Int4 => "int4",
                 QuantizeMethod::Fp8 => "fp8",
                 QuantizeMethod::Int8 => "int8",

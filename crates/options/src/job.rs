@@ -373,7 +373,11 @@ mod tests {
     #[test]
     fn errors_name_option_and_value_without_cli_flags() {
         for (env, option, value) in [
-            (vec![("OPTION_QUANTIZE", "gptq")], "OPTION_QUANTIZE", "gptq"),
+            (
+                vec![("OPTION_QUANTIZE", "smoothquant")],
+                "OPTION_QUANTIZE",
+                "smoothquant",
+            ),
             (
                 vec![("OPTION_AWQ_WEIGHT_BIT_WIDTH", "8")],
                 "OPTION_AWQ_WEIGHT_BIT_WIDTH",

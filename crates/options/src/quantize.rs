@@ -13,7 +13,7 @@ pub const OPTION_FP8_IGNORE: &str = "OPTION_FP8_IGNORE";
 pub const OPTION_AWQ_BLOCK_SIZE: &str = "OPTION_AWQ_BLOCK_SIZE";
 pub const OPTION_AWQ_WEIGHT_BIT_WIDTH: &str = "OPTION_AWQ_WEIGHT_BIT_WIDTH";
 pub const OPTION_AWQ_ZERO_POINT: &str = "OPTION_AWQ_ZERO_POINT";
-/// Not an LMI option: zero points for round-to-nearest INT4 (`OPTION_QUANTIZE=int4`).
+/// Not an LMI option: zero points for INT4 by round-to-nearest or GPTQ (default true).
 pub const OPTION_INT4_ZERO_POINT: &str = "OPTION_INT4_ZERO_POINT";
 
 /// The options this pass reads.
@@ -45,6 +45,9 @@ pub enum Method {
     /// Activation-aware weight quantization: per-input-channel scales searched on calibration
     /// activations, folded into the preceding norm or Linear, then round-to-nearest.
     Awq,
+    /// GPTQ: columns quantized in order, each one's error spread over the rest through the
+    /// inverse Hessian of the calibration inputs.
+    Gptq,
 }
 
 /// What to quantize, and how.
@@ -56,7 +59,7 @@ pub struct QuantizeOptions {
     pub ignore: Vec<String>,
 }
 
-const METHODS: &str = "`awq` (the default), `int4`, `fp8` or `int8`";
+const METHODS: &str = "`awq` (the default), `gptq`, `int4`, `fp8` or `int8`";
 
 impl QuantizeOptions {
     pub fn parse(env: &Env) -> Result<Self> {
@@ -91,7 +94,14 @@ impl QuantizeOptions {
                 Method::RoundToNearest,
             ),
             "awq" => (parse_awq_scheme(env)?, Method::Awq),
-            "smoothquant" | "static_int8" | "gptq" => {
+            "gptq" => (
+                Scheme::W4A16 {
+                    group: int4_group(OPTION_QUANT_GROUP_SIZE, group)?,
+                    zero_point: env.bool(OPTION_INT4_ZERO_POINT, true)?,
+                },
+                Method::Gptq,
+            ),
+            "smoothquant" | "static_int8" => {
                 return Err(invalid(
                     OPTION_QUANTIZE,
                     quantize,
@@ -119,7 +129,7 @@ impl QuantizeOptions {
 impl QuantizeOptions {
     /// Whether the job must run calibration data through the model before quantizing.
     pub fn needs_calibration(&self) -> bool {
-        self.scheme.needs_calibration() || self.method == Method::Awq
+        self.scheme.needs_calibration() || self.method != Method::RoundToNearest
     }
 }
 

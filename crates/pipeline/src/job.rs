@@ -244,6 +244,7 @@ pub fn run_job(spec: &JobSpec, isa: Isa, sink: Sink, cancel: &Cancel) -> Result<
         if q.plan.options.needs_calibration() {
             let what = match q.plan.options.method {
                 Method::Awq => "AWQ",
+                Method::Gptq => "GPTQ",
                 Method::RoundToNearest => "static FP8",
             };
             let samples = samples.as_ref().ok_or_else(|| {
@@ -252,7 +253,19 @@ pub fn run_job(spec: &JobSpec, isa: Isa, sink: Sink, cancel: &Cancel) -> Result<
                     sample_problem.clone().unwrap_or_default()
                 ))
             })?;
-            if q.plan.options.method == Method::Awq {
+            if q.plan.options.method == Method::Gptq {
+                sink(Event::Phase("gptq"));
+                let (codes, record) = crate::passes::quantize::gptq::search(
+                    &q.plan.checkpoint.dir,
+                    samples,
+                    q.plan.options.scheme,
+                    q.plan.scale_dtype,
+                    sink,
+                    cancel,
+                )?;
+                q.plan.smoothing = codes;
+                q.calibration = Some(serde_json::to_value(record).expect("record serialises"));
+            } else if q.plan.options.method == Method::Awq {
                 sink(Event::Phase("awq"));
                 let (smoothing, record) = crate::passes::quantize::awq::search(
                     &q.plan.checkpoint.dir,

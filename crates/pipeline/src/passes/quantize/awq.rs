@@ -19,7 +19,7 @@
 //! the windows' hidden states plus the sampled rows.
 
 use super::int4::{fake_quantize_group, minmax_grid};
-use crate::progress::{Cancel, Event, Sink};
+use crate::progress::{Cancel, Sink};
 use crate::samples::SampleWindows;
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
@@ -30,8 +30,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use temper_format::Scheme;
 use temper_runtime::layer::{Layer, Projection};
-use temper_runtime::layerwise::run_layers;
-use temper_runtime::{LayerSource, LoadOptions, ModelParams};
+use temper_runtime::ModelParams;
 
 /// Points of the `α` grid (`α = i / GRID`).
 pub const GRID: usize = 20;
@@ -46,12 +45,14 @@ const CLIP_ROWS: usize = 256;
 /// How one tensor is rewritten before it is quantized or copied: columns multiplied by
 /// `col_mul` (a consumer of smoothed inputs), rows (or the elements of a norm weight) divided
 /// by `row_div` (the producer of those inputs), and for a quantized tensor the clip ratio of
-/// each row's groups (`rows x groups`, the minmax range shrunk by that factor).
+/// each row's groups (`rows x groups`, the minmax range shrunk by that factor), or GPTQ's
+/// codes (`fixed`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Smooth {
     pub col_mul: Option<Vec<f32>>,
     pub row_div: Option<Vec<f32>>,
     pub clip: Option<Vec<f32>>,
+    pub fixed: Option<super::int4::FixedCodes>,
 }
 
 /// Rewrites by tensor name (`model.layers.0.mlp.up_proj.weight`).
@@ -103,57 +104,22 @@ pub fn search(
     let started = std::time::Instant::now();
     let tokens: usize = samples.calibration.iter().map(Vec::len).sum();
     let stride = tokens.div_ceil(SEARCH_ROWS).max(1);
-    let source = LayerSource::open(
-        model_dir,
-        &LoadOptions {
-            record_inputs: Some(stride),
-            ..Default::default()
-        },
-    )?;
-    let p = source.params().clone();
     let mut smoothing = Smoothing::new();
     let mut mappings = Vec::new();
-    let mut failure: Option<Error> = None;
-    let searcher = Searcher {
-        scheme,
-        zero_point,
-        scale_dtype,
-        params: p.clone(),
-    };
-    let ran = run_layers(
-        &source,
-        &samples.calibration,
-        |i, layer| {
-            if failure.is_some() {
-                return;
+    super::capture::for_each_layer(model_dir, samples, stride, sink, cancel, |i, layer, p| {
+        let searcher = Searcher {
+            scheme,
+            zero_point,
+            scale_dtype,
+            params: p.clone(),
+        };
+        for (record, rewrites) in searcher.layer(i, layer, p.num_heads == p.num_kv_heads)? {
+            for (name, smooth) in rewrites {
+                merge(smoothing.entry(name).or_default(), smooth);
             }
-            match searcher.layer(i, layer, p.num_heads == p.num_kv_heads) {
-                Ok(found) => {
-                    for (record, rewrites) in found {
-                        for (name, smooth) in rewrites {
-                            merge(smoothing.entry(name).or_default(), smooth);
-                        }
-                        mappings.extend(record);
-                    }
-                }
-                Err(e) => failure = Some(e),
-            }
-        },
-        |done, total| {
-            sink(Event::Progress {
-                unit: "layers",
-                done,
-                total,
-            });
-            !cancel.is_cancelled()
-        },
-    );
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    ran.map_err(|e| match e {
-        temper_runtime::RuntimeError::Stopped if cancel.is_cancelled() => Error::Cancelled,
-        other => other.into(),
+            mappings.extend(record);
+        }
+        Ok(())
     })?;
     let record = AwqRecord {
         source: samples.source.clone(),
@@ -179,6 +145,9 @@ fn merge(into: &mut Smooth, from: Smooth) {
     }
     if from.clip.is_some() {
         into.clip = from.clip;
+    }
+    if from.fixed.is_some() {
+        into.fixed = from.fixed;
     }
 }
 
@@ -231,17 +200,7 @@ impl Searcher {
             ))
         })?;
         let cols = consumer.parts[0].cols();
-        let weights: Vec<f32> = consumer
-            .parts
-            .iter()
-            .flat_map(|lin| {
-                let mut rows = vec![0f32; lin.rows() * cols];
-                for (r, row) in rows.chunks_exact_mut(cols).enumerate() {
-                    lin.matrix().row(r, row);
-                }
-                rows
-            })
-            .collect();
+        let weights = super::capture::projection_weights(consumer);
         let group = match self.scheme.fit_columns(cols) {
             Scheme::W4A16 { group, .. } if cols.is_multiple_of(group) => group,
             _ => {
@@ -287,7 +246,7 @@ impl Searcher {
         for (module, lin) in consumer
             .modules
             .iter()
-            .zip(consumer_rows(consumer, &self.params))
+            .zip(super::capture::module_rows(consumer, &self.params))
         {
             let w = &weights[offset * cols..(offset + lin) * cols];
             offset += lin;
@@ -298,6 +257,7 @@ impl Searcher {
                     col_mul: scales.clone(),
                     row_div: None,
                     clip: Some(clip),
+                    fixed: None,
                 },
             ));
         }
@@ -308,6 +268,7 @@ impl Searcher {
                     col_mul: None,
                     row_div: Some(s),
                     clip: None,
+                    fixed: None,
                 },
             ));
         }
@@ -321,22 +282,6 @@ impl Searcher {
         });
         Ok((record, rewrites))
     }
-}
-
-/// Output rows of each module of a projection, in module order (fused parts hold several).
-fn consumer_rows(p: &Projection, params: &ModelParams) -> Vec<usize> {
-    if p.parts.len() == p.modules.len() {
-        return p.parts.iter().map(|l| l.rows()).collect();
-    }
-    p.modules
-        .iter()
-        .map(|m| match m.rsplit('.').next().unwrap_or_default() {
-            "q_proj" => params.num_heads * params.head_dim,
-            "k_proj" | "v_proj" => params.num_kv_heads * params.head_dim,
-            "gate_proj" | "up_proj" => params.intermediate_size,
-            _ => params.hidden_size,
-        })
-        .collect()
 }
 
 /// One mapping's search state: the consumer's f32 weights and the sampled inputs.

@@ -125,13 +125,23 @@ impl GridChoice for Clipped<'_> {
     }
 }
 
-/// Quantizes one `[rows, cols]` weight (given as f32 rows by `row_values`) to pack-quantized
-/// INT4 with groups of `group` columns and grids from `choice`.
+/// Codes chosen elsewhere (GPTQ's error feedback): one stored code per weight, row-major,
+/// and the grid of every row's groups (`rows x groups`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FixedCodes {
+    pub codes: Vec<u8>,
+    pub grids: Vec<Grid>,
+}
+
+/// Quantizes one `[rows, cols]` weight to pack-quantized INT4 with groups of `group` columns:
+/// grids from `choice` and round-to-nearest codes, or `fixed` codes and grids. Either way the
+/// error statistics compare the stored values with `input.data` (the source weights).
 pub fn quantize_int4(
     input: &TensorInput,
     group: usize,
     zero_point: bool,
     choice: &dyn GridChoice,
+    fixed: Option<&FixedCodes>,
 ) -> Result<QuantizedTensor> {
     let (rows, cols) = (input.rows, input.cols);
     if !cols.is_multiple_of(group) || !cols.is_multiple_of(8) {
@@ -169,12 +179,25 @@ pub fn quantize_int4(
                 for g in 0..groups {
                     let span = g * group..(g + 1) * group;
                     let values = &source[span.clone()];
-                    let grid = choice.grid(row, g, values);
-                    let inv = 1.0 / grid.scale;
-                    for (c, &v) in codes[span.clone()].iter_mut().zip(values) {
-                        *c = grid.code(v, inv);
+                    let grid = match fixed {
+                        Some(f) => {
+                            let base = row * cols;
+                            codes[span.clone()]
+                                .copy_from_slice(&f.codes[base + span.start..base + span.end]);
+                            f.grids[row * groups + g]
+                        }
+                        None => {
+                            let grid = choice.grid(row, g, values);
+                            let inv = 1.0 / grid.scale;
+                            for (c, &v) in codes[span.clone()].iter_mut().zip(values) {
+                                *c = grid.code(v, inv);
+                            }
+                            grid
+                        }
+                    };
+                    for (d, &c) in deq.iter_mut().zip(&codes[span.clone()]) {
+                        *d = grid.value(c);
                     }
-                    fake_quantize_group(values, grid, deq);
                     err.add(values, deq, grid.scale);
                     grids.push(grid);
                 }

@@ -2,6 +2,8 @@
 //! by tensor, memory near one tensor.
 
 pub mod awq;
+mod capture;
+pub mod gptq;
 pub mod int4;
 mod plan;
 mod run;

@@ -90,6 +90,10 @@ pub fn run_quantize(
                         .smoothing
                         .get(&entry.name)
                         .and_then(|s| s.clip.as_deref()),
+                    fixed: plan
+                        .smoothing
+                        .get(&entry.name)
+                        .and_then(|s| s.fixed.as_ref()),
                 };
                 let q = quantize_tensor(isa, *scheme, &input)?;
                 for (name, out) in &q.outputs {

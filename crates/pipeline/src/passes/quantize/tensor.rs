@@ -52,6 +52,8 @@ pub struct TensorInput<'a> {
     pub input_absmax: Option<f32>,
     /// INT4 only: the clip ratio of each row's groups (`rows x groups`), from AWQ's search.
     pub clip: Option<&'a [f32]>,
+    /// INT4 only: codes and grids chosen by GPTQ (written as they are).
+    pub fixed: Option<&'a super::int4::FixedCodes>,
 }
 
 fn src<'a>(data: &'a FloatData<'a>) -> Src<'a> {
@@ -98,9 +100,9 @@ pub fn quantize_tensor(isa: Isa, scheme: Scheme, input: &TensorInput) -> Result<
                     clip,
                     groups: input.cols / group,
                 };
-                super::int4::quantize_int4(input, group, zero_point, &clipped)
+                super::int4::quantize_int4(input, group, zero_point, &clipped, input.fixed)
             }
-            None => super::int4::quantize_int4(input, group, zero_point, &minmax),
+            None => super::int4::quantize_int4(input, group, zero_point, &minmax, input.fixed),
         };
     }
     let (rows, cols) = (input.rows, input.cols);
@@ -485,6 +487,7 @@ mod tests {
             scale_dtype,
             input_absmax: Some(3.0),
             clip: None,
+            fixed: None,
         };
         quantize_tensor(Isa::detect(), scheme, &input).unwrap()
     }
