@@ -142,6 +142,8 @@ pub enum QuantizeMethod {
     /// GPTQ INT4 (W4A16 with zero points, group 128): error feedback through the inverse
     /// Hessian of calibration inputs.
     Gptq,
+    /// SmoothQuant then INT8 W8A8 (OPTION_SMOOTHQUANT_ALPHA, default 0.5).
+    Smoothquant,
     /// Round-to-nearest INT4 (W4A16), data-free: the baseline AWQ and GPTQ improve on.
     Int4,
     Fp8,
@@ -240,6 +242,7 @@ impl JobArgs {
             let method = match q {
                 QuantizeMethod::Awq => "awq",
                 QuantizeMethod::Gptq => "gptq",
+                QuantizeMethod::Smoothquant => "smoothquant",
                 QuantizeMethod::Int4 => "int4",
                 QuantizeMethod::Fp8 => "fp8",
                 QuantizeMethod::Int8 => "int8",

@@ -374,9 +374,17 @@ mod tests {
     fn errors_name_option_and_value_without_cli_flags() {
         for (env, option, value) in [
             (
-                vec![("OPTION_QUANTIZE", "smoothquant")],
+                vec![("OPTION_QUANTIZE", "static_int8")],
                 "OPTION_QUANTIZE",
-                "smoothquant",
+                "static_int8",
+            ),
+            (
+                vec![
+                    ("OPTION_QUANTIZE", "smoothquant"),
+                    ("OPTION_SMOOTHQUANT_ALPHA", "1.5"),
+                ],
+                "OPTION_SMOOTHQUANT_ALPHA",
+                "1.5",
             ),
             (
                 vec![("OPTION_AWQ_WEIGHT_BIT_WIDTH", "8")],

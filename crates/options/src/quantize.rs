@@ -15,6 +15,7 @@ pub const OPTION_AWQ_WEIGHT_BIT_WIDTH: &str = "OPTION_AWQ_WEIGHT_BIT_WIDTH";
 pub const OPTION_AWQ_ZERO_POINT: &str = "OPTION_AWQ_ZERO_POINT";
 /// Not an LMI option: zero points for INT4 by round-to-nearest or GPTQ (default true).
 pub const OPTION_INT4_ZERO_POINT: &str = "OPTION_INT4_ZERO_POINT";
+pub const OPTION_SMOOTHQUANT_ALPHA: &str = "OPTION_SMOOTHQUANT_ALPHA";
 
 /// The options this pass reads.
 pub const KEYS: &[&str] = &[
@@ -27,6 +28,7 @@ pub const KEYS: &[&str] = &[
     OPTION_AWQ_WEIGHT_BIT_WIDTH,
     OPTION_AWQ_ZERO_POINT,
     OPTION_INT4_ZERO_POINT,
+    OPTION_SMOOTHQUANT_ALPHA,
 ];
 
 /// The method and default of `OPTION_QUANTIZE` when a job does not set it: SageMaker's (and
@@ -37,7 +39,7 @@ pub const DEFAULT_QUANTIZE: &str = "awq";
 pub const DEFAULT_INT4_GROUP: usize = 128;
 
 /// How the codes are chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
     /// Data-free: each weight rounded to the nearest code of its group's minmax grid.
@@ -48,6 +50,9 @@ pub enum Method {
     /// GPTQ: columns quantized in order, each one's error spread over the rest through the
     /// inverse Hessian of the calibration inputs.
     Gptq,
+    /// SmoothQuant: activation outliers moved into the weights by per-channel scales
+    /// `max|x|^alpha / max|w|^(1 - alpha)` before W8A8 quantization.
+    SmoothQuant { alpha: f32 },
 }
 
 /// What to quantize, and how.
@@ -59,7 +64,7 @@ pub struct QuantizeOptions {
     pub ignore: Vec<String>,
 }
 
-const METHODS: &str = "`awq` (the default), `gptq`, `int4`, `fp8` or `int8`";
+const METHODS: &str = "`awq` (the default), `gptq`, `smoothquant`, `int4`, `fp8` or `int8`";
 
 impl QuantizeOptions {
     pub fn parse(env: &Env) -> Result<Self> {
@@ -101,7 +106,8 @@ impl QuantizeOptions {
                 },
                 Method::Gptq,
             ),
-            "smoothquant" | "static_int8" => {
+            "smoothquant" => (Scheme::W8A8, parse_smoothquant(env, group)?),
+            "static_int8" => {
                 return Err(invalid(
                     OPTION_QUANTIZE,
                     quantize,
@@ -131,6 +137,33 @@ impl QuantizeOptions {
     pub fn needs_calibration(&self) -> bool {
         self.scheme.needs_calibration() || self.method != Method::RoundToNearest
     }
+}
+
+/// SmoothQuant writes W8A8 (per-channel weights, dynamic per-token activations, what vLLM
+/// runs); `alpha` in [0, 1], default 0.5 as the paper and llm-compressor.
+fn parse_smoothquant(env: &Env, group: Option<usize>) -> Result<Method> {
+    if let Some(g) = group {
+        return Err(invalid(
+            OPTION_QUANT_GROUP_SIZE,
+            &g.to_string(),
+            "unset for smoothquant (its W8A8 weights are per channel)",
+        ));
+    }
+    let alpha = match env.get(OPTION_SMOOTHQUANT_ALPHA) {
+        None => 0.5,
+        Some(v) => match v.trim().parse::<f32>() {
+            Ok(a) if (0.0..=1.0).contains(&a) => a,
+            _ => {
+                return Err(invalid(
+                    OPTION_SMOOTHQUANT_ALPHA,
+                    v,
+                    "a number between 0 and 1 (0.5 by default; larger moves more of the \
+                     activations' range into the weights)",
+                ))
+            }
+        },
+    };
+    Ok(Method::SmoothQuant { alpha })
 }
 
 /// INT4 groups: a multiple of 8 (pack-quantized packs eight codes per int32).

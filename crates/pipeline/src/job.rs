@@ -245,6 +245,7 @@ pub fn run_job(spec: &JobSpec, isa: Isa, sink: Sink, cancel: &Cancel) -> Result<
             let what = match q.plan.options.method {
                 Method::Awq => "AWQ",
                 Method::Gptq => "GPTQ",
+                Method::SmoothQuant { .. } => "SmoothQuant",
                 Method::RoundToNearest => "static FP8",
             };
             let samples = samples.as_ref().ok_or_else(|| {
@@ -253,7 +254,18 @@ pub fn run_job(spec: &JobSpec, isa: Isa, sink: Sink, cancel: &Cancel) -> Result<
                     sample_problem.clone().unwrap_or_default()
                 ))
             })?;
-            if q.plan.options.method == Method::Gptq {
+            if let Method::SmoothQuant { alpha } = q.plan.options.method {
+                sink(Event::Phase("smoothquant"));
+                let (smoothing, record) = crate::passes::quantize::smoothquant::search(
+                    &q.plan.checkpoint.dir,
+                    samples,
+                    alpha,
+                    sink,
+                    cancel,
+                )?;
+                q.plan.smoothing = smoothing;
+                q.calibration = Some(serde_json::to_value(record).expect("record serialises"));
+            } else if q.plan.options.method == Method::Gptq {
                 sink(Event::Phase("gptq"));
                 let (codes, record) = crate::passes::quantize::gptq::search(
                     &q.plan.checkpoint.dir,

@@ -53,6 +53,8 @@ pub struct RecordedInputs {
     /// Kept rows, `cols` values each.
     pub rows: Vec<f32>,
     pub abs_sum: Vec<f64>,
+    /// Largest |x| per input column over every row.
+    pub abs_max: Vec<f32>,
     /// Rows seen.
     pub count: usize,
 }
@@ -67,10 +69,12 @@ impl RecordedInputs {
     fn add(&mut self, x: &[f32], cols: usize) {
         if self.abs_sum.len() != cols {
             self.abs_sum = vec![0.0; cols];
+            self.abs_max = vec![0.0; cols];
         }
         for row in x.chunks_exact(cols) {
-            for (s, &v) in self.abs_sum.iter_mut().zip(row) {
+            for ((s, m), &v) in self.abs_sum.iter_mut().zip(&mut self.abs_max).zip(row) {
                 *s += f64::from(v.abs());
+                *m = m.max(v.abs());
             }
             if self.count.is_multiple_of(self.stride.max(1)) {
                 self.rows.extend_from_slice(row);

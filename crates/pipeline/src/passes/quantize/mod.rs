@@ -7,6 +7,7 @@ pub mod gptq;
 pub mod int4;
 mod plan;
 mod run;
+pub mod smoothquant;
 pub mod tensor;
 
 pub use plan::{Action, QuantizePlan};
