@@ -357,6 +357,18 @@ mod tests {
     }
 
     #[test]
+    fn mse_scale_search_is_an_int4_option() {
+        let o = quantize(&[
+            ("OPTION_QUANTIZE", "int4"),
+            ("OPTION_QUANT_SCALE_SEARCH", "mse"),
+        ])
+        .unwrap();
+        assert!(o.quantize().unwrap().mse_scale_search);
+        let o = quantize(&[("OPTION_QUANTIZE", "int4")]).unwrap();
+        assert!(!o.quantize().unwrap().mse_scale_search);
+    }
+
+    #[test]
     fn awq_is_the_default_method() {
         let o = quantize(&[]).unwrap();
         let q = o.quantize().unwrap();
@@ -377,6 +389,22 @@ mod tests {
                 vec![("OPTION_QUANTIZE", "static_int8")],
                 "OPTION_QUANTIZE",
                 "static_int8",
+            ),
+            (
+                vec![
+                    ("OPTION_QUANTIZE", "awq"),
+                    ("OPTION_QUANT_SCALE_SEARCH", "mse"),
+                ],
+                "OPTION_QUANT_SCALE_SEARCH",
+                "mse",
+            ),
+            (
+                vec![
+                    ("OPTION_QUANTIZE", "int4"),
+                    ("OPTION_QUANT_SCALE_SEARCH", "best"),
+                ],
+                "OPTION_QUANT_SCALE_SEARCH",
+                "best",
             ),
             (
                 vec![

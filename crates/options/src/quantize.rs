@@ -16,6 +16,9 @@ pub const OPTION_AWQ_ZERO_POINT: &str = "OPTION_AWQ_ZERO_POINT";
 /// Not an LMI option: zero points for INT4 by round-to-nearest or GPTQ (default true).
 pub const OPTION_INT4_ZERO_POINT: &str = "OPTION_INT4_ZERO_POINT";
 pub const OPTION_SMOOTHQUANT_ALPHA: &str = "OPTION_SMOOTHQUANT_ALPHA";
+/// Not an LMI option: `mse` searches each INT4 group's clip ratio for the least squared
+/// weight error instead of using the full range (`minmax`, the default).
+pub const OPTION_QUANT_SCALE_SEARCH: &str = "OPTION_QUANT_SCALE_SEARCH";
 
 /// The options this pass reads.
 pub const KEYS: &[&str] = &[
@@ -29,6 +32,7 @@ pub const KEYS: &[&str] = &[
     OPTION_AWQ_ZERO_POINT,
     OPTION_INT4_ZERO_POINT,
     OPTION_SMOOTHQUANT_ALPHA,
+    OPTION_QUANT_SCALE_SEARCH,
 ];
 
 /// The method and default of `OPTION_QUANTIZE` when a job does not set it: SageMaker's (and
@@ -60,6 +64,8 @@ pub enum Method {
 pub struct QuantizeOptions {
     pub scheme: Scheme,
     pub method: Method,
+    /// Round-to-nearest INT4: search each group's clip ratio for the least squared error.
+    pub mse_scale_search: bool,
     /// Module names and `re:` patterns left unquantized (default `lm_head`).
     pub ignore: Vec<String>,
 }
@@ -124,9 +130,34 @@ impl QuantizeOptions {
                 .filter(|s| !s.is_empty())
                 .collect(),
         };
+        let mse_scale_search = match env.get(OPTION_QUANT_SCALE_SEARCH).map(str::trim) {
+            None | Some("minmax") => false,
+            Some("mse")
+                if matches!(scheme, Scheme::W4A16 { .. }) && method == Method::RoundToNearest =>
+            {
+                true
+            }
+            Some("mse") => {
+                return Err(invalid(
+                    OPTION_QUANT_SCALE_SEARCH,
+                    "mse",
+                    "`minmax` here: the MSE search applies to round-to-nearest INT4 \
+                     (OPTION_QUANTIZE=int4); AWQ searches its own clip ratios, and 8-bit codes \
+                     gain little from clipping",
+                ))
+            }
+            Some(other) => {
+                return Err(invalid(
+                    OPTION_QUANT_SCALE_SEARCH,
+                    other,
+                    "`minmax` or `mse`",
+                ))
+            }
+        };
         Ok(QuantizeOptions {
             scheme,
             method,
+            mse_scale_search,
             ignore,
         })
     }

@@ -105,6 +105,41 @@ impl GridChoice for MinMax {
     }
 }
 
+/// Clip ratios the MSE search tries: the minmax range times 1.0, 0.95, ..., 0.55.
+pub const CLIP_STEPS: usize = 10;
+
+/// Each group's grid chosen for the least squared weight error among [`CLIP_STEPS`] clip
+/// ratios (llm-compressor's `mse` observer does the same search on the range).
+pub struct MseSearch {
+    pub minmax: MinMax,
+}
+
+impl GridChoice for MseSearch {
+    fn grid(&self, _row: usize, _g: usize, values: &[f32]) -> Grid {
+        let mut deq = vec![0f32; values.len()];
+        let mut best: Option<(f64, Grid)> = None;
+        for step in 0..CLIP_STEPS {
+            let clip = 1.0 - 0.05 * step as f32;
+            let grid = minmax_grid(
+                values,
+                self.minmax.zero_point,
+                clip,
+                self.minmax.scale_dtype,
+            );
+            fake_quantize_group(values, grid, &mut deq);
+            let err: f64 = values
+                .iter()
+                .zip(&deq)
+                .map(|(&v, &d)| f64::from(v - d).powi(2))
+                .sum();
+            if best.is_none_or(|(e, _)| err < e) {
+                best = Some((err, grid));
+            }
+        }
+        best.map(|(_, g)| g).expect("at least one clip ratio")
+    }
+}
+
 /// Minmax grids with the range of each group shrunk by a searched ratio (AWQ's clip search).
 pub struct Clipped<'a> {
     pub minmax: MinMax,
@@ -310,6 +345,32 @@ mod tests {
         assert_eq!(grid.value(grid.code(0.0, 1.0 / grid.scale)), 0.0);
         // The scale is a bf16 value.
         assert_eq!(half::bf16::from_f32(grid.scale).to_f32(), grid.scale);
+    }
+
+    #[test]
+    fn mse_search_never_loses_to_minmax_and_clips_outliers() {
+        // One outlier stretches the minmax range: clipping it lowers the total error.
+        let mut values: Vec<f32> = (0..64)
+            .map(|i| ((i * 37) % 23) as f32 / 23.0 - 0.5)
+            .collect();
+        values[5] = 6.0;
+        let minmax = MinMax {
+            zero_point: true,
+            scale_dtype: Dtype::F32,
+        };
+        let err = |grid: Grid| -> f64 {
+            let mut deq = vec![0f32; 64];
+            fake_quantize_group(&values, grid, &mut deq);
+            values
+                .iter()
+                .zip(&deq)
+                .map(|(&v, &d)| f64::from(v - d).powi(2))
+                .sum()
+        };
+        let full = minmax.grid(0, 0, &values);
+        let searched = MseSearch { minmax }.grid(0, 0, &values);
+        assert!(err(searched) <= err(full));
+        assert!(searched.scale < full.scale, "{searched:?} vs {full:?}");
     }
 
     #[test]

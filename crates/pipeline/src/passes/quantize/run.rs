@@ -94,6 +94,7 @@ pub fn run_quantize(
                         .smoothing
                         .get(&entry.name)
                         .and_then(|s| s.fixed.as_ref()),
+                    mse_search: plan.options.mse_scale_search,
                 };
                 let q = quantize_tensor(isa, *scheme, &input)?;
                 for (name, out) in &q.outputs {

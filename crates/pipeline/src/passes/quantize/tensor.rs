@@ -54,6 +54,8 @@ pub struct TensorInput<'a> {
     pub clip: Option<&'a [f32]>,
     /// INT4 only: codes and grids chosen by GPTQ (written as they are).
     pub fixed: Option<&'a super::int4::FixedCodes>,
+    /// INT4 round-to-nearest only: search each group's clip ratio for the least squared error.
+    pub mse_search: bool,
 }
 
 fn src<'a>(data: &'a FloatData<'a>) -> Src<'a> {
@@ -93,6 +95,10 @@ pub fn quantize_tensor(isa: Isa, scheme: Scheme, input: &TensorInput) -> Result<
             zero_point,
             scale_dtype: input.scale_dtype,
         };
+        if input.mse_search {
+            let search = super::int4::MseSearch { minmax };
+            return super::int4::quantize_int4(input, group, zero_point, &search, input.fixed);
+        }
         return match input.clip {
             Some(clip) => {
                 let clipped = super::int4::Clipped {
@@ -488,6 +494,7 @@ mod tests {
             input_absmax: Some(3.0),
             clip: None,
             fixed: None,
+            mse_search: false,
         };
         quantize_tensor(Isa::detect(), scheme, &input).unwrap()
     }
