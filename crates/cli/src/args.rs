@@ -155,7 +155,8 @@ pub struct JobArgs {
     /// A CreateOptimizationJob request (JSON). S3Uri/S3OutputLocation may be file:// URIs or plain paths.
     #[arg(long, conflicts_with_all = ["model", "instance_type", "quantize", "output", "tensor_parallel", "speculative"])]
     pub request: Option<PathBuf>,
-    /// Hugging Face model directory (config.json + safetensors).
+    /// Hugging Face model directory (config.json + safetensors), or a Hub id `org/name[@revision]`
+    /// downloaded to the Hugging Face cache (HF_TOKEN, HF_HOME, HF_ENDPOINT, HF_HUB_OFFLINE).
     #[arg(long, required_unless_present = "request")]
     pub model: Option<PathBuf>,
     /// Deployment instance type, e.g. ml.g6.12xlarge.

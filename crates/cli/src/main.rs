@@ -6,6 +6,7 @@ mod args;
 mod bar;
 mod eval;
 mod generate;
+mod hub;
 mod import;
 mod quantize;
 

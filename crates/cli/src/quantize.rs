@@ -34,9 +34,12 @@ fn spec_from_flags(args: &JobArgs) -> Result<JobSpec> {
     let model = args.model.as_ref().context("--model is required")?;
     let output = args.output.as_ref().context("--output is required")?;
     let name = args.name.clone().unwrap_or_else(|| default_name(model));
+    // A Hub id (org/name[@revision]) becomes its downloaded snapshot directory.
+    let progress = !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let model = crate::hub::resolve(model, progress)?;
     Ok(JobSpec {
         name,
-        source: Location::Local(model.clone()),
+        source: Location::Local(model),
         output: Location::Local(output.clone()),
         instance_type: args
             .instance_type
@@ -76,7 +79,7 @@ fn optimizations(env: BTreeMap<String, String>, args: &JobArgs) -> Result<Vec<Op
     }
     if out.is_empty() {
         anyhow::bail!(
-            "nothing to do: give --quantize fp8|int8 (OPTION_QUANTIZE), --speculative \
+            "nothing to do: give --quantize awq|gptq|smoothquant|int4|fp8|int8 (OPTION_QUANTIZE), --speculative \
              (OPTION_EAGLE_*) and/or --tensor-parallel N (OPTION_TENSOR_PARALLEL_DEGREE), as flags \
              or --env entries"
         );
