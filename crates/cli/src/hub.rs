@@ -27,7 +27,7 @@ pub fn resolve(model: &Path, progress: bool) -> Result<PathBuf> {
     let text = model.to_string_lossy();
     let Some((id, revision)) = parse_id(&text) else {
         bail!(
-            "--model {text}: no such directory here, and not a Hugging Face Hub id \
+            "--model {text} does not exist here, and is not a Hugging Face Hub id \
              (org/name or org/name@revision)"
         );
     };
