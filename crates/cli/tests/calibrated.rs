@@ -145,6 +145,13 @@ fn awq_and_gptq_beat_round_to_nearest_on_the_same_held_out_text() {
             assert_eq!(a != s, scaled, "{producer}");
         }
     }
+    // 32 windows give GPTQ 4,096 Hessian rows, over twice the widest input (1,536): no
+    // warning that it fits its calibration text.
+    assert!(
+        !gptq["warnings"].to_string().contains("GPTQ's Hessians"),
+        "{}",
+        gptq["warnings"]
+    );
     // GPTQ leaves norms alone and reports every Linear.
     let gptq_record = &gptq["passes"][0]["options"]["calibration"];
     assert_eq!(gptq_record["modules"].as_array().unwrap().len(), 30 * 7);

@@ -557,6 +557,38 @@ fn skip_or_fail(
     ))
 }
 
+/// GPTQ fits its calibration text when its Hessians (up to the widest input squared) come
+/// from fewer rows than about twice that width: say so, with what to do.
+fn gptq_data_warning(plan: &JobPlan, passes: &[PassOutput]) -> Option<String> {
+    let q = plan.quantize.as_ref()?;
+    if q.plan.options.method != Method::Gptq {
+        return None;
+    }
+    let rows = passes
+        .iter()
+        .find(|p| p.record.name == "quantize")?
+        .record
+        .options["calibration"]["rows_per_hessian"]
+        .as_u64()? as usize;
+    let widest = q
+        .plan
+        .checkpoint
+        .tensors()
+        .iter()
+        .zip(&q.plan.actions)
+        .filter(|(_, a)| matches!(a, crate::passes::quantize::Action::Quantize(_)))
+        .filter_map(|(t, _)| t.shape.get(1).copied())
+        .max()?;
+    (rows < 2 * widest).then(|| {
+        format!(
+            "GPTQ's Hessians came from {rows} calibration tokens, fewer than twice the widest \
+             layer's {widest} inputs: it fits the calibration text more than it generalises (on \
+             SmolLM2, 1,536 tokens gave a KL of 0.29 against 0.20 with 8,192); give more text \
+             with OPTION_CALIB_DATA and OPTION_CALIB_SIZE, or use AWQ"
+        )
+    })
+}
+
 fn manifest(
     spec: &JobSpec,
     plan: &JobPlan,
@@ -615,6 +647,9 @@ fn manifest(
     }
     if let Some(skipped) = &skipped_records {
         warnings.push(format!("sample data: {skipped}"));
+    }
+    if let Some(w) = gptq_data_warning(plan, passes) {
+        warnings.push(w);
     }
     let mut notes = plan.target.notes.clone();
     if let Some(q) = &plan.quantize {
