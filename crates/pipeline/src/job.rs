@@ -254,48 +254,39 @@ pub fn run_job(spec: &JobSpec, isa: Isa, sink: Sink, cancel: &Cancel) -> Result<
                     sample_problem.clone().unwrap_or_default()
                 ))
             })?;
-            if let Method::SmoothQuant { alpha } = q.plan.options.method {
-                sink(Event::Phase("smoothquant"));
-                let (smoothing, record) = crate::passes::quantize::smoothquant::search(
-                    &q.plan.checkpoint.dir,
-                    samples,
-                    alpha,
-                    sink,
-                    cancel,
-                )?;
-                q.plan.smoothing = smoothing;
-                q.calibration = Some(serde_json::to_value(record).expect("record serialises"));
-            } else if q.plan.options.method == Method::Gptq {
-                sink(Event::Phase("gptq"));
-                let (codes, record) = crate::passes::quantize::gptq::search(
-                    &q.plan.checkpoint.dir,
-                    samples,
-                    q.plan.options.scheme,
-                    q.plan.scale_dtype,
-                    sink,
-                    cancel,
-                )?;
-                q.plan.smoothing = codes;
-                q.calibration = Some(serde_json::to_value(record).expect("record serialises"));
-            } else if q.plan.options.method == Method::Awq {
-                sink(Event::Phase("awq"));
-                let (smoothing, record) = crate::passes::quantize::awq::search(
-                    &q.plan.checkpoint.dir,
-                    samples,
-                    q.plan.options.scheme,
-                    q.plan.scale_dtype,
-                    sink,
-                    cancel,
-                )?;
-                q.plan.smoothing = smoothing;
-                q.calibration = Some(serde_json::to_value(record).expect("record serialises"));
-            } else {
-                sink(Event::Phase("calibrate"));
-                let (absmax, record) =
-                    samples::calibrate(&q.plan.checkpoint.dir, samples, sink, cancel)?;
-                q.plan.input_absmax = absmax;
-                q.calibration = Some(serde_json::to_value(record).expect("record serialises"));
-            }
+            use crate::passes::quantize::{awq, gptq, smoothquant};
+            let (dir, scheme, dtype) = (
+                &q.plan.checkpoint.dir,
+                q.plan.options.scheme,
+                q.plan.scale_dtype,
+            );
+            let record = match q.plan.options.method {
+                Method::SmoothQuant { alpha } => {
+                    sink(Event::Phase("smoothquant"));
+                    let (smoothing, r) = smoothquant::search(dir, samples, alpha, sink, cancel)?;
+                    q.plan.smoothing = smoothing;
+                    record_json(&r)
+                }
+                Method::Gptq => {
+                    sink(Event::Phase("gptq"));
+                    let (codes, r) = gptq::search(dir, samples, scheme, dtype, sink, cancel)?;
+                    q.plan.smoothing = codes;
+                    record_json(&r)
+                }
+                Method::Awq => {
+                    sink(Event::Phase("awq"));
+                    let (smoothing, r) = awq::search(dir, samples, scheme, dtype, sink, cancel)?;
+                    q.plan.smoothing = smoothing;
+                    record_json(&r)
+                }
+                Method::RoundToNearest => {
+                    sink(Event::Phase("calibrate"));
+                    let (absmax, r) = samples::calibrate(dir, samples, sink, cancel)?;
+                    q.plan.input_absmax = absmax;
+                    record_json(&r)
+                }
+            };
+            q.calibration = Some(record);
             cancel.check()?;
         }
     }
@@ -555,6 +546,11 @@ fn skip_or_fail(
             "{reason}, so the artifact's quality was not measured"
         )),
     ))
+}
+
+/// A calibration record as manifest JSON.
+fn record_json(r: &impl serde::Serialize) -> serde_json::Value {
+    serde_json::to_value(r).expect("calibration records serialise")
 }
 
 /// GPTQ fits its calibration text when its Hessians (up to the widest input squared) come
