@@ -263,20 +263,20 @@ pub fn run_job(spec: &JobSpec, isa: Isa, sink: Sink, cancel: &Cancel) -> Result<
             let record = match q.plan.options.method {
                 Method::SmoothQuant { alpha } => {
                     sink(Event::Phase("smoothquant"));
-                    let (smoothing, r) = smoothquant::search(dir, samples, alpha, sink, cancel)?;
-                    q.plan.smoothing = smoothing;
+                    let (found, r) = smoothquant::search(dir, samples, alpha, sink, cancel)?;
+                    q.plan.rewrites = found;
                     record_json(&r)
                 }
                 Method::Gptq => {
                     sink(Event::Phase("gptq"));
                     let (codes, r) = gptq::search(dir, samples, scheme, dtype, sink, cancel)?;
-                    q.plan.smoothing = codes;
+                    q.plan.rewrites = codes;
                     record_json(&r)
                 }
                 Method::Awq => {
                     sink(Event::Phase("awq"));
-                    let (smoothing, r) = awq::search(dir, samples, scheme, dtype, sink, cancel)?;
-                    q.plan.smoothing = smoothing;
+                    let (found, r) = awq::search(dir, samples, scheme, dtype, sink, cancel)?;
+                    q.plan.rewrites = found;
                     record_json(&r)
                 }
                 Method::RoundToNearest => {

@@ -384,12 +384,11 @@ unsafe fn gemv_tile<D: Dec, const R: usize, const T: usize, const GROUPED: bool>
                 // SAFETY: the mask selects elements `i..min(i + 16, end)`, all `< cols`.
                 *v = unsafe { F32::load16(x.add(t * cols + i), mask) };
             }
+            // INT4 tiles only take groups of whole 32-element blocks (the caller checks).
+            debug_assert!(!D::NIBBLES, "INT4 group with a partial 32-element block");
             for (r, acc_r) in acc.iter_mut().enumerate() {
                 // SAFETY: as above, for row `r`.
-                let mut a = unsafe { D::load16(at::<D>(w, r * cols + i), mask) };
-                if D::NIBBLES {
-                    a = _mm512_maskz_sub_ps(mask, a, zr[r]);
-                }
+                let a = unsafe { D::load16(at::<D>(w, r * cols + i), mask) };
                 for (acc_rt, &xt) in acc_r.iter_mut().zip(&xv) {
                     acc_rt[0] = _mm512_fmadd_ps(a, xt, acc_rt[0]);
                 }

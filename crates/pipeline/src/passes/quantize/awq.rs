@@ -18,7 +18,9 @@
 //! are searched, and only the scales (one float per channel) are kept. Memory is one layer plus
 //! the windows' hidden states plus the sampled rows.
 
-use super::int4::{fake_quantize_group, minmax_grid};
+use super::capture::{sampling, CalibrationData};
+use super::int4::{clip_ratios, fake_quantize_group, minmax_grid};
+use super::rewrite::{Rewrite, Rewrites};
 use crate::progress::{Cancel, Sink};
 use crate::samples::SampleWindows;
 use crate::{Error, Result};
@@ -26,7 +28,6 @@ use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 use safetensors::Dtype;
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::path::Path;
 use temper_format::Scheme;
 use temper_runtime::layer::{Layer, Projection};
@@ -37,33 +38,14 @@ pub const GRID: usize = 20;
 /// Input rows sampled per Linear for the search's loss.
 const SEARCH_ROWS: usize = 1024;
 
-/// Clip ratios tried per group: the minmax range times 1.0, 0.95, ..., 0.55.
-const CLIP_STEPS: usize = 10;
 /// Input rows used by the clip search (the first ones of the sample).
 const CLIP_ROWS: usize = 256;
-
-/// How one tensor is rewritten before it is quantized or copied: columns multiplied by
-/// `col_mul` (a consumer of smoothed inputs), rows (or the elements of a norm weight) divided
-/// by `row_div` (the producer of those inputs), and for a quantized tensor the clip ratio of
-/// each row's groups (`rows x groups`, the minmax range shrunk by that factor), or GPTQ's
-/// codes (`fixed`).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Smooth {
-    pub col_mul: Option<Vec<f32>>,
-    pub row_div: Option<Vec<f32>>,
-    pub clip: Option<Vec<f32>>,
-    pub fixed: Option<super::int4::FixedCodes>,
-}
-
-/// Rewrites by tensor name (`model.layers.0.mlp.up_proj.weight`).
-pub type Smoothing = BTreeMap<String, Smooth>;
 
 /// What the search found, for the manifest.
 #[derive(Debug, Clone, Serialize)]
 pub struct AwqRecord {
-    pub source: String,
-    pub windows: usize,
-    pub window_len: usize,
+    #[serde(flatten)]
+    pub data: CalibrationData,
     pub grid: usize,
     pub rows_per_search: usize,
     pub seconds: f64,
@@ -94,7 +76,7 @@ pub fn search(
     scale_dtype: Dtype,
     sink: Sink,
     cancel: &Cancel,
-) -> Result<(Smoothing, AwqRecord)> {
+) -> Result<(Rewrites, AwqRecord)> {
     let Scheme::W4A16 { zero_point, .. } = scheme else {
         return Err(Error::Plan(format!(
             "AWQ writes INT4 W4A16, not {}",
@@ -102,9 +84,8 @@ pub fn search(
         )));
     };
     let started = std::time::Instant::now();
-    let tokens: usize = samples.calibration.iter().map(Vec::len).sum();
-    let stride = tokens.div_ceil(SEARCH_ROWS).max(1);
-    let mut smoothing = Smoothing::new();
+    let (stride, rows_per_search) = sampling(samples, SEARCH_ROWS);
+    let mut rewrites = Rewrites::new();
     let mut mappings = Vec::new();
     super::capture::for_each_layer(model_dir, samples, stride, sink, cancel, |i, layer, p| {
         let searcher = Searcher {
@@ -113,42 +94,23 @@ pub fn search(
             scale_dtype,
             params: p.clone(),
         };
-        for (record, rewrites) in searcher.layer(i, layer, p.num_heads == p.num_kv_heads)? {
-            for (name, smooth) in rewrites {
-                merge(smoothing.entry(name).or_default(), smooth);
+        for (record, found) in searcher.layer(i, layer, p.num_heads == p.num_kv_heads)? {
+            for (name, rewrite) in found {
+                rewrites.entry(name).or_default().merge(rewrite);
             }
             mappings.extend(record);
         }
         Ok(())
     })?;
     let record = AwqRecord {
-        source: samples.source.clone(),
-        windows: samples.calibration.len(),
-        window_len: samples.window_len,
+        data: CalibrationData::of(samples),
         grid: GRID,
-        rows_per_search: tokens.div_ceil(stride),
+        rows_per_search,
         seconds: started.elapsed().as_secs_f64(),
         mappings_scaled: mappings.iter().filter(|m| m.alpha.is_some()).count(),
         mappings,
     };
-    Ok((smoothing, record))
-}
-
-/// A consumer's column scales and a producer's divisors for the same tensor compose (up_proj
-/// is both: its columns read the smoothed post-attention norm, its rows feed down_proj).
-fn merge(into: &mut Smooth, from: Smooth) {
-    if from.col_mul.is_some() {
-        into.col_mul = from.col_mul;
-    }
-    if from.row_div.is_some() {
-        into.row_div = from.row_div;
-    }
-    if from.clip.is_some() {
-        into.clip = from.clip;
-    }
-    if from.fixed.is_some() {
-        into.fixed = from.fixed;
-    }
+    Ok((rewrites, record))
 }
 
 struct Searcher {
@@ -158,7 +120,7 @@ struct Searcher {
     params: ModelParams,
 }
 
-type Found = (Option<MappingRecord>, Vec<(String, Smooth)>);
+type Found = (Option<MappingRecord>, Vec<(String, Rewrite)>);
 
 impl Searcher {
     /// The layer's mappings: norm -> q/k/v, norm -> gate/up, up -> down, and v -> o when every
@@ -253,7 +215,7 @@ impl Searcher {
             let clip = search.clip_ratios(w, &s_or_one)?;
             rewrites.push((
                 format!("{module}.weight"),
-                Smooth {
+                Rewrite {
                     col_mul: scales.clone(),
                     row_div: None,
                     clip: Some(clip),
@@ -264,7 +226,7 @@ impl Searcher {
         if let (Some(s), Some(producer)) = (scales, &producer) {
             rewrites.push((
                 producer.clone(),
-                Smooth {
+                Rewrite {
                     col_mul: None,
                     row_div: Some(s),
                     clip: None,
@@ -322,8 +284,7 @@ impl Search<'_> {
         let mut best = vec![(f32::INFINITY, 1.0f32); rows * groups];
         for g in 0..groups {
             let xg = x.narrow(1, g * group, group)?;
-            for step in 0..CLIP_STEPS {
-                let clip = 1.0 - 0.05 * step as f32;
+            for clip in clip_ratios() {
                 // Quantization error of every row's group g at this clip ratio.
                 let mut err = vec![0f32; rows * group];
                 err.par_chunks_mut(group)

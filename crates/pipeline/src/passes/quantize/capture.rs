@@ -6,10 +6,36 @@
 use crate::progress::{Cancel, Event, Sink};
 use crate::samples::SampleWindows;
 use crate::{Error, Result};
+use serde::Serialize;
 use std::path::Path;
 use temper_runtime::layer::Layer;
 use temper_runtime::layerwise::run_layers;
 use temper_runtime::{LayerSource, LoadOptions, ModelParams};
+
+/// Which calibration text a search ran on, for the manifest (flattened into each record).
+#[derive(Debug, Clone, Serialize)]
+pub struct CalibrationData {
+    pub source: String,
+    pub windows: usize,
+    pub window_len: usize,
+}
+
+impl CalibrationData {
+    pub fn of(samples: &SampleWindows) -> Self {
+        CalibrationData {
+            source: samples.source.clone(),
+            windows: samples.calibration.len(),
+            window_len: samples.window_len,
+        }
+    }
+}
+
+/// The row stride that keeps about `rows` of the calibration tokens, and how many it keeps.
+pub fn sampling(samples: &SampleWindows, rows: usize) -> (usize, usize) {
+    let tokens: usize = samples.calibration.iter().map(Vec::len).sum();
+    let stride = tokens.div_ceil(rows.max(1)).max(1);
+    (stride, tokens.div_ceil(stride))
+}
 
 /// Calls `each(index, layer)` for every layer of the model in `model_dir`, its Linears having
 /// recorded every `stride`-th input row of the calibration windows. Returns the model's

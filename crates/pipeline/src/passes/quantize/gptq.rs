@@ -14,8 +14,9 @@
 //! chosen codes (one byte per weight) and grids are kept until the quantize pass writes them,
 //! so memory is the INT4 model plus one layer, not one layer.
 
-use super::awq::{Smooth, Smoothing};
+use super::capture::{sampling, CalibrationData};
 use super::int4::{minmax_grid, FixedCodes, Grid};
+use super::rewrite::{Rewrite, Rewrites};
 use crate::progress::{Cancel, Sink};
 use crate::samples::SampleWindows;
 use crate::{Error, Result};
@@ -36,9 +37,8 @@ const HESSIAN_ROWS: usize = 4096;
 /// What GPTQ did, for the manifest.
 #[derive(Debug, Clone, Serialize)]
 pub struct GptqRecord {
-    pub source: String,
-    pub windows: usize,
-    pub window_len: usize,
+    #[serde(flatten)]
+    pub data: CalibrationData,
     pub rows_per_hessian: usize,
     pub damping: f64,
     pub block: usize,
@@ -49,7 +49,8 @@ pub struct GptqRecord {
 #[derive(Debug, Clone, Serialize)]
 pub struct ModuleRecord {
     pub module: String,
-    /// `sum (w - q)² / [H⁻¹]_ii` over the weights: the output error GPTQ minimises.
+    /// `sum (w - q)² / (2 U_ii²)` over the weights (`U` the upper Cholesky factor of `H⁻¹`):
+    /// the output error GPTQ minimises, as the reference implementation reports it.
     pub loss: f64,
     /// Input columns never active in the calibration data (their weights are zeroed).
     pub dead_inputs: usize,
@@ -63,7 +64,7 @@ pub fn search(
     scale_dtype: Dtype,
     sink: Sink,
     cancel: &Cancel,
-) -> Result<(Smoothing, GptqRecord)> {
+) -> Result<(Rewrites, GptqRecord)> {
     let Scheme::W4A16 { zero_point, .. } = scheme else {
         return Err(Error::Plan(format!(
             "GPTQ writes INT4 W4A16 here, not {}",
@@ -71,9 +72,8 @@ pub fn search(
         )));
     };
     let started = std::time::Instant::now();
-    let tokens: usize = samples.calibration.iter().map(Vec::len).sum();
-    let stride = tokens.div_ceil(HESSIAN_ROWS).max(1);
-    let mut out = Smoothing::new();
+    let (stride, rows_per_hessian) = sampling(samples, HESSIAN_ROWS);
+    let mut out = Rewrites::new();
     let mut modules = Vec::new();
     super::capture::for_each_layer(model_dir, samples, stride, sink, cancel, |_, layer, p| {
         for proj in layer.projections() {
@@ -116,7 +116,7 @@ pub fn search(
                     .map_err(|why| Error::Plan(format!("GPTQ on {module}: {why}")))?;
                 out.insert(
                     format!("{module}.weight"),
-                    Smooth {
+                    Rewrite {
                         fixed: Some(fixed),
                         ..Default::default()
                     },
@@ -131,10 +131,8 @@ pub fn search(
         Ok(())
     })?;
     let record = GptqRecord {
-        source: samples.source.clone(),
-        windows: samples.calibration.len(),
-        window_len: samples.window_len,
-        rows_per_hessian: tokens.div_ceil(stride),
+        data: CalibrationData::of(samples),
+        rows_per_hessian,
         damping: DAMP,
         block: BLOCK,
         seconds: started.elapsed().as_secs_f64(),

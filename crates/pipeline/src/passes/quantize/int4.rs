@@ -105,11 +105,13 @@ impl GridChoice for MinMax {
     }
 }
 
-/// Clip ratios the MSE search tries: the minmax range times 1.0, 0.95, ..., 0.55.
-pub const CLIP_STEPS: usize = 10;
+/// Clip ratios the searches (MSE here, AWQ's on outputs) try: the minmax range times 1.0,
+/// 0.95, ..., 0.55.
+pub fn clip_ratios() -> impl Iterator<Item = f32> {
+    (0..10).map(|step| 1.0 - 0.05 * step as f32)
+}
 
-/// Each group's grid chosen for the least squared weight error among [`CLIP_STEPS`] clip
-/// ratios (llm-compressor's `mse` observer does the same search on the range).
+/// Each group's grid chosen for the least squared weight error among the [`clip_ratios`] (llm-compressor's `mse` observer does the same search on the range).
 pub struct MseSearch {
     pub minmax: MinMax,
 }
@@ -118,8 +120,7 @@ impl GridChoice for MseSearch {
     fn grid(&self, _row: usize, _g: usize, values: &[f32]) -> Grid {
         let mut deq = vec![0f32; values.len()];
         let mut best: Option<(f64, Grid)> = None;
-        for step in 0..CLIP_STEPS {
-            let clip = 1.0 - 0.05 * step as f32;
+        for clip in clip_ratios() {
             let grid = minmax_grid(
                 values,
                 self.minmax.zero_point,

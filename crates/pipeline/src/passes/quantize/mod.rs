@@ -1,11 +1,13 @@
-//! The quantize pass: Linear weights to FP8 or INT8 in the compressed-tensors layout, tensor
-//! by tensor, memory near one tensor.
+//! The quantize pass: Linear weights to FP8, INT8 or INT4 in the compressed-tensors layout,
+//! tensor by tensor, memory near one tensor; the calibrated methods (AWQ, GPTQ, SmoothQuant)
+//! decide their per-tensor rewrites beforehand, one layer at a time.
 
 pub mod awq;
 mod capture;
 pub mod gptq;
 pub mod int4;
 mod plan;
+pub mod rewrite;
 mod run;
 pub mod smoothquant;
 pub mod tensor;

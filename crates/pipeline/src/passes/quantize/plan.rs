@@ -39,9 +39,9 @@ pub struct QuantizePlan {
     /// Static FP8: the largest |input| of each Linear module seen during calibration, filled
     /// by the job before the quantize pass runs.
     pub input_absmax: std::collections::BTreeMap<String, f32>,
-    /// AWQ: how tensors are rewritten before they are quantized or copied (filled by the job
-    /// before the quantize pass runs; empty otherwise).
-    pub smoothing: super::awq::Smoothing,
+    /// AWQ, GPTQ, SmoothQuant: how tensors are rewritten before they are quantized or copied
+    /// (filled by the job before the quantize pass runs; empty otherwise).
+    pub rewrites: super::rewrite::Rewrites,
 }
 
 impl QuantizePlan {
@@ -87,7 +87,7 @@ impl QuantizePlan {
             scale_dtype,
             notes,
             input_absmax: Default::default(),
-            smoothing: Default::default(),
+            rewrites: Default::default(),
         })
     }
 

@@ -3,8 +3,8 @@
 //! stays near one tensor: the source pages of a finished tensor are handed back to the
 //! kernel and its outputs are freed before the next one starts.
 
-use super::awq::Smooth;
 use super::plan::{Action, QuantizePlan};
+use super::rewrite::Rewrite;
 use super::tensor::{quantize_tensor, TensorError, TensorInput};
 use crate::progress::{Cancel, Event, Sink};
 use crate::{Error, Result};
@@ -61,7 +61,7 @@ pub fn run_quantize(
             })
         };
         // AWQ's rewrite of this tensor, as f32 (one tensor at a time).
-        let smoothed = match plan.smoothing.get(&entry.name) {
+        let smoothed = match plan.rewrites.get(&entry.name) {
             Some(smooth) => Some(smooth_tensor(&float()?, &entry.shape, smooth)),
             None => None,
         };
@@ -87,11 +87,11 @@ pub fn run_quantize(
                         .get(temper_core::select::module_name(&entry.name))
                         .copied(),
                     clip: plan
-                        .smoothing
+                        .rewrites
                         .get(&entry.name)
                         .and_then(|s| s.clip.as_deref()),
                     fixed: plan
-                        .smoothing
+                        .rewrites
                         .get(&entry.name)
                         .and_then(|s| s.fixed.as_ref()),
                     mse_search: plan.options.mse_scale_search,
@@ -114,7 +114,7 @@ pub fn run_quantize(
 
 /// The tensor (`[rows, cols]`, or a 1-D norm weight as one row) with AWQ's rewrite applied in
 /// f32: columns times `col_mul`, rows (elements of a 1-D weight) divided by `row_div`.
-fn smooth_tensor(data: &FloatData, shape: &[usize], smooth: &Smooth) -> Vec<f32> {
+fn smooth_tensor(data: &FloatData, shape: &[usize], smooth: &Rewrite) -> Vec<f32> {
     let mut values = vec![0f32; data.len()];
     data.copy_to_f32(0, &mut values);
     let cols = if shape.len() == 2 { shape[1] } else { 1 };

@@ -8,7 +8,8 @@
 //! The largest |input| per channel comes from the calibration windows run through the source
 //! model one layer at a time (`capture`); the weights' from the layer's Linears.
 
-use super::awq::{Smooth, Smoothing};
+use super::capture::{sampling, CalibrationData};
+use super::rewrite::{Rewrite, Rewrites};
 use crate::progress::{Cancel, Sink};
 use crate::samples::SampleWindows;
 use crate::{Error, Result};
@@ -19,9 +20,8 @@ use temper_runtime::layer::Projection;
 /// What SmoothQuant did, for the manifest.
 #[derive(Debug, Clone, Serialize)]
 pub struct SmoothQuantRecord {
-    pub source: String,
-    pub windows: usize,
-    pub window_len: usize,
+    #[serde(flatten)]
+    pub data: CalibrationData,
     pub alpha: f32,
     pub seconds: f64,
     pub mappings: Vec<MappingRecord>,
@@ -48,45 +48,34 @@ pub fn search(
     alpha: f32,
     sink: Sink,
     cancel: &Cancel,
-) -> Result<(Smoothing, SmoothQuantRecord)> {
+) -> Result<(Rewrites, SmoothQuantRecord)> {
     let started = std::time::Instant::now();
-    let tokens: usize = samples.calibration.iter().map(Vec::len).sum();
-    let mut smoothing = Smoothing::new();
-    let mut mappings = Vec::new();
     // Only the per-channel maxima are needed: keep one row.
-    super::capture::for_each_layer(
-        model_dir,
-        samples,
-        tokens.max(1),
-        sink,
-        cancel,
-        |i, layer, _| {
-            let prefix = format!("model.layers.{i}");
-            for (producer, consumer) in [
-                (format!("{prefix}.input_layernorm.weight"), &layer.qkv),
-                (
-                    format!("{prefix}.post_attention_layernorm.weight"),
-                    &layer.gate_up,
-                ),
-            ] {
-                let (record, rewrites) = smooth(i, producer, consumer, alpha)?;
-                for (name, s) in rewrites {
-                    smoothing.insert(name, s);
-                }
-                mappings.push(record);
-            }
-            Ok(())
-        },
-    )?;
+    let (one_row, _) = sampling(samples, 1);
+    let mut rewrites = Rewrites::new();
+    let mut mappings = Vec::new();
+    super::capture::for_each_layer(model_dir, samples, one_row, sink, cancel, |i, layer, _| {
+        let prefix = format!("model.layers.{i}");
+        for (producer, consumer) in [
+            (format!("{prefix}.input_layernorm.weight"), &layer.qkv),
+            (
+                format!("{prefix}.post_attention_layernorm.weight"),
+                &layer.gate_up,
+            ),
+        ] {
+            let (record, found) = smooth(i, producer, consumer, alpha)?;
+            rewrites.extend(found);
+            mappings.push(record);
+        }
+        Ok(())
+    })?;
     let record = SmoothQuantRecord {
-        source: samples.source.clone(),
-        windows: samples.calibration.len(),
-        window_len: samples.window_len,
+        data: CalibrationData::of(samples),
         alpha,
         seconds: started.elapsed().as_secs_f64(),
         mappings,
     };
-    Ok((smoothing, record))
+    Ok((rewrites, record))
 }
 
 fn smooth(
@@ -94,7 +83,7 @@ fn smooth(
     producer: String,
     consumer: &Projection,
     alpha: f32,
-) -> Result<(MappingRecord, Vec<(String, Smooth)>)> {
+) -> Result<(MappingRecord, Vec<(String, Rewrite)>)> {
     let recorded = consumer.recorded_inputs().ok_or_else(|| {
         Error::Plan(format!(
             "SmoothQuant: no inputs were recorded for {}",
@@ -115,13 +104,13 @@ fn smooth(
     let (lo, hi) = s
         .iter()
         .fold((f32::INFINITY, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-    let mut rewrites: Vec<(String, Smooth)> = consumer
+    let mut rewrites: Vec<(String, Rewrite)> = consumer
         .modules
         .iter()
         .map(|m| {
             (
                 format!("{m}.weight"),
-                Smooth {
+                Rewrite {
                     col_mul: Some(s.clone()),
                     ..Default::default()
                 },
@@ -130,7 +119,7 @@ fn smooth(
         .collect();
     rewrites.push((
         producer.clone(),
-        Smooth {
+        Rewrite {
             row_div: Some(s),
             ..Default::default()
         },
