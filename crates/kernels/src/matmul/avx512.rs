@@ -20,8 +20,6 @@ const W: usize = 16;
 /// a tile of rows at a time: too short for the hardware stream prefetchers to ramp up, so without
 /// this the products reached about a third of the read bandwidth on weights not in cache.
 const PREFETCH_TILES: usize = 2;
-/// As [`PREFETCH_TILES`] for INT4 weights.
-const PREFETCH_TILES_INT4: usize = 8;
 
 /// Asks for the cache lines of the 32 elements at `p` (a prefetch never faults, so `p` may lie
 /// past the matrix at its end).
@@ -72,9 +70,6 @@ trait Dec {
     type C: Copy;
     /// Raw lanes are the value / 256 (FP8).
     const FP8: bool;
-    /// Two elements per `C` (INT4 nibbles): element `i` of a run lives in byte `i / 2`, and
-    /// raw lanes are the stored codes `0..=15`, the zero point subtracted per group outside.
-    const NIBBLES: bool = false;
 
     /// 32 consecutive elements at `p` as two vectors.
     ///
@@ -89,18 +84,10 @@ trait Dec {
     unsafe fn load16(p: *const Self::C, mask: __mmask16) -> __m512;
 }
 
-/// Where element `i` of a run starting at `p` is stored (never dereferenced here).
-#[inline(always)]
-fn at<D: Dec>(p: *const D::C, i: usize) -> *const D::C {
-    p.wrapping_add(if D::NIBBLES { i / 2 } else { i })
-}
-
 struct F32;
 struct F16;
 struct Bf16;
 struct I8;
-/// INT4 nibbles, two per byte, low nibble first.
-struct I4;
 /// E4M3 -> f16 bits, exact for normals and subnormals alike: with `s` the code sign-extended to
 /// 16 bits, `(s << 7) & 0xBFFF` puts the sign in bit 15 and `eeee mmm` in bits 13..7, i.e. an
 /// f16 with exponent `e` (bias 15 instead of 7) and the same mantissa: the E4M3 value / 256.
@@ -240,57 +227,6 @@ impl Dec for Fp8 {
     }
 }
 
-impl Dec for I4 {
-    type C = u8;
-    const FP8: bool = false;
-    const NIBBLES: bool = true;
-
-    /// The 32 codes of 16 bytes as `[even elements, odd elements]`, each lane holding
-    /// `2^23 + code` (exactly: the code in the mantissa of 2^23, [`INT4_BIAS`]): one
-    /// zero-extension of the bytes, then mask-and-or in one `vpternlogd` (even) or a shift and
-    /// an or (odd); no byte shuffles and no int-to-float conversion. The tile subtracts
-    /// `2^23 + zero`, which is exact. The activations are permuted to the lanes' order
-    /// ([`deinterleave_blocks`]).
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    unsafe fn load32(p: *const u8) -> [__m512; 2] {
-        // SAFETY: the caller guarantees 32 readable elements, i.e. 16 bytes.
-        let bytes = _mm512_cvtepu8_epi32(unsafe { _mm_loadu_si128(p.cast()) });
-        let exponent = _mm512_set1_epi32(INT4_BIAS.to_bits() as i32);
-        // 0xEA: (bytes & 0x0F) | exponent.
-        let even = _mm512_ternarylogic_epi32::<0xEA>(bytes, _mm512_set1_epi32(0x0F), exponent);
-        let odd = _mm512_or_si512(_mm512_srli_epi32::<4>(bytes), exponent);
-        [_mm512_castsi512_ps(even), _mm512_castsi512_ps(odd)]
-    }
-
-    /// Never reached: the INT4 tiles run on groups of whole 32-element blocks.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    unsafe fn load16(_p: *const u8, _mask: __mmask16) -> __m512 {
-        unreachable!("INT4 tiles take groups that are multiples of 32")
-    }
-}
-
-/// 2^23: an f32 whose mantissa holds an integer `n < 2^23` exactly as `2^23 + n`.
-const INT4_BIAS: f32 = 8_388_608.0;
-
-/// `out` = `x` (`tokens` rows of `cols`, `cols` a multiple of 32) with each 32-element block
-/// reordered as its 16 even elements, then its 16 odd ones: the order [`I4::load32`] yields
-/// the codes in.
-fn deinterleave_blocks(x: &[f32], out: &mut [f32]) {
-    for (src, dst) in x.chunks_exact(32).zip(out.chunks_exact_mut(32)) {
-        for k in 0..16 {
-            dst[k] = src[2 * k];
-            dst[16 + k] = src[2 * k + 1];
-        }
-    }
-}
-
-thread_local! {
-    /// The permuted activations of the INT4 matrix-vector path (grown, never shrunk).
-    static DEINTERLEAVED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 /// Where a tile's weights, scales, activations and outputs live.
 #[derive(Clone, Copy)]
 struct Tile<C> {
@@ -298,8 +234,6 @@ struct Tile<C> {
     w: *const C,
     /// Scales of row 0 (`cols / group` per row), or null for dense weights.
     scales: *const f32,
-    /// INT4 zero points of row 0 (`cols / group` per row), or null.
-    zeros: *const u8,
     cols: usize,
     group: usize,
     /// Token 0 of the activations; tokens are `cols` apart.
@@ -325,7 +259,6 @@ unsafe fn gemv_tile<D: Dec, const R: usize, const T: usize, const GROUPED: bool>
     let Tile {
         w,
         scales,
-        zeros,
         cols,
         group,
         x,
@@ -337,25 +270,10 @@ unsafe fn gemv_tile<D: Dec, const R: usize, const T: usize, const GROUPED: bool>
     // Second accumulator of the pair for one token; with several tokens one chain per token.
     let b_half = usize::from(T == 1);
     let mut total = [[zero; T]; R];
-    // INT4 rows are half as long in bytes and consumed faster: look further ahead.
-    let ahead = if D::NIBBLES {
-        PREFETCH_TILES_INT4
-    } else {
-        PREFETCH_TILES
-    };
     for g in 0..groups {
         let mut acc = [[[zero; 2]; T]; R];
         let end = (g + 1) * group;
         let mut i = g * group;
-        // INT4: each row's zero point of this group, subtracted from the codes (exactly).
-        let mut zr = [zero; R];
-        if D::NIBBLES {
-            for (r, z) in zr.iter_mut().enumerate() {
-                // SAFETY: INT4 tiles carry `groups` zero points per row (contract).
-                // Codes arrive as `2^23 + code` (`I4::load32`); `2^23 + zero` is exact too.
-                *z = _mm512_set1_ps(INT4_BIAS + f32::from(unsafe { *zeros.add(r * groups + g) }));
-            }
-        }
         while i + 2 * W <= end {
             let mut xv = [[zero; 2]; T];
             for (t, v) in xv.iter_mut().enumerate() {
@@ -363,13 +281,9 @@ unsafe fn gemv_tile<D: Dec, const R: usize, const T: usize, const GROUPED: bool>
                 *v = unsafe { F32::load32(x.add(t * cols + i)) };
             }
             for (r, acc_r) in acc.iter_mut().enumerate() {
-                prefetch_ahead::<D::C>(at::<D>(w, (r + ahead * R) * cols + i));
+                prefetch_ahead(w.wrapping_add((r + PREFETCH_TILES * R) * cols + i));
                 // SAFETY: elements `i..i + 32 <= cols` of row `r` are readable (contract).
-                let [mut a, mut b] = unsafe { D::load32(at::<D>(w, r * cols + i)) };
-                if D::NIBBLES {
-                    a = _mm512_sub_ps(a, zr[r]);
-                    b = _mm512_sub_ps(b, zr[r]);
-                }
+                let [a, b] = unsafe { D::load32(w.add(r * cols + i)) };
                 for (acc_rt, xt) in acc_r.iter_mut().zip(&xv) {
                     acc_rt[0] = _mm512_fmadd_ps(a, xt[0], acc_rt[0]);
                     acc_rt[b_half] = _mm512_fmadd_ps(b, xt[1], acc_rt[b_half]);
@@ -384,11 +298,9 @@ unsafe fn gemv_tile<D: Dec, const R: usize, const T: usize, const GROUPED: bool>
                 // SAFETY: the mask selects elements `i..min(i + 16, end)`, all `< cols`.
                 *v = unsafe { F32::load16(x.add(t * cols + i), mask) };
             }
-            // INT4 tiles only take groups of whole 32-element blocks (the caller checks).
-            debug_assert!(!D::NIBBLES, "INT4 group with a partial 32-element block");
             for (r, acc_r) in acc.iter_mut().enumerate() {
                 // SAFETY: as above, for row `r`.
-                let a = unsafe { D::load16(at::<D>(w, r * cols + i), mask) };
+                let a = unsafe { D::load16(w.add(r * cols + i), mask) };
                 for (acc_rt, &xt) in acc_r.iter_mut().zip(&xv) {
                     acc_rt[0] = _mm512_fmadd_ps(a, xt, acc_rt[0]);
                 }
@@ -439,7 +351,6 @@ unsafe fn gemv_tile<D: Dec, const R: usize, const T: usize, const GROUPED: bool>
 unsafe fn gemv_rows<D: Dec>(
     codes: &[D::C],
     scales: Option<&[f32]>,
-    zeros: Option<&[u8]>,
     cols: usize,
     group: usize,
     r0: usize,
@@ -471,9 +382,8 @@ unsafe fn gemv_rows<D: Dec>(
             // `GROUPED` is false only with one group.
             unsafe {
                 let tile = Tile {
-                    w: at::<D>(codes.as_ptr(), row * cols),
+                    w: codes.as_ptr().add(row * cols),
                     scales: scales.map_or(core::ptr::null(), |s| s.as_ptr().add(row * groups)),
-                    zeros: zeros.map_or(core::ptr::null(), |z| z.as_ptr().add(row * groups)),
                     cols,
                     group,
                     x: x.as_ptr().add(t * cols),
@@ -878,42 +788,25 @@ impl Backend for Avx512 {
         // code and scale lengths against the shape, and the other bounds are asserted above.
         unsafe {
             match &w.weights {
-                Weights::F32(c) => {
-                    gemv_rows::<F32>(c, None, None, cols, group, r0, nr, x, tokens, out)
-                }
-                Weights::F16(c) => {
-                    gemv_rows::<F16>(c, None, None, cols, group, r0, nr, x, tokens, out)
-                }
-                Weights::Bf16(c) => {
-                    gemv_rows::<Bf16>(c, None, None, cols, group, r0, nr, x, tokens, out)
-                }
+                Weights::F32(c) => gemv_rows::<F32>(c, None, cols, group, r0, nr, x, tokens, out),
+                Weights::F16(c) => gemv_rows::<F16>(c, None, cols, group, r0, nr, x, tokens, out),
+                Weights::Bf16(c) => gemv_rows::<Bf16>(c, None, cols, group, r0, nr, x, tokens, out),
                 Weights::Int8 { codes, .. } => {
-                    gemv_rows::<I8>(codes, scales, None, cols, group, r0, nr, x, tokens, out)
+                    gemv_rows::<I8>(codes, scales, cols, group, r0, nr, x, tokens, out)
                 }
                 Weights::Fp8 { codes, .. } => {
-                    gemv_rows::<Fp8>(codes, scales, None, cols, group, r0, nr, x, tokens, out)
+                    gemv_rows::<Fp8>(codes, scales, cols, group, r0, nr, x, tokens, out)
                 }
-                // Nibbles widened in registers against activations permuted to their order,
-                // zero points subtracted exactly; groups of whole 32-element blocks only.
-                Weights::Int4 { packed, zeros, .. } if group.is_multiple_of(32) => DEINTERLEAVED
-                    .with(|d| {
-                        let mut d = d.borrow_mut();
-                        super::grow(&mut d, tokens * cols, 0.0);
-                        let xp = &mut d[..tokens * cols];
-                        deinterleave_blocks(&x[..tokens * cols], xp);
-                        gemv_rows::<I4>(
-                            packed,
-                            scales,
-                            Some(zeros),
-                            cols,
-                            group,
-                            r0,
-                            nr,
-                            xp,
-                            tokens,
-                            out,
-                        )
-                    }),
+                // Nibbles looked up in per-group tables of their weights (see `avx512_int4`);
+                // groups of whole 32-element blocks only.
+                Weights::Int4 {
+                    packed,
+                    scales,
+                    zeros,
+                    ..
+                } if group.is_multiple_of(32) => super::avx512_int4::gemv(
+                    packed, scales, zeros, cols, group, r0, nr, x, tokens, out,
+                ),
                 Weights::Int4 { .. } => super::int4::gemv_int4(self, w, r0, nr, x, tokens, out),
             }
         }
@@ -931,7 +824,7 @@ impl Backend for Avx512 {
         assert!(cols > 0 && rows.len() >= nr * cols);
         assert!(x.len() >= tokens * cols && out.len() >= tokens * nr);
         // SAFETY: `self` exists only where the ISA is usable; bounds asserted above.
-        unsafe { gemv_rows::<F32>(rows, None, None, cols, cols, 0, nr, x, tokens, out) }
+        unsafe { gemv_rows::<F32>(rows, None, cols, cols, 0, nr, x, tokens, out) }
     }
 
     fn decode_rows(
@@ -964,7 +857,7 @@ impl Backend for Avx512 {
                 Weights::Fp8 { codes, .. } => {
                     decode_rows::<Fp8>(codes, scales, cols, group, r0, nr, k0, kc, o, ld)
                 }
-                Weights::Int4 { .. } => decode_int4_rows(w, r0, nr, k0, kc, out, ld),
+                Weights::Int4 { .. } => super::avx512_int4::decode_rows(w, r0, nr, k0, kc, out, ld),
             }
         }
     }
@@ -1002,50 +895,5 @@ impl Backend for Avx512 {
         out: &mut [i32],
     ) {
         self.int8_dots_with(true, w, r0, nr, xq, tokens, out);
-    }
-}
-
-/// INT4 rows decoded to f32 (see `int4::decode_rows_with`), 32 codes per vector step.
-///
-/// # Safety
-/// AVX-512 F/BW/VL available (bounds are checked by `decode_rows_with`).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn decode_int4_rows(
-    w: &Matrix,
-    r0: usize,
-    nr: usize,
-    k0: usize,
-    kc: usize,
-    out: &mut [f32],
-    ld: usize,
-) {
-    super::int4::decode_rows_with(w, r0, nr, k0, kc, out, ld, |bytes, zero, scale, dst| {
-        // SAFETY: this closure runs inside the enclosing function, whose features it inherits.
-        unsafe { decode32_int4(bytes, zero, scale, dst) }
-    });
-}
-
-/// `dst[i] = (code_i - zero) * scale` for the 32 codes of `bytes` (code `2k` is the low nibble
-/// of byte `k`): nibbles split by mask and shift, re-interleaved in order by `punpck{l,h}bw`,
-/// zero-extended to i32, the zero point subtracted (exact), converted and scaled (one rounding).
-///
-/// # Safety
-/// AVX-512 F/BW/VL available.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn decode32_int4(bytes: &[u8; 16], zero: u8, scale: f32, dst: &mut [f32; 32]) {
-    // SAFETY: `bytes` holds 16 readable bytes.
-    let raw = unsafe { _mm_loadu_si128(bytes.as_ptr().cast()) };
-    let low4 = _mm_set1_epi8(0x0F);
-    let lo = _mm_and_si128(raw, low4);
-    let hi = _mm_and_si128(_mm_srli_epi16::<4>(raw), low4);
-    let z = _mm512_set1_epi32(i32::from(zero));
-    let s = _mm512_set1_ps(scale);
-    let halves = [_mm_unpacklo_epi8(lo, hi), _mm_unpackhi_epi8(lo, hi)];
-    for (k, half) in halves.into_iter().enumerate() {
-        let v = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(half), z));
-        // SAFETY: `dst` holds 32 f32; `k * 16 + 16 <= 32`.
-        unsafe { _mm512_storeu_ps(dst.as_mut_ptr().add(k * W), _mm512_mul_ps(v, s)) };
     }
 }

@@ -45,6 +45,8 @@
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod avx512_int4;
 mod int4;
 mod scalar;
 mod split;
