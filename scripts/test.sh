@@ -32,6 +32,7 @@ run int4-awq --quantize awq
 # Tensor-parallel rank files, reassembled and compared byte for byte by tests/python.
 run tp3-dense --tensor-parallel 3
 run tp3-int8 --quantize int8 --tensor-parallel 3
+run tp3-int4 --quantize int4 --tensor-parallel 3
 # FP8_BLOCK needs 128-aligned fused layers (SmolLM2's 576 are not, and the plan refuses
 # it as vLLM would): a small aligned f32 Llama with random weights stands in.
 aligned=.cache/models/aligned-llama-f32

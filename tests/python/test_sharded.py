@@ -9,6 +9,7 @@ rank tensor must be accounted for, and each rank file's SHA-256 must match the m
 Artifacts (made by scripts/test.sh, in $TEMPER_ARTIFACTS):
   tp3-dense   SmolLM2 --tensor-parallel 3          (compared with $TEMPER_SOURCE_MODEL)
   tp3-int8    SmolLM2 --quantize int8 --tensor-parallel 3   (compared with int8-w8a16)
+  tp3-int4    SmolLM2 --quantize int4 --tensor-parallel 3   (compared with int4-w4a16)
 """
 
 from __future__ import annotations
@@ -84,6 +85,9 @@ def expected_split(config: dict, degree: int, name: str, shape: tuple) -> list[t
                 rows, at = (r * f, (r + 1) * f), index * f
             if int(np.prod(shape)) == 1:
                 out.append((r, fused, None, (0, 1), index))
+            elif suffix == "weight_zero_point":
+                # INT4 zero points are packed eight output rows per int32 row.
+                out.append((r, fused, 0, (rows[0] // 8, rows[1] // 8), at // 8))
             else:
                 out.append((r, fused, 0, rows, at))
         del members
@@ -169,12 +173,16 @@ def check_sharded(source_dir: Path, sharded_dir: Path) -> list[str]:
             if part.shape != expect.shape or not np.array_equal(part, expect):
                 problems.append(f"{name} -> rank {rank} {target}: bytes differ from the source")
             pc[...] = True
-    # weight_shape tensors hold the rank's own [rows, cols].
+    # weight_shape tensors hold the rank's own [rows, cols]; codes per int32 from num_bits.
+    groups = config["quantization_config"].get("config_groups", {}) if "quantization_config" in config else {}
+    bits = {g["weights"]["num_bits"] for g in groups.values()} or {8}
+    assert len(bits) == 1, f"mixed bit widths {bits}"
+    per_int32 = 32 // bits.pop()
     for rank, ts in ranks.items():
         for tname, t in ts.items():
             if tname.endswith(".weight_shape"):
                 packed = ts[tname[: -len("weight_shape")] + "weight_packed"]
-                want = [packed.shape[0], packed.shape[1] * 4]
+                want = [packed.shape[0], packed.shape[1] * per_int32]
                 got = t.ints().tolist()
                 if got != want:
                     problems.append(f"rank {rank} {tname}: {got}, the rank's weight is {want}")
@@ -197,7 +205,9 @@ def _dirs(env, name: str, source_scheme: str | None):
     return src, art
 
 
-@pytest.mark.parametrize("name,source", [("tp3-dense", None), ("tp3-int8", "int8-w8a16")])
+@pytest.mark.parametrize(
+    "name,source", [("tp3-dense", None), ("tp3-int8", "int8-w8a16"), ("tp3-int4", "int4-w4a16")]
+)
 def test_rank_files_reassemble_to_the_unsharded_tensors(env, name, source):
     src, art = _dirs(env, name, source)
     problems = check_sharded(src, art)

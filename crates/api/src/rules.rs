@@ -11,15 +11,18 @@
 //!   and for speculative decoding: its draft head is trained on the unsharded checkpoint
 //!   and travels with the rank files;
 //! - compilation and speculative decoding do not combine;
-//! - Neuron instances (`ml.inf*`, `ml.trn*`) take compilation only;
-//! - SmoothQuant (`OPTION_QUANTIZE=smoothquant`) only together with compilation.
+//! - Neuron instances (`ml.inf*`, `ml.trn*`) take compilation only.
+//!
+//! A rule SageMaker states that temper lifts: SmoothQuant (`OPTION_QUANTIZE=smoothquant`)
+//! only together with compilation, because SageMaker runs it in TensorRT-LLM's build; temper
+//! writes the SmoothQuant-scaled W8A8 checkpoint vLLM runs, so it needs no compilation.
 //!
 //! Rules of this crate, because a job could not mean anything else: at least one
 //! optimization, each technique at most once, tag keys unique (the model's own
 //! documentation says "Tag keys must be unique per resource").
 
 use crate::types::{CreateOptimizationJobRequest, OptimizationConfig};
-use crate::validate::{child_path, item_path, to_result, Violation};
+use crate::validate::{to_result, Violation};
 use crate::ApiError;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -84,7 +87,6 @@ pub(crate) fn violations(req: &CreateOptimizationJobRequest) -> Vec<Violation> {
             ));
         }
     }
-    out.extend(smoothquant_without_compilation(req, has(COMPILATION)));
     out.extend(duplicate_tag_keys(req));
     out
 }
@@ -103,53 +105,6 @@ fn duplicates<'a>(names: &[&'a str]) -> BTreeMap<&'a str, Vec<String>> {
     }
     seen.retain(|_, entries| entries.len() > 1);
     seen
-}
-
-/// SmoothQuant is TensorRT-LLM's scheme: SageMaker applies it only while compiling.
-/// The quantization entry's own `OverrideEnvironment` wins over the job-wide one.
-fn smoothquant_without_compilation(
-    req: &CreateOptimizationJobRequest,
-    has_compilation: bool,
-) -> Option<Violation> {
-    if has_compilation {
-        return None;
-    }
-    let (index, config) = req
-        .optimization_configs
-        .iter()
-        .enumerate()
-        .find(|(_, c)| c.member_name() == QUANTIZATION)?;
-    let override_value = config
-        .container()
-        .and_then(|c| c.override_environment.as_ref())
-        .and_then(|env| env.get("OPTION_QUANTIZE"));
-    let job_value = req
-        .optimization_environment
-        .as_ref()
-        .and_then(|env| env.get("OPTION_QUANTIZE"));
-    let path = match (override_value, job_value) {
-        (Some(_), _) => {
-            let entry = child_path(&item_path(CONFIGS, index), QUANTIZATION);
-            format!(
-                "{}.OPTION_QUANTIZE",
-                child_path(&entry, "OverrideEnvironment")
-            )
-        }
-        (None, Some(_)) => "optimizationEnvironment.OPTION_QUANTIZE".to_string(),
-        (None, None) => return None,
-    };
-    let value = override_value.or(job_value)?;
-    value.eq_ignore_ascii_case("smoothquant").then(|| {
-        Violation::new(
-            &path,
-            Some(&Value::from(value.as_str())),
-            format!(
-                "SmoothQuant quantization applies only together with {COMPILATION} \
-                 (TensorRT-LLM); add a {COMPILATION} or choose another OPTION_QUANTIZE \
-                 such as fp8"
-            ),
-        )
-    })
 }
 
 fn duplicate_tag_keys(req: &CreateOptimizationJobRequest) -> Vec<Violation> {

@@ -123,25 +123,15 @@ fn at_least_one_optimization() {
     );
 }
 
+/// SageMaker accepts SmoothQuant only with compilation (TensorRT-LLM); temper writes the
+/// W8A8 checkpoint vLLM runs, so it takes it alone too, set per entry or job-wide.
 #[test]
-fn smoothquant_needs_compilation() {
+fn smoothquant_without_compilation_is_accepted() {
     let sq = json!({"ModelQuantizationConfig": {"OverrideEnvironment": {"OPTION_QUANTIZE": "smoothquant"}}});
-    refused(
-        &request("ml.g5.12xlarge", json!([sq])),
-        &[
-            "Value 'smoothquant' at 'optimizationConfigs.1.member.modelQuantizationConfig.overrideEnvironment.OPTION_QUANTIZE'",
-            "SmoothQuant quantization applies only together with ModelCompilationConfig",
-        ],
-    );
+    assert!(parse(&request("ml.g5.12xlarge", json!([sq]))).is_ok());
     assert!(parse(&request("ml.g5.12xlarge", json!([sq, compile()]))).is_ok());
-    // Set job-wide, it counts as well; an override of the quantization entry wins.
     let mut v = request("ml.g5.12xlarge", json!([{"ModelQuantizationConfig": {}}]));
     v["OptimizationEnvironment"] = json!({"OPTION_QUANTIZE": "SmoothQuant"});
-    refused(
-        &v,
-        &["Value 'SmoothQuant' at 'optimizationEnvironment.OPTION_QUANTIZE'"],
-    );
-    v["OptimizationConfigs"] = json!([quant()]);
     assert!(parse(&v).is_ok());
 }
 

@@ -481,24 +481,37 @@ impl Planner {
                         },
                     )
                 }
-                // Block scales: one row per 128 weight rows.
-                "weight_scale" if t.shape.len() == 2 && t.shape[0] == full_rows.div_ceil(128) => {
-                    if !(rows[0].is_multiple_of(128)
-                        && (rows[1] - rows[0]).is_multiple_of(128)
-                        && at.is_multiple_of(128))
+                // Block scales (one row per 128 weight rows) and INT4 zero points (eight weight
+                // rows per int32 row): whole units per rank, or no split.
+                "weight_scale" | "weight_zero_point"
+                    if t.shape.len() == 2 && t.shape[0] == full_rows.div_ceil(unit(suffix)) =>
+                {
+                    let u = unit(suffix);
+                    if !(rows[0].is_multiple_of(u)
+                        && (rows[1] - rows[0]).is_multiple_of(u)
+                        && at.is_multiple_of(u)
+                        && fused_rows.is_multiple_of(u))
                     {
                         return Err(bad(format!(
-                            "block scales of shape {:?} cannot follow rows {}..{} on rank {rank}: \
-                             each rank's rows must be whole 128-row blocks",
-                            t.shape, rows[0], rows[1]
+                            "{} of shape {:?} cannot follow rows {}..{} on rank {rank}: each \
+                             rank's rows must be whole {u}-row units; choose a tensor-parallel \
+                             degree that keeps them whole",
+                            if u == 8 {
+                                "zero points packed eight rows per int32"
+                            } else {
+                                "block scales"
+                            },
+                            t.shape,
+                            rows[0],
+                            rows[1]
                         )));
                     }
                     (
-                        vec![fused_rows / 128, t.shape[1]],
+                        vec![fused_rows / u, t.shape[1]],
                         Content::Copy {
                             dim: Some(0),
-                            range: [rows[0] / 128, rows[1] / 128],
-                            at: at / 128,
+                            range: [rows[0] / u, rows[1] / u],
+                            at: at / u,
                         },
                     )
                 }
@@ -534,10 +547,13 @@ impl Planner {
             tensor: t.name.clone(),
             reason,
         };
-        // Columns of this tensor per weight column: 1 for weights, 1/4 packed, 1/g group
-        // scales, 1/128 block scales; `None` for tensors replicated on every rank.
+        // Columns of this tensor per weight column: 1 for weights, 1/4 or 1/8 packed, 1/g group
+        // scales and zero points, 1/128 block scales; `None` for tensors replicated on every
+        // rank.
         let split_cols = match suffix {
-            "weight" | "weight_packed" | "weight_scale" if t.shape.len() == 2 && t.shape[1] > 1 => {
+            "weight" | "weight_packed" | "weight_scale" | "weight_zero_point"
+                if t.shape.len() == 2 && t.shape[1] > 1 =>
+            {
                 let stored = t.shape[1];
                 if !cols.is_multiple_of(stored) {
                     return Err(bad(format!(
@@ -622,6 +638,16 @@ impl Planner {
             }
         }
         Ok(())
+    }
+}
+
+/// Weight rows per stored row of a column-parallel `suffix` stored in units: 128 for block
+/// scales, 8 for INT4 zero points (packed eight per int32 along the output dimension).
+fn unit(suffix: &str) -> usize {
+    if suffix == "weight_zero_point" {
+        8
+    } else {
+        128
     }
 }
 

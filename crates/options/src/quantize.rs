@@ -19,6 +19,9 @@ pub const OPTION_SMOOTHQUANT_ALPHA: &str = "OPTION_SMOOTHQUANT_ALPHA";
 /// Not an LMI option: `mse` searches each INT4 group's clip ratio for the least squared
 /// weight error instead of using the full range (`minmax`, the default).
 pub const OPTION_QUANT_SCALE_SEARCH: &str = "OPTION_QUANT_SCALE_SEARCH";
+/// Not an LMI option: GPTQ's column order, `weight` (by decreasing Hessian diagonal, grids
+/// fixed up front; llm-compressor's `actorder="weight"`, the default) or `none`.
+pub const OPTION_GPTQ_ACTORDER: &str = "OPTION_GPTQ_ACTORDER";
 
 /// The options this pass reads.
 pub const KEYS: &[&str] = &[
@@ -33,6 +36,7 @@ pub const KEYS: &[&str] = &[
     OPTION_INT4_ZERO_POINT,
     OPTION_SMOOTHQUANT_ALPHA,
     OPTION_QUANT_SCALE_SEARCH,
+    OPTION_GPTQ_ACTORDER,
 ];
 
 /// The method and default of `OPTION_QUANTIZE` when a job does not set it: SageMaker's (and
@@ -52,8 +56,8 @@ pub enum Method {
     /// activations, folded into the preceding norm or Linear, then round-to-nearest.
     Awq,
     /// GPTQ: columns quantized in order, each one's error spread over the rest through the
-    /// inverse Hessian of the calibration inputs.
-    Gptq,
+    /// inverse Hessian of the calibration inputs; `actorder`: most active inputs first.
+    Gptq { actorder: bool },
     /// SmoothQuant: activation outliers moved into the weights by per-channel scales
     /// `max|x|^alpha / max|w|^(1 - alpha)` before W8A8 quantization.
     SmoothQuant { alpha: f32 },
@@ -110,7 +114,7 @@ impl QuantizeOptions {
                     group: int4_group(OPTION_QUANT_GROUP_SIZE, group)?,
                     zero_point: env.bool(OPTION_INT4_ZERO_POINT, true)?,
                 },
-                Method::Gptq,
+                parse_gptq(env)?,
             ),
             "smoothquant" => (Scheme::W8A8, parse_smoothquant(env, group)?),
             "static_int8" => {
@@ -168,6 +172,27 @@ impl QuantizeOptions {
     pub fn needs_calibration(&self) -> bool {
         self.scheme.needs_calibration() || self.method != Method::RoundToNearest
     }
+}
+
+/// GPTQ's options besides the scheme.
+fn parse_gptq(env: &Env) -> Result<Method> {
+    let actorder =
+        match env
+            .get(OPTION_GPTQ_ACTORDER)
+            .map(|v| v.trim().to_ascii_lowercase())
+        {
+            None => true,
+            Some(v) if v == "weight" || v == "static" || v == "true" => true,
+            Some(v) if v == "none" || v == "false" => false,
+            Some(v) if v == "group" || v == "dynamic" => return Err(invalid(
+                OPTION_GPTQ_ACTORDER,
+                &v,
+                "`weight` (the default) or `none`; `group` ordering needs a g_idx tensor in the \
+                 checkpoint, which temper does not write",
+            )),
+            Some(v) => return Err(invalid(OPTION_GPTQ_ACTORDER, &v, "`weight` or `none`")),
+        };
+    Ok(Method::Gptq { actorder })
 }
 
 /// SmoothQuant writes W8A8 (per-channel weights, dynamic per-token activations, what vLLM

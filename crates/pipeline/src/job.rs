@@ -227,6 +227,23 @@ fn plan_speculative(
     Ok(pass)
 }
 
+/// The nearest existing directory at or above the output's parent, for scratch files.
+fn scratch_dir(output: &Path) -> PathBuf {
+    let mut dir = output.parent().unwrap_or(Path::new("."));
+    loop {
+        if dir.as_os_str().is_empty() {
+            return PathBuf::from(".");
+        }
+        if dir.is_dir() {
+            return dir.to_path_buf();
+        }
+        match dir.parent() {
+            Some(p) => dir = p,
+            None => return std::env::temp_dir(),
+        }
+    }
+}
+
 fn absolute(path: &Path) -> std::io::Result<PathBuf> {
     match path.canonicalize() {
         Ok(p) => Ok(p),
@@ -244,7 +261,7 @@ pub fn run_job(spec: &JobSpec, isa: Isa, sink: Sink, cancel: &Cancel) -> Result<
         if q.plan.options.needs_calibration() {
             let what = match q.plan.options.method {
                 Method::Awq => "AWQ",
-                Method::Gptq => "GPTQ",
+                Method::Gptq { .. } => "GPTQ",
                 Method::SmoothQuant { .. } => "SmoothQuant",
                 Method::RoundToNearest => "static FP8",
             };
@@ -267,9 +284,13 @@ pub fn run_job(spec: &JobSpec, isa: Isa, sink: Sink, cancel: &Cancel) -> Result<
                     q.plan.rewrites = found;
                     record_json(&r)
                 }
-                Method::Gptq => {
+                Method::Gptq { actorder } => {
                     sink(Event::Phase("gptq"));
-                    let (codes, r) = gptq::search(dir, samples, scheme, dtype, sink, cancel)?;
+                    // The codes wait beside the output (same disk as the artifact) until written.
+                    let scratch = scratch_dir(&output);
+                    let (codes, r) = gptq::search(
+                        dir, samples, scheme, dtype, actorder, &scratch, sink, cancel,
+                    )?;
                     q.plan.rewrites = codes;
                     record_json(&r)
                 }
@@ -557,7 +578,7 @@ fn record_json(r: &impl serde::Serialize) -> serde_json::Value {
 /// from fewer rows than about twice that width: say so, with what to do.
 fn gptq_data_warning(plan: &JobPlan, passes: &[PassOutput]) -> Option<String> {
     let q = plan.quantize.as_ref()?;
-    if q.plan.options.method != Method::Gptq {
+    if !matches!(q.plan.options.method, Method::Gptq { .. }) {
         return None;
     }
     let rows = passes

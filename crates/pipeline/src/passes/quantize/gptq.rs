@@ -7,15 +7,22 @@
 //! mean diagonal, dead inputs (zero diagonal) zeroed, the upper Cholesky factor of `H⁻¹`,
 //! blocks of 128 columns with the error of a block applied to the rest at once, and a group's
 //! grid (minmax, with zero points when asked) fixed when its first column is reached, from
-//! the weights as updated so far. No activation reordering (`actorder`): vLLM would need the
-//! `g_idx` tensor that temper does not write.
+//! the weights as updated so far.
 //!
-//! Calibration rows come from the unquantized model one layer at a time (`capture`); the
-//! chosen codes (one byte per weight) and grids are kept until the quantize pass writes them,
-//! so memory is the INT4 model plus one layer, not one layer.
+//! Activation order (`OPTION_GPTQ_ACTORDER=weight`, llm-compressor's `actorder="weight"`):
+//! columns are processed by decreasing Hessian diagonal (the most active inputs first, while
+//! the most columns remain to absorb their error), with every group's grid fixed up front from
+//! the original weights, so groups stay contiguous in the stored order and no `g_idx` is
+//! needed. The `group` ordering (grids fixed in the permuted order) would need `g_idx` in the
+//! checkpoint, which temper does not write; it is refused with the option.
+//!
+//! Calibration rows come from the unquantized model one layer at a time (`capture`). Each
+//! Linear's chosen codes (one byte per weight) go to an unlinked scratch file beside the output
+//! until the quantize pass writes that tensor, and only the grids (one per group) stay in
+//! memory: peak memory is one layer's weights, Hessians and calibration rows, not the model.
 
 use super::capture::{sampling, CalibrationData};
-use super::int4::{minmax_grid, FixedCodes, Grid};
+use super::int4::{minmax_grid, Codes, FixedCodes, Grid, Spill};
 use super::rewrite::{Rewrite, Rewrites};
 use crate::progress::{Cancel, Sink};
 use crate::samples::SampleWindows;
@@ -42,6 +49,8 @@ pub struct GptqRecord {
     pub rows_per_hessian: usize,
     pub damping: f64,
     pub block: usize,
+    /// Columns by decreasing Hessian diagonal, grids fixed up front (`weight` ordering).
+    pub actorder: bool,
     pub seconds: f64,
     pub modules: Vec<ModuleRecord>,
 }
@@ -56,12 +65,16 @@ pub struct ModuleRecord {
     pub dead_inputs: usize,
 }
 
-/// Runs GPTQ on every Linear of the model in `model_dir` with the calibration windows.
+/// Runs GPTQ on every Linear of the model in `model_dir` with the calibration windows; the
+/// codes are spilled to a scratch file in `scratch_dir`.
+#[allow(clippy::too_many_arguments)]
 pub fn search(
     model_dir: &Path,
     samples: &SampleWindows,
     scheme: Scheme,
     scale_dtype: Dtype,
+    actorder: bool,
+    scratch_dir: &Path,
     sink: Sink,
     cancel: &Cancel,
 ) -> Result<(Rewrites, GptqRecord)> {
@@ -75,6 +88,7 @@ pub fn search(
     let (stride, rows_per_hessian) = sampling(samples, HESSIAN_ROWS);
     let mut out = Rewrites::new();
     let mut modules = Vec::new();
+    let mut spill = Spill::create(scratch_dir)?;
     super::capture::for_each_layer(model_dir, samples, stride, sink, cancel, |_, layer, p| {
         for proj in layer.projections() {
             let recorded = proj.recorded_inputs().ok_or_else(|| {
@@ -110,10 +124,14 @@ pub fn search(
                     group,
                     zero_point,
                     scale_dtype,
+                    actorder,
                 };
-                let (fixed, loss, dead) = quantizer
+                let (mut fixed, loss, dead) = quantizer
                     .gptq(w, rows, cols, &h)
                     .map_err(|why| Error::Plan(format!("GPTQ on {module}: {why}")))?;
+                if let Codes::Memory(codes) = &fixed.codes {
+                    fixed.codes = spill.put(codes)?;
+                }
                 out.insert(
                     format!("{module}.weight"),
                     Rewrite {
@@ -135,17 +153,20 @@ pub fn search(
         rows_per_hessian,
         damping: DAMP,
         block: BLOCK,
+        actorder,
         seconds: started.elapsed().as_secs_f64(),
         modules,
     };
     Ok((out, record))
 }
 
-/// The INT4 grid GPTQ quantizes onto.
+/// The INT4 grid GPTQ quantizes onto, and the column order.
 pub struct Quantizer {
     pub group: usize,
     pub zero_point: bool,
     pub scale_dtype: Dtype,
+    /// Process columns by decreasing Hessian diagonal, grids fixed up front.
+    pub actorder: bool,
 }
 
 impl Quantizer {
@@ -160,20 +181,29 @@ impl Quantizer {
     ) -> std::result::Result<(FixedCodes, f64, usize), String> {
         let group = self.group;
         let groups = cols / group;
-        // Column-major working copy: column i is contiguous.
+        // Dead inputs (never active): their weights cannot matter, and they would make H
+        // singular.
+        let is_dead: Vec<bool> = (0..cols).map(|i| h[i * cols + i] == 0.0).collect();
+        let dead = is_dead.iter().filter(|&&d| d).count();
+        // perm[i] = the original column processed i-th.
+        let mut perm: Vec<usize> = (0..cols).collect();
+        if self.actorder {
+            perm.sort_by(|&a, &b| h[b * cols + b].total_cmp(&h[a * cols + a]));
+        }
+        // Column-major working copy in processing order: column i is contiguous.
         let mut wc = vec![0f32; rows * cols];
-        for r in 0..rows {
-            for c in 0..cols {
-                wc[c * rows + r] = w[r * cols + c];
+        for (i, &c) in perm.iter().enumerate() {
+            if !is_dead[c] {
+                for r in 0..rows {
+                    wc[i * rows + r] = w[r * cols + c];
+                }
             }
         }
-        let mut hm = DMatrix::<f64>::from_fn(cols, cols, |i, j| f64::from(h[i * cols + j]));
-        let mut dead = 0;
+        let mut hm =
+            DMatrix::<f64>::from_fn(cols, cols, |i, j| f64::from(h[perm[i] * cols + perm[j]]));
         for i in 0..cols {
-            if hm[(i, i)] == 0.0 {
+            if is_dead[perm[i]] {
                 hm[(i, i)] = 1.0;
-                wc[i * rows..(i + 1) * rows].fill(0.0);
-                dead += 1;
             }
         }
         let mean_diag = (0..cols).map(|i| hm[(i, i)]).sum::<f64>() / cols as f64;
@@ -189,12 +219,27 @@ impl Quantizer {
         let mut loss = 0f64;
         let mut column = vec![0f32; rows];
         let mut values = vec![0f32; group];
+        if self.actorder {
+            // Every grid from the original weights (dead inputs zeroed), before any update.
+            for r in 0..rows {
+                for g in 0..groups {
+                    for (k, v) in values.iter_mut().enumerate() {
+                        let c = g * group + k;
+                        *v = if is_dead[c] { 0.0 } else { w[r * cols + c] };
+                    }
+                    grids[r * groups + g] =
+                        minmax_grid(&values, self.zero_point, 1.0, self.scale_dtype);
+                }
+            }
+        }
         for b0 in (0..cols).step_by(BLOCK) {
             let b1 = (b0 + BLOCK).min(cols);
             // Errors of this block's columns, scaled by 1 / U_ii: [b1 - b0][rows].
             let mut errs = vec![0f32; (b1 - b0) * rows];
             for i in b0..b1 {
-                if i % group == 0 {
+                // Without reordering, a group's grid is fixed when GPTQ reaches its first
+                // column, from the weights as updated so far.
+                if !self.actorder && i % group == 0 {
                     let g = i / group;
                     for r in 0..rows {
                         for (k, v) in values.iter_mut().enumerate() {
@@ -204,14 +249,14 @@ impl Quantizer {
                             minmax_grid(&values, self.zero_point, 1.0, self.scale_dtype);
                     }
                 }
-                let g = i / group;
+                let g = perm[i] / group;
                 let d = u[(i, i)] as f32;
                 column.copy_from_slice(&wc[i * rows..(i + 1) * rows]);
                 let e = &mut errs[(i - b0) * rows..(i - b0 + 1) * rows];
                 for r in 0..rows {
                     let grid = grids[r * groups + g];
                     let code = grid.code(column[r], 1.0 / grid.scale);
-                    codes[r * cols + i] = code;
+                    codes[r * cols + perm[i]] = code;
                     let q = grid.value(code);
                     let err = (column[r] - q) / d;
                     loss += f64::from(err) * f64::from(err);
@@ -250,6 +295,7 @@ impl Quantizer {
                 }
             }
         }
+        let codes = Codes::Memory(codes);
         Ok((FixedCodes { codes, grids }, loss / 2.0, dead))
     }
 }
@@ -317,14 +363,6 @@ mod tests {
             .unwrap()
             .to_vec1()
             .unwrap();
-        let q = Quantizer {
-            group: 32,
-            zero_point: true,
-            scale_dtype: Dtype::F32,
-        };
-        let (fixed, _, dead) = q.gptq(&w, rows, cols, &h).unwrap();
-        assert_eq!(dead, 0);
-        assert!(fixed.codes.iter().all(|&c| c <= 15));
         let out_err = |deq: &dyn Fn(usize, usize) -> f32| -> f64 {
             let mut total = 0f64;
             for t in 0..n {
@@ -338,15 +376,27 @@ mod tests {
             }
             total
         };
-        let gptq = out_err(&|r, c| fixed.grids[r * 2 + c / 32].value(fixed.codes[r * cols + c]));
         let rtn = out_err(&|r, c| {
             let g = &w[r * cols + (c / 32) * 32..r * cols + (c / 32) * 32 + 32];
             let grid = minmax_grid(g, true, 1.0, Dtype::F32);
             grid.value(grid.code(w[r * cols + c], 1.0 / grid.scale))
         });
-        assert!(
-            gptq < 0.8 * rtn,
-            "GPTQ output error {gptq} vs round-to-nearest {rtn}"
-        );
+        for actorder in [false, true] {
+            let q = Quantizer {
+                group: 32,
+                zero_point: true,
+                scale_dtype: Dtype::F32,
+                actorder,
+            };
+            let (fixed, _, dead) = q.gptq(&w, rows, cols, &h).unwrap();
+            assert_eq!(dead, 0);
+            let codes = fixed.codes.load().unwrap();
+            assert!(codes.iter().all(|&c| c <= 15));
+            let gptq = out_err(&|r, c| fixed.grids[r * 2 + c / 32].value(codes[r * cols + c]));
+            assert!(
+                gptq < 0.8 * rtn,
+                "GPTQ (actorder {actorder}) output error {gptq} vs round-to-nearest {rtn}"
+            );
+        }
     }
 }

@@ -165,8 +165,88 @@ impl GridChoice for Clipped<'_> {
 /// and the grid of every row's groups (`rows x groups`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FixedCodes {
-    pub codes: Vec<u8>,
+    pub codes: Codes,
     pub grids: Vec<Grid>,
+}
+
+/// Where [`FixedCodes`] keeps its codes: in memory, or in a scratch file until the tensor is
+/// written, so that a calibrated run holds one layer's codes, not the model's.
+#[derive(Debug, Clone)]
+pub enum Codes {
+    Memory(Vec<u8>),
+    /// `len` codes at `offset` of a scratch file (unlinked: it goes away with the process).
+    Spilled {
+        file: std::sync::Arc<std::fs::File>,
+        offset: u64,
+        len: usize,
+    },
+}
+
+impl PartialEq for Codes {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Codes::Memory(a), Codes::Memory(b)) => a == b,
+            (
+                Codes::Spilled { file, offset, len },
+                Codes::Spilled {
+                    file: f2,
+                    offset: o2,
+                    len: l2,
+                },
+            ) => std::sync::Arc::ptr_eq(file, f2) && offset == o2 && len == l2,
+            _ => false,
+        }
+    }
+}
+
+impl Codes {
+    /// The codes, read back from the scratch file when spilled.
+    pub fn load(&self) -> std::io::Result<std::borrow::Cow<'_, [u8]>> {
+        match self {
+            Codes::Memory(v) => Ok(std::borrow::Cow::Borrowed(v)),
+            Codes::Spilled { file, offset, len } => {
+                use std::os::unix::fs::FileExt;
+                let mut v = vec![0u8; *len];
+                file.read_exact_at(&mut v, *offset)?;
+                Ok(std::borrow::Cow::Owned(v))
+            }
+        }
+    }
+}
+
+/// An append-only scratch file for [`Codes::Spilled`].
+pub struct Spill {
+    file: std::sync::Arc<std::fs::File>,
+    dir: std::path::PathBuf,
+    end: u64,
+}
+
+impl Spill {
+    /// An unlinked temporary file in `dir` (removed by the OS when the process ends, whatever
+    /// happens to the job).
+    pub fn create(dir: &std::path::Path) -> Result<Spill> {
+        let file = tempfile::tempfile_in(dir).map_err(|e| temper_core::Error::io(dir, e))?;
+        Ok(Spill {
+            file: std::sync::Arc::new(file),
+            dir: dir.to_path_buf(),
+            end: 0,
+        })
+    }
+
+    /// Appends `codes` and says where they are.
+    pub fn put(&mut self, codes: &[u8]) -> Result<Codes> {
+        use std::os::unix::fs::FileExt;
+        self.file
+            .write_all_at(codes, self.end)
+            .map_err(|e| temper_core::Error::io(&self.dir, e))?;
+        let at = Codes::Spilled {
+            file: self.file.clone(),
+            offset: self.end,
+            len: codes.len(),
+        };
+        self.end += codes.len() as u64;
+        Ok(at)
+    }
 }
 
 /// Quantizes one `[rows, cols]` weight to pack-quantized INT4 with groups of `group` columns:
@@ -190,6 +270,26 @@ pub fn quantize_int4(
         });
     }
     let groups = cols / group;
+    let fixed_codes = fixed
+        .map(|f| f.codes.load())
+        .transpose()
+        .map_err(|e| Error::Tensor {
+            path: input.file.to_path_buf(),
+            tensor: input.name.to_string(),
+            reason: format!("reading its GPTQ codes back from the scratch file failed: {e}"),
+        })?;
+    if let Some(stored) = &fixed_codes {
+        if stored.len() != rows * cols {
+            return Err(Error::Tensor {
+                path: input.file.to_path_buf(),
+                tensor: input.name.to_string(),
+                reason: format!(
+                    "GPTQ chose {} codes for its {rows} x {cols} weights",
+                    stored.len()
+                ),
+            });
+        }
+    }
     // Per row: stored codes, grids, error sums.
     let per_row: Vec<(Vec<u8>, Vec<Grid>, RowError)> = (0..rows)
         .into_par_iter()
@@ -215,14 +315,14 @@ pub fn quantize_int4(
                 for g in 0..groups {
                     let span = g * group..(g + 1) * group;
                     let values = &source[span.clone()];
-                    let grid = match fixed {
-                        Some(f) => {
+                    let grid = match (fixed, &fixed_codes) {
+                        (Some(f), Some(stored)) => {
                             let base = row * cols;
                             codes[span.clone()]
-                                .copy_from_slice(&f.codes[base + span.start..base + span.end]);
+                                .copy_from_slice(&stored[base + span.start..base + span.end]);
                             f.grids[row * groups + g]
                         }
-                        None => {
+                        _ => {
                             let grid = choice.grid(row, g, values);
                             let inv = 1.0 / grid.scale;
                             for (c, &v) in codes[span.clone()].iter_mut().zip(values) {
