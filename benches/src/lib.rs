@@ -82,6 +82,11 @@ impl SyntheticModel {
             "rms_norm_eps": 1e-5, "torch_dtype": "bfloat16", "tie_word_embeddings": false,
         });
         std::fs::write(dir.join("config.json"), config.to_string()).expect("write config");
+        std::fs::write(
+            dir.join("tokenizer.json"),
+            byte_tokenizer_json().to_string(),
+        )
+        .expect("write tokenizer");
         let specs = self.tensors();
         let writer = ShardedWriter::create(dir, &specs, 2 << 30).expect("create shards");
         let mut seed = 0x2545F4914F6CDD1Du64;
@@ -109,6 +114,38 @@ impl SyntheticModel {
             .max()
             .unwrap_or(0)
     }
+}
+
+/// A byte-level BPE tokenizer with no merges: one token per byte (ids 0..256, GPT-2's byte to
+/// character mapping), so that the calibrated methods can tokenize text for a synthetic model
+/// of any vocabulary of at least 256.
+pub fn byte_tokenizer_json() -> serde_json::Value {
+    let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || b >= 174;
+    let mut extra = 0;
+    let mut vocab = serde_json::Map::new();
+    for b in 0u32..256 {
+        let c = if printable(b) {
+            b
+        } else {
+            extra += 1;
+            255 + extra
+        };
+        let c = char::from_u32(c).expect("a valid char");
+        vocab.insert(c.to_string(), serde_json::json!(b));
+    }
+    let byte_level = serde_json::json!({
+        "type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true
+    });
+    serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": byte_level, "post_processor": null,
+        "decoder": byte_level,
+        "model": {
+            "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+            "vocab": vocab, "merges": []
+        }
+    })
 }
 
 /// Deterministic, roughly normal weights (a sum of three xorshift uniforms), `base` times 1-7

@@ -2,9 +2,11 @@
 //! size of its largest tensor and of the whole model; and its wall time beside a plain
 //! copy (with fsync) of the same files, measured in the same run.
 //!
-//! Usage: cargo run --release -p temper-benches --bin peak_rss -- [LAYERS] [JOB]
-//! (default 12 layers of Llama-2-7B shapes, about 5 GB of bf16; JOB fp8, int8, shard (tensor
-//! parallel 8) or fp8+shard).
+//! Usage: cargo run --release -p temper-benches --bin peak_rss -- [LAYERS] [JOB] [FLAGS...]
+//! (default 12 layers of Llama-2-7B shapes, about 5 GB of bf16; JOB fp8, int8, awq, gptq,
+//! int4, shard (tensor parallel 8) or fp8+shard; FLAGS go to `optimize` as they are, e.g.
+//! `--env OPTION_CALIB_SIZE=2`). The model has a byte-level tokenizer, so the calibrated
+//! methods run on it (on the built-in sample text unless FLAGS say otherwise).
 //! Needs `target/release/optimize` (cargo build --release --bin optimize).
 
 use std::process::Command;
@@ -49,6 +51,7 @@ fn main() {
             "ml.p4de.24xlarge",
         ])
         .args(&job)
+        .args(args)
         .args(["--output", out.to_str().unwrap(), "--json"])
         .output()
         .expect("optimize runs");

@@ -15,8 +15,10 @@
 //!
 //! Layer by layer: the calibration windows go through the source model one layer at a time
 //! (`run_layers`), each layer's Linears keep a sample of their input rows, the layer's mappings
-//! are searched, and only the scales (one float per channel) are kept. Memory is one layer plus
-//! the windows' hidden states plus the sampled rows.
+//! are searched, and only the scales (one float per channel) and clip ratios (one per group)
+//! are kept. The searches widen the weights to f32 [`ROW_BLOCK`] rows at a time and measure
+//! the output error as `x (W - Q(W))ᵀ` directly (no reference outputs kept), so memory is one
+//! layer in its stored dtype, the windows' hidden states, the sampled rows and a block.
 
 use super::capture::{sampling, CalibrationData};
 use super::int4::{clip_ratios, fake_quantize_group, minmax_grid};
@@ -40,6 +42,9 @@ const SEARCH_ROWS: usize = 1024;
 
 /// Input rows used by the clip search (the first ones of the sample).
 const CLIP_ROWS: usize = 256;
+
+/// Weight rows widened to f32 at a time by the searches (a 11008-column block is 22 MB).
+const ROW_BLOCK: usize = 512;
 
 /// What the search found, for the manifest.
 #[derive(Debug, Clone, Serialize)]
@@ -162,7 +167,6 @@ impl Searcher {
             ))
         })?;
         let cols = consumer.parts[0].cols();
-        let weights = super::capture::projection_weights(consumer);
         let group = match self.scheme.fit_columns(cols) {
             Scheme::W4A16 { group, .. } if cols.is_multiple_of(group) => group,
             _ => {
@@ -175,24 +179,23 @@ impl Searcher {
         let x = &recorded.rows;
         let n = x.len() / cols;
         let search = Search {
-            weights: &weights,
+            consumer,
             cols,
             group,
             zero_point: self.zero_point,
             scale_dtype: self.scale_dtype,
             x: Tensor::from_slice(x, (n, cols), &Device::Cpu)?,
         };
-        let reference = search.outputs(&weights)?;
         let identity = vec![1f32; cols];
-        let mse_rtn = search.loss(&identity, &reference)?;
+        let mse_rtn = search.loss(&identity)?;
         let x_mean = recorded.abs_mean();
-        let w_mean = group_normalised_mean(&weights, cols, group);
+        let w_mean = search.group_normalised_mean();
         let mut best: Option<(f32, Vec<f32>, f64)> = None;
         let steps = if producer.is_some() { GRID } else { 0 };
         for step in 0..steps {
             let alpha = step as f32 / GRID as f32;
             let s = duo_scales(&x_mean, &w_mean, alpha);
-            let loss = search.loss(&s, &reference)?;
+            let loss = search.loss(&s)?;
             if loss.is_finite() && best.as_ref().is_none_or(|b| loss < b.2) {
                 best = Some((alpha, s, loss));
             }
@@ -210,9 +213,8 @@ impl Searcher {
             .iter()
             .zip(super::capture::module_rows(consumer, &self.params))
         {
-            let w = &weights[offset * cols..(offset + lin) * cols];
+            let clip = search.clip_ratios(offset, offset + lin, &s_or_one)?;
             offset += lin;
-            let clip = search.clip_ratios(w, &s_or_one)?;
             rewrites.push((
                 format!("{module}.weight"),
                 Rewrite {
@@ -246,9 +248,10 @@ impl Searcher {
     }
 }
 
-/// One mapping's search state: the consumer's f32 weights and the sampled inputs.
+/// One mapping's search state: the consumer (its weights in their stored format) and the
+/// sampled inputs.
 struct Search<'a> {
-    weights: &'a [f32],
+    consumer: &'a Projection,
     cols: usize,
     group: usize,
     zero_point: bool,
@@ -257,18 +260,18 @@ struct Search<'a> {
 }
 
 impl Search<'_> {
-    /// `x Wᵀ` for row-major `w` (`[rows, cols]`).
-    fn outputs(&self, w: &[f32]) -> Result<Tensor> {
-        let rows = w.len() / self.cols;
-        let w = Tensor::from_slice(w, (rows, self.cols), &Device::Cpu)?;
-        Ok(self.x.matmul(&w.t()?)?)
+    /// Blocks of at most [`ROW_BLOCK`] rows `(r0, r1)` covering rows `r0..r1`.
+    fn blocks(r0: usize, r1: usize) -> impl Iterator<Item = (usize, usize)> {
+        (r0..r1)
+            .step_by(ROW_BLOCK)
+            .map(move |b| (b, (b + ROW_BLOCK).min(r1)))
     }
 
-    /// Per row and group of `w diag(s)`: the clip ratio (1.0, 0.95, ...) whose quantization
-    /// error, seen through the sampled inputs `x diag(1/s)` of that group, is smallest.
-    fn clip_ratios(&self, w: &[f32], s: &[f32]) -> Result<Vec<f32>> {
+    /// Per row and group of `w diag(s)` (`w` rows `r0..r1` of the consumer): the clip ratio
+    /// (1.0, 0.95, ...) whose quantization error, seen through the sampled inputs
+    /// `x diag(1/s)` of that group, is smallest.
+    fn clip_ratios(&self, r0: usize, r1: usize, s: &[f32]) -> Result<Vec<f32>> {
         let (cols, group) = (self.cols, self.group);
-        let rows = w.len() / cols;
         let groups = cols / group;
         let n = self.x.dim(0)?.min(CLIP_ROWS);
         let inv: Vec<f32> = s.iter().map(|v| 1.0 / v).collect();
@@ -277,31 +280,36 @@ impl Search<'_> {
             (1, cols),
             &Device::Cpu,
         )?)?;
-        let scaled: Vec<f32> = w
-            .chunks_exact(cols)
-            .flat_map(|row| row.iter().zip(s).map(|(a, b)| a * b).collect::<Vec<_>>())
-            .collect();
-        let mut best = vec![(f32::INFINITY, 1.0f32); rows * groups];
-        for g in 0..groups {
-            let xg = x.narrow(1, g * group, group)?;
-            for clip in clip_ratios() {
-                // Quantization error of every row's group g at this clip ratio.
-                let mut err = vec![0f32; rows * group];
-                err.par_chunks_mut(group)
-                    .zip(scaled.par_chunks(cols))
-                    .for_each(|(e, row)| {
-                        let values = &row[g * group..(g + 1) * group];
-                        let grid = minmax_grid(values, self.zero_point, clip, self.scale_dtype);
-                        fake_quantize_group(values, grid, e);
-                        e.iter_mut().zip(values).for_each(|(q, v)| *q = v - *q);
-                    });
-                let e = Tensor::from_vec(err, (rows, group), &Device::Cpu)?;
-                let out = xg.matmul(&e.t()?)?; // [n, rows]
-                let per_row = out.sqr()?.sum(0)?.to_vec1::<f32>()?;
-                for (r, &v) in per_row.iter().enumerate() {
-                    let slot = &mut best[r * groups + g];
-                    if v < slot.0 {
-                        *slot = (v, clip);
+        let xg: Vec<Tensor> = (0..groups)
+            .map(|g| x.narrow(1, g * group, group))
+            .collect::<candle_core::Result<_>>()?;
+        let mut best = vec![(f32::INFINITY, 1.0f32); (r1 - r0) * groups];
+        for (b0, b1) in Self::blocks(r0, r1) {
+            let mut scaled = super::capture::weight_rows(self.consumer, b0, b1);
+            scaled.par_chunks_mut(cols).for_each(|row| {
+                row.iter_mut().zip(s).for_each(|(a, b)| *a *= b);
+            });
+            let rows = b1 - b0;
+            for (g, xg) in xg.iter().enumerate() {
+                for clip in clip_ratios() {
+                    // Quantization error of every row's group g at this clip ratio.
+                    let mut err = vec![0f32; rows * group];
+                    err.par_chunks_mut(group)
+                        .zip(scaled.par_chunks(cols))
+                        .for_each(|(e, row)| {
+                            let values = &row[g * group..(g + 1) * group];
+                            let grid = minmax_grid(values, self.zero_point, clip, self.scale_dtype);
+                            fake_quantize_group(values, grid, e);
+                            e.iter_mut().zip(values).for_each(|(q, v)| *q = v - *q);
+                        });
+                    let e = Tensor::from_vec(err, (rows, group), &Device::Cpu)?;
+                    let out = xg.matmul(&e.t()?)?; // [n, rows]
+                    let per_row = out.sqr()?.sum(0)?.to_vec1::<f32>()?;
+                    for (r, &v) in per_row.iter().enumerate() {
+                        let slot = &mut best[(b0 - r0 + r) * groups + g];
+                        if v < slot.0 {
+                            *slot = (v, clip);
+                        }
                     }
                 }
             }
@@ -309,15 +317,17 @@ impl Search<'_> {
         Ok(best.into_iter().map(|(_, c)| c).collect())
     }
 
-    /// Mean squared error of the outputs with `W diag(s)` quantized and `diag(1/s)` applied.
-    fn loss(&self, s: &[f32], reference: &Tensor) -> Result<f64> {
+    /// Mean squared error of the outputs with `W diag(s)` quantized and `diag(1/s)` applied:
+    /// `mean (x (W - Q)ᵀ)²`, a block of rows at a time.
+    fn loss(&self, s: &[f32]) -> Result<f64> {
         let (cols, group) = (self.cols, self.group);
-        let mut q = vec![0f32; self.weights.len()];
-        q.par_chunks_mut(cols)
-            .zip(self.weights.par_chunks(cols))
-            .for_each_init(
-                || vec![0f32; group],
-                |scaled, (out, row)| {
+        let rows = super::capture::projection_rows(self.consumer);
+        let mut total = 0f64;
+        for (b0, b1) in Self::blocks(0, rows) {
+            let mut w = super::capture::weight_rows(self.consumer, b0, b1);
+            w.par_chunks_mut(cols).for_each_init(
+                || (vec![0f32; group], vec![0f32; group]),
+                |(scaled, q), row| {
                     for g in 0..cols / group {
                         let span = g * group..(g + 1) * group;
                         for ((v, &w), &sc) in scaled
@@ -328,22 +338,40 @@ impl Search<'_> {
                             *v = w * sc;
                         }
                         let grid = minmax_grid(scaled, self.zero_point, 1.0, self.scale_dtype);
-                        fake_quantize_group(scaled, grid, &mut out[span.clone()]);
-                        for (o, &sc) in out[span].iter_mut().zip(&s[g * group..(g + 1) * group]) {
-                            *o /= sc;
+                        fake_quantize_group(scaled, grid, q);
+                        // The error of each weight: w - q / s.
+                        for ((w, &qv), &sc) in
+                            row[span.clone()].iter_mut().zip(q.iter()).zip(&s[span])
+                        {
+                            *w -= qv / sc;
                         }
                     }
                 },
             );
-        let diff = (self.outputs(&q)? - reference)?;
-        Ok(f64::from(diff.sqr()?.mean_all()?.to_scalar::<f32>()?))
+            let e = Tensor::from_vec(w, (b1 - b0, cols), &Device::Cpu)?;
+            let out = self.x.matmul(&e.t()?)?;
+            total += f64::from(out.sqr()?.sum_all()?.to_scalar::<f32>()?);
+        }
+        let n = self.x.dim(0)?;
+        Ok(total / (n * rows).max(1) as f64)
+    }
+
+    /// Mean over rows of `|w| / max |w| of its group` per column.
+    fn group_normalised_mean(&self) -> Vec<f32> {
+        let rows = super::capture::projection_rows(self.consumer);
+        let mut sum = vec![0f64; self.cols];
+        for (b0, b1) in Self::blocks(0, rows) {
+            let w = super::capture::weight_rows(self.consumer, b0, b1);
+            add_group_normalised(&w, self.cols, self.group, &mut sum);
+        }
+        sum.iter()
+            .map(|&s| (s / rows.max(1) as f64) as f32)
+            .collect()
     }
 }
 
-/// Mean over rows of `|w| / max |w| of its group` per column.
-fn group_normalised_mean(w: &[f32], cols: usize, group: usize) -> Vec<f32> {
-    let rows = w.len() / cols;
-    let mut sum = vec![0f64; cols];
+/// Adds `|w| / max |w| of its group` of every row of `w` to `sum` per column.
+fn add_group_normalised(w: &[f32], cols: usize, group: usize, sum: &mut [f64]) {
     for row in w.chunks_exact(cols) {
         for (g, part) in row.chunks_exact(group).enumerate() {
             let max = part.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -354,9 +382,6 @@ fn group_normalised_mean(w: &[f32], cols: usize, group: usize) -> Vec<f32> {
             }
         }
     }
-    sum.iter()
-        .map(|&s| (s / rows.max(1) as f64) as f32)
-        .collect()
 }
 
 /// `s = x̄^α / (w̄^(1-α) + 1e-4)` (floored at 1e-4), divided by `sqrt(max s * min s)`.
@@ -398,7 +423,8 @@ mod tests {
     #[test]
     fn group_mean_is_relative_to_the_group_maximum() {
         let w = [1.0f32, -2.0, 4.0, 4.0, 0.0, 0.0, 0.0, 0.0];
-        let m = group_normalised_mean(&w, 4, 2);
-        assert_eq!(m, vec![0.25, 0.5, 0.5, 0.5]);
+        let mut sum = vec![0f64; 4];
+        add_group_normalised(&w, 4, 2, &mut sum);
+        assert_eq!(sum, vec![0.5, 1.0, 1.0, 1.0]);
     }
 }

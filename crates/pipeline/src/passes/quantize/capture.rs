@@ -84,19 +84,27 @@ pub fn for_each_layer(
     Ok(params)
 }
 
-/// A projection's f32 weights, row-major, its parts' rows one after another.
-pub fn projection_weights(p: &temper_runtime::layer::Projection) -> Vec<f32> {
+/// Rows `r0..r1` of a projection's weights in f32, row-major, its parts' rows one after
+/// another (a fused projection's modules in order). The calibrated searches widen a block of
+/// rows at a time, so they never hold a whole projection in f32.
+pub fn weight_rows(p: &temper_runtime::layer::Projection, r0: usize, r1: usize) -> Vec<f32> {
     let cols = p.parts[0].cols();
-    p.parts
-        .iter()
-        .flat_map(|lin| {
-            let mut rows = vec![0f32; lin.rows() * cols];
-            for (r, row) in rows.chunks_exact_mut(cols).enumerate() {
-                lin.matrix().row(r, row);
-            }
-            rows
-        })
-        .collect()
+    let mut out = vec![0f32; (r1 - r0) * cols];
+    let mut base = 0;
+    for lin in &p.parts {
+        let (lo, hi) = (r0.max(base), r1.min(base + lin.rows()));
+        for r in lo..hi {
+            let at = (r - r0) * cols;
+            lin.matrix().row(r - base, &mut out[at..at + cols]);
+        }
+        base += lin.rows();
+    }
+    out
+}
+
+/// All output rows of a projection (its parts together).
+pub fn projection_rows(p: &temper_runtime::layer::Projection) -> usize {
+    p.parts.iter().map(|l| l.rows()).sum()
 }
 
 /// Output rows of each module of a projection, in module order (a fused projection holds

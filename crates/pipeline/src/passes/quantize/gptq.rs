@@ -111,14 +111,14 @@ pub fn search(
             let x = Tensor::from_slice(&recorded.rows, (n, cols), &Device::Cpu)?;
             let h = x.t()?.matmul(&x)?.affine(2.0 / n.max(1) as f64, 0.0)?;
             let h: Vec<f32> = h.flatten_all()?.to_vec1()?;
-            let weights = super::capture::projection_weights(proj);
             let mut offset = 0;
             for (module, rows) in proj
                 .modules
                 .iter()
                 .zip(super::capture::module_rows(proj, p))
             {
-                let w = &weights[offset * cols..(offset + rows) * cols];
+                // One module's weights in f32 at a time.
+                let w = &super::capture::weight_rows(proj, offset, offset + rows);
                 offset += rows;
                 let quantizer = Quantizer {
                     group,

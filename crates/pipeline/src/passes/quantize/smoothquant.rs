@@ -91,11 +91,15 @@ fn smooth(
         ))
     })?;
     let cols = consumer.parts[0].cols();
-    let weights = super::capture::projection_weights(consumer);
+    // The largest |w| per input column, a block of rows at a time.
+    let rows = super::capture::projection_rows(consumer);
     let mut w_max = vec![0f32; cols];
-    for row in weights.chunks_exact(cols) {
-        for (m, &v) in w_max.iter_mut().zip(row) {
-            *m = m.max(v.abs());
+    for b0 in (0..rows).step_by(1024) {
+        let block = super::capture::weight_rows(consumer, b0, (b0 + 1024).min(rows));
+        for row in block.chunks_exact(cols) {
+            for (m, &v) in w_max.iter_mut().zip(row) {
+                *m = m.max(v.abs());
+            }
         }
     }
     let s = scales(&recorded.abs_max, &w_max, alpha);
