@@ -383,11 +383,22 @@ impl LayerSource {
             let l = self.linear("lm_head".into(), p.vocab_size, p.hidden_size)?;
             (Some(embed), projection(vec![l], &self.opts)?)
         };
-        Ok(Head {
+        let head = Head {
             embed,
             norm: norm(&self.ckpt, "model.norm.weight", p.hidden_size)?,
             lm_head,
-        })
+        };
+        // The copies are loaded: hand the mapped pages back (as `layer` does), or they stay
+        // resident beside them (a 7B model's embedding and LM head: another 0.5 GB).
+        for e in self
+            .ckpt
+            .tensors()
+            .iter()
+            .filter(|e| !e.name.starts_with("model.layers."))
+        {
+            self.ckpt.release(e);
+        }
+        Ok(head)
     }
 }
 
