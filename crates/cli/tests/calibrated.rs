@@ -87,25 +87,23 @@ fn awq_and_gptq_beat_round_to_nearest_on_the_same_held_out_text() {
     let data = workspace().join(".cache/assets/ShareGPT_V3_unfiltered_cleaned_split.json");
     assert!(data.exists(), "run scripts/fetch-assets.sh first");
     let dir = tempfile::tempdir().unwrap();
-    let run_method = |method: &str| -> Value {
-        let out = dir.path().join(method);
-        let o = quantize(
-            smollm2(),
-            "ml.g6.xlarge",
-            &out,
-            &[
-                "--quantize",
-                method,
-                "--json",
-                "--calib-data",
-                data.to_str().unwrap(),
-                "--env",
-                "OPTION_CALIB_SIZE=32",
-            ],
-        );
-        assert!(o.status.success(), "{method}: {}", stderr(&o));
+    let run_with = |name: &str, method: &str, extra: &[&str]| -> Value {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            "--quantize",
+            method,
+            "--json",
+            "--calib-data",
+            data.to_str().unwrap(),
+            "--env",
+            "OPTION_CALIB_SIZE=32",
+        ];
+        args.extend_from_slice(extra);
+        let o = quantize(smollm2(), "ml.g6.xlarge", &out, &args);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
         serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap()
     };
+    let run_method = |method: &str| run_with(method, method, &[]);
     let (rtn, awq, gptq) = (run_method("int4"), run_method("awq"), run_method("gptq"));
     let kl = |m: &Value| m["evaluation"]["mean_kl"].as_f64().unwrap();
     let ppl = |m: &Value| m["evaluation"]["perplexity_change"].as_f64().unwrap();
@@ -155,12 +153,31 @@ fn awq_and_gptq_beat_round_to_nearest_on_the_same_held_out_text() {
     // GPTQ leaves norms alone and reports every Linear.
     let gptq_record = &gptq["passes"][0]["options"]["calibration"];
     assert_eq!(gptq_record["modules"].as_array().unwrap().len(), 30 * 7);
+    assert_eq!(gptq_record["actorder"], true);
     let artifact = Checkpoint::open(&dir.path().join("gptq")).unwrap();
     let norm = "model.layers.3.input_layernorm.weight";
     assert_eq!(
         artifact.bytes(artifact.get(norm).unwrap()),
         source.bytes(source.get(norm).unwrap())
     );
+    // GPTQ W8A16 (per channel) against round-to-nearest INT8 W8A16, same data.
+    let int8 = run_with("int8", "int8", &[]);
+    let gptq8 = run_with(
+        "gptq8",
+        "gptq",
+        &["--env", "OPTION_GPTQ_WEIGHT_BIT_WIDTH=8"],
+    );
+    assert_eq!(gptq8["passes"][0]["options"]["calibration"]["bits"], 8);
+    assert!(
+        kl(&gptq8) < 0.75 * kl(&int8),
+        "GPTQ W8A16 KL {} vs round-to-nearest INT8 {}",
+        kl(&gptq8),
+        kl(&int8)
+    );
+    let artifact = Checkpoint::open(&dir.path().join("gptq8")).unwrap();
+    let config = &artifact.config.raw["quantization_config"];
+    assert_eq!(config["format"], "pack-quantized");
+    assert_eq!(config["config_groups"]["group_0"]["weights"]["num_bits"], 8);
 }
 
 #[test]

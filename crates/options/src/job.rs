@@ -369,6 +369,35 @@ mod tests {
     }
 
     #[test]
+    fn gptq_bits_and_activation_order() {
+        use crate::quantize::Method;
+        let q = quantize(&[("OPTION_QUANTIZE", "gptq")]).unwrap();
+        let q = q.quantize().unwrap();
+        assert_eq!(q.method, Method::Gptq { actorder: true });
+        assert!(matches!(q.scheme, Scheme::W4A16 { group: 128, .. }));
+        let q = quantize(&[
+            ("OPTION_QUANTIZE", "gptq"),
+            ("OPTION_GPTQ_WEIGHT_BIT_WIDTH", "8"),
+            ("OPTION_GPTQ_ACTORDER", "none"),
+        ])
+        .unwrap();
+        let q = q.quantize().unwrap();
+        assert_eq!(q.method, Method::Gptq { actorder: false });
+        assert_eq!(q.scheme, Scheme::W8A16 { group: None });
+        for (option, value) in [
+            ("OPTION_GPTQ_WEIGHT_BIT_WIDTH", "3"),
+            ("OPTION_GPTQ_ACTORDER", "group"),
+            ("OPTION_GPTQ_ACTORDER", "sideways"),
+        ] {
+            let err = quantize(&[("OPTION_QUANTIZE", "gptq"), (option, value)])
+                .map(|_| ())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(option) && err.contains(value), "{err}");
+        }
+    }
+
+    #[test]
     fn awq_is_the_default_method() {
         let o = quantize(&[]).unwrap();
         let q = o.quantize().unwrap();

@@ -22,6 +22,9 @@ pub const OPTION_QUANT_SCALE_SEARCH: &str = "OPTION_QUANT_SCALE_SEARCH";
 /// Not an LMI option: GPTQ's column order, `weight` (by decreasing Hessian diagonal, grids
 /// fixed up front; llm-compressor's `actorder="weight"`, the default) or `none`.
 pub const OPTION_GPTQ_ACTORDER: &str = "OPTION_GPTQ_ACTORDER";
+/// Not an LMI option (named after `OPTION_AWQ_WEIGHT_BIT_WIDTH`): GPTQ's weight bits, 4 (W4A16,
+/// the default) or 8 (W8A16, per channel unless `OPTION_QUANT_GROUP_SIZE`).
+pub const OPTION_GPTQ_WEIGHT_BIT_WIDTH: &str = "OPTION_GPTQ_WEIGHT_BIT_WIDTH";
 
 /// The options this pass reads.
 pub const KEYS: &[&str] = &[
@@ -37,6 +40,7 @@ pub const KEYS: &[&str] = &[
     OPTION_SMOOTHQUANT_ALPHA,
     OPTION_QUANT_SCALE_SEARCH,
     OPTION_GPTQ_ACTORDER,
+    OPTION_GPTQ_WEIGHT_BIT_WIDTH,
 ];
 
 /// The method and default of `OPTION_QUANTIZE` when a job does not set it: SageMaker's (and
@@ -109,13 +113,7 @@ impl QuantizeOptions {
                 Method::RoundToNearest,
             ),
             "awq" => (parse_awq_scheme(env)?, Method::Awq),
-            "gptq" => (
-                Scheme::W4A16 {
-                    group: int4_group(OPTION_QUANT_GROUP_SIZE, group)?,
-                    zero_point: env.bool(OPTION_INT4_ZERO_POINT, true)?,
-                },
-                parse_gptq(env)?,
-            ),
+            "gptq" => (parse_gptq_scheme(env, group)?, parse_gptq(env)?),
             "smoothquant" => (Scheme::W8A8, parse_smoothquant(env, group)?),
             "static_int8" => {
                 return Err(invalid(
@@ -171,6 +169,22 @@ impl QuantizeOptions {
     /// Whether the job must run calibration data through the model before quantizing.
     pub fn needs_calibration(&self) -> bool {
         self.scheme.needs_calibration() || self.method != Method::RoundToNearest
+    }
+}
+
+/// GPTQ's format: INT4 W4A16 (groups, zero points) or INT8 W8A16 (per channel or groups).
+fn parse_gptq_scheme(env: &Env, group: Option<usize>) -> Result<Scheme> {
+    match env.get(OPTION_GPTQ_WEIGHT_BIT_WIDTH).map(str::trim) {
+        None | Some("4") => Ok(Scheme::W4A16 {
+            group: int4_group(OPTION_QUANT_GROUP_SIZE, group)?,
+            zero_point: env.bool(OPTION_INT4_ZERO_POINT, true)?,
+        }),
+        Some("8") => Ok(Scheme::W8A16 { group }),
+        Some(v) => Err(invalid(
+            OPTION_GPTQ_WEIGHT_BIT_WIDTH,
+            v,
+            "4 (W4A16) or 8 (W8A16)",
+        )),
     }
 }
 

@@ -1,4 +1,5 @@
-//! GPTQ (Frantar et al. 2022) for INT4 W4A16: each Linear's columns are quantized in order,
+//! GPTQ (Frantar et al. 2022) for INT4 W4A16 and INT8 W8A16 (`OPTION_GPTQ_WEIGHT_BIT_WIDTH`):
+//! each Linear's columns are quantized in order,
 //! and each column's rounding error is spread over the columns not yet quantized through the
 //! inverse Hessian of the layer's calibration inputs (`H = 2 XᵀX / n`), so that the outputs
 //! `x Wᵀ`, not the weights, stay close.
@@ -24,6 +25,7 @@
 use super::capture::{sampling, CalibrationData};
 use super::int4::{minmax_grid, Codes, FixedCodes, Grid, Spill};
 use super::rewrite::{Rewrite, Rewrites};
+use super::tensor::round_scale_up;
 use crate::progress::{Cancel, Sink};
 use crate::samples::SampleWindows;
 use crate::{Error, Result};
@@ -49,6 +51,8 @@ pub struct GptqRecord {
     pub rows_per_hessian: usize,
     pub damping: f64,
     pub block: usize,
+    /// Weight bits (4: W4A16, 8: W8A16).
+    pub bits: u8,
     /// Columns by decreasing Hessian diagonal, grids fixed up front (`weight` ordering).
     pub actorder: bool,
     pub seconds: f64,
@@ -78,11 +82,15 @@ pub fn search(
     sink: Sink,
     cancel: &Cancel,
 ) -> Result<(Rewrites, GptqRecord)> {
-    let Scheme::W4A16 { zero_point, .. } = scheme else {
-        return Err(Error::Plan(format!(
-            "GPTQ writes INT4 W4A16 here, not {}",
-            scheme.label()
-        )));
+    let codebook = match scheme {
+        Scheme::W4A16 { zero_point, .. } => Codebook::Int4 { zero_point },
+        Scheme::W8A16 { .. } => Codebook::Int8,
+        other => {
+            return Err(Error::Plan(format!(
+                "GPTQ writes INT4 W4A16 or INT8 W8A16, not {}",
+                other.label()
+            )))
+        }
     };
     let started = std::time::Instant::now();
     let (stride, rows_per_hessian) = sampling(samples, HESSIAN_ROWS);
@@ -98,12 +106,14 @@ pub fn search(
                 ))
             })?;
             let cols = proj.parts[0].cols();
-            let Scheme::W4A16 { group, .. } = scheme.fit_columns(cols) else {
-                unreachable!("INT4 stays INT4")
+            let group = match scheme.fit_columns(cols) {
+                Scheme::W4A16 { group, .. } | Scheme::W8A16 { group: Some(group) } => group,
+                _ => cols,
             };
             if !cols.is_multiple_of(group) {
                 return Err(Error::Plan(format!(
-                    "GPTQ: {} has {cols} input columns, which no INT4 group size divides",
+                    "GPTQ: {} has {cols} input columns, which the group size {group} does not \
+                     divide",
                     proj.modules.join(", ")
                 )));
             }
@@ -122,7 +132,7 @@ pub fn search(
                 offset += rows;
                 let quantizer = Quantizer {
                     group,
-                    zero_point,
+                    codebook,
                     scale_dtype,
                     actorder,
                 };
@@ -153,6 +163,7 @@ pub fn search(
         rows_per_hessian,
         damping: DAMP,
         block: BLOCK,
+        bits: if codebook == Codebook::Int8 { 8 } else { 4 },
         actorder,
         seconds: started.elapsed().as_secs_f64(),
         modules,
@@ -160,10 +171,64 @@ pub fn search(
     Ok((out, record))
 }
 
-/// The INT4 grid GPTQ quantizes onto, and the column order.
+/// The codes GPTQ rounds onto.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Codebook {
+    /// INT4: stored nibbles `0..=15` on a group's minmax grid, with or without zero points (as
+    /// the round-to-nearest INT4 quantizer, `int4.rs`).
+    Int4 { zero_point: bool },
+    /// INT8, symmetric: codes `[-128, 127]` (stored as their `i8` bits), scale `absmax / 127`
+    /// rounded up to the scale dtype (as the round-to-nearest INT8 quantizer).
+    Int8,
+}
+
+/// Scale of an all-zero INT8 group (any positive value maps zeros to zero).
+const INT8_ZERO_SCALE: f32 = 1.0;
+
+impl Codebook {
+    /// The grid of a group (or row) of weights.
+    fn grid(self, values: &[f32], scale_dtype: Dtype) -> Grid {
+        match self {
+            Codebook::Int4 { zero_point } => minmax_grid(values, zero_point, 1.0, scale_dtype),
+            Codebook::Int8 => {
+                let absmax = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let scale = if absmax == 0.0 {
+                    INT8_ZERO_SCALE
+                } else {
+                    let s = round_scale_up(absmax / 127.0, scale_dtype);
+                    if s > 0.0 {
+                        s
+                    } else {
+                        round_scale_up(f32::MIN_POSITIVE, scale_dtype)
+                    }
+                };
+                Grid { scale, zero: 0 }
+            }
+        }
+    }
+
+    /// The stored code of `w`, nearest on `grid`.
+    fn code(self, grid: Grid, w: f32) -> u8 {
+        let inv = 1.0 / grid.scale;
+        match self {
+            Codebook::Int4 { .. } => grid.code(w, inv),
+            Codebook::Int8 => (w * inv).round_ties_even().clamp(-128.0, 127.0) as i8 as u8,
+        }
+    }
+
+    /// The weight a stored code stands for.
+    fn value(self, grid: Grid, code: u8) -> f32 {
+        match self {
+            Codebook::Int4 { .. } => grid.value(code),
+            Codebook::Int8 => f32::from(code as i8) * grid.scale,
+        }
+    }
+}
+
+/// The codes GPTQ quantizes onto, and the column order.
 pub struct Quantizer {
     pub group: usize,
-    pub zero_point: bool,
+    pub codebook: Codebook,
     pub scale_dtype: Dtype,
     /// Process columns by decreasing Hessian diagonal, grids fixed up front.
     pub actorder: bool,
@@ -227,8 +292,7 @@ impl Quantizer {
                         let c = g * group + k;
                         *v = if is_dead[c] { 0.0 } else { w[r * cols + c] };
                     }
-                    grids[r * groups + g] =
-                        minmax_grid(&values, self.zero_point, 1.0, self.scale_dtype);
+                    grids[r * groups + g] = self.codebook.grid(&values, self.scale_dtype);
                 }
             }
         }
@@ -245,8 +309,7 @@ impl Quantizer {
                         for (k, v) in values.iter_mut().enumerate() {
                             *v = wc[(i + k) * rows + r];
                         }
-                        grids[r * groups + g] =
-                            minmax_grid(&values, self.zero_point, 1.0, self.scale_dtype);
+                        grids[r * groups + g] = self.codebook.grid(&values, self.scale_dtype);
                     }
                 }
                 let g = perm[i] / group;
@@ -255,9 +318,9 @@ impl Quantizer {
                 let e = &mut errs[(i - b0) * rows..(i - b0 + 1) * rows];
                 for r in 0..rows {
                     let grid = grids[r * groups + g];
-                    let code = grid.code(column[r], 1.0 / grid.scale);
+                    let code = self.codebook.code(grid, column[r]);
                     codes[r * cols + perm[i]] = code;
-                    let q = grid.value(code);
+                    let q = self.codebook.value(grid, code);
                     let err = (column[r] - q) / d;
                     loss += f64::from(err) * f64::from(err);
                     e[r] = err;
@@ -376,27 +439,39 @@ mod tests {
             }
             total
         };
-        let rtn = out_err(&|r, c| {
-            let g = &w[r * cols + (c / 32) * 32..r * cols + (c / 32) * 32 + 32];
-            let grid = minmax_grid(g, true, 1.0, Dtype::F32);
-            grid.value(grid.code(w[r * cols + c], 1.0 / grid.scale))
-        });
-        for actorder in [false, true] {
-            let q = Quantizer {
-                group: 32,
-                zero_point: true,
-                scale_dtype: Dtype::F32,
-                actorder,
-            };
-            let (fixed, _, dead) = q.gptq(&w, rows, cols, &h).unwrap();
-            assert_eq!(dead, 0);
-            let codes = fixed.codes.load().unwrap();
-            assert!(codes.iter().all(|&c| c <= 15));
-            let gptq = out_err(&|r, c| fixed.grids[r * 2 + c / 32].value(codes[r * cols + c]));
-            assert!(
-                gptq < 0.8 * rtn,
-                "GPTQ (actorder {actorder}) output error {gptq} vs round-to-nearest {rtn}"
-            );
+        // INT4 groups of 32 with zero points; INT8 per channel.
+        for (codebook, group) in [
+            (Codebook::Int4 { zero_point: true }, 32),
+            (Codebook::Int8, cols),
+        ] {
+            let groups = cols / group;
+            let rtn = out_err(&|r, c| {
+                let start = r * cols + (c / group) * group;
+                let grid = codebook.grid(&w[start..start + group], Dtype::F32);
+                codebook.value(grid, codebook.code(grid, w[r * cols + c]))
+            });
+            for actorder in [false, true] {
+                let q = Quantizer {
+                    group,
+                    codebook,
+                    scale_dtype: Dtype::F32,
+                    actorder,
+                };
+                let (fixed, _, dead) = q.gptq(&w, rows, cols, &h).unwrap();
+                assert_eq!(dead, 0);
+                let codes = fixed.codes.load().unwrap();
+                if codebook != Codebook::Int8 {
+                    assert!(codes.iter().all(|&c| c <= 15));
+                }
+                let gptq = out_err(&|r, c| {
+                    codebook.value(fixed.grids[r * groups + c / group], codes[r * cols + c])
+                });
+                assert!(
+                    gptq < 0.8 * rtn,
+                    "GPTQ {codebook:?} (actorder {actorder}) output error {gptq} vs \
+                     round-to-nearest {rtn}"
+                );
+            }
         }
     }
 }

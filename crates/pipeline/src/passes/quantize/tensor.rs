@@ -132,9 +132,41 @@ pub fn quantize_tensor(isa: Isa, scheme: Scheme, input: &TensorInput) -> Result<
     let scale_shape = scheme.scale_shape(rows, cols);
     let mut scales = vec![0f32; scale_shape.iter().product()];
     let mut codes = vec![0u8; rows * cols];
-    let result = match scheme {
-        Scheme::W4A16 { .. } => unreachable!("INT4 returned above"),
-        Scheme::Fp8Dynamic => temper_kernels::quantize_fp8_rows(
+    let result = match (scheme, input.fixed) {
+        // GPTQ's INT8 codes (i8 bits) and grids, written as chosen.
+        (Scheme::W8A16 { .. }, Some(fixed)) => {
+            let stored = fixed.codes.load().map_err(|e| {
+                tensor_error(input, format!("reading its GPTQ codes back failed: {e}"))
+            })?;
+            if stored.len() != codes.len() || fixed.grids.len() != scales.len() {
+                return Err(tensor_error(
+                    input,
+                    format!(
+                        "GPTQ chose {} codes and {} scales for a tensor of {} weights and {} scales",
+                        stored.len(),
+                        fixed.grids.len(),
+                        codes.len(),
+                        scales.len()
+                    ),
+                ));
+            }
+            codes.copy_from_slice(&stored);
+            for (s, g) in scales.iter_mut().zip(&fixed.grids) {
+                *s = g.scale;
+            }
+            Ok(())
+        }
+        (_, Some(_)) => {
+            return Err(tensor_error(
+                input,
+                format!(
+                    "GPTQ codes are for INT4 or INT8 W8A16, not {}",
+                    scheme.label()
+                ),
+            ))
+        }
+        (Scheme::W4A16 { .. }, None) => unreachable!("INT4 returned above"),
+        (Scheme::Fp8Dynamic, None) => temper_kernels::quantize_fp8_rows(
             isa,
             source,
             cols,
@@ -143,7 +175,7 @@ pub fn quantize_tensor(isa: Isa, scheme: Scheme, input: &TensorInput) -> Result<
             &mut codes,
             &mut scales,
         ),
-        Scheme::Fp8Block => temper_kernels::quantize_fp8_blocks(
+        (Scheme::Fp8Block, None) => temper_kernels::quantize_fp8_blocks(
             isa,
             source,
             rows,
@@ -154,7 +186,7 @@ pub fn quantize_tensor(isa: Isa, scheme: Scheme, input: &TensorInput) -> Result<
             &mut scales,
         ),
         // One block covering the whole matrix: one scale per tensor.
-        Scheme::Fp8Static => temper_kernels::quantize_fp8_blocks(
+        (Scheme::Fp8Static, None) => temper_kernels::quantize_fp8_blocks(
             isa,
             source,
             rows,
@@ -164,7 +196,7 @@ pub fn quantize_tensor(isa: Isa, scheme: Scheme, input: &TensorInput) -> Result<
             &mut codes,
             &mut scales,
         ),
-        Scheme::W8A8 | Scheme::W8A16 { .. } => {
+        (Scheme::W8A8 | Scheme::W8A16 { .. }, None) => {
             let group = match scheme {
                 Scheme::W8A16 { group: Some(g) } => g,
                 _ => cols,
