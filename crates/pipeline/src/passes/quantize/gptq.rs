@@ -264,15 +264,16 @@ impl Quantizer {
                 }
             }
         }
-        let mut hm =
-            DMatrix::<f64>::from_fn(cols, cols, |i, j| f64::from(h[perm[i] * cols + perm[j]]));
-        for i in 0..cols {
-            if is_dead[perm[i]] {
-                hm[(i, i)] = 1.0;
+        // H in processing order, a dead input's diagonal set to 1.
+        let hp = |i: usize, j: usize| -> f64 {
+            if i == j && is_dead[perm[i]] {
+                1.0
+            } else {
+                f64::from(h[perm[i] * cols + perm[j]])
             }
-        }
-        let mean_diag = (0..cols).map(|i| hm[(i, i)]).sum::<f64>() / cols as f64;
-        let u = upper_inverse_cholesky(hm, DAMP * mean_diag)?;
+        };
+        let mean_diag = (0..cols).map(|i| hp(i, i)).sum::<f64>() / cols as f64;
+        let u = upper_inverse_cholesky(cols, hp, DAMP * mean_diag)?;
         let mut codes = vec![0u8; rows * cols];
         let mut grids = vec![
             Grid {
@@ -363,20 +364,36 @@ impl Quantizer {
     }
 }
 
-/// The upper Cholesky factor `U` of `(H + damp I)⁻¹` (`UᵀU = H⁻¹`). Retries with ten times the
-/// damping (twice) when `H` is not positive definite in floating point.
-fn upper_inverse_cholesky(h: DMatrix<f64>, damp: f64) -> std::result::Result<DMatrix<f64>, String> {
-    let n = h.nrows();
+/// The upper Cholesky factor `U` of `(H + damp I)⁻¹` (`UᵀU = H⁻¹`, `h(i, j)` the `n x n`
+/// matrix `H`). Retries with ten times the damping (twice) when `H` is not positive definite
+/// in floating point.
+///
+/// Without forming `H⁻¹`: with `P` the exchange matrix (reversed order) and `P H P = L Lᵀ`,
+/// `H⁻¹ = P L⁻ᵀ L⁻¹ P`, so `U = P L⁻¹ P` (upper triangular, positive diagonal: the unique
+/// factor). One Cholesky and one triangular solve (about `5/6 n³` flops) instead of a Cholesky,
+/// an inverse and a second Cholesky (about `5/3 n³`), and two `n x n` matrices at a time.
+fn upper_inverse_cholesky(
+    n: usize,
+    h: impl Fn(usize, usize) -> f64,
+    damp: f64,
+) -> std::result::Result<DMatrix<f64>, String> {
     let mut damp = damp.max(1e-8);
     for _ in 0..3 {
-        let mut hd = h.clone();
-        for i in 0..n {
-            hd[(i, i)] += damp;
-        }
-        if let Some(c) = nalgebra::Cholesky::new(hd) {
-            let inv = c.inverse();
-            if let Some(c2) = nalgebra::Cholesky::new(inv) {
-                return Ok(c2.l().transpose());
+        let reversed = DMatrix::<f64>::from_fn(n, n, |i, j| {
+            h(n - 1 - i, n - 1 - j) + if i == j { damp } else { 0.0 }
+        });
+        if let Some(c) = nalgebra::Cholesky::new(reversed) {
+            let l = c.unpack();
+            let mut u = DMatrix::<f64>::identity(n, n);
+            if l.solve_lower_triangular_mut(&mut u) {
+                drop(l);
+                // L⁻¹ -> P L⁻¹ P: element (i, j) moves to (n-1-i, n-1-j), in place.
+                let len = n * n;
+                let data = u.as_mut_slice();
+                for k in 0..len / 2 {
+                    data.swap(k, len - 1 - k);
+                }
+                return Ok(u);
             }
         }
         damp *= 10.0;
@@ -391,6 +408,34 @@ fn upper_inverse_cholesky(h: DMatrix<f64>, damp: f64) -> std::result::Result<DMa
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `U` is upper triangular with `Uᵀ U (H + damp I) = I`.
+    #[test]
+    fn upper_inverse_cholesky_factors_the_inverse() {
+        let n = 37;
+        let a = DMatrix::<f64>::from_fn(n, n, |i, j| ((i * 31 + j * 17) % 13) as f64 - 6.0);
+        let h = &a * a.transpose() + DMatrix::<f64>::identity(n, n);
+        let damp = 0.5;
+        let u = upper_inverse_cholesky(n, |i, j| h[(i, j)], damp).unwrap();
+        for i in 0..n {
+            assert!(u[(i, i)] > 0.0);
+            for j in 0..i {
+                assert_eq!(u[(i, j)], 0.0, "({i}, {j}) below the diagonal");
+            }
+        }
+        let hd = &h + DMatrix::<f64>::identity(n, n) * damp;
+        let product = u.transpose() * &u * hd;
+        for i in 0..n {
+            for j in 0..n {
+                let want = if i == j { 1.0 } else { 0.0 };
+                assert!(
+                    (product[(i, j)] - want).abs() < 1e-9,
+                    "({i}, {j}): {}",
+                    product[(i, j)]
+                );
+            }
+        }
+    }
 
     /// Random-ish weights and correlated inputs: GPTQ's output error is below round-to-nearest's
     /// on the inputs it saw, and its codes are valid grid codes.
