@@ -226,15 +226,7 @@ impl Searcher {
             ));
         }
         if let (Some(s), Some(producer)) = (scales, &producer) {
-            rewrites.push((
-                producer.clone(),
-                Rewrite {
-                    col_mul: None,
-                    row_div: Some(s),
-                    clip: None,
-                    fixed: None,
-                },
-            ));
+            rewrites.extend(super::rewrite::divide_producer(producer, s));
         }
         let record = producer.map(|producer| MappingRecord {
             layer,

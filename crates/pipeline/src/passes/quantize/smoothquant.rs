@@ -121,13 +121,7 @@ fn smooth(
             )
         })
         .collect();
-    rewrites.push((
-        producer.clone(),
-        Rewrite {
-            row_div: Some(s),
-            ..Default::default()
-        },
-    ));
+    rewrites.extend(super::rewrite::divide_producer(&producer, s));
     Ok((
         MappingRecord {
             layer,
