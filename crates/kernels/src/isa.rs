@@ -21,6 +21,9 @@ static DETECTED: OnceLock<Isa> = OnceLock::new();
 /// Cached `avx512vnni` detection (only consulted when [`Isa::Avx512`] is usable).
 static VNNI: OnceLock<bool> = OnceLock::new();
 
+/// Cached `avx512bf16` detection (only consulted when [`Isa::Avx512`] is usable).
+static BF16: OnceLock<bool> = OnceLock::new();
+
 impl Isa {
     /// The best ISA this CPU supports, detected once and cached.
     pub fn detect() -> Isa {
@@ -77,6 +80,23 @@ impl Usable {
     pub(crate) fn avx512_vnni(self) -> bool {
         self.0 == Isa::Avx512 && *VNNI.get_or_init(detect_vnni)
     }
+
+    /// Whether this is [`Isa::Avx512`] on a CPU that also has AVX-512 BF16 (`vdpbf16ps`). Like
+    /// VNNI it only changes speed: the INT4 products it serves take bf16-rounded activations
+    /// on every ISA.
+    pub(crate) fn avx512_bf16(self) -> bool {
+        self.0 == Isa::Avx512 && *BF16.get_or_init(detect_bf16)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn detect_bf16() -> bool {
+    is_x86_feature_detected!("avx512bf16")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn detect_bf16() -> bool {
+    false
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -329,12 +329,20 @@ fn reference_equals_f64_dot_of_dequantized_weights() {
                 let m = 3;
                 let x = make_x(m, cols, seed);
                 let y = run(Isa::Scalar, &w, &x, m, Activations::F32);
+                // W4A16: INT4 products take the activations rounded to bf16 (documented).
+                let xe: Vec<f32> = if kind == Kind::Int4 {
+                    x.iter()
+                        .map(|&v| half::bf16::from_f32(v).to_f32())
+                        .collect()
+                } else {
+                    x.clone()
+                };
                 for t in 0..m {
                     for r in 0..rows {
                         let exact: f64 = (0..cols)
                             .map(|j| {
                                 let (v, s) = parts(&weights, cols, r, j);
-                                f64::from(x[t * cols + j]) * f64::from(v) * f64::from(s)
+                                f64::from(xe[t * cols + j]) * f64::from(v) * f64::from(s)
                             })
                             .sum();
                         // f32 summation of a group, one scale multiply, one add per group.

@@ -44,6 +44,8 @@ const P: usize = 2 * W;
 pub(crate) struct Avx512 {
     /// AVX-512 VNNI is available too.
     vnni: bool,
+    /// AVX-512 BF16 is available too (the INT4 matrix-vector products use `vdpbf16ps`).
+    bf16: bool,
 }
 
 impl Avx512 {
@@ -53,6 +55,7 @@ impl Avx512 {
         assert_eq!(u.isa(), Isa::Avx512, "Avx512 backend for another ISA");
         Avx512 {
             vnni: u.avx512_vnni(),
+            bf16: u.avx512_bf16(),
         }
     }
 }
@@ -799,6 +802,14 @@ impl Backend for Avx512 {
                 }
                 // Nibbles looked up in per-group tables of their weights (see `avx512_int4`);
                 // groups of whole 32-element blocks only.
+                Weights::Int4 {
+                    packed,
+                    scales,
+                    zeros,
+                    ..
+                } if self.bf16 && group.is_multiple_of(64) => super::avx512_int4::gemv_bf16(
+                    packed, scales, zeros, cols, group, r0, nr, x, tokens, out,
+                ),
                 Weights::Int4 {
                     packed,
                     scales,

@@ -47,9 +47,28 @@ static CENTRED: [[f32; 16]; 16] = {
     t
 };
 
+/// `BF16_TABLES[z][i]` = the bf16 bits of `(i & 15) - z`: a 32-word `vpermw` table whose upper
+/// half repeats the lower (the low nibble's index word still carries bit 4 of its byte).
+static BF16_TABLES: [[u16; 32]; 16] = {
+    let mut t = [[0u16; 32]; 16];
+    let mut z = 0;
+    while z < 16 {
+        let mut i = 0;
+        while i < 32 {
+            // Small integers are exact in bf16: the top half of their f32 bits.
+            t[z][i] = (((i & 15) as f32 - z as f32).to_bits() >> 16) as u16;
+            i += 1;
+        }
+        z += 1;
+    }
+    t
+};
+
 thread_local! {
     /// The permuted activations of a call (grown, never shrunk).
     static DEINTERLEAVED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The bf16 activations of a call in the `vdpbf16ps` tiles' order (grown, never shrunk).
+    static BF16_X: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
 }
 
 /// `x` (rows of `cols`, `cols` a multiple of 32) with each 32-element block reordered as its
@@ -289,5 +308,183 @@ unsafe fn decode32_int4(bytes: &[u8; 16], zero: u8, scale: f32, dst: &mut [f32; 
         let v = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(half), z));
         // SAFETY: `dst` holds 32 f32; `k * 16 + 16 <= 32`.
         unsafe { _mm512_storeu_ps(dst.as_mut_ptr().add(k * W), _mm512_mul_ps(v, s)) };
+    }
+}
+
+/// `x` (already bf16 values, rows of `cols`, a multiple of 64) as bf16 bits, each 64-element
+/// block as its 32 even elements, then its 32 odd ones: the order the bf16 tiles produce the
+/// weights in (low nibbles, then high nibbles of 32 bytes).
+fn bf16_blocks(x: &[f32], out: &mut [u16]) {
+    for (src, dst) in x.chunks_exact(64).zip(out.chunks_exact_mut(64)) {
+        for k in 0..32 {
+            dst[k] = half::bf16::from_f32(src[2 * k]).to_bits();
+            dst[32 + k] = half::bf16::from_f32(src[2 * k + 1]).to_bits();
+        }
+    }
+}
+
+/// As [`gemv`] with `vdpbf16ps`: per 64 weights one zero-extension of 32 bytes to words, one
+/// shift, two `vpermw` lookups into the group's 32-word table of `code - zero` (exact in bf16)
+/// and two `vdpbf16ps` with the bf16 activations (32 exact products each), the group's sum
+/// scaled once. The activations must be bf16 values already (the caller rounds them, as every
+/// INT4 product does); the result then differs from the reference only by summation order.
+///
+/// # Safety
+/// As [`gemv`], plus AVX-512 BF16 available and `group` a multiple of 64.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn gemv_bf16(
+    packed: &[u8],
+    scales: &[f32],
+    zeros: &[u8],
+    cols: usize,
+    group: usize,
+    r0: usize,
+    nr: usize,
+    x: &[f32],
+    tokens: usize,
+    out: &mut [f32],
+) {
+    debug_assert!(group.is_multiple_of(64) && cols.is_multiple_of(group));
+    let groups = cols / group;
+    BF16_X.with(|d| {
+        let mut d = d.borrow_mut();
+        super::grow(&mut d, tokens * cols, 0);
+        let xp = &mut d[..tokens * cols];
+        bf16_blocks(&x[..tokens * cols], xp);
+        let mut t = 0;
+        while t < tokens {
+            let tk = (tokens - t).min(4);
+            let full = if tk == 1 { 1 } else { 2 };
+            let mut r = 0;
+            while r < nr {
+                let rk = if nr - r >= full { full } else { 1 };
+                let row = r0 + r;
+                // SAFETY: every offset stays inside its slice by the contract (`row + rk <= r0 +
+                // nr`, `t + tk <= tokens`); the tiles need only this function's features.
+                unsafe {
+                    let tile = Bf16Tile {
+                        packed: packed.as_ptr().add(row * cols / 2),
+                        scales: scales.as_ptr().add(row * groups),
+                        zeros: zeros.as_ptr().add(row * groups),
+                        cols,
+                        group,
+                        x: xp.as_ptr().add(t * cols),
+                        out: out.as_mut_ptr().add(t * nr + r),
+                        ldo: nr,
+                    };
+                    match (rk, tk) {
+                        (2, 4) => tile_bf16::<2, 4>(tile),
+                        (2, 3) => tile_bf16::<2, 3>(tile),
+                        (2, _) => tile_bf16::<2, 2>(tile),
+                        (_, 4) => tile_bf16::<1, 4>(tile),
+                        (_, 3) => tile_bf16::<1, 3>(tile),
+                        (_, 2) => tile_bf16::<1, 2>(tile),
+                        _ => tile_bf16::<1, 1>(tile),
+                    }
+                }
+                r += rk;
+            }
+            t += tk;
+        }
+    });
+}
+
+/// As [`Tile`], with the activations as bf16 bits in [`bf16_blocks`] order.
+#[derive(Clone, Copy)]
+struct Bf16Tile {
+    packed: *const u8,
+    scales: *const f32,
+    zeros: *const u8,
+    cols: usize,
+    group: usize,
+    x: *const u16,
+    out: *mut f32,
+    ldo: usize,
+}
+
+/// `R` rows x `T` tokens of [`gemv_bf16`]: per group, even and odd lanes in two chains per
+/// (row, token), each scaled into its running total at the group's end.
+///
+/// # Safety
+/// As [`gemv_bf16`], for `R` rows and `T` tokens starting at the tile's pointers.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+unsafe fn tile_bf16<const R: usize, const T: usize>(tile: Bf16Tile) {
+    let Bf16Tile {
+        packed,
+        scales,
+        zeros,
+        cols,
+        group,
+        x,
+        out,
+        ldo,
+    } = tile;
+    let groups = cols / group;
+    let zero = _mm512_setzero_ps();
+    // Two running totals per (row, token), even and odd lanes: two independent FMA chains
+    // across the groups.
+    let mut total = [[[zero; 2]; T]; R];
+    for g in 0..groups {
+        let mut table = [_mm512_setzero_si512(); R];
+        for (r, tb) in table.iter_mut().enumerate() {
+            // SAFETY: row `r` has `groups` zero points (contract); a table is 64 bytes.
+            *tb = unsafe {
+                let z = usize::from(*zeros.add(r * groups + g) & 15);
+                _mm512_loadu_si512(BF16_TABLES[z].as_ptr().cast())
+            };
+        }
+        let mut acc = [[[zero; 2]; T]; R];
+        let mut i = g * group;
+        while i < (g + 1) * group {
+            let mut xv = [[_mm512_setzero_si512(); 2]; T];
+            for (t, v) in xv.iter_mut().enumerate() {
+                // SAFETY: the 64 activation words of columns `i..i + 64` of token `t`.
+                unsafe {
+                    let p = x.add(t * cols + i);
+                    *v = [
+                        _mm512_loadu_si512(p.cast()),
+                        _mm512_loadu_si512(p.add(32).cast()),
+                    ];
+                }
+            }
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let p = packed.wrapping_add((r * cols + i) / 2);
+                // A hint that never faults, whatever the address.
+                _mm_prefetch::<_MM_HINT_T0>(
+                    p.wrapping_add(PREFETCH_TILES * R * cols / 2).cast::<i8>(),
+                );
+                // SAFETY: the 32 bytes of columns `i..i + 64` of row `r` (contract).
+                let words = _mm512_cvtepu8_epi16(unsafe { _mm256_loadu_si256(p.cast()) });
+                let low = _mm512_permutexvar_epi16(words, table[r]);
+                let high = _mm512_permutexvar_epi16(_mm512_srli_epi16::<4>(words), table[r]);
+                // SAFETY: same-size reinterpretations of 512-bit vectors of bf16 bits.
+                let (low, high): (__m512bh, __m512bh) =
+                    unsafe { (core::mem::transmute(low), core::mem::transmute(high)) };
+                for (acc_rt, xt) in acc_r.iter_mut().zip(&xv) {
+                    // SAFETY: as above.
+                    let (xe, xo): (__m512bh, __m512bh) =
+                        unsafe { (core::mem::transmute(xt[0]), core::mem::transmute(xt[1])) };
+                    acc_rt[0] = _mm512_dpbf16_ps(acc_rt[0], low, xe);
+                    acc_rt[1] = _mm512_dpbf16_ps(acc_rt[1], high, xo);
+                }
+            }
+            i += 64;
+        }
+        for (r, (acc_r, total_r)) in acc.iter().zip(&mut total).enumerate() {
+            // SAFETY: row `r` has `groups` scales (contract).
+            let s = _mm512_set1_ps(unsafe { *scales.add(r * groups + g) });
+            for (a, tot) in acc_r.iter().zip(total_r.iter_mut()) {
+                tot[0] = _mm512_fmadd_ps(a[0], s, tot[0]);
+                tot[1] = _mm512_fmadd_ps(a[1], s, tot[1]);
+            }
+        }
+    }
+    for (r, total_r) in total.iter().enumerate() {
+        for (t, v) in total_r.iter().enumerate() {
+            // SAFETY: output `(t, r)` is writable (contract).
+            unsafe { *out.add(t * ldo + r) = _mm512_reduce_add_ps(_mm512_add_ps(v[0], v[1])) };
+        }
     }
 }

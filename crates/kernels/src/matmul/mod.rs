@@ -91,6 +91,13 @@ pub enum Weights {
     /// j / group`: `w = (code - zeros[g]) as f32 * scales[g]` (the difference is an exact small
     /// integer; symmetric schemes use zero point 8). `cols` and `group` are even, so every row
     /// and group starts on a byte.
+    ///
+    /// W4A16: with [`Activations::F32`], products with INT4 weights take the activations
+    /// rounded to bf16 (ties to even), on every backend, the reference included: 16-bit
+    /// activations, as the engines that serve these checkpoints run them. Weights (`code -
+    /// zero`, small integers) and such activations are exact in bf16, so the AVX-512 kernel can
+    /// multiply them with `vdpbf16ps` (32 products per instruction) where the CPU has it, and
+    /// still differ from the reference only by summation order.
     Int4 {
         packed: Vec<u8>,
         scales: Vec<f32>,
@@ -310,6 +317,8 @@ pub struct Scratch {
     xq: Vec<i8>,
     /// Per-token activation scales `s_t` (NaN for rows with a non-finite value, 0 for zero rows).
     xs: Vec<f32>,
+    /// `x` rounded to bf16 for INT4 weights, `m x k`.
+    xb: Vec<f32>,
 }
 
 /// `y[t, n] = sum_j x[t, j] * W[n, j]` for `t < m`, `n < w.rows()`; see [`Activations`].
@@ -357,6 +366,16 @@ pub fn matmul(
                 y.fill(0.0);
                 return Ok(());
             }
+            // W4A16: INT4 weights take 16-bit activations, rounded to bf16 here for every
+            // backend (see `Weights::Int4`).
+            let mut rounded = std::mem::take(&mut scratch.xb);
+            let x = if matches!(w.weights, Weights::Int4 { .. }) {
+                grow(&mut rounded, m * cols, 0.0);
+                round_to_bf16(x, &mut rounded[..m * cols]);
+                &rounded[..m * cols]
+            } else {
+                x
+            };
             match Backends::new(u) {
                 Backends::Scalar => scalar::matmul_f32(w, x, m, y),
                 #[cfg(target_arch = "x86_64")]
@@ -364,6 +383,7 @@ pub fn matmul(
                 #[cfg(target_arch = "x86_64")]
                 Backends::Avx512(b) => split::matmul_f32(b, w, x, m, y, scratch),
             }
+            scratch.xb = rounded;
         }
         Activations::Int8PerToken => {
             check_int8_per_token(w)?;
@@ -382,6 +402,13 @@ pub fn matmul(
         }
     }
     Ok(())
+}
+
+/// `out[i]` = `x[i]` rounded to the nearest bf16 (ties to even; NaN stays NaN).
+fn round_to_bf16(x: &[f32], out: &mut [f32]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = bf16::from_f32(v).to_f32();
+    }
 }
 
 fn check_int8_per_token(w: &Matrix) -> Result<(), KernelError> {
