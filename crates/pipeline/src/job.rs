@@ -287,7 +287,7 @@ pub fn run_job(spec: &JobSpec, isa: Isa, sink: Sink, cancel: &Cancel) -> Result<
                 Method::Gptq { actorder } => {
                     sink(Event::Phase("gptq"));
                     // The codes wait beside the output (same disk as the artifact) until written.
-                    let scratch = scratch_dir(&output);
+                    let scratch = scratch_dir(output);
                     let (codes, r) = gptq::search(
                         dir, samples, scheme, dtype, actorder, &scratch, sink, cancel,
                     )?;

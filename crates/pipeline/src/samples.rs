@@ -234,7 +234,8 @@ pub fn evaluate(
     .map_err(|e| stopped_or(e, cancel))?;
     let candidate_format = LayerSource::open(artifact_dir, &candidate_opts)?.format()?;
     let activations = match (scheme, weight_only) {
-        (Scheme::W8A16 { .. } | Scheme::W4A16 { .. }, _) => "f32 (weight-only scheme)",
+        (Scheme::W8A16 { .. }, _) => "f32 (weight-only scheme)",
+        (Scheme::W4A16 { .. }, _) => "bf16 (W4A16: 16-bit activations, as served)",
         (_, true) => "f32: the target has no native FP8 matmul and runs the checkpoint weight-only",
         (Scheme::W8A8, false) => "int8 per token, as served",
         (Scheme::Fp8Static, false) => "fp8 with the calibrated static input scales, as served",

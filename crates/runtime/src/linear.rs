@@ -1,8 +1,9 @@
-//! A Linear layer whose weight is any kernel [`Matrix`] (dense f32/f16/bf16, INT8, FP8), run
-//! inside candle as a custom op.
+//! A Linear layer whose weight is any kernel [`Matrix`] (dense f32/f16/bf16, INT8, FP8, INT4),
+//! run inside candle as a custom op.
 //!
 //! Activations are f32. How they enter the product follows the checkpoint, so that evaluation
-//! measures what the serving engine runs: weight-only schemes multiply f32 activations;
+//! measures what the serving engine runs: INT8 weight-only schemes multiply f32 activations,
+//! INT4 (W4A16) ones bf16-rounded activations (the kernels round them);
 //! W8A8 INT8 quantizes each token to INT8 and takes exact integer dot products; FP8 schemes with
 //! FP8 activations round the input to E4M3 (per token, per tensor, or with the calibrated static
 //! scale) before the product. The last is exact emulation: a product of two E4M3 values is exact

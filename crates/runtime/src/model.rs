@@ -517,7 +517,13 @@ fn describe_format(layers: &[Layer]) -> String {
             format!("int4 {} {zero_points}", group_name(*group, lin.cols()))
         }
     };
+    let int4 = matches!(
+        lin.matrix().weights(),
+        temper_kernels::matmul::Weights::Int4 { .. }
+    );
     let acts = match lin.act() {
+        // W4A16: the kernels round the activations to bf16 for INT4 products.
+        ActQuant::None if int4 => "bf16 activations",
         ActQuant::None => "f32 activations",
         ActQuant::Int8PerToken => "int8 per-token activations",
         ActQuant::Fp8PerGroup { group } if group == lin.cols() => "fp8 per-token activations",

@@ -459,15 +459,10 @@ unsafe fn tile_bf16<const R: usize, const T: usize>(tile: Bf16Tile) {
                 let words = _mm512_cvtepu8_epi16(unsafe { _mm256_loadu_si256(p.cast()) });
                 let low = _mm512_permutexvar_epi16(words, table[r]);
                 let high = _mm512_permutexvar_epi16(_mm512_srli_epi16::<4>(words), table[r]);
-                // SAFETY: same-size reinterpretations of 512-bit vectors of bf16 bits.
-                let (low, high): (__m512bh, __m512bh) =
-                    unsafe { (core::mem::transmute(low), core::mem::transmute(high)) };
+                let (low, high) = (as_bf16(low), as_bf16(high));
                 for (acc_rt, xt) in acc_r.iter_mut().zip(&xv) {
-                    // SAFETY: as above.
-                    let (xe, xo): (__m512bh, __m512bh) =
-                        unsafe { (core::mem::transmute(xt[0]), core::mem::transmute(xt[1])) };
-                    acc_rt[0] = _mm512_dpbf16_ps(acc_rt[0], low, xe);
-                    acc_rt[1] = _mm512_dpbf16_ps(acc_rt[1], high, xo);
+                    acc_rt[0] = _mm512_dpbf16_ps(acc_rt[0], low, as_bf16(xt[0]));
+                    acc_rt[1] = _mm512_dpbf16_ps(acc_rt[1], high, as_bf16(xt[1]));
                 }
             }
             i += 64;
@@ -487,4 +482,12 @@ unsafe fn tile_bf16<const R: usize, const T: usize>(tile: Bf16Tile) {
             unsafe { *out.add(t * ldo + r) = _mm512_reduce_add_ps(_mm512_add_ps(v[0], v[1])) };
         }
     }
+}
+
+/// 32 bf16 values held as 16-bit lanes of an integer vector, as the bf16 vector type.
+#[inline(always)]
+fn as_bf16(v: __m512i) -> __m512bh {
+    // SAFETY: both are plain 512-bit vectors with no invalid bit patterns; this only changes
+    // the type the bits are seen as.
+    unsafe { core::mem::transmute::<__m512i, __m512bh>(v) }
 }
