@@ -82,9 +82,10 @@ fn deinterleave_blocks(x: &[f32], out: &mut [f32]) {
     }
 }
 
-/// Where a tile's codes, scales, zero points, activations and outputs live.
+/// Where a tile's codes, scales, zero points, activations and outputs live; `X` is the
+/// activations' element type (f32, or bf16 bits).
 #[derive(Clone, Copy)]
-struct Tile {
+struct Tile<X> {
     /// Packed codes of row 0; rows are `cols / 2` bytes apart.
     packed: *const u8,
     /// Scales and zero points of row 0, `cols / group` per row.
@@ -92,11 +93,64 @@ struct Tile {
     zeros: *const u8,
     cols: usize,
     group: usize,
-    /// Token 0 of the permuted activations; tokens are `cols` apart.
-    x: *const f32,
+    /// Token 0 of the prepared activations; tokens are `cols` apart.
+    x: *const X,
     /// `out[t * ldo + r]`.
     out: *mut f32,
     ldo: usize,
+}
+
+/// Calls `run(tile, rows, tokens)` over the tiles covering rows `r0..r0 + nr` and `tokens`
+/// tokens: one row for one token (the weights then stream strictly in order, which the
+/// hardware prefetchers follow), two rows for 2-4 tokens (the weights are decoded once for all
+/// of them); three tokens get their own tile (as 2 + 1 they would stream the weights twice).
+///
+/// # Safety
+/// `packed` holds rows `..r0 + nr` of `cols / 2` bytes, `scales` and `zeros` their `cols / group`
+/// entries, `x` `tokens` rows of `cols`, `out` `tokens * nr` elements.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn for_each_tile<X>(
+    packed: &[u8],
+    scales: &[f32],
+    zeros: &[u8],
+    cols: usize,
+    group: usize,
+    r0: usize,
+    nr: usize,
+    x: &[X],
+    tokens: usize,
+    out: &mut [f32],
+    mut run: impl FnMut(Tile<X>, usize, usize),
+) {
+    let groups = cols / group;
+    let mut t = 0;
+    while t < tokens {
+        let tk = (tokens - t).min(4);
+        let full = if tk == 1 { 1 } else { 2 };
+        let mut r = 0;
+        while r < nr {
+            let rk = if nr - r >= full { full } else { 1 };
+            let row = r0 + r;
+            // SAFETY: every offset stays inside its slice by the contract (`row + rk <= r0 + nr`,
+            // `t + tk <= tokens`).
+            let tile = unsafe {
+                Tile {
+                    packed: packed.as_ptr().add(row * cols / 2),
+                    scales: scales.as_ptr().add(row * groups),
+                    zeros: zeros.as_ptr().add(row * groups),
+                    cols,
+                    group,
+                    x: x.as_ptr().add(t * cols),
+                    out: out.as_mut_ptr().add(t * nr + r),
+                    ldo: nr,
+                }
+            };
+            run(tile, rk, tk);
+            r += rk;
+        }
+        t += tk;
+    }
 }
 
 /// `out[t][r] = sum_j x[t][j] * ((code[r][j] - zero[r][g]) * scale[r][g])` for rows
@@ -123,47 +177,35 @@ pub(super) unsafe fn gemv(
     out: &mut [f32],
 ) {
     debug_assert!(group.is_multiple_of(32) && cols.is_multiple_of(group));
-    let groups = cols / group;
     DEINTERLEAVED.with(|d| {
         let mut d = d.borrow_mut();
         super::grow(&mut d, tokens * cols, 0.0);
         let xp = &mut d[..tokens * cols];
         deinterleave_blocks(&x[..tokens * cols], xp);
-        let mut t = 0;
-        while t < tokens {
-            // Three tokens get their own tile: as 2 + 1 they would stream the weights twice.
-            let tk = (tokens - t).min(4);
-            let full = if tk == 1 { 1 } else { 2 };
-            let mut r = 0;
-            while r < nr {
-                let rk = if nr - r >= full { full } else { 1 };
-                let row = r0 + r;
-                // SAFETY: every offset stays inside its slice by the contract (`row + rk <= r0 +
-                // nr`, `t + tk <= tokens`); the tiles need only this function's features.
-                unsafe {
-                    let tile = Tile {
-                        packed: packed.as_ptr().add(row * cols / 2),
-                        scales: scales.as_ptr().add(row * groups),
-                        zeros: zeros.as_ptr().add(row * groups),
-                        cols,
-                        group,
-                        x: xp.as_ptr().add(t * cols),
-                        out: out.as_mut_ptr().add(t * nr + r),
-                        ldo: nr,
-                    };
-                    match (rk, tk) {
-                        (2, 4) => tile_product::<2, 4>(tile),
-                        (2, 3) => tile_product::<2, 3>(tile),
-                        (2, _) => tile_product::<2, 2>(tile),
-                        (_, 4) => tile_product::<1, 4>(tile),
-                        (_, 3) => tile_product::<1, 3>(tile),
-                        (_, 2) => tile_product::<1, 2>(tile),
-                        _ => tile_product::<1, 1>(tile),
-                    }
-                }
-                r += rk;
-            }
-            t += tk;
+        // SAFETY: the slices satisfy `for_each_tile`'s contract (this function's), and the tiles
+        // need only this function's features.
+        unsafe {
+            for_each_tile(
+                packed,
+                scales,
+                zeros,
+                cols,
+                group,
+                r0,
+                nr,
+                xp,
+                tokens,
+                out,
+                |tile, rk, tk| match (rk, tk) {
+                    (2, 4) => tile_product::<2, 4>(tile),
+                    (2, 3) => tile_product::<2, 3>(tile),
+                    (2, _) => tile_product::<2, 2>(tile),
+                    (_, 4) => tile_product::<1, 4>(tile),
+                    (_, 3) => tile_product::<1, 3>(tile),
+                    (_, 2) => tile_product::<1, 2>(tile),
+                    _ => tile_product::<1, 1>(tile),
+                },
+            )
         }
     });
 }
@@ -176,7 +218,7 @@ pub(super) unsafe fn gemv(
 /// As [`gemv`], for `R` rows and `T` tokens starting at the tile's pointers.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn tile_product<const R: usize, const T: usize>(tile: Tile) {
+unsafe fn tile_product<const R: usize, const T: usize>(tile: Tile<f32>) {
     let Tile {
         packed,
         scales,
@@ -346,61 +388,36 @@ pub(super) unsafe fn gemv_bf16(
     out: &mut [f32],
 ) {
     debug_assert!(group.is_multiple_of(64) && cols.is_multiple_of(group));
-    let groups = cols / group;
     BF16_X.with(|d| {
         let mut d = d.borrow_mut();
         super::grow(&mut d, tokens * cols, 0);
         let xp = &mut d[..tokens * cols];
         bf16_blocks(&x[..tokens * cols], xp);
-        let mut t = 0;
-        while t < tokens {
-            let tk = (tokens - t).min(4);
-            let full = if tk == 1 { 1 } else { 2 };
-            let mut r = 0;
-            while r < nr {
-                let rk = if nr - r >= full { full } else { 1 };
-                let row = r0 + r;
-                // SAFETY: every offset stays inside its slice by the contract (`row + rk <= r0 +
-                // nr`, `t + tk <= tokens`); the tiles need only this function's features.
-                unsafe {
-                    let tile = Bf16Tile {
-                        packed: packed.as_ptr().add(row * cols / 2),
-                        scales: scales.as_ptr().add(row * groups),
-                        zeros: zeros.as_ptr().add(row * groups),
-                        cols,
-                        group,
-                        x: xp.as_ptr().add(t * cols),
-                        out: out.as_mut_ptr().add(t * nr + r),
-                        ldo: nr,
-                    };
-                    match (rk, tk) {
-                        (2, 4) => tile_bf16::<2, 4>(tile),
-                        (2, 3) => tile_bf16::<2, 3>(tile),
-                        (2, _) => tile_bf16::<2, 2>(tile),
-                        (_, 4) => tile_bf16::<1, 4>(tile),
-                        (_, 3) => tile_bf16::<1, 3>(tile),
-                        (_, 2) => tile_bf16::<1, 2>(tile),
-                        _ => tile_bf16::<1, 1>(tile),
-                    }
-                }
-                r += rk;
-            }
-            t += tk;
+        // SAFETY: as in `gemv`.
+        unsafe {
+            for_each_tile(
+                packed,
+                scales,
+                zeros,
+                cols,
+                group,
+                r0,
+                nr,
+                xp,
+                tokens,
+                out,
+                |tile, rk, tk| match (rk, tk) {
+                    (2, 4) => tile_bf16::<2, 4>(tile),
+                    (2, 3) => tile_bf16::<2, 3>(tile),
+                    (2, _) => tile_bf16::<2, 2>(tile),
+                    (_, 4) => tile_bf16::<1, 4>(tile),
+                    (_, 3) => tile_bf16::<1, 3>(tile),
+                    (_, 2) => tile_bf16::<1, 2>(tile),
+                    _ => tile_bf16::<1, 1>(tile),
+                },
+            )
         }
     });
-}
-
-/// As [`Tile`], with the activations as bf16 bits in [`bf16_blocks`] order.
-#[derive(Clone, Copy)]
-struct Bf16Tile {
-    packed: *const u8,
-    scales: *const f32,
-    zeros: *const u8,
-    cols: usize,
-    group: usize,
-    x: *const u16,
-    out: *mut f32,
-    ldo: usize,
 }
 
 /// `R` rows x `T` tokens of [`gemv_bf16`]: per group, even and odd lanes in two chains per
@@ -410,8 +427,8 @@ struct Bf16Tile {
 /// As [`gemv_bf16`], for `R` rows and `T` tokens starting at the tile's pointers.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-unsafe fn tile_bf16<const R: usize, const T: usize>(tile: Bf16Tile) {
-    let Bf16Tile {
+unsafe fn tile_bf16<const R: usize, const T: usize>(tile: Tile<u16>) {
+    let Tile {
         packed,
         scales,
         zeros,
