@@ -160,6 +160,17 @@ fn awq_and_gptq_beat_round_to_nearest_on_the_same_held_out_text() {
         artifact.bytes(artifact.get(norm).unwrap()),
         source.bytes(source.get(norm).unwrap())
     );
+    // AWQ's scales with GPTQ's rounding: below AWQ's KL, with both records in the manifest.
+    let awq_gptq = run_with("awq-gptq", "awq", &["--env", "OPTION_AWQ_ROUNDING=gptq"]);
+    assert!(
+        kl(&awq_gptq) < kl(&awq),
+        "AWQ + GPTQ KL {} vs AWQ {}",
+        kl(&awq_gptq),
+        kl(&awq)
+    );
+    let record = &awq_gptq["passes"][0]["options"]["calibration"];
+    assert_eq!(record["mappings"].as_array().unwrap().len(), 30 * 3);
+    assert_eq!(record["gptq"]["modules"].as_array().unwrap().len(), 30 * 7);
     // GPTQ W8A16 (per channel) against round-to-nearest INT8 W8A16, same data.
     let int8 = run_with("int8", "int8", &[]);
     let gptq8 = run_with(

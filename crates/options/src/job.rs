@@ -398,6 +398,20 @@ mod tests {
     }
 
     #[test]
+    fn awq_can_round_with_gptq() {
+        let q = quantize(&[("OPTION_AWQ_ROUNDING", "gptq")]).unwrap();
+        assert!(q.quantize().unwrap().awq_gptq);
+        assert!(!quantize(&[]).unwrap().quantize().unwrap().awq_gptq);
+        for env in [
+            vec![("OPTION_QUANTIZE", "int4"), ("OPTION_AWQ_ROUNDING", "gptq")],
+            vec![("OPTION_AWQ_ROUNDING", "stochastic")],
+        ] {
+            let err = quantize(&env).map(|_| ()).unwrap_err().to_string();
+            assert!(err.contains("OPTION_AWQ_ROUNDING"), "{err}");
+        }
+    }
+
+    #[test]
     fn awq_is_the_default_method() {
         let o = quantize(&[]).unwrap();
         let q = o.quantize().unwrap();

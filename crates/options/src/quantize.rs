@@ -25,6 +25,9 @@ pub const OPTION_GPTQ_ACTORDER: &str = "OPTION_GPTQ_ACTORDER";
 /// Not an LMI option (named after `OPTION_AWQ_WEIGHT_BIT_WIDTH`): GPTQ's weight bits, 4 (W4A16,
 /// the default) or 8 (W8A16, per channel unless `OPTION_QUANT_GROUP_SIZE`).
 pub const OPTION_GPTQ_WEIGHT_BIT_WIDTH: &str = "OPTION_GPTQ_WEIGHT_BIT_WIDTH";
+/// Not an LMI option: how AWQ rounds the scaled weights, `nearest` (round-to-nearest with its
+/// clip search, the default) or `gptq` (GPTQ's error feedback on the scaled weights and inputs).
+pub const OPTION_AWQ_ROUNDING: &str = "OPTION_AWQ_ROUNDING";
 
 /// The options this pass reads.
 pub const KEYS: &[&str] = &[
@@ -41,6 +44,7 @@ pub const KEYS: &[&str] = &[
     OPTION_QUANT_SCALE_SEARCH,
     OPTION_GPTQ_ACTORDER,
     OPTION_GPTQ_WEIGHT_BIT_WIDTH,
+    OPTION_AWQ_ROUNDING,
 ];
 
 /// The method and default of `OPTION_QUANTIZE` when a job does not set it: SageMaker's (and
@@ -74,6 +78,8 @@ pub struct QuantizeOptions {
     pub method: Method,
     /// Round-to-nearest INT4: search each group's clip ratio for the least squared error.
     pub mse_scale_search: bool,
+    /// AWQ: round the scaled weights with GPTQ (activation order) instead of round-to-nearest.
+    pub awq_gptq: bool,
     /// Module names and `re:` patterns left unquantized (default `lm_head`).
     pub ignore: Vec<String>,
 }
@@ -156,10 +162,27 @@ impl QuantizeOptions {
                 ))
             }
         };
+        let awq_gptq = match env
+            .get(OPTION_AWQ_ROUNDING)
+            .map(|v| v.trim().to_ascii_lowercase())
+        {
+            None => false,
+            Some(v) if v == "nearest" => false,
+            Some(v) if v == "gptq" && method == Method::Awq => true,
+            Some(v) if v == "gptq" => {
+                return Err(invalid(
+                    OPTION_AWQ_ROUNDING,
+                    &v,
+                    "unset: it applies to OPTION_QUANTIZE=awq",
+                ))
+            }
+            Some(v) => return Err(invalid(OPTION_AWQ_ROUNDING, &v, "`nearest` or `gptq`")),
+        };
         Ok(QuantizeOptions {
             scheme,
             method,
             mse_scale_search,
+            awq_gptq,
             ignore,
         })
     }

@@ -289,16 +289,40 @@ pub fn run_job(spec: &JobSpec, isa: Isa, sink: Sink, cancel: &Cancel) -> Result<
                     // The codes wait beside the output (same disk as the artifact) until written.
                     let scratch = scratch_dir(output);
                     let (codes, r) = gptq::search(
-                        dir, samples, scheme, dtype, actorder, &scratch, sink, cancel,
+                        dir, samples, scheme, dtype, actorder, &scratch, None, sink, cancel,
                     )?;
                     q.plan.rewrites = codes;
                     record_json(&r)
                 }
                 Method::Awq => {
                     sink(Event::Phase("awq"));
-                    let (found, r) = awq::search(dir, samples, scheme, dtype, sink, cancel)?;
+                    let (mut found, r) = awq::search(dir, samples, scheme, dtype, sink, cancel)?;
+                    let mut record = record_json(&r);
+                    if q.plan.options.awq_gptq {
+                        // GPTQ rounds the AWQ-scaled weights (its codes replace the clip ratios).
+                        sink(Event::Phase("gptq"));
+                        let scratch = scratch_dir(output);
+                        let smoothed = gptq::Smoothing(&found);
+                        let (codes, g) = gptq::search(
+                            dir,
+                            samples,
+                            scheme,
+                            dtype,
+                            true,
+                            &scratch,
+                            Some(smoothed),
+                            sink,
+                            cancel,
+                        )?;
+                        for (name, rewrite) in codes {
+                            found.entry(name).or_default().merge(rewrite);
+                        }
+                        if let serde_json::Value::Object(m) = &mut record {
+                            m.insert("gptq".into(), record_json(&g));
+                        }
+                    }
                     q.plan.rewrites = found;
-                    record_json(&r)
+                    record
                 }
                 Method::RoundToNearest => {
                     sink(Event::Phase("calibrate"));

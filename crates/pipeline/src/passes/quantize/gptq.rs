@@ -69,6 +69,12 @@ pub struct ModuleRecord {
     pub dead_inputs: usize,
 }
 
+/// Rewrites already chosen for the weights (AWQ's): GPTQ then quantizes the rewritten weights,
+/// `diag(1/d) W diag(s)` (`d` = `row_div`, `s` = `col_mul`), for the inputs `x diag(1/s)`, i.e.
+/// with `H` scaled to `diag(1/s) H diag(1/s)`.
+#[derive(Clone, Copy)]
+pub struct Smoothing<'a>(pub &'a Rewrites);
+
 /// Runs GPTQ on every Linear of the model in `model_dir` with the calibration windows; the
 /// codes are spilled to a scratch file in `scratch_dir`.
 #[allow(clippy::too_many_arguments)]
@@ -79,6 +85,7 @@ pub fn search(
     scale_dtype: Dtype,
     actorder: bool,
     scratch_dir: &Path,
+    smoothing: Option<Smoothing>,
     sink: Sink,
     cancel: &Cancel,
 ) -> Result<(Rewrites, GptqRecord)> {
@@ -128,8 +135,30 @@ pub fn search(
                 .zip(super::capture::module_rows(proj, p))
             {
                 // One module's weights in f32 at a time.
-                let w = &super::capture::weight_rows(proj, offset, offset + rows);
+                let mut w = super::capture::weight_rows(proj, offset, offset + rows);
                 offset += rows;
+                let rewrite = smoothing.and_then(|Smoothing(r)| r.get(&format!("{module}.weight")));
+                // A producer's rows are divided too (up_proj feeds a scaled down_proj).
+                if let Some(div) = rewrite.and_then(|r| r.row_div.as_deref()) {
+                    for (row, d) in w.chunks_exact_mut(cols).zip(div) {
+                        row.iter_mut().for_each(|v| *v /= d);
+                    }
+                }
+                let scales = rewrite.and_then(|r| r.col_mul.as_deref());
+                let scaled_h;
+                let h = match scales {
+                    Some(s) => {
+                        for row in w.chunks_exact_mut(cols) {
+                            row.iter_mut().zip(s).for_each(|(v, m)| *v *= m);
+                        }
+                        scaled_h = (0..cols * cols)
+                            .map(|k| h[k] / (s[k / cols] * s[k % cols]))
+                            .collect::<Vec<f32>>();
+                        &scaled_h
+                    }
+                    None => &h,
+                };
+                let w = &w;
                 let quantizer = Quantizer {
                     group,
                     codebook,
@@ -137,7 +166,7 @@ pub fn search(
                     actorder,
                 };
                 let (mut fixed, loss, dead) = quantizer
-                    .gptq(w, rows, cols, &h)
+                    .gptq(w, rows, cols, h)
                     .map_err(|why| Error::Plan(format!("GPTQ on {module}: {why}")))?;
                 if let Codes::Memory(codes) = &fixed.codes {
                     fixed.codes = spill.put(codes)?;
