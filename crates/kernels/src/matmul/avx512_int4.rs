@@ -1,23 +1,22 @@
 //! AVX-512 matrix-vector products on INT4 weights ([`Weights::Int4`](super::Weights::Int4)),
-//! the decode step of W4A16 models.
+//! the decode step of W4A16 models. The activations arrive rounded to bf16 (`matmul` does it for
+//! every INT4 product), and each (row, group) gets a register table of its 16 possible weights,
+//! which the nibbles index directly. Two tiles:
 //!
-//! Each (row, group) gets a 16-entry table of its 16 possible weights, `(code - zero) * scale`
-//! computed once with one rounding (the values [`Matrix::row`](super::Matrix::row) gives), in
-//! one register. The codes then index it directly: `vpermps` takes the low 4 bits of each
-//! 32-bit lane, so 16 bytes zero-extended to 16 lanes give the 16 low nibbles' weights, and the
-//! same lanes shifted right by 4 the 16 high nibbles'. Per 32 weights that is one
-//! zero-extending load, one shift, two permutes and two FMAs: no masking, no int-to-float
-//! conversion, no zero-point subtraction and no per-group scale multiply (an earlier version
-//! built `2^23 + code` floats and subtracted `2^23 + zero`: two more operations per 16
-//! weights and a scale per group; 4.84 ms against INT8's 4.37 ms per SmolLM2 decode step).
+//! - [`gemv_bf16`], where the CPU has AVX-512 BF16 and groups are multiples of 64: a 32-word
+//!   table of `code - zero` in bf16 (exact), looked up with `vpermw` (it takes the low 5 bits of
+//!   each word, so the table's upper half repeats the lower), and `vdpbf16ps` with the
+//!   activations (32 exact products per instruction); the group's sum is scaled once. Per 64
+//!   weights: one widening of 32 bytes to words, one shift, two lookups, two dot instructions.
+//! - [`gemv`] otherwise (groups multiples of 32): a 16-float table of `(code - zero) * scale`
+//!   (one rounding, the values [`Matrix::row`](super::Matrix::row) gives) looked up with
+//!   `vpermps` (low 4 bits of each 32-bit lane), then FMAs: per 32 weights one zero-extending
+//!   load, one shift, two permutes and two FMAs, INT8's instruction count.
 //!
-//! The low nibbles are the even elements of a 32-element block and the high nibbles the odd
-//! ones, so the activations are permuted once per call into that order
-//! ([`deinterleave_blocks`]). Groups must be multiples of 32 (the caller checks; other INT4
-//! groups take the decode-then-dense path of `int4.rs`).
-//!
-//! The matrix-matrix path (prefill) widens 32 codes at a time into f32 rows ([`decode_rows`])
-//! for the dense kernels, as for the other quantized kinds.
+//! The low nibbles are the even elements of a block and the high nibbles the odd ones, so the
+//! activations are permuted once per call into that order ([`deinterleave_blocks`],
+//! [`bf16_blocks`]). Other INT4 groups take the decode-then-dense path of `int4.rs`, and so does
+//! the matrix-matrix path (prefill), 32 codes at a time ([`decode_rows`]).
 
 use core::arch::x86_64::*;
 use std::cell::RefCell;

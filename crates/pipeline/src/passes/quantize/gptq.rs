@@ -128,6 +128,15 @@ pub fn search(
             let x = Tensor::from_slice(&recorded.rows, (n, cols), &Device::Cpu)?;
             let h = x.t()?.matmul(&x)?.affine(2.0 / n.max(1) as f64, 0.0)?;
             let h: Vec<f32> = h.flatten_all()?.to_vec1()?;
+            let quantizer = Quantizer {
+                group,
+                codebook,
+                scale_dtype,
+                actorder,
+            };
+            // The modules of a fused projection share its inputs (and, under AWQ, one
+            // mapping's scales): one factorisation serves them all.
+            let mut factorised: Option<(Option<&[f32]>, Factorised)> = None;
             let mut offset = 0;
             for (module, rows) in proj
                 .modules
@@ -145,29 +154,33 @@ pub fn search(
                     }
                 }
                 let scales = rewrite.and_then(|r| r.col_mul.as_deref());
-                let scaled_h;
-                let h = match scales {
-                    Some(s) => {
-                        for row in w.chunks_exact_mut(cols) {
-                            row.iter_mut().zip(s).for_each(|(v, m)| *v *= m);
-                        }
-                        scaled_h = (0..cols * cols)
-                            .map(|k| h[k] / (s[k / cols] * s[k % cols]))
-                            .collect::<Vec<f32>>();
-                        &scaled_h
+                if let Some(s) = scales {
+                    for row in w.chunks_exact_mut(cols) {
+                        row.iter_mut().zip(s).for_each(|(v, m)| *v *= m);
                     }
-                    None => &h,
-                };
-                let w = &w;
-                let quantizer = Quantizer {
-                    group,
-                    codebook,
-                    scale_dtype,
-                    actorder,
-                };
-                let (mut fixed, loss, dead) = quantizer
-                    .gptq(w, rows, cols, h)
+                }
+                let reuse = matches!(&factorised, Some((seen, _)) if *seen == scales);
+                if !reuse {
+                    let scaled_h;
+                    let h = match scales {
+                        Some(s) => {
+                            scaled_h = (0..cols * cols)
+                                .map(|k| h[k] / (s[k / cols] * s[k % cols]))
+                                .collect::<Vec<f32>>();
+                            &scaled_h
+                        }
+                        None => &h,
+                    };
+                    let f = quantizer
+                        .factorise(h, cols)
+                        .map_err(|why| Error::Plan(format!("GPTQ on {module}: {why}")))?;
+                    factorised = Some((scales, f));
+                }
+                let f = &factorised.as_ref().expect("factorised above").1;
+                let (mut fixed, loss) = quantizer
+                    .gptq(&w, rows, cols, f)
                     .map_err(|why| Error::Plan(format!("GPTQ on {module}: {why}")))?;
+                let dead = f.dead();
                 if let Codes::Memory(codes) = &fixed.codes {
                     fixed.codes = spill.put(codes)?;
                 }
@@ -263,35 +276,30 @@ pub struct Quantizer {
     pub actorder: bool,
 }
 
+/// What GPTQ needs of a Hessian, computed once for every weight that reads the same inputs.
+pub struct Factorised {
+    /// Inputs never active: their weights cannot matter, and they would make `H` singular.
+    is_dead: Vec<bool>,
+    /// `perm[i]` = the original column processed i-th.
+    perm: Vec<usize>,
+    /// The upper Cholesky factor of the damped `H⁻¹`, in processing order.
+    u: DMatrix<f64>,
+}
+
+impl Factorised {
+    /// Inputs never active in the calibration data.
+    pub fn dead(&self) -> usize {
+        self.is_dead.iter().filter(|&&d| d).count()
+    }
+}
+
 impl Quantizer {
-    /// GPTQ on one `[rows, cols]` weight `w` (row-major) with the Hessian `h` (`cols x cols`,
-    /// row-major): the codes and grids, the loss, and the number of dead inputs.
-    pub fn gptq(
-        &self,
-        w: &[f32],
-        rows: usize,
-        cols: usize,
-        h: &[f32],
-    ) -> std::result::Result<(FixedCodes, f64, usize), String> {
-        let group = self.group;
-        let groups = cols / group;
-        // Dead inputs (never active): their weights cannot matter, and they would make H
-        // singular.
+    /// The column order and the factor of the Hessian `h` (`cols x cols`, row-major).
+    pub fn factorise(&self, h: &[f32], cols: usize) -> std::result::Result<Factorised, String> {
         let is_dead: Vec<bool> = (0..cols).map(|i| h[i * cols + i] == 0.0).collect();
-        let dead = is_dead.iter().filter(|&&d| d).count();
-        // perm[i] = the original column processed i-th.
         let mut perm: Vec<usize> = (0..cols).collect();
         if self.actorder {
             perm.sort_by(|&a, &b| h[b * cols + b].total_cmp(&h[a * cols + a]));
-        }
-        // Column-major working copy in processing order: column i is contiguous.
-        let mut wc = vec![0f32; rows * cols];
-        for (i, &c) in perm.iter().enumerate() {
-            if !is_dead[c] {
-                for r in 0..rows {
-                    wc[i * rows + r] = w[r * cols + c];
-                }
-            }
         }
         // H in processing order, a dead input's diagonal set to 1.
         let hp = |i: usize, j: usize| -> f64 {
@@ -303,6 +311,30 @@ impl Quantizer {
         };
         let mean_diag = (0..cols).map(|i| hp(i, i)).sum::<f64>() / cols as f64;
         let u = upper_inverse_cholesky(cols, hp, DAMP * mean_diag)?;
+        Ok(Factorised { is_dead, perm, u })
+    }
+
+    /// GPTQ on one `[rows, cols]` weight `w` (row-major) with its inputs' factorised Hessian:
+    /// the codes and grids, and the loss.
+    pub fn gptq(
+        &self,
+        w: &[f32],
+        rows: usize,
+        cols: usize,
+        f: &Factorised,
+    ) -> std::result::Result<(FixedCodes, f64), String> {
+        let group = self.group;
+        let groups = cols / group;
+        let Factorised { is_dead, perm, u } = f;
+        // Column-major working copy in processing order: column i is contiguous.
+        let mut wc = vec![0f32; rows * cols];
+        for (i, &c) in perm.iter().enumerate() {
+            if !is_dead[c] {
+                for r in 0..rows {
+                    wc[i * rows + r] = w[r * cols + c];
+                }
+            }
+        }
         let mut codes = vec![0u8; rows * cols];
         let mut grids = vec![
             Grid {
@@ -389,7 +421,7 @@ impl Quantizer {
             }
         }
         let codes = Codes::Memory(codes);
-        Ok((FixedCodes { codes, grids }, loss / 2.0, dead))
+        Ok((FixedCodes { codes, grids }, loss / 2.0))
     }
 }
 
@@ -531,8 +563,9 @@ mod tests {
                     scale_dtype: Dtype::F32,
                     actorder,
                 };
-                let (fixed, _, dead) = q.gptq(&w, rows, cols, &h).unwrap();
-                assert_eq!(dead, 0);
+                let f = q.factorise(&h, cols).unwrap();
+                assert_eq!(f.dead(), 0);
+                let (fixed, _) = q.gptq(&w, rows, cols, &f).unwrap();
                 let codes = fixed.codes.load().unwrap();
                 if codebook != Codebook::Int8 {
                     assert!(codes.iter().all(|&c| c <= 15));

@@ -163,7 +163,7 @@ impl GridChoice for Clipped<'_> {
 
 /// Codes chosen elsewhere (GPTQ's error feedback): one stored code per weight, row-major,
 /// and the grid of every row's groups (`rows x groups`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct FixedCodes {
     pub codes: Codes,
     pub grids: Vec<Grid>,
@@ -180,23 +180,6 @@ pub enum Codes {
         offset: u64,
         len: usize,
     },
-}
-
-impl PartialEq for Codes {
-    fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (Codes::Memory(a), Codes::Memory(b)) => a == b,
-            (
-                Codes::Spilled { file, offset, len },
-                Codes::Spilled {
-                    file: f2,
-                    offset: o2,
-                    len: l2,
-                },
-            ) => std::sync::Arc::ptr_eq(file, f2) && offset == o2 && len == l2,
-            _ => false,
-        }
-    }
 }
 
 impl Codes {

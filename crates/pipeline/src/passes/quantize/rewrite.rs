@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 /// by `row_div` (the producer of those inputs), and for a quantized tensor the clip ratio of
 /// each row's groups (`rows x groups`, the minmax range shrunk by that factor), or GPTQ's
 /// codes (`fixed`).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct Rewrite {
     pub col_mul: Option<Vec<f32>>,
     pub row_div: Option<Vec<f32>>,
