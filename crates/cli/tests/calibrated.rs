@@ -237,4 +237,30 @@ fn smoothquant_beats_plain_w8a8_with_int8_activations() {
         );
         assert!(after < before, "{m}");
     }
+    // GPTQ's rounding of the smoothed weights (llm-compressor's SmoothQuant then GPTQ): lower
+    // KL, same W8A8 format, GPTQ's record beside SmoothQuant's.
+    let sq_gptq = run_method(
+        "sq-gptq",
+        &[
+            "--quantize",
+            "smoothquant",
+            "--env",
+            "OPTION_SMOOTHQUANT_ROUNDING=gptq",
+        ],
+    );
+    assert!(
+        kl(&sq_gptq) < kl(&smooth),
+        "SmoothQuant + GPTQ KL {} vs SmoothQuant {}",
+        kl(&sq_gptq),
+        kl(&smooth)
+    );
+    let record = &sq_gptq["passes"][0]["options"]["calibration"];
+    assert_eq!(record["mappings"].as_array().unwrap().len(), 30 * 2);
+    assert_eq!(record["gptq"]["modules"].as_array().unwrap().len(), 30 * 7);
+    assert_eq!(record["gptq"]["bits"], 8);
+    let artifact = Checkpoint::open(&dir.path().join("sq-gptq")).unwrap();
+    assert_eq!(
+        artifact.config.raw["quantization_config"]["format"],
+        "int-quantized"
+    );
 }

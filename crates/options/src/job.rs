@@ -398,16 +398,39 @@ mod tests {
     }
 
     #[test]
-    fn awq_can_round_with_gptq() {
+    fn awq_and_smoothquant_can_round_with_gptq() {
         let q = quantize(&[("OPTION_AWQ_ROUNDING", "gptq")]).unwrap();
-        assert!(q.quantize().unwrap().awq_gptq);
-        assert!(!quantize(&[]).unwrap().quantize().unwrap().awq_gptq);
-        for env in [
-            vec![("OPTION_QUANTIZE", "int4"), ("OPTION_AWQ_ROUNDING", "gptq")],
-            vec![("OPTION_AWQ_ROUNDING", "stochastic")],
+        assert!(q.quantize().unwrap().gptq_rounding);
+        assert!(!quantize(&[]).unwrap().quantize().unwrap().gptq_rounding);
+        let q = quantize(&[
+            ("OPTION_QUANTIZE", "smoothquant"),
+            ("OPTION_SMOOTHQUANT_ROUNDING", "gptq"),
+        ])
+        .unwrap();
+        assert!(q.quantize().unwrap().gptq_rounding);
+        for (env, option) in [
+            (
+                vec![("OPTION_QUANTIZE", "int4"), ("OPTION_AWQ_ROUNDING", "gptq")],
+                "OPTION_AWQ_ROUNDING",
+            ),
+            (
+                vec![("OPTION_AWQ_ROUNDING", "stochastic")],
+                "OPTION_AWQ_ROUNDING",
+            ),
+            (
+                vec![("OPTION_SMOOTHQUANT_ROUNDING", "gptq")],
+                "OPTION_SMOOTHQUANT_ROUNDING",
+            ),
+            (
+                vec![
+                    ("OPTION_QUANTIZE", "smoothquant"),
+                    ("OPTION_SMOOTHQUANT_ROUNDING", "up"),
+                ],
+                "OPTION_SMOOTHQUANT_ROUNDING",
+            ),
         ] {
             let err = quantize(&env).map(|_| ()).unwrap_err().to_string();
-            assert!(err.contains("OPTION_AWQ_ROUNDING"), "{err}");
+            assert!(err.contains(option), "{err}");
         }
     }
 

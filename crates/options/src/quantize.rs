@@ -28,6 +28,9 @@ pub const OPTION_GPTQ_WEIGHT_BIT_WIDTH: &str = "OPTION_GPTQ_WEIGHT_BIT_WIDTH";
 /// Not an LMI option: how AWQ rounds the scaled weights, `nearest` (round-to-nearest with its
 /// clip search, the default) or `gptq` (GPTQ's error feedback on the scaled weights and inputs).
 pub const OPTION_AWQ_ROUNDING: &str = "OPTION_AWQ_ROUNDING";
+/// Not an LMI option: how SmoothQuant rounds the smoothed INT8 weights, `nearest` (the default)
+/// or `gptq` (llm-compressor's SmoothQuantModifier followed by GPTQModifier).
+pub const OPTION_SMOOTHQUANT_ROUNDING: &str = "OPTION_SMOOTHQUANT_ROUNDING";
 
 /// The options this pass reads.
 pub const KEYS: &[&str] = &[
@@ -45,6 +48,7 @@ pub const KEYS: &[&str] = &[
     OPTION_GPTQ_ACTORDER,
     OPTION_GPTQ_WEIGHT_BIT_WIDTH,
     OPTION_AWQ_ROUNDING,
+    OPTION_SMOOTHQUANT_ROUNDING,
 ];
 
 /// The method and default of `OPTION_QUANTIZE` when a job does not set it: SageMaker's (and
@@ -78,8 +82,9 @@ pub struct QuantizeOptions {
     pub method: Method,
     /// Round-to-nearest INT4: search each group's clip ratio for the least squared error.
     pub mse_scale_search: bool,
-    /// AWQ: round the scaled weights with GPTQ (activation order) instead of round-to-nearest.
-    pub awq_gptq: bool,
+    /// AWQ or SmoothQuant: round the scaled weights with GPTQ (activation order) instead of
+    /// round-to-nearest.
+    pub gptq_rounding: bool,
     /// Module names and `re:` patterns left unquantized (default `lm_head`).
     pub ignore: Vec<String>,
 }
@@ -162,27 +167,31 @@ impl QuantizeOptions {
                 ))
             }
         };
-        let awq_gptq = match env
-            .get(OPTION_AWQ_ROUNDING)
-            .map(|v| v.trim().to_ascii_lowercase())
-        {
-            None => false,
-            Some(v) if v == "nearest" => false,
-            Some(v) if v == "gptq" && method == Method::Awq => true,
-            Some(v) if v == "gptq" => {
-                return Err(invalid(
-                    OPTION_AWQ_ROUNDING,
-                    &v,
-                    "unset: it applies to OPTION_QUANTIZE=awq",
-                ))
+        let gptq_rounding = match method {
+            Method::Awq => parse_rounding(env, OPTION_AWQ_ROUNDING, "awq")?,
+            Method::SmoothQuant { .. } => {
+                parse_rounding(env, OPTION_SMOOTHQUANT_ROUNDING, "smoothquant")?
             }
-            Some(v) => return Err(invalid(OPTION_AWQ_ROUNDING, &v, "`nearest` or `gptq`")),
+            _ => false,
         };
+        for (option, applies_to) in [
+            (OPTION_AWQ_ROUNDING, "awq"),
+            (OPTION_SMOOTHQUANT_ROUNDING, "smoothquant"),
+        ] {
+            // Set for another method: say so rather than ignore it.
+            if env.get(option).is_some() && !quantize.eq_ignore_ascii_case(applies_to) {
+                return Err(invalid(
+                    option,
+                    env.get(option).unwrap_or_default(),
+                    &format!("unset: it applies to OPTION_QUANTIZE={applies_to}"),
+                ));
+            }
+        }
         Ok(QuantizeOptions {
             scheme,
             method,
             mse_scale_search,
-            awq_gptq,
+            gptq_rounding,
             ignore,
         })
     }
@@ -192,6 +201,20 @@ impl QuantizeOptions {
     /// Whether the job must run calibration data through the model before quantizing.
     pub fn needs_calibration(&self) -> bool {
         self.scheme.needs_calibration() || self.method != Method::RoundToNearest
+    }
+}
+
+/// `nearest` (the default) or `gptq`: how a scaling method rounds its rewritten weights.
+fn parse_rounding(env: &Env, option: &str, method: &str) -> Result<bool> {
+    match env.get(option).map(|v| v.trim().to_ascii_lowercase()) {
+        None => Ok(false),
+        Some(v) if v == "nearest" => Ok(false),
+        Some(v) if v == "gptq" => Ok(true),
+        Some(v) => Err(invalid(
+            option,
+            &v,
+            &format!("`nearest` or `gptq` (how {method} rounds its scaled weights)"),
+        )),
     }
 }
 

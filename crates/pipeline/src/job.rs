@@ -5,6 +5,7 @@
 //! all.
 
 use crate::artifact;
+use crate::passes::quantize::rewrite::Rewrites;
 use crate::passes::quantize::{QuantizePass, QuantizePlan};
 use crate::passes::shard::{ShardPass, ShardPlan};
 use crate::passes::speculative::SpeculativePass;
@@ -277,12 +278,41 @@ pub fn run_job(spec: &JobSpec, isa: Isa, sink: Sink, cancel: &Cancel) -> Result<
                 q.plan.options.scheme,
                 q.plan.scale_dtype,
             );
+            // GPTQ rounds the weights AWQ or SmoothQuant scaled (its codes replace AWQ's clip
+            // ratios); its record goes beside the scaling method's.
+            let gptq_on_scaled =
+                |found: &mut Rewrites, record: &mut serde_json::Value, sink: Sink| -> Result<()> {
+                    sink(Event::Phase("gptq"));
+                    let scratch = scratch_dir(output);
+                    let (codes, g) = gptq::search(
+                        dir,
+                        samples,
+                        scheme,
+                        dtype,
+                        true,
+                        &scratch,
+                        Some(gptq::Smoothing(found)),
+                        sink,
+                        cancel,
+                    )?;
+                    for (name, rewrite) in codes {
+                        found.entry(name).or_default().merge(rewrite);
+                    }
+                    if let serde_json::Value::Object(m) = record {
+                        m.insert("gptq".into(), record_json(&g));
+                    }
+                    Ok(())
+                };
             let record = match q.plan.options.method {
                 Method::SmoothQuant { alpha } => {
                     sink(Event::Phase("smoothquant"));
-                    let (found, r) = smoothquant::search(dir, samples, alpha, sink, cancel)?;
+                    let (mut found, r) = smoothquant::search(dir, samples, alpha, sink, cancel)?;
+                    let mut record = record_json(&r);
+                    if q.plan.options.gptq_rounding {
+                        gptq_on_scaled(&mut found, &mut record, sink)?;
+                    }
                     q.plan.rewrites = found;
-                    record_json(&r)
+                    record
                 }
                 Method::Gptq { actorder } => {
                     sink(Event::Phase("gptq"));
@@ -298,28 +328,8 @@ pub fn run_job(spec: &JobSpec, isa: Isa, sink: Sink, cancel: &Cancel) -> Result<
                     sink(Event::Phase("awq"));
                     let (mut found, r) = awq::search(dir, samples, scheme, dtype, sink, cancel)?;
                     let mut record = record_json(&r);
-                    if q.plan.options.awq_gptq {
-                        // GPTQ rounds the AWQ-scaled weights (its codes replace the clip ratios).
-                        sink(Event::Phase("gptq"));
-                        let scratch = scratch_dir(output);
-                        let smoothed = gptq::Smoothing(&found);
-                        let (codes, g) = gptq::search(
-                            dir,
-                            samples,
-                            scheme,
-                            dtype,
-                            true,
-                            &scratch,
-                            Some(smoothed),
-                            sink,
-                            cancel,
-                        )?;
-                        for (name, rewrite) in codes {
-                            found.entry(name).or_default().merge(rewrite);
-                        }
-                        if let serde_json::Value::Object(m) = &mut record {
-                            m.insert("gptq".into(), record_json(&g));
-                        }
+                    if q.plan.options.gptq_rounding {
+                        gptq_on_scaled(&mut found, &mut record, sink)?;
                     }
                     q.plan.rewrites = found;
                     record
@@ -602,15 +612,17 @@ fn record_json(r: &impl serde::Serialize) -> serde_json::Value {
 /// from fewer rows than about twice that width: say so, with what to do.
 fn gptq_data_warning(plan: &JobPlan, passes: &[PassOutput]) -> Option<String> {
     let q = plan.quantize.as_ref()?;
-    if !matches!(q.plan.options.method, Method::Gptq { .. }) {
-        return None;
-    }
-    let rows = passes
+    let calibration = &passes
         .iter()
         .find(|p| p.record.name == "quantize")?
         .record
-        .options["calibration"]["rows_per_hessian"]
-        .as_u64()? as usize;
+        .options["calibration"];
+    // GPTQ's own record, or the one it left beside AWQ's or SmoothQuant's.
+    let rows = match q.plan.options.method {
+        Method::Gptq { .. } => calibration["rows_per_hessian"].as_u64()?,
+        _ if q.plan.options.gptq_rounding => calibration["gptq"]["rows_per_hessian"].as_u64()?,
+        _ => return None,
+    } as usize;
     let widest = q
         .plan
         .checkpoint

@@ -91,10 +91,11 @@ pub fn search(
 ) -> Result<(Rewrites, GptqRecord)> {
     let codebook = match scheme {
         Scheme::W4A16 { zero_point, .. } => Codebook::Int4 { zero_point },
-        Scheme::W8A16 { .. } => Codebook::Int8,
+        // W8A8's weights are W8A16's per-channel INT8 (SmoothQuant, then GPTQ).
+        Scheme::W8A16 { .. } | Scheme::W8A8 => Codebook::Int8,
         other => {
             return Err(Error::Plan(format!(
-                "GPTQ writes INT4 W4A16 or INT8 W8A16, not {}",
+                "GPTQ writes INT4 W4A16 or INT8 W8A16 and W8A8, not {}",
                 other.label()
             )))
         }

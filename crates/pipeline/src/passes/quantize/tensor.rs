@@ -134,7 +134,7 @@ pub fn quantize_tensor(isa: Isa, scheme: Scheme, input: &TensorInput) -> Result<
     let mut codes = vec![0u8; rows * cols];
     let result = match (scheme, input.fixed) {
         // GPTQ's INT8 codes (i8 bits) and grids, written as chosen.
-        (Scheme::W8A16 { .. }, Some(fixed)) => {
+        (Scheme::W8A16 { .. } | Scheme::W8A8, Some(fixed)) => {
             let stored = fixed.codes.load().map_err(|e| {
                 tensor_error(input, format!("reading its GPTQ codes back failed: {e}"))
             })?;
@@ -160,7 +160,7 @@ pub fn quantize_tensor(isa: Isa, scheme: Scheme, input: &TensorInput) -> Result<
             return Err(tensor_error(
                 input,
                 format!(
-                    "GPTQ codes are for INT4 or INT8 W8A16, not {}",
+                    "GPTQ codes are for INT4, or INT8 W8A16 and W8A8, not {}",
                     scheme.label()
                 ),
             ))
