@@ -37,14 +37,14 @@ from llmcompressor.modifiers.quantization import QuantizationModifier
 from llmcompressor.modifiers.transform.awq import AWQModifier
 from llmcompressor.pipelines.cache import IntermediatesCache
 
-# Files copied from the source model when oneshot did not write them.
-AUX_FILES = [
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "generation_config.json",
-    "chat_template.jinja",
-]
+# Tokenizer files are always copied from the source model over what oneshot saved:
+# transformers 5.x rebuilds a "GPT2Tokenizer" on load and drops the
+# Digits(individual_digits) pre-tokenizer of SmolLM2's tokenizer.json, so the
+# re-saved tokenizer.json splits e.g. "n 1  1" differently from the original
+# (the calibration ids here are pre-tokenized, so only the saved copy is affected).
+TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
+# Copied only when oneshot did not write them.
+AUX_FILES = ["generation_config.json"]
 
 
 def weights(group_size):
@@ -141,9 +141,9 @@ def main():
     wall = time.perf_counter() - start
 
     out = Path(args.output)
-    for name in AUX_FILES:
+    for name in TOKENIZER_FILES + AUX_FILES:
         src = Path(args.model) / name
-        if src.exists() and not (out / name).exists():
+        if src.exists() and (name in TOKENIZER_FILES or not (out / name).exists()):
             shutil.copy(src, out / name)
 
     print(

@@ -13,7 +13,9 @@ use temper_options::SampleOptions;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 4 {
-        eprintln!("usage: sample_windows MODEL_DIR DATA|builtin WINDOW_LEN CALIB_WINDOWS [EVAL_WINDOWS]");
+        eprintln!(
+            "usage: sample_windows MODEL_DIR DATA|builtin WINDOW_LEN CALIB_WINDOWS [EVAL_WINDOWS]"
+        );
         std::process::exit(2);
     }
     let model_dir = PathBuf::from(&args[0]);

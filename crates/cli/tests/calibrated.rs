@@ -80,6 +80,42 @@ fn round_to_nearest_int4_round_trips_through_the_runtime() {
 }
 
 #[test]
+fn mse_scale_search_lowers_the_weight_error_of_every_round_to_nearest_scheme() {
+    let dir = tempfile::tempdir().unwrap();
+    let error = |method: &str, search: &str| -> (f64, Value) {
+        let out = dir.path().join(format!("{method}-{search}"));
+        let o = quantize(
+            smollm2(),
+            "ml.g6.xlarge",
+            &out,
+            &[
+                "--quantize",
+                method,
+                "--env",
+                &format!("OPTION_QUANT_SCALE_SEARCH={search}"),
+                "--json",
+            ],
+        );
+        assert!(o.status.success(), "{method} {search}: {}", stderr(&o));
+        let manifest: Value =
+            serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+        let report = &manifest["passes"][0]["report"];
+        (
+            report["mean_relative_rms_error"].as_f64().unwrap(),
+            manifest["evaluation"].clone(),
+        )
+    };
+    for method in ["int4", "int8", "fp8"] {
+        let (minmax, _) = error(method, "minmax");
+        let (mse, evaluation) = error(method, "mse");
+        // The full range is one of the ratios searched, so the error can only go down; it
+        // does go down on real weights.
+        assert!(mse < minmax, "{method}: mse {mse} vs minmax {minmax}");
+        assert_eq!(evaluation["measured"], true, "{method}: {evaluation}");
+    }
+}
+
+#[test]
 fn awq_and_gptq_beat_round_to_nearest_on_the_same_held_out_text() {
     // 32 windows of ShareGPT conversations (scripts/fetch-assets.sh) for calibration, the
     // 4 held-out windows before them for the evaluation: GPTQ's Hessians need more tokens than

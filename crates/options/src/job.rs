@@ -357,15 +357,30 @@ mod tests {
     }
 
     #[test]
-    fn mse_scale_search_is_an_int4_option() {
-        let o = quantize(&[
-            ("OPTION_QUANTIZE", "int4"),
-            ("OPTION_QUANT_SCALE_SEARCH", "mse"),
-        ])
-        .unwrap();
-        assert!(o.quantize().unwrap().mse_scale_search);
-        let o = quantize(&[("OPTION_QUANTIZE", "int4")]).unwrap();
-        assert!(!o.quantize().unwrap().mse_scale_search);
+    fn mse_scale_search_is_a_round_to_nearest_option() {
+        for method in ["int4", "int8", "fp8"] {
+            let o = quantize(&[
+                ("OPTION_QUANTIZE", method),
+                ("OPTION_QUANT_SCALE_SEARCH", "mse"),
+            ])
+            .unwrap();
+            assert!(o.quantize().unwrap().mse_scale_search, "{method}");
+            let o = quantize(&[("OPTION_QUANTIZE", method)]).unwrap();
+            assert!(!o.quantize().unwrap().mse_scale_search, "{method}");
+        }
+        for env in [
+            vec![("OPTION_QUANTIZE", "gptq")],
+            vec![
+                ("OPTION_QUANTIZE", "fp8"),
+                ("OPTION_FP8_SCHEME", "FP8_BLOCK"),
+            ],
+            vec![("OPTION_QUANTIZE", "fp8"), ("OPTION_FP8_SCHEME", "FP8")],
+        ] {
+            let mut env = env;
+            env.push(("OPTION_QUANT_SCALE_SEARCH", "mse"));
+            let err = quantize(&env).map(|_| ()).unwrap_err().to_string();
+            assert!(err.contains("OPTION_QUANT_SCALE_SEARCH"), "{err}");
+        }
     }
 
     #[test]

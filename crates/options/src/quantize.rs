@@ -16,8 +16,9 @@ pub const OPTION_AWQ_ZERO_POINT: &str = "OPTION_AWQ_ZERO_POINT";
 /// Not an LMI option: zero points for INT4 by round-to-nearest or GPTQ (default true).
 pub const OPTION_INT4_ZERO_POINT: &str = "OPTION_INT4_ZERO_POINT";
 pub const OPTION_SMOOTHQUANT_ALPHA: &str = "OPTION_SMOOTHQUANT_ALPHA";
-/// Not an LMI option: `mse` searches each INT4 group's clip ratio for the least squared
-/// weight error instead of using the full range (`minmax`, the default).
+/// Not an LMI option: `mse` searches each group's (INT4) or row's/group's (INT8, FP8_DYNAMIC)
+/// clip ratio for the least squared weight error instead of using the full range (`minmax`,
+/// the default).
 pub const OPTION_QUANT_SCALE_SEARCH: &str = "OPTION_QUANT_SCALE_SEARCH";
 /// Not an LMI option: GPTQ's column order, `weight` (by decreasing Hessian diagonal, grids
 /// fixed up front; llm-compressor's `actorder="weight"`, the default) or `none`.
@@ -80,7 +81,8 @@ pub enum Method {
 pub struct QuantizeOptions {
     pub scheme: Scheme,
     pub method: Method,
-    /// Round-to-nearest INT4: search each group's clip ratio for the least squared error.
+    /// Round-to-nearest INT4, INT8 and FP8_DYNAMIC: search each group's (or row's) clip ratio
+    /// for the least squared weight error.
     pub mse_scale_search: bool,
     /// AWQ or SmoothQuant: round the scaled weights with GPTQ (activation order) instead of
     /// round-to-nearest.
@@ -145,20 +147,28 @@ impl QuantizeOptions {
         };
         let mse_scale_search = match env.get(OPTION_QUANT_SCALE_SEARCH).map(str::trim) {
             None | Some("minmax") => false,
-            Some("mse")
-                if matches!(scheme, Scheme::W4A16 { .. }) && method == Method::RoundToNearest =>
-            {
-                true
-            }
-            Some("mse") => {
+            Some("mse") if method != Method::RoundToNearest => {
                 return Err(invalid(
                     OPTION_QUANT_SCALE_SEARCH,
                     "mse",
-                    "`minmax` here: the MSE search applies to round-to-nearest INT4 \
-                     (OPTION_QUANTIZE=int4); AWQ searches its own clip ratios, and 8-bit codes \
-                     gain little from clipping",
+                    "`minmax` here: the MSE search is for the round-to-nearest schemes \
+                     (OPTION_QUANTIZE=int4, int8 or fp8); AWQ searches its own clip ratios and \
+                     GPTQ and SmoothQuant choose their codes from calibration data",
                 ))
             }
+            Some("mse") => match scheme {
+                Scheme::W4A16 { .. } | Scheme::W8A16 { .. } | Scheme::W8A8 | Scheme::Fp8Dynamic => {
+                    true
+                }
+                _ => {
+                    return Err(invalid(
+                        OPTION_QUANT_SCALE_SEARCH,
+                        "mse",
+                        "`minmax` for FP8_BLOCK and static FP8: the search chooses per-channel \
+                         and group scales (INT4, INT8, FP8_DYNAMIC), not block or tensor ones",
+                    ))
+                }
+            },
             Some(other) => {
                 return Err(invalid(
                     OPTION_QUANT_SCALE_SEARCH,

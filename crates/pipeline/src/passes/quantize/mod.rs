@@ -6,6 +6,7 @@ pub mod awq;
 mod capture;
 pub mod gptq;
 pub mod int4;
+mod mse;
 mod plan;
 pub mod rewrite;
 mod run;

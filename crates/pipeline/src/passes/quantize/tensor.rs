@@ -2,6 +2,7 @@
 //! bytes each compressed-tensors scheme stores, and error statistics measured by
 //! dequantizing the result again.
 
+use super::mse::Code8;
 use crate::{Error, Result};
 use half::{bf16, f16};
 use rayon::prelude::*;
@@ -166,6 +167,31 @@ pub fn quantize_tensor(isa: Isa, scheme: Scheme, input: &TensorInput) -> Result<
             ))
         }
         (Scheme::W4A16 { .. }, None) => unreachable!("INT4 returned above"),
+        // `OPTION_QUANT_SCALE_SEARCH=mse`: each row's or group's range searched (scalar).
+        (Scheme::Fp8Dynamic, None) if input.mse_search => super::mse::quantize_rows(
+            Code8::Fp8,
+            input.data,
+            cols,
+            cols,
+            &scale_for,
+            &mut codes,
+            &mut scales,
+        ),
+        (Scheme::W8A8 | Scheme::W8A16 { .. }, None) if input.mse_search => {
+            let group = match scheme {
+                Scheme::W8A16 { group: Some(g) } => g,
+                _ => cols,
+            };
+            super::mse::quantize_rows(
+                Code8::Int8,
+                input.data,
+                cols,
+                group,
+                &scale_for,
+                &mut codes,
+                &mut scales,
+            )
+        }
         (Scheme::Fp8Dynamic, None) => temper_kernels::quantize_fp8_rows(
             isa,
             source,
