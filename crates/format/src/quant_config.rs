@@ -200,9 +200,14 @@ fn compressed_tensors(path: &Path, q: &Map<String, Value>) -> Result<QuantConfig
         }
     }
     // Sparse storage and online rotations change what the tensors mean; running without them
-    // would give wrong output rather than an error.
+    // would give wrong output rather than an error. llm-compressor writes `{}` for "none".
     for key in ["sparsity_config", "transform_config"] {
-        if !matches!(q.get(key), None | Some(Value::Null)) {
+        let none = match q.get(key) {
+            None | Some(Value::Null) => true,
+            Some(Value::Object(m)) => m.is_empty(),
+            _ => false,
+        };
+        if !none {
             return Err(unsupported(
                 path,
                 &format!("quantization_config.{key} is set; this runtime runs dense, unrotated checkpoints only"),
@@ -284,13 +289,21 @@ fn group_weights(
         ));
     }
     let symmetric = w.get("symmetric").and_then(Value::as_bool) != Some(false);
-    if w.get("actorder")
-        .is_some_and(|a| !a.is_null() && a != false)
-    {
-        return Err(unsupported(
-            path,
-            &format!("{field}.weights.actorder is set; activation-reordered (g_idx) checkpoints are not supported by this runtime"),
-        ));
+    // `weight` (or `static`) activation order only changed the order GPTQ processed the columns
+    // in: the stored layout is the plain one. `group` (`dynamic`, or `true` in older files)
+    // stores a g_idx permutation this runtime does not apply.
+    match w.get("actorder") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => {}
+        Some(Value::String(a)) if a == "weight" || a == "static" => {}
+        Some(other) => {
+            return Err(unsupported(
+                path,
+                &format!(
+                    "{field}.weights.actorder is {other}; activation-reordered (group, g_idx) \
+                     checkpoints are not supported by this runtime (`weight` order is)"
+                ),
+            ))
+        }
     }
     if !symmetric && !four_bit {
         return Err(unsupported(
@@ -473,5 +486,43 @@ mod tests {
         let up = c.scheme_for("model.layers.0.mlp.up_proj").weights;
         assert!(matches!(down, WeightFormat::Fp8 { .. }), "{down:?}");
         assert!(matches!(up, WeightFormat::Int8 { .. }), "{up:?}");
+    }
+
+    /// The metadata llm-compressor 0.14 writes for GPTQ W4A16 with `actorder="weight"`: empty
+    /// sparsity and transform configs, and an activation order that left the layout alone.
+    #[test]
+    fn llm_compressor_metadata_is_accepted_and_group_order_refused() {
+        let config = |actorder: Value, sparsity: Value| {
+            serde_json::json!({
+                "quant_method": "compressed-tensors",
+                "format": "pack-quantized",
+                "quantization_status": "compressed",
+                "sparsity_config": sparsity,
+                "transform_config": {},
+                "config_groups": {"group_0": {"targets": ["Linear"], "weights": {
+                    "num_bits": 4, "type": "int", "strategy": "group", "group_size": 128,
+                    "symmetric": false, "dynamic": false, "actorder": actorder}}}
+            })
+        };
+        let parse = |q: Value| compressed_tensors(Path::new("config.json"), q.as_object().unwrap());
+        for order in [
+            serde_json::json!("weight"),
+            serde_json::json!("static"),
+            Value::Null,
+        ] {
+            let c = parse(config(order.clone(), serde_json::json!({}))).unwrap();
+            let w = c.scheme_for("model.layers.0.mlp.down_proj").weights;
+            assert!(matches!(w, WeightFormat::Int4 { .. }), "{order}: {w:?}");
+        }
+        for order in [serde_json::json!("group"), serde_json::json!(true)] {
+            let err = parse(config(order.clone(), serde_json::json!({})))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("actorder") && err.contains("g_idx"), "{err}");
+        }
+        let sparse =
+            serde_json::json!({"format": "sparse-24-bitmask", "sparsity_structure": "2:4"});
+        let err = parse(config(Value::Null, sparse)).unwrap_err().to_string();
+        assert!(err.contains("sparsity_config"), "{err}");
     }
 }
