@@ -179,7 +179,7 @@ fn awq_and_gptq_beat_round_to_nearest_on_the_same_held_out_text() {
             assert_eq!(a != s, scaled, "{producer}");
         }
     }
-    // 32 windows give GPTQ 4,096 Hessian rows, over twice the widest input (1,536): no
+    // 32 windows give GPTQ 8,192 Hessian rows, over twice the widest input (1,536): no
     // warning that it fits its calibration text.
     assert!(
         !gptq["warnings"].to_string().contains("GPTQ's Hessians"),
