@@ -1,13 +1,13 @@
 //! Error-minimising scales for the 8-bit round-to-nearest schemes (`OPTION_QUANT_SCALE_SEARCH=mse`
 //! with INT8 W8A16/W8A8 or FP8_DYNAMIC): each row's (or group's) range is shrunk by the ratio in
 //! [`clip_ratios`] whose codes have the least squared weight error, as llm-compressor's `mse`
-//! observer searches it (shrinking the range by up to 20% in 1% steps). The codes are the same
-//! as the SIMD quantizers' for the chosen scale (`round_half_even(w * (1/scale))` clamped for
-//! INT8, [`f32_to_fp8_e4m3`] for FP8); this scalar path runs only when the option asks for it.
+//! observer searches it (shrinking the range by up to 20% in 1% steps). Each candidate is rounded
+//! and measured with the kernels' own quantizers (`quantize_int8`/`quantize_fp8` and their
+//! dequantizers), so the codes are the ones the round-to-nearest pass would write for that scale.
 
 use rayon::prelude::*;
 use temper_core::dtype::FloatData;
-use temper_kernels::{f32_to_fp8_e4m3, fp8_e4m3_to_f32, KernelError};
+use temper_kernels::{Isa, KernelError, Src};
 
 /// The 8-bit codebooks the search rounds onto.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -19,17 +19,26 @@ pub enum Code8 {
 }
 
 impl Code8 {
-    fn code(self, w: f32, inv: f32) -> u8 {
+    /// `out` = the codes of `values` at `1 / inv` per step.
+    fn quantize(self, isa: Isa, values: &[f32], inv: f32, out: &mut [u8]) {
         match self {
-            Code8::Int8 => (w * inv).round_ties_even().clamp(-128.0, 127.0) as i8 as u8,
-            Code8::Fp8 => f32_to_fp8_e4m3(w * inv),
+            Code8::Int8 => temper_kernels::quantize_int8(
+                isa,
+                Src::F32(values),
+                inv,
+                bytemuck::cast_slice_mut(out),
+            ),
+            Code8::Fp8 => temper_kernels::quantize_fp8(isa, Src::F32(values), inv, out),
         }
     }
 
-    fn value(self, code: u8, scale: f32) -> f32 {
+    /// `out` = the values the codes stand for at `scale`.
+    fn dequantize(self, isa: Isa, codes: &[u8], scale: f32, out: &mut [f32]) {
         match self {
-            Code8::Int8 => f32::from(code as i8) * scale,
-            Code8::Fp8 => fp8_e4m3_to_f32(code) * scale,
+            Code8::Int8 => {
+                temper_kernels::dequantize_int8(isa, bytemuck::cast_slice(codes), scale, out)
+            }
+            Code8::Fp8 => temper_kernels::dequantize_fp8(isa, codes, scale, out),
         }
     }
 }
@@ -43,7 +52,9 @@ pub fn clip_ratios() -> impl Iterator<Item = f32> {
 /// of each row, each scale `scale_for(ratio * absmax)` for the ratio with the least squared
 /// error. `scale_for` is the scheme's policy (rounded up to the scale dtype; called once, with
 /// 0, for an all-zero group). Errors: the first non-finite weight, as the SIMD quantizers report it.
+#[allow(clippy::too_many_arguments)]
 pub fn quantize_rows(
+    isa: Isa,
     book: Code8,
     data: &FloatData,
     cols: usize,
@@ -58,8 +69,8 @@ pub fn quantize_rows(
         .zip(scales.par_chunks_mut(groups))
         .enumerate()
         .map_init(
-            || (vec![0f32; cols], vec![0u8; group]),
-            |(row, trial), (r, (row_codes, row_scales))| {
+            || (vec![0f32; cols], vec![0u8; group], vec![0f32; group]),
+            |(row, trial, deq), (r, (row_codes, row_scales))| {
                 data.copy_to_f32(r * cols, row);
                 if let Some(col) = row.iter().position(|v| !v.is_finite()) {
                     return Some(KernelError::NonFinite {
@@ -73,7 +84,7 @@ pub fn quantize_rows(
                     .zip(row_codes.chunks_exact_mut(group))
                     .zip(row_scales.iter_mut())
                 {
-                    *scale = search_group(book, values, scale_for, out, trial);
+                    *scale = search_group(isa, book, values, scale_for, out, (trial, deq));
                 }
                 None
             },
@@ -85,29 +96,32 @@ pub fn quantize_rows(
     }
 }
 
-/// Writes the best codes of one group into `out` and returns their scale.
+/// Writes the best codes of one group into `out` and returns their scale; `scratch` holds a
+/// candidate's codes and values.
 fn search_group(
+    isa: Isa,
     book: Code8,
     values: &[f32],
     scale_for: &(dyn Fn(f32) -> f32 + Sync),
     out: &mut [u8],
-    trial: &mut [u8],
+    (trial, deq): (&mut [u8], &mut [f32]),
 ) -> f32 {
     let absmax = values.iter().fold(0f32, |m, v| m.max(v.abs()));
     if absmax == 0.0 {
-        let scale = scale_for(0.0);
-        out.fill(book.code(0.0, 1.0 / scale));
-        return scale;
+        // Zero is code 0 in both codebooks.
+        out.fill(0);
+        return scale_for(0.0);
     }
     let mut best: Option<(f64, f32)> = None;
     for ratio in clip_ratios() {
         let scale = scale_for(ratio * absmax);
-        let inv = 1.0 / scale;
-        let mut err = 0f64;
-        for (c, &w) in trial.iter_mut().zip(values) {
-            *c = book.code(w, inv);
-            err += f64::from(w - book.value(*c, scale)).powi(2);
-        }
+        book.quantize(isa, values, 1.0 / scale, trial);
+        book.dequantize(isa, trial, scale, deq);
+        let err: f64 = values
+            .iter()
+            .zip(deq.iter())
+            .map(|(&w, &d)| f64::from(w - d).powi(2))
+            .sum();
         if best.is_none_or(|(e, _)| err < e) {
             best = Some((err, scale));
             out.copy_from_slice(trial);
@@ -132,6 +146,7 @@ mod tests {
         let mut scales = vec![0f32; w.len() / group];
         let scale_for = |a: f32| if a == 0.0 { 1.0 } else { a / qmax };
         quantize_rows(
+            Isa::detect(),
             book,
             &FloatData::F32(Cow::Borrowed(w)),
             cols,
@@ -144,12 +159,27 @@ mod tests {
         (codes, scales)
     }
 
+    /// Squared error of `codes` (one scale per `group`) against `w`.
     fn error(book: Code8, w: &[f32], codes: &[u8], scales: &[f32], group: usize) -> f64 {
-        w.iter()
-            .zip(codes)
-            .enumerate()
-            .map(|(i, (&v, &c))| f64::from(v - book.value(c, scales[i / group])).powi(2))
+        let mut deq = vec![0f32; group];
+        w.chunks(group)
+            .zip(codes.chunks(group))
+            .zip(scales)
+            .map(|((w, c), &scale)| {
+                book.dequantize(Isa::detect(), c, scale, &mut deq[..c.len()]);
+                w.iter()
+                    .zip(&deq)
+                    .map(|(&v, &d)| f64::from(v - d).powi(2))
+                    .sum::<f64>()
+            })
             .sum()
+    }
+
+    /// The codes of `w` on the full range (one scale `full`).
+    fn full_range(book: Code8, w: &[f32], full: f32) -> Vec<u8> {
+        let mut codes = vec![0u8; w.len()];
+        book.quantize(Isa::detect(), w, 1.0 / full, &mut codes);
+        codes
     }
 
     #[test]
@@ -162,7 +192,7 @@ mod tests {
         let (codes, scales) = quantize(Code8::Int8, &w, 256, 256, 127.0);
         assert!(scales[0] < 1.0 / 127.0, "scale {}", scales[0]);
         let full = 1.0 / 127.0;
-        let full_codes: Vec<u8> = w.iter().map(|&v| Code8::Int8.code(v, 1.0 / full)).collect();
+        let full_codes = full_range(Code8::Int8, &w, full);
         let searched = error(Code8::Int8, &w, &codes, &scales, 256);
         let minmax = error(Code8::Int8, &w, &full_codes, &[full], 256);
         assert!(searched < minmax, "{searched} vs {minmax}");
@@ -182,7 +212,7 @@ mod tests {
                 let part = &w[span.clone()];
                 let absmax = part.iter().fold(0f32, |m, v| m.max(v.abs()));
                 let full = absmax / qmax;
-                let full_codes: Vec<u8> = part.iter().map(|&v| book.code(v, 1.0 / full)).collect();
+                let full_codes = full_range(book, part, full);
                 let searched = error(book, part, &codes[span], &scales[g..g + 1], 64);
                 let minmax = error(book, part, &full_codes, &[full], 64);
                 assert!(
@@ -203,6 +233,7 @@ mod tests {
         let mut codes = vec![0u8; 8];
         let mut scales = vec![0f32; 2];
         let err = quantize_rows(
+            Isa::detect(),
             Code8::Fp8,
             &FloatData::F32(Cow::Borrowed(&w)),
             4,

@@ -167,8 +167,10 @@ pub fn quantize_tensor(isa: Isa, scheme: Scheme, input: &TensorInput) -> Result<
             ))
         }
         (Scheme::W4A16 { .. }, None) => unreachable!("INT4 returned above"),
-        // `OPTION_QUANT_SCALE_SEARCH=mse`: each row's or group's range searched (scalar).
+        // `OPTION_QUANT_SCALE_SEARCH=mse`: each row's or group's range searched, every candidate
+        // rounded by the SIMD quantizers.
         (Scheme::Fp8Dynamic, None) if input.mse_search => super::mse::quantize_rows(
+            isa,
             Code8::Fp8,
             input.data,
             cols,
@@ -183,6 +185,7 @@ pub fn quantize_tensor(isa: Isa, scheme: Scheme, input: &TensorInput) -> Result<
                 _ => cols,
             };
             super::mse::quantize_rows(
+                isa,
                 Code8::Int8,
                 input.data,
                 cols,
