@@ -126,3 +126,24 @@ impl KvCache {
         self.len += n;
     }
 }
+
+/// Rotary angles `[n, head_dim/2]` of the next position of each of `n` sequences (a batched
+/// decode step), checking each has room for it.
+pub(crate) fn next_position_tables(caches: &[&KvCache]) -> Result<(Tensor, Tensor)> {
+    let mut cos = Vec::with_capacity(caches.len());
+    let mut sin = Vec::with_capacity(caches.len());
+    for (i, c) in caches.iter().enumerate() {
+        if c.len >= c.capacity {
+            return Err(RuntimeError::ContextOverflow {
+                needed: c.len + 1,
+                limit: c.capacity,
+                advice: format!(
+                    "sequence {i} of the batch has filled its KV cache; end it before the next step"
+                ),
+            });
+        }
+        cos.push(c.rope.cos.narrow(0, c.len, 1)?);
+        sin.push(c.rope.sin.narrow(0, c.len, 1)?);
+    }
+    Ok((Tensor::cat(&cos, 0)?, Tensor::cat(&sin, 0)?))
+}

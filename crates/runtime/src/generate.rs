@@ -61,6 +61,15 @@ pub trait CausalLm {
         cache: &mut Self::Cache,
         want: Logits,
     ) -> Result<candle_core::Tensor>;
+    /// One decode step of several sequences: `tokens[i]` continues `caches[i]`; logits
+    /// `[n, vocab]`.
+    fn forward_rows(
+        &self,
+        tokens: &[u32],
+        caches: &mut [&mut Self::Cache],
+    ) -> Result<candle_core::Tensor>;
+    /// Positions a cache holds.
+    fn cache_len(cache: &Self::Cache) -> usize;
 }
 
 impl CausalLm for Model {
@@ -78,6 +87,16 @@ impl CausalLm for Model {
         want: Logits,
     ) -> Result<candle_core::Tensor> {
         Model::forward(self, tokens, cache, want)
+    }
+    fn forward_rows(
+        &self,
+        tokens: &[u32],
+        caches: &mut [&mut Self::Cache],
+    ) -> Result<candle_core::Tensor> {
+        Model::forward_rows(self, tokens, caches)
+    }
+    fn cache_len(cache: &Self::Cache) -> usize {
+        cache.len()
     }
 }
 
@@ -97,11 +116,21 @@ impl CausalLm for crate::tp::ShardedModel {
     ) -> Result<candle_core::Tensor> {
         crate::tp::ShardedModel::forward(self, tokens, cache, want)
     }
+    fn forward_rows(
+        &self,
+        tokens: &[u32],
+        caches: &mut [&mut Self::Cache],
+    ) -> Result<candle_core::Tensor> {
+        crate::tp::ShardedModel::forward_rows(self, tokens, caches)
+    }
+    fn cache_len(cache: &Self::Cache) -> usize {
+        cache.len()
+    }
 }
 
 /// Checks a prompt against the model's context window and returns how many tokens may be
 /// generated after it.
-pub(crate) fn new_token_budget(
+pub fn new_token_budget(
     params: &crate::ModelParams,
     prompt: &[u32],
     opts: &GenerateOptions,
@@ -128,9 +157,9 @@ pub(crate) fn new_token_budget(
 }
 
 /// Generated tokens on their way to text: end-of-sequence and stop checks, streaming of final
-/// text, and the token budget. Shared by plain and speculative decoding so that both end at
-/// exactly the same token.
-pub(crate) struct Output<'a, 'f> {
+/// text, and the token budget. Shared by plain, speculative and batched (served) decoding so
+/// that all end at exactly the same token.
+pub struct Output<'a, 'f> {
     stream: TextStream<'a>,
     stops: StopStrings,
     stop_ids: Vec<u32>,
@@ -140,16 +169,17 @@ pub(crate) struct Output<'a, 'f> {
     /// The token ids accepted so far.
     pub(crate) tokens: Vec<u32>,
     text: String,
-    on_text: &'f mut dyn FnMut(&str),
+    on_text: Box<dyn FnMut(&str) + 'f>,
 }
 
 impl<'a, 'f> Output<'a, 'f> {
-    pub(crate) fn new(
+    /// `max_new` from [`new_token_budget`]; `on_text` receives each piece of final text.
+    pub fn new(
         tokenizer: &'a Tokenizer,
         prompt: &[u32],
         opts: &GenerateOptions,
         max_new: usize,
-        on_text: &'f mut dyn FnMut(&str),
+        on_text: impl FnMut(&str) + 'f,
     ) -> Self {
         // A stop string that is a whole special token (`<|im_end|>`) never shows up in the text,
         // which leaves special tokens out; stop on its id instead.
@@ -169,7 +199,7 @@ impl<'a, 'f> Output<'a, 'f> {
             generated: 0,
             tokens: Vec::new(),
             text: String::new(),
-            on_text,
+            on_text: Box::new(on_text),
         }
     }
 
@@ -182,7 +212,7 @@ impl<'a, 'f> Output<'a, 'f> {
 
     /// Takes the next token; `Some` when generation ends here (the ending token is not part
     /// of the output unless the budget ended it).
-    pub(crate) fn push(&mut self, token: u32) -> Result<Option<FinishReason>> {
+    pub fn push(&mut self, token: u32) -> Result<Option<FinishReason>> {
         if self.max_new == 0 {
             return Ok(Some(FinishReason::Length));
         }
@@ -238,8 +268,13 @@ impl<'a, 'f> Output<'a, 'f> {
         })
     }
 
+    /// Tokens accepted so far.
+    pub fn generated(&self) -> usize {
+        self.generated
+    }
+
     /// Flushes the text still held back and returns it all with the reason generation ended.
-    fn finish(mut self, reason: FinishReason) -> Result<(String, FinishReason)> {
+    pub fn finish(mut self, reason: FinishReason) -> Result<(String, FinishReason)> {
         // Unless a stop string ended the text, print what the stream still holds.
         if !self.stops.stopped() {
             let tail = self.stream.finish()?;

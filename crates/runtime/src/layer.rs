@@ -95,9 +95,33 @@ impl Layer {
         step: &Step,
         reduce: &mut dyn FnMut(Tensor) -> Result<Tensor>,
     ) -> Result<Tensor> {
+        self.forward_kv(x, Kv::Sequence(cache), step, reduce)
+    }
+
+    /// One decode step of several sequences at once (continuous batching): row `i` of `x`
+    /// (`[n, hidden]`) is the next token of the sequence cached in `caches[i]`, at position
+    /// `caches[i].len()`; `step.cos`/`step.sin` hold row `i`'s rotary angles and `step.mask`
+    /// is unused. The products run once over all rows; attention runs per sequence.
+    pub fn forward_rows_reduced(
+        &self,
+        x: &Tensor,
+        caches: &[&KvCache],
+        step: &Step,
+        reduce: &mut dyn FnMut(Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        self.forward_kv(x, Kv::Rows(caches), step, reduce)
+    }
+
+    fn forward_kv(
+        &self,
+        x: &Tensor,
+        kv: Kv,
+        step: &Step,
+        reduce: &mut dyn FnMut(Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
         let eps = step.params.rms_norm_eps as f32;
         let h = candle_nn::ops::rms_norm(x, &self.input_norm, eps)?;
-        let attn = reduce(attention(&self.qkv, &self.o, &h, cache, step)?)?;
+        let attn = reduce(attention_kv(&self.qkv, &self.o, &h, kv, step)?)?;
         let x = (x + attn)?;
         let h = candle_nn::ops::rms_norm(&x, &self.post_attention_norm, eps)?;
         let mlp = reduce(self.mlp(&h, step.params)?)?;
@@ -121,6 +145,26 @@ pub(crate) fn attention(
     cache: Option<&KvCache>,
     step: &Step,
 ) -> Result<Tensor> {
+    attention_kv(qkv_proj, o_proj, h, Kv::Sequence(cache), step)
+}
+
+/// Whose keys and values the new positions of a forward pass join.
+#[derive(Clone, Copy)]
+enum Kv<'a> {
+    /// Positions of one sequence after what the cache holds (without a cache: the whole
+    /// sequence).
+    Sequence(Option<&'a KvCache>),
+    /// Row `i` is the next position of the sequence cached in the `i`-th cache.
+    Rows(&'a [&'a KvCache]),
+}
+
+fn attention_kv(
+    qkv_proj: &Projection,
+    o_proj: &Projection,
+    h: &Tensor,
+    kv: Kv,
+    step: &Step,
+) -> Result<Tensor> {
     let p = step.params;
     let (new, d) = (h.dim(0)?, p.head_dim);
     let (nh, nkv) = (p.num_heads, p.num_kv_heads);
@@ -137,6 +181,13 @@ pub(crate) fn attention(
     let q = candle_nn::rotary_emb::rope(&heads(0, nh)?, step.cos, step.sin)?;
     let k = candle_nn::rotary_emb::rope(&heads(nh, nkv)?, step.cos, step.sin)?;
     let v = heads(nh + nkv, nkv)?;
+    let cache = match kv {
+        Kv::Sequence(cache) => cache,
+        Kv::Rows(caches) => {
+            let out = attend_rows(&q, &k, &v, caches, nh, step.index)?;
+            return o_proj.forward(&out);
+        }
+    };
     let (k, v) = match cache {
         Some(cache) => cache.append(step.index, &k.squeeze(0)?, &v.squeeze(0)?)?,
         None => (k.squeeze(0)?, v.squeeze(0)?),
@@ -173,6 +224,41 @@ pub(crate) fn attention(
         .contiguous()?
         .reshape((new, nh * d))?;
     o_proj.forward(&out)
+}
+
+/// Attention of rows that belong to different sequences: `q`, `k`, `v` are `[1, heads, n, d]`
+/// (roped), row `i` the next position of the sequence cached in `caches[i]`, whose new key and
+/// value it appends there. Returns `[n, num_heads * d]`.
+fn attend_rows(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    caches: &[&KvCache],
+    nh: usize,
+    layer: usize,
+) -> Result<Tensor> {
+    let (q, k, v) = (q.squeeze(0)?, k.squeeze(0)?, v.squeeze(0)?);
+    if q.dim(1)? != caches.len() {
+        return Err(crate::error::RuntimeError::Input(format!(
+            "{} rows for {} sequences",
+            q.dim(1)?,
+            caches.len()
+        )));
+    }
+    let row = |i: usize, c: &KvCache| -> Result<Tensor> {
+        let ki = k.narrow(1, i, 1)?.contiguous()?;
+        let vi = v.narrow(1, i, 1)?.contiguous()?;
+        let (keys, values) = c.append(layer, &ki, &vi)?;
+        // [heads, 1, d] -> one row of [heads * d].
+        let qi = q.narrow(1, i, 1)?.contiguous()?.reshape((1, ()))?;
+        crate::attention::attend_few(&qi, &keys, &values, nh, None)
+    };
+    let outs = caches
+        .iter()
+        .enumerate()
+        .map(|(i, c)| row(i, c))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Tensor::cat(&outs, 0)?)
 }
 
 impl Layer {

@@ -252,6 +252,41 @@ impl Model {
         })
     }
 
+    /// One decode step of several sequences (continuous batching): `tokens[i]` is the next
+    /// token of the sequence cached in `caches[i]`. Returns logits `[n, vocab]`, row `i` for
+    /// sequence `i`, the same as [`Model::forward`] of each alone up to summation order (and
+    /// exactly so for per-token activation scales; per-tensor dynamic FP8 takes one scale over
+    /// the whole batch, as engines do).
+    pub fn forward_rows(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        if tokens.is_empty() || tokens.len() != caches.len() {
+            return Err(RuntimeError::Input(format!(
+                "a batched decode step needs one token per sequence: {} tokens, {} caches",
+                tokens.len(),
+                caches.len()
+            )));
+        }
+        let views: Vec<&KvCache> = caches.iter().map(|c| &**c).collect();
+        let logits = crate::pool::in_pool(|| -> Result<Tensor> {
+            let (cos, sin) = crate::cache::next_position_tables(&views)?;
+            let mut x = self.head.embed(tokens)?;
+            for (index, layer) in self.layers.iter().enumerate() {
+                let step = Step {
+                    params: &self.params,
+                    index,
+                    cos: &cos,
+                    sin: &sin,
+                    mask: None,
+                };
+                x = layer.forward_rows_reduced(&x, &views, &step, &mut |t| Ok(t))?;
+            }
+            self.head.logits(&x, self.params.rms_norm_eps)
+        })?;
+        for c in caches.iter_mut() {
+            c.advance(1);
+        }
+        Ok(logits)
+    }
+
     /// The embedding, final norm and LM head.
     pub fn head(&self) -> &Head {
         &self.head

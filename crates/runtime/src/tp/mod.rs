@@ -130,26 +130,65 @@ impl ShardedModel {
                 advice: "shorten the prompt or ask for fewer new tokens".into(),
             });
         }
-        if let Some(&t) = tokens
+        self.check_vocab(tokens)?;
+        let per_rank: Vec<Seqs> = cache.caches.iter_mut().map(Seqs::One).collect();
+        let padded = self.run_ranks(tokens, per_rank, want)?;
+        let n = match want {
+            Logits::Last => 1,
+            Logits::All => tokens.len(),
+        };
+        self.unpad(padded, n)
+    }
+
+    /// One decode step of several sequences (continuous batching), as
+    /// [`crate::Model::forward_rows`]: `tokens[i]` continues the sequence cached in `caches[i]`;
+    /// logits `[n, vocab]`.
+    pub fn forward_rows(&self, tokens: &[u32], caches: &mut [&mut ShardedCache]) -> Result<Tensor> {
+        if tokens.is_empty() || tokens.len() != caches.len() {
+            return Err(RuntimeError::Input(format!(
+                "a batched decode step needs one token per sequence: {} tokens, {} caches",
+                tokens.len(),
+                caches.len()
+            )));
+        }
+        self.check_vocab(tokens)?;
+        let mut per_rank: Vec<Vec<&mut KvCache>> = self.ranks.iter().map(|_| Vec::new()).collect();
+        for c in caches.iter_mut() {
+            for (r, kc) in c.caches.iter_mut().enumerate() {
+                per_rank[r].push(kc);
+            }
+        }
+        let per_rank = per_rank.into_iter().map(Seqs::Rows).collect();
+        let padded = self.run_ranks(tokens, per_rank, Logits::All)?;
+        self.unpad(padded, tokens.len())
+    }
+
+    fn check_vocab(&self, tokens: &[u32]) -> Result<()> {
+        match tokens
             .iter()
             .find(|&&t| t as usize >= self.params.vocab_size)
         {
-            return Err(RuntimeError::Input(format!(
+            Some(t) => Err(RuntimeError::Input(format!(
                 "token id {t} is outside the vocabulary of {} tokens",
                 self.params.vocab_size
-            )));
+            ))),
+            None => Ok(()),
         }
+    }
+
+    /// Runs every rank on its own thread over its caches; rank 0's gathered, padded logits.
+    fn run_ranks(&self, tokens: &[u32], per_rank: Vec<Seqs>, want: Logits) -> Result<Vec<f32>> {
         let comm = Comm::new(self.ranks.len());
         let results: Vec<Result<Option<Vec<f32>>>> = std::thread::scope(|s| {
             let handles: Vec<_> = self
                 .ranks
                 .iter()
-                .zip(cache.caches.iter_mut())
+                .zip(per_rank)
                 .enumerate()
-                .map(|(r, (rank, cache))| {
+                .map(|(r, (rank, seqs))| {
                     let comm = &comm;
                     s.spawn(move || {
-                        let out = rank_forward(r, rank, comm, tokens, cache, want);
+                        let out = rank_forward(r, rank, comm, tokens, seqs, want);
                         if out.is_err() {
                             comm.abort();
                         }
@@ -168,12 +207,11 @@ impl ShardedModel {
                 logits = Some(l);
             }
         }
-        let padded =
-            logits.ok_or_else(|| RuntimeError::Input("rank 0 returned no logits".into()))?;
-        let n = match want {
-            Logits::Last => 1,
-            Logits::All => tokens.len(),
-        };
+        logits.ok_or_else(|| RuntimeError::Input("rank 0 returned no logits".into()))
+    }
+
+    /// Drops the vocabulary padding of `n` rows of gathered logits.
+    fn unpad(&self, padded: Vec<f32>, n: usize) -> Result<Tensor> {
         let width = padded.len() / n;
         let vocab = self.params.vocab_size;
         let mut out = Vec::with_capacity(n * vocab);
@@ -184,6 +222,14 @@ impl ShardedModel {
     }
 }
 
+/// A rank's caches in a forward pass.
+enum Seqs<'a> {
+    /// New positions of one sequence.
+    One(&'a mut KvCache),
+    /// Row `i` is the next position of the sequence in the `i`-th cache.
+    Rows(Vec<&'a mut KvCache>),
+}
+
 /// One rank's share of a forward pass. Rank 0 returns the gathered, padded logits
 /// `[n, padded_vocab]` (rank by rank, so each row is rank 0's slice, then rank 1's ...).
 fn rank_forward(
@@ -191,11 +237,11 @@ fn rank_forward(
     rank: &Rank,
     comm: &Comm,
     tokens: &[u32],
-    cache: &mut KvCache,
+    mut seqs: Seqs,
     want: Logits,
 ) -> Result<Option<Vec<f32>>> {
     let p = &rank.params;
-    let (new, past, h) = (tokens.len(), cache.len(), p.hidden_size);
+    let (new, h) = (tokens.len(), p.hidden_size);
     // Vocab-parallel embedding: rows outside this rank's slice are zeros; the sum has them all.
     let table = rank
         .head
@@ -211,9 +257,21 @@ fn rank_forward(
     }
     comm.all_reduce(r, &mut x)?;
     let mut x = Tensor::from_vec(x, (new, h), &Device::Cpu)?;
-    let cos = cache.rope.cos.narrow(0, past, new)?;
-    let sin = cache.rope.sin.narrow(0, past, new)?;
-    let mask = (new > 1).then(|| causal_mask(past, new)).transpose()?;
+    let (cos, sin, mask) = match &seqs {
+        Seqs::One(cache) => {
+            let past = cache.len();
+            (
+                cache.rope.cos.narrow(0, past, new)?,
+                cache.rope.sin.narrow(0, past, new)?,
+                (new > 1).then(|| causal_mask(past, new)).transpose()?,
+            )
+        }
+        Seqs::Rows(caches) => {
+            let views: Vec<&KvCache> = caches.iter().map(|c| &**c).collect();
+            let (cos, sin) = crate::cache::next_position_tables(&views)?;
+            (cos, sin, None)
+        }
+    };
     let mut reduce = |t: Tensor| -> Result<Tensor> {
         let shape = t.shape().clone();
         let mut v = t.flatten_all()?.to_vec1::<f32>()?;
@@ -228,9 +286,18 @@ fn rank_forward(
             sin: &sin,
             mask: mask.as_ref(),
         };
-        x = layer.forward_reduced(&x, Some(cache), &step, &mut reduce)?;
+        x = match &seqs {
+            Seqs::One(cache) => layer.forward_reduced(&x, Some(cache), &step, &mut reduce)?,
+            Seqs::Rows(caches) => {
+                let views: Vec<&KvCache> = caches.iter().map(|c| &**c).collect();
+                layer.forward_rows_reduced(&x, &views, &step, &mut reduce)?
+            }
+        };
     }
-    cache.advance(new);
+    match &mut seqs {
+        Seqs::One(cache) => cache.advance(new),
+        Seqs::Rows(caches) => caches.iter_mut().for_each(|c| c.advance(1)),
+    }
     let x = match want {
         Logits::Last => x.narrow(0, new - 1, 1)?,
         Logits::All => x,
