@@ -61,6 +61,10 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     max_body_bytes: usize,
+    /// Seconds a client may take to send a request's line and headers before the connection
+    /// is closed (guards against clients that hold connections open by sending slowly).
+    #[arg(long, default_value_t = 10)]
+    header_timeout_secs: u64,
     /// Seconds between SIGTERM and SIGKILL when a job is stopped or runs out of time.
     #[arg(long, default_value_t = 30)]
     stop_grace_secs: u64,
@@ -139,6 +143,7 @@ fn config(args: &ServeArgs) -> Result<Config> {
         max_unfinished_jobs: args.max_unfinished_jobs,
         concurrent_jobs: args.concurrent_jobs,
         max_body_bytes: args.max_body_bytes,
+        header_read_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
         stop_grace: Duration::from_secs(args.stop_grace_secs),
         poll_interval: Duration::from_millis(200),
         worker_exe,

@@ -42,6 +42,8 @@ pub struct Config {
     /// Worker processes run at once; later jobs wait in STARTING.
     pub concurrent_jobs: usize,
     pub max_body_bytes: usize,
+    /// How long a client may take to send a request's line and headers.
+    pub header_read_timeout: Duration,
     /// Between SIGTERM and SIGKILL when a job is stopped or runs out of time.
     pub stop_grace: Duration,
     /// How often the supervisor looks at running jobs.

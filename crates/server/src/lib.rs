@@ -82,8 +82,11 @@ pub async fn serve(
     service: Arc<service::Service>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    axum::serve(listener, http::router(service))
-        .with_graceful_shutdown(shutdown)
+    let limits = temper_http::Limits {
+        header_read_timeout: service.config.header_read_timeout,
+        ..temper_http::Limits::default()
+    };
+    temper_http::serve(listener, http::router(service), limits, shutdown)
         .await
         .map_err(|source| ServeError::Io {
             what: "serving HTTP".into(),

@@ -18,6 +18,7 @@ fn service(data: &Path, local_root: &Path) -> std::sync::Arc<Service> {
         max_unfinished_jobs: 100,
         concurrent_jobs: 1,
         max_body_bytes: 1 << 20,
+        header_read_timeout: std::time::Duration::from_secs(10),
         stop_grace: Duration::from_secs(1),
         poll_interval: Duration::from_millis(20),
         // Jobs created here fail at launch (no such binary); only Create is tested.

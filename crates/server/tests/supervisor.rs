@@ -19,6 +19,7 @@ fn config(dir: &std::path::Path) -> Config {
         max_unfinished_jobs: 100,
         concurrent_jobs: 1,
         max_body_bytes: 1 << 20,
+        header_read_timeout: std::time::Duration::from_secs(10),
         stop_grace: Duration::from_secs(1),
         poll_interval: Duration::from_millis(20),
         // Never reached in these tests: a launch would fail and say so.
