@@ -1,0 +1,437 @@
+//! The continuous-batching engine: one thread that owns the model and runs every admitted
+//! request's decode step together.
+//!
+//! Between decode steps it admits waiting requests (up to `max_batch` running), prefills each
+//! on its own and samples its first token, then runs one batched step
+//! ([`CausalLm::forward_rows`]) over every running sequence: the weights are read once for
+//! all of them, which is where batching gains its throughput on a memory-bound decode.
+//! Sequences leave as soon as they finish, time out or lose their client. Waiting requests sit
+//! in a bounded queue; [`EngineHandle::submit`] refuses new ones when it is full instead of
+//! letting a backlog grow.
+//!
+//! A new request's prefill runs whole before the next decode step, so a long prompt delays the
+//! running sequences' next token by its prefill time (no chunked prefill yet).
+
+use crate::metrics::Metrics;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use temper_runtime::generate::{CausalLm, FinishReason, GenerateOptions, Output};
+use temper_runtime::Logits;
+use temper_text::sampling::Sampler;
+use tokenizers::Tokenizer;
+use tokio::sync::mpsc::UnboundedSender;
+
+/// How many sequences run at once and how many may wait.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineConfig {
+    /// Most sequences in one decode step (LMI's `OPTION_MAX_ROLLING_BATCH_SIZE`).
+    pub max_batch: usize,
+    /// Most requests waiting for a place in the batch; more are refused.
+    pub max_queue: usize,
+}
+
+/// One generation request, tokenized and checked by the HTTP layer.
+pub struct Job {
+    pub prompt: Vec<u32>,
+    pub options: GenerateOptions,
+    /// New tokens allowed (already cut to the context window).
+    pub max_new: usize,
+    pub events: UnboundedSender<Event>,
+    pub received: Instant,
+    /// The request fails with [`Failure::TimedOut`] if not finished by then.
+    pub deadline: Instant,
+}
+
+/// What a request's client receives, in order: tokens, then `Done` or `Failed`.
+#[derive(Debug)]
+pub enum Event {
+    /// A generated token and the text it made final (may be empty: text is released once it
+    /// is valid UTF-8 and clear of stop strings).
+    Token {
+        id: u32,
+        text: String,
+        logprob: f32,
+    },
+    Done(Finished),
+    Failed(Failure),
+}
+
+#[derive(Debug)]
+pub struct Finished {
+    pub reason: FinishReason,
+    /// Text released only at the end (held back until then), not in any `Token`.
+    pub tail: String,
+    /// The whole generated text.
+    pub text: String,
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("the request did not finish within its {0:?} timeout")]
+    TimedOut(Duration),
+    #[error("the model failed on this request: {0}")]
+    Model(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error(
+        "the server is at capacity: {running} requests running and {queued} waiting (the most \
+         it holds); retry shortly"
+    )]
+    QueueFull { running: usize, queued: usize },
+    #[error("the model engine has stopped; the server cannot take requests")]
+    Stopped,
+}
+
+/// The HTTP layer's side of the engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    jobs: SyncSender<Job>,
+    alive: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+    config: EngineConfig,
+}
+
+impl EngineHandle {
+    /// Queues `job`, or refuses it at once when the queue is full or the engine has stopped.
+    pub fn submit(&self, job: Job) -> Result<(), SubmitError> {
+        if !self.is_alive() {
+            return Err(SubmitError::Stopped);
+        }
+        self.metrics.queued.inc();
+        match self.jobs.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                self.metrics.queued.dec();
+                Err(SubmitError::QueueFull {
+                    running: self.metrics.running.get() as usize,
+                    queued: self.config.max_queue,
+                })
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.metrics.queued.dec();
+                Err(SubmitError::Stopped)
+            }
+        }
+    }
+
+    /// False once the engine thread has ended (a panic in the model, say).
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+
+    pub fn config(&self) -> EngineConfig {
+        self.config
+    }
+}
+
+/// Starts the engine thread over `model`.
+pub fn start<M>(
+    model: M,
+    tokenizer: Arc<Tokenizer>,
+    config: EngineConfig,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<EngineHandle>
+where
+    M: CausalLm + Send + 'static,
+{
+    let config = EngineConfig {
+        max_batch: config.max_batch.max(1),
+        max_queue: config.max_queue.max(1),
+    };
+    let (jobs, waiting) = sync_channel(config.max_queue);
+    let alive = Arc::new(AtomicBool::new(true));
+    let handle = EngineHandle {
+        jobs,
+        alive: alive.clone(),
+        metrics: metrics.clone(),
+        config,
+    };
+    std::thread::Builder::new()
+        .name("temper-engine".into())
+        .spawn(move || {
+            // Marks the engine dead however the loop ends, a panic included, so that /ping
+            // reports it and new requests get 503 instead of waiting forever.
+            struct Alive(Arc<AtomicBool>);
+            impl Drop for Alive {
+                fn drop(&mut self) {
+                    self.0.store(false, Ordering::Release);
+                }
+            }
+            let _alive = Alive(alive);
+            Engine {
+                model: &model,
+                tokenizer: &tokenizer,
+                config,
+                metrics: &metrics,
+            }
+            .run(waiting);
+        })?;
+    Ok(handle)
+}
+
+struct Engine<'e, M> {
+    model: &'e M,
+    tokenizer: &'e Tokenizer,
+    config: EngineConfig,
+    metrics: &'e Metrics,
+}
+
+/// A running request.
+struct Sequence<'t, C> {
+    cache: C,
+    sampler: Sampler,
+    /// `None` once finished.
+    output: Option<Output<'t, 'static>>,
+    /// Text `output` released since the last event.
+    released: Rc<RefCell<String>>,
+    /// The token the next decode step feeds.
+    last: u32,
+    events: UnboundedSender<Event>,
+    prompt_tokens: usize,
+    received: Instant,
+    deadline: Instant,
+    /// When the previous token was sent (inter-token latency).
+    last_sent: Option<Instant>,
+}
+
+impl<'e, M: CausalLm> Engine<'e, M> {
+    fn run(&self, waiting: Receiver<Job>) {
+        let mut running: Vec<Sequence<'e, M::Cache>> = Vec::new();
+        let mut open = true;
+        while open || !running.is_empty() {
+            // Admit waiting requests; block only when nothing is running.
+            while open && running.len() < self.config.max_batch {
+                let job = if running.is_empty() {
+                    match waiting.recv() {
+                        Ok(job) => job,
+                        Err(_) => {
+                            open = false;
+                            break;
+                        }
+                    }
+                } else {
+                    match waiting.try_recv() {
+                        Ok(job) => job,
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => {
+                            open = false;
+                            break;
+                        }
+                    }
+                };
+                self.metrics.queued.dec();
+                if let Some(seq) = self.admit(job) {
+                    running.push(seq);
+                }
+            }
+            running.retain(|s| self.still_wanted(s));
+            self.metrics.running.set(running.len() as i64);
+            if running.is_empty() {
+                continue;
+            }
+            self.decode_step(&mut running);
+            self.metrics.running.set(running.len() as i64);
+        }
+    }
+
+    /// Prefills `job`'s prompt and sends its first token; `None` when it already ended.
+    fn admit(&self, job: Job) -> Option<Sequence<'e, M::Cache>> {
+        let now = Instant::now();
+        if job.events.is_closed() {
+            self.metrics.cancelled.inc();
+            return None;
+        }
+        if now >= job.deadline {
+            let timeout = job.deadline.saturating_duration_since(job.received);
+            self.fail(&job.events, Failure::TimedOut(timeout));
+            return None;
+        }
+        let started = || -> temper_runtime::Result<(M::Cache, Vec<f32>)> {
+            let mut cache = self
+                .model
+                .new_cache(job.prompt.len() + job.max_new.max(1))?;
+            let logits = self.model.forward(&job.prompt, &mut cache, Logits::Last)?;
+            Ok((cache, logits.flatten_all()?.to_vec1::<f32>()?))
+        };
+        let (cache, logits) = match started() {
+            Ok(v) => v,
+            Err(e) => {
+                self.fail(&job.events, Failure::Model(e.to_string()));
+                return None;
+            }
+        };
+        self.metrics.prompt_tokens.inc_by(job.prompt.len() as u64);
+        let sampler = match Sampler::new(job.options.sampling.clone()) {
+            Ok(s) => s,
+            Err(e) => {
+                self.fail(&job.events, Failure::Model(e.to_string()));
+                return None;
+            }
+        };
+        let released = Rc::new(RefCell::new(String::new()));
+        let sink = released.clone();
+        let output = Output::new(
+            self.tokenizer,
+            &job.prompt,
+            &job.options,
+            job.max_new,
+            move |piece: &str| sink.borrow_mut().push_str(piece),
+        );
+        let mut seq = Sequence {
+            cache,
+            sampler,
+            output: Some(output),
+            released,
+            last: 0,
+            events: job.events,
+            prompt_tokens: job.prompt.len(),
+            received: job.received,
+            deadline: job.deadline,
+            last_sent: None,
+        };
+        self.take(&mut seq, &logits).then_some(seq)
+    }
+
+    /// Whether `seq` should stay in the batch: its client is still there and its time is not
+    /// up.
+    fn still_wanted(&self, seq: &Sequence<'e, M::Cache>) -> bool {
+        if seq.events.is_closed() {
+            self.metrics.cancelled.inc();
+            return false;
+        }
+        if Instant::now() >= seq.deadline {
+            let timeout = seq.deadline.saturating_duration_since(seq.received);
+            self.fail(&seq.events, Failure::TimedOut(timeout));
+            return false;
+        }
+        true
+    }
+
+    /// One decode step over every running sequence; removes those that finish.
+    fn decode_step(&self, running: &mut Vec<Sequence<'e, M::Cache>>) {
+        let tokens: Vec<u32> = running.iter().map(|s| s.last).collect();
+        let mut caches: Vec<&mut M::Cache> = running.iter_mut().map(|s| &mut s.cache).collect();
+        let rows = self
+            .model
+            .forward_rows(&tokens, &mut caches)
+            .and_then(|l| Ok(l.to_vec2::<f32>()?));
+        match rows {
+            Ok(rows) => {
+                self.metrics.batch_size.observe(running.len() as f64);
+                let mut rows = rows.into_iter();
+                running.retain_mut(|s| {
+                    let row = rows.next().unwrap_or_default();
+                    self.take(s, &row)
+                });
+            }
+            Err(e) => {
+                // A failed step leaves the caches' state unknown: end every sequence in it.
+                for s in running.drain(..) {
+                    self.fail(&s.events, Failure::Model(e.to_string()));
+                }
+            }
+        }
+    }
+
+    /// Samples `seq`'s next token from `logits` and sends it; false when the sequence ended.
+    fn take(&self, seq: &mut Sequence<'e, M::Cache>, logits: &[f32]) -> bool {
+        let token = seq.sampler.sample(logits);
+        let Some(output) = seq.output.as_mut() else {
+            return false;
+        };
+        let before = output.generated();
+        let ended = match output.push(token) {
+            Ok(ended) => ended,
+            Err(e) => {
+                self.fail(&seq.events, Failure::Model(e.to_string()));
+                return false;
+            }
+        };
+        let generated = output.generated();
+        if generated > before {
+            let now = Instant::now();
+            match seq.last_sent {
+                None => self
+                    .metrics
+                    .time_to_first_token
+                    .observe((now - seq.received).as_secs_f64()),
+                Some(prev) => self
+                    .metrics
+                    .inter_token_latency
+                    .observe((now - prev).as_secs_f64()),
+            }
+            seq.last_sent = Some(now);
+            self.metrics.generation_tokens.inc();
+            let text = std::mem::take(&mut *seq.released.borrow_mut());
+            let _ = seq.events.send(Event::Token {
+                id: token,
+                text,
+                logprob: logprob(logits, token),
+            });
+        }
+        seq.last = token;
+        let Some(reason) = ended else {
+            return true;
+        };
+        let Some(output) = seq.output.take() else {
+            return false;
+        };
+        match output.finish(reason) {
+            Ok((text, reason)) => {
+                let tail = std::mem::take(&mut *seq.released.borrow_mut());
+                self.metrics
+                    .request_seconds
+                    .observe(seq.received.elapsed().as_secs_f64());
+                let _ = seq.events.send(Event::Done(Finished {
+                    reason,
+                    tail,
+                    text,
+                    prompt_tokens: seq.prompt_tokens,
+                    generated_tokens: generated,
+                }));
+            }
+            Err(e) => self.fail(&seq.events, Failure::Model(e.to_string())),
+        }
+        false
+    }
+
+    fn fail(&self, events: &UnboundedSender<Event>, failure: Failure) {
+        match failure {
+            Failure::TimedOut(_) => self.metrics.timed_out.inc(),
+            Failure::Model(_) => self.metrics.failed.inc(),
+        };
+        let _ = events.send(Event::Failed(failure));
+    }
+}
+
+/// Natural log of the model's probability of `token` (before temperature and truncation).
+fn logprob(logits: &[f32], token: u32) -> f32 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
+    let chosen = logits.get(token as usize).copied().unwrap_or(f32::NAN);
+    ((f64::from(chosen - max)) - sum.ln()) as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::logprob;
+
+    #[test]
+    fn logprob_is_the_log_softmax_of_the_token() {
+        let logits = [1.0f32, 2.0, 3.0];
+        let z: f32 = logits.iter().map(|l| l.exp()).sum();
+        for (t, &l) in logits.iter().enumerate() {
+            assert!((logprob(&logits, t as u32) - (l.exp() / z).ln()).abs() < 1e-6);
+        }
+        // Large logits do not overflow.
+        assert!((logprob(&[1000.0, 1000.0], 0) - 0.5f32.ln()).abs() < 1e-6);
+    }
+}
