@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite: Rust unit and end-to-end tests on the real model, the
 # independent Python reader over an artifact of every scheme, then the job API's
-# contract tests (boto3, the AWS CLI and moto's S3 server on loopback).
+# contract tests (boto3, the AWS CLI and moto's S3 server on loopback), then temper-serve
+# through the official OpenAI client.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd)
 bash scripts/fetch-assets.sh
 python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 
-cargo build --release --bin optimize --bin temper-server --bin temper-worker
+cargo build --release --bin optimize --bin temper-server --bin temper-worker --bin temper-serve
 bin=target/release/optimize
 model=.cache/models/smollm2-135m-instruct
 [ -f "$model/config.json" ] || "$bin" import-gguf .cache/assets/SmolLM2-135M-Instruct.Q4_1.gguf "$model" --json >/dev/null
@@ -41,3 +42,4 @@ python3 tests/python/make_aligned_model.py "$aligned"
   --quantize fp8 --scheme FP8_BLOCK >/dev/null
 TEMPER_SOURCE_MODEL_FP8_BLOCK="$root/$aligned" TEMPER_ARTIFACTS="$root/$artifacts" TEMPER_SOURCE_MODEL="$root/$model" python3 -m pytest -q tests/python
 TEMPER_BIN_DIR="$root/target/release" TEMPER_SOURCE_MODEL="$root/$model" python3 -m pytest -q tests/job_api
+TEMPER_BIN_DIR="$root/target/release" TEMPER_SOURCE_MODEL="$root/$model" python3 -m pytest -q tests/serve
