@@ -166,6 +166,8 @@ pub struct Generation {
     pub max_new_tokens: usize,
     pub sampling: SamplingParams,
     pub stop: Vec<String>,
+    /// Generate `max_new_tokens` even past end-of-sequence.
+    pub ignore_eos: bool,
 }
 
 /// A seed for requests that give none: different per request.
@@ -254,7 +256,11 @@ impl AppState {
                 max_new_tokens: max_new,
                 sampling: g.sampling,
                 stop_strings: g.stop,
-                eos_token_ids: served.eos_token_ids.clone(),
+                eos_token_ids: if g.ignore_eos {
+                    vec![]
+                } else {
+                    served.eos_token_ids.clone()
+                },
             },
             max_new,
             events,

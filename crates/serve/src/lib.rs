@@ -6,6 +6,7 @@
 pub mod app;
 pub mod engine;
 pub mod lmi;
+pub mod load;
 pub mod metrics;
 pub mod openai;
 pub mod start;

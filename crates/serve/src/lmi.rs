@@ -107,6 +107,7 @@ async fn handle(state: &Shared, body: Result<Bytes, BytesRejection>) -> Result<R
         max_new_tokens: p.max_new_tokens.unwrap_or(DEFAULT_MAX_NEW_TOKENS),
         sampling: p.sampling(),
         stop: p.stop.clone(),
+        ignore_eos: false,
     })?;
     let prefix = if p.return_full_text {
         req.inputs.clone()

@@ -71,6 +71,9 @@ pub struct Common {
     pub user: Option<String>,
     pub presence_penalty: Option<f32>,
     pub frequency_penalty: Option<f32>,
+    /// vLLM's extension: generate `max_tokens` even past end-of-sequence (benchmarks).
+    #[serde(default)]
+    pub ignore_eos: bool,
     /// Every other field, refused by name (`deny_unknown_fields` does not work through
     /// `flatten`).
     #[serde(flatten)]
@@ -130,7 +133,7 @@ impl Common {
             return Err(ApiError::bad_request(format!(
                 "unsupported field(s) {names:?}: this server implements model, prompt/messages, \
                  max_tokens, max_completion_tokens, temperature, top_p, top_k, seed, stop, \
-                 stream, stream_options, n (1), user; leave the others out"
+                 stream, stream_options, n (1), user, ignore_eos; leave the others out"
             )));
         }
         if let Some(m) = &self.model {
@@ -250,6 +253,7 @@ async fn completion(
         max_new_tokens: req.max_tokens.unwrap_or(COMPLETION_DEFAULT_MAX_TOKENS),
         sampling,
         stop,
+        ignore_eos: req.common.ignore_eos,
     })?;
     let id = response_id("cmpl");
     let (created, model) = (unix_now(), state.served.name.clone());
@@ -334,6 +338,7 @@ async fn chat(state: &Shared, body: Result<Bytes, BytesRejection>) -> Result<Res
             .unwrap_or(CHAT_DEFAULT_MAX_TOKENS),
         sampling,
         stop,
+        ignore_eos: req.common.ignore_eos,
     })?;
     let frame = Frame {
         id: response_id("chatcmpl"),
