@@ -61,6 +61,9 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Stop when this text appears (repeatable); it is not printed.
+    /// Generate --max-tokens tokens even past the end-of-sequence token (benchmarks).
+    #[arg(long)]
+    pub ignore_eos: bool,
     #[arg(long = "stop")]
     pub stop: Vec<String>,
     /// Keep activations in f32 for INT8/FP8 checkpoints that quantize them (what GPUs

@@ -65,7 +65,11 @@ pub fn run(args: &GenerateArgs) -> Result<Value> {
             seed: args.seed,
         },
         stop_strings: args.stop.clone(),
-        eos_token_ids: defaults.eos_token_ids.clone(),
+        eos_token_ids: if args.ignore_eos {
+            vec![]
+        } else {
+            defaults.eos_token_ids.clone()
+        },
     };
     let mut stdout = std::io::stdout();
     let mut print = |piece: &str| {
