@@ -16,10 +16,10 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::llama as reference;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
+use temper_benches::{artifact, tokens};
 use temper_kernels::Isa;
-use temper_pipeline::progress::Cancel;
 use temper_runtime::{LoadOptions, Logits, Model};
 
 const CONTEXTS: [usize; 2] = [32, 256];
@@ -32,32 +32,6 @@ enum Work {
     Decode { context: usize },
     /// `PREFILL` tokens into an empty cache.
     Prefill,
-}
-
-/// Writes (once) the artifact of `env`'s quantization of `model` under `.cache/bench-artifacts`.
-fn artifact(model: &Path, name: &str, env: &[(&str, &str)]) -> PathBuf {
-    let out = temper_benches::workspace()
-        .join(".cache/bench-artifacts")
-        .join(name);
-    if out.join("manifest.json").is_file() {
-        return out;
-    }
-    let mut options = env.to_vec();
-    options.push(("OPTION_EVAL", "false"));
-    let spec = temper_benches::quantize_job(model, &out, &options);
-    let mut sink = |_e: temper_pipeline::progress::Event| {};
-    temper_pipeline::run_job(&spec, Isa::detect(), &mut sink, &Cancel::new())
-        .unwrap_or_else(|e| panic!("writing the {name} artifact: {e}"));
-    out
-}
-
-/// `n` prompt tokens: the tokenizer's ids of a fixed English text, repeated as needed.
-fn tokens(model: &Path, n: usize) -> Vec<u32> {
-    let tok = tokenizers::Tokenizer::from_file(model.join("tokenizer.json")).expect("tokenizer");
-    let text = "The capital of France is Paris. It lies on the Seine, and its museums, \
-                cafes and bridges draw visitors from every part of the world each year. ";
-    let ids = tok.encode(text, false).expect("encode").get_ids().to_vec();
-    ids.iter().copied().cycle().take(n).collect()
 }
 
 type Group<'a> = BenchmarkGroup<'a, criterion::measurement::WallTime>;

@@ -224,3 +224,33 @@ pub fn job(
         overwrite: true,
     }
 }
+
+/// Writes (once) the artifact of `env`'s quantization of `model` under `.cache/bench-artifacts`
+/// (evaluation off) and returns its directory.
+pub fn artifact(model: &Path, name: &str, env: &[(&str, &str)]) -> PathBuf {
+    let out = workspace().join(".cache/bench-artifacts").join(name);
+    if out.join("manifest.json").is_file() {
+        return out;
+    }
+    let mut options = env.to_vec();
+    options.push(("OPTION_EVAL", "false"));
+    let spec = quantize_job(model, &out, &options);
+    let mut sink = |_e: temper_pipeline::progress::Event| {};
+    temper_pipeline::run_job(
+        &spec,
+        temper_kernels::Isa::detect(),
+        &mut sink,
+        &temper_pipeline::progress::Cancel::new(),
+    )
+    .unwrap_or_else(|e| panic!("writing the {name} artifact: {e}"));
+    out
+}
+
+/// `n` prompt tokens: the tokenizer's ids of a fixed English text, repeated as needed.
+pub fn tokens(model: &Path, n: usize) -> Vec<u32> {
+    let tok = tokenizers::Tokenizer::from_file(model.join("tokenizer.json")).expect("tokenizer");
+    let text = "The capital of France is Paris. It lies on the Seine, and its museums, \
+                cafes and bridges draw visitors from every part of the world each year. ";
+    let ids = tok.encode(text, false).expect("encode").get_ids().to_vec();
+    ids.iter().copied().cycle().take(n).collect()
+}
