@@ -42,4 +42,4 @@ python3 tests/python/make_aligned_model.py "$aligned"
   --quantize fp8 --scheme FP8_BLOCK >/dev/null
 TEMPER_SOURCE_MODEL_FP8_BLOCK="$root/$aligned" TEMPER_ARTIFACTS="$root/$artifacts" TEMPER_SOURCE_MODEL="$root/$model" python3 -m pytest -q tests/python
 TEMPER_BIN_DIR="$root/target/release" TEMPER_SOURCE_MODEL="$root/$model" python3 -m pytest -q tests/job_api
-TEMPER_BIN_DIR="$root/target/release" TEMPER_SOURCE_MODEL="$root/$model" python3 -m pytest -q tests/serve
+TEMPER_BIN_DIR="$root/target/release" TEMPER_ARTIFACTS="$root/$artifacts" TEMPER_SOURCE_MODEL="$root/$model" python3 -m pytest -q tests/serve

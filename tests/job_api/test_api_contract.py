@@ -284,6 +284,21 @@ def test_request_bodies_are_size_limited(server):
     assert reply["__type"] == "RequestEntityTooLargeException"
 
 
+def test_a_client_that_sends_its_headers_slowly_is_cut_off(make_server):
+    import socket
+
+    server = make_server("--header-timeout-secs", "1")
+    slow = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    started = time.monotonic()
+    slow.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n")  # and never the rest of the head
+    assert slow.recv(1024) == b"", "the server answered instead of closing"
+    waited = time.monotonic() - started
+    slow.close()
+    assert 0.9 <= waited < 8, waited
+    # Others are served meanwhile and afterwards.
+    assert server.client().list_optimization_jobs()["OptimizationJobSummaries"] == []
+
+
 def post(server, target: str, body: bytes, signed: bool, tamper: bytes | None = None):
     """A raw POST, signed with botocore's own signer when asked."""
     headers = {"X-Amz-Target": target, "Content-Type": "application/x-amz-json-1.1"}
