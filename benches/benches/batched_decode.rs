@@ -46,7 +46,9 @@ fn bench(c: &mut Criterion) {
         g.bench_function("batched", |b| {
             b.iter(|| {
                 let mut refs: Vec<&mut KvCache> = caches.iter_mut().collect();
-                let logits = model.forward_rows(black_box(&next), &mut refs).expect("step");
+                let logits = model
+                    .forward_rows(black_box(&next), &mut refs)
+                    .expect("step");
                 for cache in caches.iter_mut() {
                     cache.truncate(CONTEXT);
                 }

@@ -23,6 +23,8 @@ mod convert;
 mod error;
 mod model;
 mod pattern;
+pub mod recommendation;
+pub mod recommendation_rules;
 pub mod rules;
 pub mod types;
 mod validate;
@@ -158,6 +160,29 @@ pub fn parse_create_request_with(
     )?;
     rules::check(&req)?;
     Ok(req)
+}
+
+/// Parses a CreateInferenceRecommendationsJob request: JSON, the service model (URI members
+/// such as `SamplePayloadUrl` may be local paths with `opts`), then
+/// [`recommendation_rules`].
+pub fn parse_recommendation_request_with(
+    body: &[u8],
+    opts: &ValidateOptions,
+) -> Result<recommendation::CreateInferenceRecommendationsJobRequest, ApiError> {
+    let req: recommendation::CreateInferenceRecommendationsJobRequest = typed(
+        "CreateInferenceRecommendationsJobRequest",
+        parse_json(body)?,
+        opts,
+    )?;
+    recommendation_rules::check(&req)?;
+    Ok(req)
+}
+
+/// [`parse_recommendation_request_with`] holding URIs to the model's `s3://` pattern.
+pub fn parse_recommendation_request(
+    body: &[u8],
+) -> Result<recommendation::CreateInferenceRecommendationsJobRequest, ApiError> {
+    parse_recommendation_request_with(body, &ValidateOptions::default())
 }
 
 /// The model's output shape of an operation (`None` for operations without output

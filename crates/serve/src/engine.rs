@@ -325,8 +325,7 @@ impl<'e, M: CausalLm> Engine<'e, M> {
                 .and_then(|l| Ok(l.to_vec2::<f32>()?))
         } else {
             let tokens: Vec<u32> = running.iter().map(|s| s.last).collect();
-            let mut caches: Vec<&mut M::Cache> =
-                running.iter_mut().map(|s| &mut s.cache).collect();
+            let mut caches: Vec<&mut M::Cache> = running.iter_mut().map(|s| &mut s.cache).collect();
             self.model
                 .forward_rows(&tokens, &mut caches)
                 .and_then(|l| Ok(l.to_vec2::<f32>()?))
