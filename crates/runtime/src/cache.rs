@@ -127,23 +127,30 @@ impl KvCache {
     }
 }
 
-/// Rotary angles `[n, head_dim/2]` of the next position of each of `n` sequences (a batched
-/// decode step), checking each has room for it.
-pub(crate) fn next_position_tables(caches: &[&KvCache]) -> Result<(Tensor, Tensor)> {
+/// Rotary angles `[sum(lens), head_dim/2]` of the next `lens[i]` positions of each sequence
+/// `i` (a batched step), checking each cache has room for them.
+pub(crate) fn segment_tables(caches: &[&KvCache], lens: &[usize]) -> Result<(Tensor, Tensor)> {
+    if caches.len() != lens.len() || caches.is_empty() || lens.contains(&0) {
+        return Err(RuntimeError::Input(format!(
+            "a batched step needs one or more tokens for each sequence: {} caches, tokens {lens:?}",
+            caches.len()
+        )));
+    }
     let mut cos = Vec::with_capacity(caches.len());
     let mut sin = Vec::with_capacity(caches.len());
-    for (i, c) in caches.iter().enumerate() {
-        if c.len >= c.capacity {
+    for (i, (c, &n)) in caches.iter().zip(lens).enumerate() {
+        if c.len + n > c.capacity {
             return Err(RuntimeError::ContextOverflow {
-                needed: c.len + 1,
+                needed: c.len + n,
                 limit: c.capacity,
                 advice: format!(
-                    "sequence {i} of the batch has filled its KV cache; end it before the next step"
+                    "sequence {i} of the batch has no room for {n} more positions in its KV \
+                     cache; end it or give it a larger cache"
                 ),
             });
         }
-        cos.push(c.rope.cos.narrow(0, c.len, 1)?);
-        sin.push(c.rope.sin.narrow(0, c.len, 1)?);
+        cos.push(c.rope.cos.narrow(0, c.len, n)?);
+        sin.push(c.rope.sin.narrow(0, c.len, n)?);
     }
     Ok((Tensor::cat(&cos, 0)?, Tensor::cat(&sin, 0)?))
 }

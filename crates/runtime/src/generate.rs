@@ -61,11 +61,12 @@ pub trait CausalLm {
         cache: &mut Self::Cache,
         want: Logits,
     ) -> Result<candle_core::Tensor>;
-    /// One decode step of several sequences: `tokens[i]` continues `caches[i]`; logits
-    /// `[n, vocab]`.
-    fn forward_rows(
+    /// One step of several sequences: `lens[i]` consecutive tokens of `tokens` continue
+    /// `caches[i]`; the logits of each segment's last token, `[n, vocab]`.
+    fn forward_segments(
         &self,
         tokens: &[u32],
+        lens: &[usize],
         caches: &mut [&mut Self::Cache],
     ) -> Result<candle_core::Tensor>;
     /// Positions a cache holds.
@@ -88,12 +89,13 @@ impl CausalLm for Model {
     ) -> Result<candle_core::Tensor> {
         Model::forward(self, tokens, cache, want)
     }
-    fn forward_rows(
+    fn forward_segments(
         &self,
         tokens: &[u32],
+        lens: &[usize],
         caches: &mut [&mut Self::Cache],
     ) -> Result<candle_core::Tensor> {
-        Model::forward_rows(self, tokens, caches)
+        Model::forward_segments(self, tokens, lens, caches)
     }
     fn cache_len(cache: &Self::Cache) -> usize {
         cache.len()
@@ -116,12 +118,13 @@ impl CausalLm for crate::tp::ShardedModel {
     ) -> Result<candle_core::Tensor> {
         crate::tp::ShardedModel::forward(self, tokens, cache, want)
     }
-    fn forward_rows(
+    fn forward_segments(
         &self,
         tokens: &[u32],
+        lens: &[usize],
         caches: &mut [&mut Self::Cache],
     ) -> Result<candle_core::Tensor> {
-        crate::tp::ShardedModel::forward_rows(self, tokens, caches)
+        crate::tp::ShardedModel::forward_segments(self, tokens, lens, caches)
     }
     fn cache_len(cache: &Self::Cache) -> usize {
         cache.len()

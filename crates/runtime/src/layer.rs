@@ -98,18 +98,20 @@ impl Layer {
         self.forward_kv(x, Kv::Sequence(cache), step, reduce)
     }
 
-    /// One decode step of several sequences at once (continuous batching): row `i` of `x`
-    /// (`[n, hidden]`) is the next token of the sequence cached in `caches[i]`, at position
-    /// `caches[i].len()`; `step.cos`/`step.sin` hold row `i`'s rotary angles and `step.mask`
-    /// is unused. The products run once over all rows; attention runs per sequence.
-    pub fn forward_rows_reduced(
+    /// One step of several sequences at once (continuous batching): the rows of `x`
+    /// (`[n, hidden]`) are consecutive segments, `lens[i]` tokens continuing the sequence
+    /// cached in `caches[i]` (one for a decode step, a prompt or a chunk of one for a
+    /// prefill); `step.cos`/`step.sin` hold each row's rotary angles and `step.mask` is
+    /// unused. The products run once over all rows; attention runs per sequence.
+    pub fn forward_segments_reduced(
         &self,
         x: &Tensor,
         caches: &[&KvCache],
+        lens: &[usize],
         step: &Step,
         reduce: &mut dyn FnMut(Tensor) -> Result<Tensor>,
     ) -> Result<Tensor> {
-        self.forward_kv(x, Kv::Rows(caches), step, reduce)
+        self.forward_kv(x, Kv::Segments { caches, lens }, step, reduce)
     }
 
     fn forward_kv(
@@ -154,8 +156,12 @@ enum Kv<'a> {
     /// Positions of one sequence after what the cache holds (without a cache: the whole
     /// sequence).
     Sequence(Option<&'a KvCache>),
-    /// Row `i` is the next position of the sequence cached in the `i`-th cache.
-    Rows(&'a [&'a KvCache]),
+    /// The rows are consecutive segments: `lens[i]` positions continuing the sequence cached
+    /// in `caches[i]`.
+    Segments {
+        caches: &'a [&'a KvCache],
+        lens: &'a [usize],
+    },
 }
 
 fn attention_kv(
@@ -181,35 +187,48 @@ fn attention_kv(
     let q = candle_nn::rotary_emb::rope(&heads(0, nh)?, step.cos, step.sin)?;
     let k = candle_nn::rotary_emb::rope(&heads(nh, nkv)?, step.cos, step.sin)?;
     let v = heads(nh + nkv, nkv)?;
-    let cache = match kv {
-        Kv::Sequence(cache) => cache,
-        Kv::Rows(caches) => {
-            let out = attend_rows(&q, &k, &v, caches, nh, step.index)?;
-            return o_proj.forward(&out);
+    let out = match kv {
+        Kv::Sequence(Some(cache)) => {
+            let (keys, values) = cache.append(step.index, &k.squeeze(0)?, &v.squeeze(0)?)?;
+            attend(&q, &keys, &values, p, step.mask, true)?
         }
+        Kv::Sequence(None) => attend(&q, &k.squeeze(0)?, &v.squeeze(0)?, p, step.mask, false)?,
+        Kv::Segments { caches, lens } => attend_segments(&q, &k, &v, caches, lens, p, step.index)?,
     };
-    let (k, v) = match cache {
-        Some(cache) => cache.append(step.index, &k.squeeze(0)?, &v.squeeze(0)?)?,
-        None => (k.squeeze(0)?, v.squeeze(0)?),
-    };
-    if cache.is_some() && new <= FEW_POSITIONS {
+    o_proj.forward(&out)
+}
+
+/// Attention of the roped queries `q` (`[1, heads, new, d]`) over `keys`, `values`
+/// (`[kv_heads, total, d]`, the new positions last) with the additive `mask`; without one,
+/// new position `i` sees everything up to itself. `cached`: the keys come from a KV cache (so
+/// a few new positions take the plain loops). Returns `[new, num_heads * d]`.
+fn attend(
+    q: &Tensor,
+    keys: &Tensor,
+    values: &Tensor,
+    p: &ModelParams,
+    mask: Option<&Tensor>,
+    cached: bool,
+) -> Result<Tensor> {
+    let (nh, nkv, d) = (p.num_heads, p.num_kv_heads, p.head_dim);
+    let new = q.dim(2)?;
+    if cached && new <= FEW_POSITIONS {
         // [1, heads, new, d] -> rows of [heads * d], one per new position.
         let rows = if new == 1 {
             q.clone()
         } else {
             q.squeeze(0)?.transpose(0, 1)?.contiguous()?
         };
-        let out = crate::attention::attend_few(&rows, &k, &v, nh, step.mask)?;
-        return o_proj.forward(&out);
+        return crate::attention::attend_few(&rows, keys, values, nh, mask);
     }
-    let total = k.dim(1)?;
+    let total = keys.dim(1)?;
 
     // Grouped-query attention without copying keys: query heads sharing a kv head are
     // consecutive, so [heads, new, d] regroups as [kv_heads, group * new, d].
     let group = nh / nkv;
     let q = q.squeeze(0)?.reshape((nkv, group * new, d))?;
-    let scores = (q.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?;
-    let scores = match step.mask {
+    let scores = (q.matmul(&keys.t()?)? * (1.0 / (d as f64).sqrt()))?;
+    let scores = match mask {
         Some(mask) => scores
             .reshape((nkv, group, new, total))?
             .broadcast_add(mask)?
@@ -217,47 +236,54 @@ fn attention_kv(
         None => scores,
     };
     let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-    let out = probs.matmul(&v)?; // [kv_heads, group * new, d]
-    let out = out
+    let out = probs.matmul(values)?; // [kv_heads, group * new, d]
+    Ok(out
         .reshape((nh, new, d))?
         .transpose(0, 1)?
         .contiguous()?
-        .reshape((new, nh * d))?;
-    o_proj.forward(&out)
+        .reshape((new, nh * d))?)
 }
 
-/// Attention of rows that belong to different sequences: `q`, `k`, `v` are `[1, heads, n, d]`
-/// (roped), row `i` the next position of the sequence cached in `caches[i]`, whose new key and
-/// value it appends there. Returns `[n, num_heads * d]`.
-fn attend_rows(
+/// Attention of rows that belong to different sequences: `q`, `k`, `v` are `[1, heads, n,
+/// d]` (roped), the rows of sequence `i` being the next `lens[i]` positions of `caches[i]`
+/// (in order), whose keys and values it appends there. Returns `[n, num_heads * d]`.
+fn attend_segments(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     caches: &[&KvCache],
-    nh: usize,
+    lens: &[usize],
+    p: &ModelParams,
     layer: usize,
 ) -> Result<Tensor> {
     let (q, k, v) = (q.squeeze(0)?, k.squeeze(0)?, v.squeeze(0)?);
-    if q.dim(1)? != caches.len() {
+    if caches.len() != lens.len() || lens.iter().sum::<usize>() != q.dim(1)? {
         return Err(crate::error::RuntimeError::Input(format!(
-            "{} rows for {} sequences",
+            "{} rows for {} sequences of {lens:?} tokens",
             q.dim(1)?,
             caches.len()
         )));
     }
-    let row = |i: usize, c: &KvCache| -> Result<Tensor> {
-        let ki = k.narrow(1, i, 1)?.contiguous()?;
-        let vi = v.narrow(1, i, 1)?.contiguous()?;
-        let (keys, values) = c.append(layer, &ki, &vi)?;
-        // [heads, 1, d] -> one row of [heads * d].
-        let qi = q.narrow(1, i, 1)?.contiguous()?.reshape((1, ()))?;
-        crate::attention::attend_few(&qi, &keys, &values, nh, None)
-    };
-    let outs = caches
-        .iter()
-        .enumerate()
-        .map(|(i, c)| row(i, c))
-        .collect::<Result<Vec<_>>>()?;
+    let mut outs = Vec::with_capacity(caches.len());
+    let mut at = 0;
+    for (c, &n) in caches.iter().zip(lens) {
+        let part = |t: &Tensor| -> Result<Tensor> { Ok(t.narrow(1, at, n)?.contiguous()?) };
+        let past = c.len();
+        let (keys, values) = c.append(layer, &part(&k)?, &part(&v)?)?;
+        // Few positions attend causally in the plain loops; a prompt needs the mask.
+        let mask = (n > FEW_POSITIONS)
+            .then(|| crate::model::causal_mask(past, n))
+            .transpose()?;
+        outs.push(attend(
+            &part(&q)?.unsqueeze(0)?,
+            &keys,
+            &values,
+            p,
+            mask.as_ref(),
+            true,
+        )?);
+        at += n;
+    }
     Ok(Tensor::cat(&outs, 0)?)
 }
 

@@ -258,16 +258,28 @@ impl Model {
     /// exactly so for per-token activation scales; per-tensor dynamic FP8 takes one scale over
     /// the whole batch, as engines do).
     pub fn forward_rows(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
-        if tokens.is_empty() || tokens.len() != caches.len() {
+        self.forward_segments(tokens, &vec![1; tokens.len()], caches)
+    }
+
+    /// One step of several sequences whose new tokens differ in number: `tokens` holds
+    /// consecutive segments, `lens[i]` tokens continuing `caches[i]` (one for a decode step,
+    /// a prompt or a chunk of one for a prefill). Products run once over every token;
+    /// attention per sequence. Returns the logits of each segment's last token, `[n, vocab]`.
+    pub fn forward_segments(
+        &self,
+        tokens: &[u32],
+        lens: &[usize],
+        caches: &mut [&mut KvCache],
+    ) -> Result<Tensor> {
+        if lens.iter().sum::<usize>() != tokens.len() {
             return Err(RuntimeError::Input(format!(
-                "a batched decode step needs one token per sequence: {} tokens, {} caches",
-                tokens.len(),
-                caches.len()
+                "{} tokens for segments of {lens:?}",
+                tokens.len()
             )));
         }
         let views: Vec<&KvCache> = caches.iter().map(|c| &**c).collect();
         let logits = crate::pool::in_pool(|| -> Result<Tensor> {
-            let (cos, sin) = crate::cache::next_position_tables(&views)?;
+            let (cos, sin) = crate::cache::segment_tables(&views, lens)?;
             let mut x = self.head.embed(tokens)?;
             for (index, layer) in self.layers.iter().enumerate() {
                 let step = Step {
@@ -277,12 +289,13 @@ impl Model {
                     sin: &sin,
                     mask: None,
                 };
-                x = layer.forward_rows_reduced(&x, &views, &step, &mut |t| Ok(t))?;
+                x = layer.forward_segments_reduced(&x, &views, lens, &step, &mut |t| Ok(t))?;
             }
-            self.head.logits(&x, self.params.rms_norm_eps)
+            self.head
+                .logits(&last_of_segments(&x, lens)?, self.params.rms_norm_eps)
         })?;
-        for c in caches.iter_mut() {
-            c.advance(1);
+        for (c, &n) in caches.iter_mut().zip(lens) {
+            c.advance(n);
         }
         Ok(logits)
     }
@@ -509,6 +522,21 @@ pub(crate) fn projection(
         first.record_inputs(opts.record_inputs);
     }
     Ok(Projection { parts, modules })
+}
+
+/// The last row of each consecutive segment of `lens[i]` rows of `x`.
+pub(crate) fn last_of_segments(x: &Tensor, lens: &[usize]) -> Result<Tensor> {
+    if lens.iter().all(|&n| n == 1) {
+        return Ok(x.clone());
+    }
+    let mut ends = Vec::with_capacity(lens.len());
+    let mut at = 0u32;
+    for &n in lens {
+        at += n as u32;
+        ends.push(at - 1);
+    }
+    let ids = Tensor::new(ends, x.device())?;
+    Ok(x.index_select(&ids, 0)?)
 }
 
 /// `0` where query `i` (at position `past + i`) may see key `j`, `-inf` after it.

@@ -1,6 +1,7 @@
 //! Continuous batching on the real SmolLM2 model: a decode step over several sequences at once
 //! (sequences joining and leaving between steps) computes, for each, what decoding it alone
-//! computes.
+//! computes, prompts included (prefilled together with others' decode steps, whole or in
+//! chunks).
 
 use temper_runtime::{KvCache, LoadOptions, Logits, Model};
 
@@ -37,48 +38,62 @@ fn last_row(model: &Model, prompt: &[u32], cache: &mut KvCache) -> Vec<f32> {
 struct Running {
     which: usize,
     cache: KvCache,
+    /// Prompt tokens not yet run.
+    pending: Vec<u32>,
     rows: Vec<Vec<f32>>,
 }
 
+/// Sequences 0 and 1 are prefilled together in one step; sequence 2 joins after two steps
+/// with its prompt fed in chunks of at most 4 tokens alongside the others' decode tokens;
+/// each leaves after `steps` tokens. Every logit row matches decoding alone.
 #[test]
-fn batched_decode_steps_compute_each_sequence_as_alone() {
+fn batched_steps_with_prefills_and_chunks_compute_each_sequence_as_alone() {
     let dir = smollm2();
     let model = Model::load(&dir, &LoadOptions::default()).unwrap();
     let steps = 6;
     let want: Vec<_> = PROMPTS.iter().map(|p| alone(&model, p, steps)).collect();
 
-    // Sequence 0 and 1 start together; 2 joins after two steps; each leaves after `steps`.
-    let mut running: Vec<Running> = Vec::new();
-    let mut done: Vec<Option<Vec<Vec<f32>>>> = vec![None; PROMPTS.len()];
-    let join = |which: usize| {
-        let p = PROMPTS[which];
-        let mut cache = model.new_cache(p.len() + steps + 1).unwrap();
-        let first = last_row(&model, p, &mut cache);
-        Running {
-            which,
-            cache,
-            rows: vec![first],
-        }
+    let join = |which: usize| Running {
+        which,
+        cache: model.new_cache(PROMPTS[which].len() + steps + 1).unwrap(),
+        pending: PROMPTS[which].to_vec(),
+        rows: Vec::new(),
     };
-    running.push(join(0));
-    running.push(join(1));
+    let mut running = vec![join(0), join(1)];
+    let mut done: Vec<Option<Vec<Vec<f32>>>> = vec![None; PROMPTS.len()];
     let mut step = 0;
     while !running.is_empty() {
         if step == 2 {
             running.push(join(2));
         }
-        let tokens: Vec<u32> = running
-            .iter()
-            .map(|r| argmax(r.rows.last().unwrap()))
-            .collect();
+        let mut tokens = Vec::new();
+        let mut lens = Vec::new();
+        for r in running.iter_mut() {
+            if r.pending.is_empty() {
+                tokens.push(argmax(r.rows.last().unwrap()));
+                lens.push(1);
+            } else {
+                // The first two take their whole prompts; the late one chunks of 4.
+                let n = if r.which == 2 {
+                    r.pending.len().min(4)
+                } else {
+                    r.pending.len()
+                };
+                tokens.extend(r.pending.drain(..n));
+                lens.push(n);
+            }
+        }
         let mut caches: Vec<&mut KvCache> = running.iter_mut().map(|r| &mut r.cache).collect();
         let logits: Vec<Vec<f32>> = model
-            .forward_rows(&tokens, &mut caches)
+            .forward_segments(&tokens, &lens, &mut caches)
             .unwrap()
             .to_vec2()
             .unwrap();
         for (r, row) in running.iter_mut().zip(logits) {
-            r.rows.push(row);
+            // A chunk that leaves prompt tokens behind gives no token yet.
+            if r.pending.is_empty() {
+                r.rows.push(row);
+            }
         }
         let (finished, rest): (Vec<_>, Vec<_>) =
             running.into_iter().partition(|r| r.rows.len() > steps);
@@ -100,7 +115,7 @@ fn batched_decode_steps_compute_each_sequence_as_alone() {
                 .map(|(a, b)| (a - b).abs())
                 .fold(0f32, f32::max);
             // Batched products sum each row in the same order as a lone row; only the
-            // attention's thread split may differ. Far below any rounding of the weights.
+            // attention's split and a prompt's attention path (loops vs matmul) may differ.
             assert!(
                 diff <= 1e-5 * scale,
                 "sequence {which} token {t}: logits differ by {diff} (largest {scale})"
@@ -120,11 +135,14 @@ fn a_batched_step_refuses_mismatched_inputs_and_full_caches() {
         .forward_rows(&[1], &mut [&mut a, &mut b])
         .unwrap_err()
         .to_string();
-    assert!(err.contains("1 tokens, 2 caches"), "{err}");
+    assert!(err.contains("2 caches, tokens [1]"), "{err}");
     let err = model
         .forward_rows(&[1, 2], &mut [&mut a, &mut b])
         .unwrap_err()
         .to_string();
-    assert!(err.contains("sequence 1"), "{err}");
+    assert!(
+        err.contains("sequence 1") && err.contains("no room"),
+        "{err}"
+    );
     assert_eq!((a.len(), b.len()), (0, 2), "a refused step changes nothing");
 }

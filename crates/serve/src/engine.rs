@@ -1,16 +1,15 @@
 //! The continuous-batching engine: one thread that owns the model and runs every admitted
 //! request's decode step together.
 //!
-//! Between decode steps it admits waiting requests (up to `max_batch` running), prefills each
-//! on its own and samples its first token, then runs one batched step
-//! ([`CausalLm::forward_rows`]) over every running sequence: the weights are read once for
-//! all of them, which is where batching gains its throughput on a memory-bound decode.
+//! Between steps it admits waiting requests (up to `max_batch` running). Each step
+//! ([`CausalLm::forward_segments`]) runs every decoding sequence's next token together with
+//! the prompts (or prompt chunks, within `max_step_tokens`) of newly admitted ones: the
+//! weights are read once for all of them, which is where batching gains its throughput on a
+//! memory-bound decode, and a new request's prefill shares steps with the running decodes
+//! instead of stalling them.
 //! Sequences leave as soon as they finish, time out or lose their client. Waiting requests sit
 //! in a bounded queue; [`EngineHandle::submit`] refuses new ones when it is full instead of
 //! letting a backlog grow.
-//!
-//! A new request's prefill runs whole before the next decode step, so a long prompt delays the
-//! running sequences' next token by its prefill time (no chunked prefill yet).
 
 use crate::metrics::Metrics;
 use std::cell::RefCell;
@@ -32,6 +31,9 @@ pub struct EngineConfig {
     pub max_batch: usize,
     /// Most requests waiting for a place in the batch; more are refused.
     pub max_queue: usize,
+    /// Most tokens one step runs: every decoding sequence's next token, then prompt tokens
+    /// of new sequences (a long prompt is prefilled in chunks over several steps).
+    pub max_step_tokens: usize,
 }
 
 /// One generation request, tokenized and checked by the HTTP layer.
@@ -145,6 +147,7 @@ where
     let config = EngineConfig {
         max_batch: config.max_batch.max(1),
         max_queue: config.max_queue.max(1),
+        max_step_tokens: config.max_step_tokens.max(1),
     };
     let (jobs, waiting) = sync_channel(config.max_queue);
     let alive = Arc::new(AtomicBool::new(true));
@@ -192,6 +195,8 @@ struct Sequence<'t, C> {
     output: Option<Output<'t, 'static>>,
     /// Text `output` released since the last event.
     released: Rc<RefCell<String>>,
+    /// Prompt tokens not yet run (prefill happens in the batched steps, in chunks).
+    pending: Vec<u32>,
     /// The token the next decode step feeds.
     last: u32,
     events: UnboundedSender<Event>,
@@ -237,12 +242,13 @@ impl<'e, M: CausalLm> Engine<'e, M> {
             if running.is_empty() {
                 continue;
             }
-            self.decode_step(&mut running);
+            self.step(&mut running);
             self.metrics.running.set(running.len() as i64);
         }
     }
 
-    /// Prefills `job`'s prompt and sends its first token; `None` when it already ended.
+    /// Makes `job` a running sequence whose prompt the next steps will run; `None` when it
+    /// already ended.
     fn admit(&self, job: Job) -> Option<Sequence<'e, M::Cache>> {
         let now = Instant::now();
         if job.events.is_closed() {
@@ -254,28 +260,23 @@ impl<'e, M: CausalLm> Engine<'e, M> {
             self.fail(&job.events, Failure::TimedOut(timeout));
             return None;
         }
-        let started = || -> temper_runtime::Result<(M::Cache, Vec<f32>)> {
-            let mut cache = self
-                .model
-                .new_cache(job.prompt.len() + job.max_new.max(1))?;
-            let logits = self.model.forward(&job.prompt, &mut cache, Logits::Last)?;
-            Ok((cache, logits.flatten_all()?.to_vec1::<f32>()?))
-        };
-        let (cache, logits) = match started() {
+        let prepared = self
+            .model
+            .new_cache(job.prompt.len() + job.max_new.max(1))
+            .map_err(|e| e.to_string())
+            .and_then(|cache| {
+                let sampler =
+                    Sampler::new(job.options.sampling.clone()).map_err(|e| e.to_string())?;
+                Ok((cache, sampler))
+            });
+        let (cache, sampler) = match prepared {
             Ok(v) => v,
             Err(e) => {
-                self.fail(&job.events, Failure::Model(e.to_string()));
+                self.fail(&job.events, Failure::Model(e));
                 return None;
             }
         };
         self.metrics.prompt_tokens.inc_by(job.prompt.len() as u64);
-        let sampler = match Sampler::new(job.options.sampling.clone()) {
-            Ok(s) => s,
-            Err(e) => {
-                self.fail(&job.events, Failure::Model(e.to_string()));
-                return None;
-            }
-        };
         let released = Rc::new(RefCell::new(String::new()));
         let sink = released.clone();
         let output = Output::new(
@@ -285,19 +286,19 @@ impl<'e, M: CausalLm> Engine<'e, M> {
             job.max_new,
             move |piece: &str| sink.borrow_mut().push_str(piece),
         );
-        let mut seq = Sequence {
+        Some(Sequence {
             cache,
             sampler,
             output: Some(output),
             released,
+            pending: job.prompt,
             last: 0,
             events: job.events,
-            prompt_tokens: job.prompt.len(),
+            prompt_tokens: 0,
             received: job.received,
             deadline: job.deadline,
             last_sent: None,
-        };
-        self.take(&mut seq, &logits).then_some(seq)
+        })
     }
 
     /// Whether `seq` should stay in the batch: its client is still there and its time is not
@@ -315,28 +316,65 @@ impl<'e, M: CausalLm> Engine<'e, M> {
         true
     }
 
-    /// One decode step over every running sequence; removes those that finish.
-    fn decode_step(&self, running: &mut Vec<Sequence<'e, M::Cache>>) {
-        let rows = if let [one] = running.as_mut_slice() {
-            // Alone, the plain decode step is about 12% faster than a batch of one (it skips
-            // the per-row bookkeeping; BENCHMARKS.md "Serving").
+    /// One step over the running sequences: each decoding one takes its next token, and
+    /// those still prefilling take the next chunk of their prompt, within
+    /// `max_step_tokens` (a sequence left without room waits for the next step). Sequences
+    /// whose prompt is done sample a token; those that finish leave.
+    fn step(&self, running: &mut Vec<Sequence<'e, M::Cache>>) {
+        // Decoding sequences first: a long prompt never stalls their next token.
+        let mut budget = self.config.max_step_tokens.max(running.len());
+        let mut take = vec![0usize; running.len()];
+        for (i, s) in running.iter().enumerate() {
+            if s.pending.is_empty() {
+                take[i] = 1;
+                budget -= 1;
+            }
+        }
+        for (i, s) in running.iter().enumerate() {
+            if !s.pending.is_empty() && budget > 0 {
+                take[i] = s.pending.len().min(budget);
+                budget -= take[i];
+            }
+        }
+        let mut tokens = Vec::new();
+        let mut lens = Vec::new();
+        let mut caches: Vec<&mut M::Cache> = Vec::new();
+        for (s, &n) in running.iter_mut().zip(&take) {
+            if n == 0 {
+                continue;
+            }
+            if s.pending.is_empty() {
+                tokens.push(s.last);
+            } else {
+                tokens.extend(s.pending.drain(..n));
+                s.prompt_tokens += n;
+            }
+            lens.push(n);
+            caches.push(&mut s.cache);
+        }
+        let rows = if let [one] = caches.as_mut_slice() {
+            // Alone, the plain step is about 12% faster than a batch of one (it skips the
+            // per-segment bookkeeping; BENCHMARKS.md "Serving").
             self.model
-                .forward(&[one.last], &mut one.cache, Logits::Last)
+                .forward(&tokens, one, Logits::Last)
                 .and_then(|l| Ok(l.to_vec2::<f32>()?))
         } else {
-            let tokens: Vec<u32> = running.iter().map(|s| s.last).collect();
-            let mut caches: Vec<&mut M::Cache> = running.iter_mut().map(|s| &mut s.cache).collect();
             self.model
-                .forward_rows(&tokens, &mut caches)
+                .forward_segments(&tokens, &lens, &mut caches)
                 .and_then(|l| Ok(l.to_vec2::<f32>()?))
         };
         match rows {
             Ok(rows) => {
-                self.metrics.batch_size.observe(running.len() as f64);
+                self.metrics.batch_size.observe(lens.len() as f64);
                 let mut rows = rows.into_iter();
+                let mut stepped = take.iter();
                 running.retain_mut(|s| {
+                    if *stepped.next().unwrap_or(&0) == 0 {
+                        return true;
+                    }
                     let row = rows.next().unwrap_or_default();
-                    self.take(s, &row)
+                    // A chunk that leaves prompt tokens behind samples nothing yet.
+                    !s.pending.is_empty() || self.take(s, &row)
                 });
             }
             Err(e) => {

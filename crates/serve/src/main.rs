@@ -33,6 +33,14 @@ struct Args {
     /// Most sequences decoded together (the continuous batch).
     #[arg(long, env = "OPTION_MAX_ROLLING_BATCH_SIZE", default_value_t = 16)]
     max_batch: usize,
+    /// Most tokens one step runs: the running sequences' next tokens, then new prompts (long
+    /// ones in chunks over several steps).
+    #[arg(
+        long,
+        env = "OPTION_MAX_ROLLING_BATCH_PREFILL_TOKENS",
+        default_value_t = 512
+    )]
+    max_step_tokens: usize,
     /// Most requests waiting for a place in the batch; more get 429.
     #[arg(long, default_value_t = 64)]
     max_queue: usize,
@@ -73,6 +81,7 @@ fn run(args: Args) -> Result<()> {
         engine: EngineConfig {
             max_batch: args.max_batch,
             max_queue: args.max_queue,
+            max_step_tokens: args.max_step_tokens,
         },
         http: HttpConfig {
             max_body_bytes: args.max_body_bytes,

@@ -50,6 +50,16 @@ fn rt() -> tokio::runtime::Runtime {
 
 #[test]
 fn concurrent_requests_are_batched_and_each_gets_what_it_gets_alone() {
+    batched_requests_match_alone(&["--max-batch", "4"]);
+}
+
+/// Prompts prefilled 3 tokens a step, beside the others' decode tokens.
+#[test]
+fn prompts_prefilled_in_chunks_give_the_same_text() {
+    batched_requests_match_alone(&["--max-batch", "4", "--max-step-tokens", "3"]);
+}
+
+fn batched_requests_match_alone(server_args: &[&str]) {
     let dir = smollm2();
     let model = Model::load(&dir, &LoadOptions::default()).unwrap();
     let tok = temper_text::tokenizer::load_tokenizer(&dir.join("tokenizer.json")).unwrap();

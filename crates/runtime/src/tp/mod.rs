@@ -144,9 +144,20 @@ impl ShardedModel {
     /// [`crate::Model::forward_rows`]: `tokens[i]` continues the sequence cached in `caches[i]`;
     /// logits `[n, vocab]`.
     pub fn forward_rows(&self, tokens: &[u32], caches: &mut [&mut ShardedCache]) -> Result<Tensor> {
-        if tokens.is_empty() || tokens.len() != caches.len() {
+        self.forward_segments(tokens, &vec![1; tokens.len()], caches)
+    }
+
+    /// [`crate::Model::forward_segments`] over the ranks: `lens[i]` tokens of `tokens`
+    /// continue `caches[i]`; the logits of each segment's last token, `[n, vocab]`.
+    pub fn forward_segments(
+        &self,
+        tokens: &[u32],
+        lens: &[usize],
+        caches: &mut [&mut ShardedCache],
+    ) -> Result<Tensor> {
+        if lens.iter().sum::<usize>() != tokens.len() || lens.len() != caches.len() {
             return Err(RuntimeError::Input(format!(
-                "a batched decode step needs one token per sequence: {} tokens, {} caches",
+                "{} tokens for {} sequences of {lens:?} tokens",
                 tokens.len(),
                 caches.len()
             )));
@@ -158,9 +169,12 @@ impl ShardedModel {
                 per_rank[r].push(kc);
             }
         }
-        let per_rank = per_rank.into_iter().map(Seqs::Rows).collect();
+        let per_rank = per_rank
+            .into_iter()
+            .map(|caches| Seqs::Segments(caches, lens))
+            .collect();
         let padded = self.run_ranks(tokens, per_rank, Logits::All)?;
-        self.unpad(padded, tokens.len())
+        self.unpad(padded, lens.len())
     }
 
     fn check_vocab(&self, tokens: &[u32]) -> Result<()> {
@@ -226,8 +240,8 @@ impl ShardedModel {
 enum Seqs<'a> {
     /// New positions of one sequence.
     One(&'a mut KvCache),
-    /// Row `i` is the next position of the sequence in the `i`-th cache.
-    Rows(Vec<&'a mut KvCache>),
+    /// Consecutive segments of `lens[i]` tokens continuing the `i`-th cache.
+    Segments(Vec<&'a mut KvCache>, &'a [usize]),
 }
 
 /// One rank's share of a forward pass. Rank 0 returns the gathered, padded logits
@@ -266,9 +280,9 @@ fn rank_forward(
                 (new > 1).then(|| causal_mask(past, new)).transpose()?,
             )
         }
-        Seqs::Rows(caches) => {
+        Seqs::Segments(caches, lens) => {
             let views: Vec<&KvCache> = caches.iter().map(|c| &**c).collect();
-            let (cos, sin) = crate::cache::next_position_tables(&views)?;
+            let (cos, sin) = crate::cache::segment_tables(&views, lens)?;
             (cos, sin, None)
         }
     };
@@ -288,19 +302,24 @@ fn rank_forward(
         };
         x = match &seqs {
             Seqs::One(cache) => layer.forward_reduced(&x, Some(cache), &step, &mut reduce)?,
-            Seqs::Rows(caches) => {
+            Seqs::Segments(caches, lens) => {
                 let views: Vec<&KvCache> = caches.iter().map(|c| &**c).collect();
-                layer.forward_rows_reduced(&x, &views, &step, &mut reduce)?
+                layer.forward_segments_reduced(&x, &views, lens, &step, &mut reduce)?
             }
         };
     }
     match &mut seqs {
         Seqs::One(cache) => cache.advance(new),
-        Seqs::Rows(caches) => caches.iter_mut().for_each(|c| c.advance(1)),
+        Seqs::Segments(caches, lens) => caches
+            .iter_mut()
+            .zip(lens.iter())
+            .for_each(|(c, &n)| c.advance(n)),
     }
-    let x = match want {
-        Logits::Last => x.narrow(0, new - 1, 1)?,
-        Logits::All => x,
+    let x = match (&seqs, want) {
+        // A batched step wants each segment's last token.
+        (Seqs::Segments(_, lens), _) => crate::model::last_of_segments(&x, lens)?,
+        (Seqs::One(_), Logits::Last) => x.narrow(0, new - 1, 1)?,
+        (Seqs::One(_), Logits::All) => x,
     };
     let x = candle_nn::ops::rms_norm(&x, &rank.head.norm, p.rms_norm_eps as f32)?;
     let local = rank.head.lm_head.forward(&x)?; // [n, vocab_per_rank]
