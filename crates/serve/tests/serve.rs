@@ -73,7 +73,7 @@ fn batched_requests_match_alone(server_args: &[&str]) {
         .collect();
     drop(model);
 
-    let server = Server::start(&["--max-batch", "4"]);
+    let server = Server::start(server_args);
     rt().block_on(async {
         let client = reqwest::Client::new();
         let (status, _) = (
