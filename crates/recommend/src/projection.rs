@@ -45,6 +45,8 @@ pub struct HostMeasurement {
 pub enum FitError {
     #[error("no decode steps were measured, so there is nothing to fit the projection to")]
     NoMeasurement,
+    #[error("the host's roofline ({bandwidth} bytes/s, {macs} multiply-adds/s) must be positive")]
+    BadHost { bandwidth: f64, macs: f64 },
     #[error("measured step {index} ({sequences} sequences, {seconds} s) is not a positive time")]
     BadStep {
         index: usize,
@@ -80,6 +82,13 @@ impl Fit {
     pub fn new(model: &ModelCost, measured: &HostMeasurement) -> Result<Fit, FitError> {
         if measured.steps.is_empty() {
             return Err(FitError::NoMeasurement);
+        }
+        let host = &measured.host;
+        if !(host.bandwidth > 0.0 && host.macs_per_second > 0.0) {
+            return Err(FitError::BadHost {
+                bandwidth: host.bandwidth,
+                macs: host.macs_per_second,
+            });
         }
         let mut ratios = Vec::with_capacity(measured.steps.len());
         for (index, &(sequences, seconds)) in measured.steps.iter().enumerate() {
@@ -151,11 +160,12 @@ pub fn project(
         1.0,
         work.prompt_tokens,
     ) / fit.efficiency;
-    // In a full batch each new request's prefill shares steps with the others' decodes:
-    // count it once for the request, and spread every request's prefill over the batch's
-    // throughput.
-    let latency_seconds = prefill_seconds + work.output_tokens * step_seconds;
-    let per_request_busy = work.output_tokens * step_seconds / b + prefill_seconds;
+    // The first token comes with the prefill; each further one takes a decode step. In a
+    // full batch each new request's prefill shares steps with the others' decodes: count it
+    // once for the request, and spread the decode steps over the batch.
+    let decode_steps = (work.output_tokens - 1.0).max(0.0);
+    let latency_seconds = prefill_seconds + decode_steps * step_seconds;
+    let per_request_busy = decode_steps * step_seconds / b + prefill_seconds;
     let invocations_per_minute = 60.0 / per_request_busy;
     Some(Projection {
         batch: batch.max(1),

@@ -153,17 +153,27 @@ impl ApiError {
     }
 }
 
-/// Parses a JSON body into `T`, naming the problem (serde's message says which field and
-/// where).
+/// Parses a JSON body into `T`, naming the problem and the field it is in.
 pub fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the request body is not valid: {e}")))
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path.is_empty() || path == "." {
+            ApiError::bad_request(format!("the request body is not valid: {inner}"))
+        } else {
+            ApiError::bad_request(format!("the request field `{path}` is not valid: {inner}"))
+        }
+    })
 }
 
 /// How a request wants its tokens chosen and when to stop.
 pub struct Generation {
     pub prompt: Vec<u32>,
     pub max_new_tokens: usize,
+    /// The client asked for `max_new_tokens` (rather than getting a default): more than the
+    /// context window leaves is then an error, as in vLLM, not silently cut.
+    pub explicit_max: bool,
     pub sampling: SamplingParams,
     pub stop: Vec<String>,
     /// Generate `max_new_tokens` even past end-of-sequence.
@@ -243,6 +253,18 @@ impl AppState {
                 "prompt",
                 format!(
                     "the prompt fills the model's {}-token context window; shorten it",
+                    served.max_positions
+                ),
+            ));
+        }
+        if g.explicit_max && g.max_new_tokens > room {
+            return Err(ApiError::bad_field(
+                "max_tokens",
+                format!(
+                    "the prompt ({} tokens) and {} new tokens exceed the model's context window \
+                     of {} tokens; ask for at most {room} new tokens",
+                    g.prompt.len(),
+                    g.max_new_tokens,
                     served.max_positions
                 ),
             ));

@@ -13,9 +13,10 @@
 
 use crate::metrics::Metrics;
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use temper_runtime::generate::{CausalLm, FinishReason, GenerateOptions, Output};
@@ -95,7 +96,9 @@ pub enum SubmitError {
 /// The HTTP layer's side of the engine.
 #[derive(Clone)]
 pub struct EngineHandle {
-    jobs: SyncSender<Job>,
+    jobs: Sender<Job>,
+    /// Requests submitted and not yet admitted or dropped: at most `max_queue`.
+    waiting: Arc<AtomicUsize>,
     alive: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     config: EngineConfig,
@@ -107,21 +110,25 @@ impl EngineHandle {
         if !self.is_alive() {
             return Err(SubmitError::Stopped);
         }
-        self.metrics.queued.inc();
-        match self.jobs.try_send(job) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => {
-                self.metrics.queued.dec();
-                Err(SubmitError::QueueFull {
-                    running: self.metrics.running.get() as usize,
-                    queued: self.config.max_queue,
-                })
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.metrics.queued.dec();
-                Err(SubmitError::Stopped)
-            }
+        let max = self.config.max_queue;
+        let reserved = self
+            .waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            });
+        if reserved.is_err() {
+            return Err(SubmitError::QueueFull {
+                running: self.metrics.running.get() as usize,
+                queued: max,
+            });
         }
+        self.metrics.queued.inc();
+        if self.jobs.send(job).is_err() {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            self.metrics.queued.dec();
+            return Err(SubmitError::Stopped);
+        }
+        Ok(())
     }
 
     /// False once the engine thread has ended (a panic in the model, say).
@@ -149,10 +156,13 @@ where
         max_queue: config.max_queue.max(1),
         max_step_tokens: config.max_step_tokens.max(1),
     };
-    let (jobs, waiting) = sync_channel(config.max_queue);
+    // Unbounded as a channel; `waiting` bounds what is in it and in the engine's queue.
+    let (jobs, arrivals) = channel();
+    let waiting = Arc::new(AtomicUsize::new(0));
     let alive = Arc::new(AtomicBool::new(true));
     let handle = EngineHandle {
         jobs,
+        waiting: waiting.clone(),
         alive: alive.clone(),
         metrics: metrics.clone(),
         config,
@@ -162,20 +172,25 @@ where
         .spawn(move || {
             // Marks the engine dead however the loop ends, a panic included, so that /ping
             // reports it and new requests get 503 instead of waiting forever.
-            struct Alive(Arc<AtomicBool>);
+            struct Alive(Arc<AtomicBool>, Arc<Metrics>);
             impl Drop for Alive {
                 fn drop(&mut self) {
                     self.0.store(false, Ordering::Release);
+                    // Nothing runs or waits any more (queued requests' channels close
+                    // with the engine, and their clients get an error).
+                    self.1.queued.set(0);
+                    self.1.running.set(0);
                 }
             }
-            let _alive = Alive(alive);
+            let _alive = Alive(alive, metrics.clone());
             Engine {
                 model: &model,
                 tokenizer: &tokenizer,
                 config,
                 metrics: &metrics,
+                waiting: &waiting,
             }
-            .run(waiting);
+            .run(arrivals);
         })?;
     Ok(handle)
 }
@@ -185,6 +200,7 @@ struct Engine<'e, M> {
     tokenizer: &'e Tokenizer,
     config: EngineConfig,
     metrics: &'e Metrics,
+    waiting: &'e AtomicUsize,
 }
 
 /// A running request.
@@ -208,36 +224,48 @@ struct Sequence<'t, C> {
 }
 
 impl<'e, M: CausalLm> Engine<'e, M> {
-    fn run(&self, waiting: Receiver<Job>) {
+    fn run(&self, arrivals: Receiver<Job>) {
         let mut running: Vec<Sequence<'e, M::Cache>> = Vec::new();
+        let mut queue: VecDeque<Job> = VecDeque::new();
         let mut open = true;
-        while open || !running.is_empty() {
-            // Admit waiting requests; block only when nothing is running.
-            while open && running.len() < self.config.max_batch {
-                let job = if running.is_empty() {
-                    match waiting.recv() {
-                        Ok(job) => job,
-                        Err(_) => {
-                            open = false;
-                            break;
-                        }
+        while open || !running.is_empty() || !queue.is_empty() {
+            // Take every arrival; block only when there is nothing else to do.
+            if running.is_empty() && queue.is_empty() {
+                match arrivals.recv() {
+                    Ok(job) => queue.push_back(job),
+                    Err(_) => {
+                        open = false;
+                        continue;
                     }
-                } else {
-                    match waiting.try_recv() {
-                        Ok(job) => job,
-                        Err(TryRecvError::Empty) => break,
-                        Err(TryRecvError::Disconnected) => {
-                            open = false;
-                            break;
-                        }
+                }
+            }
+            loop {
+                match arrivals.try_recv() {
+                    Ok(job) => queue.push_back(job),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
                     }
-                };
-                self.metrics.queued.dec();
+                }
+            }
+            // Waiting requests whose client left or whose time is up leave the queue now,
+            // not when their turn comes.
+            queue.retain(|job| {
+                let keep = self.still_wanted(&job.events, job.received, job.deadline);
+                if !keep {
+                    self.dequeued();
+                }
+                keep
+            });
+            while running.len() < self.config.max_batch {
+                let Some(job) = queue.pop_front() else { break };
+                self.dequeued();
                 if let Some(seq) = self.admit(job) {
                     running.push(seq);
                 }
             }
-            running.retain(|s| self.still_wanted(s));
+            running.retain(|s| self.still_wanted(&s.events, s.received, s.deadline));
             self.metrics.running.set(running.len() as i64);
             if running.is_empty() {
                 continue;
@@ -247,19 +275,15 @@ impl<'e, M: CausalLm> Engine<'e, M> {
         }
     }
 
+    /// A request left the queue (admitted, or dropped).
+    fn dequeued(&self) {
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        self.metrics.queued.dec();
+    }
+
     /// Makes `job` a running sequence whose prompt the next steps will run; `None` when it
     /// already ended.
     fn admit(&self, job: Job) -> Option<Sequence<'e, M::Cache>> {
-        let now = Instant::now();
-        if job.events.is_closed() {
-            self.metrics.cancelled.inc();
-            return None;
-        }
-        if now >= job.deadline {
-            let timeout = job.deadline.saturating_duration_since(job.received);
-            self.fail(&job.events, Failure::TimedOut(timeout));
-            return None;
-        }
         let prepared = self
             .model
             .new_cache(job.prompt.len() + job.max_new.max(1))
@@ -301,16 +325,21 @@ impl<'e, M: CausalLm> Engine<'e, M> {
         })
     }
 
-    /// Whether `seq` should stay in the batch: its client is still there and its time is not
-    /// up.
-    fn still_wanted(&self, seq: &Sequence<'e, M::Cache>) -> bool {
-        if seq.events.is_closed() {
+    /// Whether a request should stay (queued or running): its client is still there and its
+    /// time is not up. Ends it (counted, and told why) otherwise.
+    fn still_wanted(
+        &self,
+        events: &UnboundedSender<Event>,
+        received: Instant,
+        deadline: Instant,
+    ) -> bool {
+        if events.is_closed() {
             self.metrics.cancelled.inc();
             return false;
         }
-        if Instant::now() >= seq.deadline {
-            let timeout = seq.deadline.saturating_duration_since(seq.received);
-            self.fail(&seq.events, Failure::TimedOut(timeout));
+        if Instant::now() >= deadline {
+            let timeout = deadline.saturating_duration_since(received);
+            self.fail(events, Failure::TimedOut(timeout));
             return false;
         }
         true

@@ -105,6 +105,7 @@ async fn handle(state: &Shared, body: Result<Bytes, BytesRejection>) -> Result<R
     let events = state.submit(Generation {
         prompt,
         max_new_tokens: p.max_new_tokens.unwrap_or(DEFAULT_MAX_NEW_TOKENS),
+        explicit_max: p.max_new_tokens.is_some(),
         sampling: p.sampling(),
         stop: p.stop.clone(),
         ignore_eos: false,
@@ -135,52 +136,101 @@ async fn handle(state: &Shared, body: Result<Bytes, BytesRejection>) -> Result<R
     Ok(crate::app::json_response(StatusCode::OK, out))
 }
 
-/// JSON lines: `{"token": {...}}` per token, then `{"token": null, "generated_text": ...}`
-/// (with `details` when asked); a failure after the first line is sent as a last
-/// `{"error": ..., "code": ...}` line.
+/// JSON lines as LMI streams them: `{"token": {...}}` per token, the last token's line also
+/// carrying `generated_text` (and `details` when asked). Text released only at the end is
+/// added to that last token's text, so the tokens' texts always add up to `generated_text`.
+/// A failure is sent as a last `{"error": ..., "code": ...}` line.
 fn stream(
     events: tokio::sync::mpsc::UnboundedReceiver<Event>,
     prefix: String,
     details: bool,
 ) -> Response {
-    let lines = futures::stream::unfold(Some(events), move |events| {
-        let prefix = prefix.clone();
-        async move {
-            let mut events = events?;
-            let line = match events.recv().await? {
-                Event::Token { id, text, logprob } => {
-                    json!({"token": {"id": id, "text": text, "log_prob": logprob, "special": false}})
-                }
-                Event::Done(done) => {
-                    let mut last = json!({
-                        "token": null,
-                        "generated_text": format!("{prefix}{}", done.text),
-                    });
-                    if !done.tail.is_empty() {
-                        last["token"] = json!({"id": null, "text": done.tail, "special": false});
+    /// The stream's state: the token line held back until the next event says whether it
+    /// is the last.
+    struct S {
+        events: tokio::sync::mpsc::UnboundedReceiver<Event>,
+        held: Option<Value>,
+        /// A line to send after the held one (an error), then the end.
+        trailer: Option<Value>,
+        prefix: String,
+        details: bool,
+        done: bool,
+    }
+    fn line(v: &Value) -> Bytes {
+        let mut bytes = serde_json::to_vec(v).unwrap_or_default();
+        bytes.push(b'\n');
+        Bytes::from(bytes)
+    }
+    let state = S {
+        events,
+        held: None,
+        trailer: None,
+        prefix,
+        details,
+        done: false,
+    };
+    let lines = futures::stream::unfold(state, |mut s| async move {
+        loop {
+            if let Some(t) = s.trailer.take() {
+                return Some((Ok::<_, std::convert::Infallible>(line(&t)), s));
+            }
+            if s.done {
+                return None;
+            }
+            let event = s.events.recv().await;
+            let out = match event {
+                Some(Event::Token { id, text, logprob }) => {
+                    let token = json!({"token": {"id": id, "text": text, "log_prob": logprob,
+                                                 "special": false}});
+                    match s.held.replace(token) {
+                        Some(previous) => line(&previous),
+                        None => continue,
                     }
-                    if details {
+                }
+                Some(Event::Done(done)) => {
+                    let mut last = s.held.take().unwrap_or_else(|| {
+                        // Nothing was generated (end of sequence at once).
+                        json!({"token": {"id": null, "text": "", "log_prob": null,
+                                         "special": false}})
+                    });
+                    let text = last["token"]["text"].as_str().unwrap_or("").to_string();
+                    last["token"]["text"] = json!(format!("{text}{}", done.tail));
+                    last["generated_text"] = json!(format!("{}{}", s.prefix, done.text));
+                    if s.details {
                         last["details"] = json!({
                             "finish_reason": finish_name(done.reason),
                             "generated_tokens": done.generated_tokens,
                         });
                     }
-                    let mut bytes = serde_json::to_vec(&last).unwrap_or_default();
-                    bytes.push(b'\n');
-                    return Some((Ok::<_, std::convert::Infallible>(Bytes::from(bytes)), None));
+                    s.done = true;
+                    line(&last)
                 }
-                Event::Failed(f) => {
+                Some(Event::Failed(f)) => {
                     let e = ApiError::from_failure(f);
-                    let mut bytes =
-                        serde_json::to_vec(&json!({"error": e.message, "code": e.status.as_u16()}))
-                            .unwrap_or_default();
-                    bytes.push(b'\n');
-                    return Some((Ok(Bytes::from(bytes)), None));
+                    s.done = true;
+                    let error = json!({"error": e.message, "code": e.status.as_u16()});
+                    match s.held.take() {
+                        Some(previous) => {
+                            s.trailer = Some(error);
+                            line(&previous)
+                        }
+                        None => line(&error),
+                    }
+                }
+                None => {
+                    s.done = true;
+                    let error = json!({"error": "the model engine stopped before this request \
+                        finished; see the server's log", "code": 500});
+                    match s.held.take() {
+                        Some(previous) => {
+                            s.trailer = Some(error);
+                            line(&previous)
+                        }
+                        None => line(&error),
+                    }
                 }
             };
-            let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
-            bytes.push(b'\n');
-            Some((Ok(Bytes::from(bytes)), Some(events)))
+            return Some((Ok::<_, std::convert::Infallible>(out), s));
         }
     });
     let mut resp = Body::from_stream(lines).into_response();

@@ -74,9 +74,9 @@ pub struct Common {
     /// vLLM's extension: generate `max_tokens` even past end-of-sequence (benchmarks).
     #[serde(default)]
     pub ignore_eos: bool,
-    /// Every other field, refused by name (`deny_unknown_fields` does not work through
-    /// `flatten`).
-    #[serde(flatten)]
+    /// Every field neither this nor the request names, refused by name unless sent with its
+    /// "off" value (filled by [`parse_request`]).
+    #[serde(skip)]
     pub other: serde_json::Map<String, Value>,
 }
 
@@ -84,7 +84,7 @@ pub struct Common {
 pub struct CompletionRequest {
     pub prompt: Prompt,
     pub max_tokens: Option<usize>,
-    #[serde(flatten)]
+    #[serde(skip)]
     pub common: Common,
 }
 
@@ -93,7 +93,7 @@ pub struct ChatRequest {
     pub messages: Vec<ChatMessage>,
     pub max_tokens: Option<usize>,
     pub max_completion_tokens: Option<usize>,
-    #[serde(flatten)]
+    #[serde(skip)]
     pub common: Common,
 }
 
@@ -118,6 +118,55 @@ pub struct Part {
     pub text: Option<String>,
 }
 
+/// The members of [`Common`], as on the wire.
+const COMMON_FIELDS: [&str; 13] = [
+    "model",
+    "temperature",
+    "top_p",
+    "top_k",
+    "seed",
+    "stop",
+    "stream",
+    "stream_options",
+    "n",
+    "user",
+    "presence_penalty",
+    "frequency_penalty",
+    "ignore_eos",
+];
+
+/// A request body read in two passes over the same JSON, so that an error names its field
+/// (serde cannot track paths through `flatten`): the endpoint's own members (`own`), then
+/// the shared ones ([`Common`]); every other member goes to `Common::other`.
+fn parse_request<R: serde::de::DeserializeOwned>(
+    body: &Bytes,
+    own: &[&str],
+    attach: impl FnOnce(&mut R, Common),
+) -> Result<R, ApiError> {
+    let value: Value = parse_json(body)?;
+    let Some(map) = value.as_object() else {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
+    };
+    let named = |e: serde_path_to_error::Error<serde_json::Error>| {
+        let path = e.path().to_string();
+        ApiError::bad_request(format!(
+            "the request field `{path}` is not valid: {}",
+            e.into_inner()
+        ))
+    };
+    let mut req: R = serde_path_to_error::deserialize(&value).map_err(named)?;
+    let mut common: Common = serde_path_to_error::deserialize(&value).map_err(named)?;
+    common.other = map
+        .iter()
+        .filter(|(k, _)| !own.contains(&k.as_str()) && !COMMON_FIELDS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    attach(&mut req, common);
+    Ok(req)
+}
+
 fn finish_name(r: FinishReason) -> &'static str {
     match r {
         FinishReason::Eos | FinishReason::Stop => "stop",
@@ -128,6 +177,16 @@ fn finish_name(r: FinishReason) -> &'static str {
 impl Common {
     /// Checks the shared fields; returns the sampling parameters and stop strings.
     fn check(&mut self, served_name: &str) -> Result<(SamplingParams, Vec<String>), ApiError> {
+        // Fields some SDKs send with their "off" value are accepted as such.
+        let off = |name: &str, v: &Value| match (name, v) {
+            (_, Value::Null) => true,
+            ("echo" | "logprobs", Value::Bool(false)) => true,
+            ("best_of", v) => v.as_u64() == Some(1),
+            ("top_logprobs", v) => v.as_u64() == Some(0),
+            ("logit_bias", Value::Object(m)) => m.is_empty(),
+            _ => false,
+        };
+        self.other.retain(|name, v| !off(name, v));
         if !self.other.is_empty() {
             let names: Vec<&str> = self.other.keys().map(String::as_str).collect();
             return Err(ApiError::bad_request(format!(
@@ -232,7 +291,11 @@ async fn completion(
     state: &Shared,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let mut req: CompletionRequest = parse_json(&body_or_error(state, body)?)?;
+    let mut req: CompletionRequest = parse_request(
+        &body_or_error(state, body)?,
+        &["prompt", "max_tokens"],
+        |r: &mut CompletionRequest, c| r.common = c,
+    )?;
     let (sampling, stop) = req.common.check(&state.served.name)?;
     let prompt = match req.prompt {
         Prompt::Text(t) => state.tokenize(&t, true)?,
@@ -251,6 +314,7 @@ async fn completion(
     let events = state.submit(Generation {
         prompt,
         max_new_tokens: req.max_tokens.unwrap_or(COMPLETION_DEFAULT_MAX_TOKENS),
+        explicit_max: req.max_tokens.is_some(),
         sampling,
         stop,
         ignore_eos: req.common.ignore_eos,
@@ -289,7 +353,11 @@ pub async fn chat_completions(
 }
 
 async fn chat(state: &Shared, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let mut req: ChatRequest = parse_json(&body_or_error(state, body)?)?;
+    let mut req: ChatRequest = parse_request(
+        &body_or_error(state, body)?,
+        &["messages", "max_tokens", "max_completion_tokens"],
+        |r: &mut ChatRequest, c| r.common = c,
+    )?;
     let (sampling, stop) = req.common.check(&state.served.name)?;
     if req.messages.is_empty() {
         return Err(ApiError::bad_field("messages", "messages is empty"));
@@ -336,6 +404,7 @@ async fn chat(state: &Shared, body: Result<Bytes, BytesRejection>) -> Result<Res
             .max_completion_tokens
             .or(req.max_tokens)
             .unwrap_or(CHAT_DEFAULT_MAX_TOKENS),
+        explicit_max: req.max_completion_tokens.or(req.max_tokens).is_some(),
         sampling,
         stop,
         ignore_eos: req.common.ignore_eos,
@@ -494,7 +563,16 @@ fn sse(events: tokio::sync::mpsc::UnboundedReceiver<Event>, frame: Frame) -> Res
                     s.pending.push_back("[DONE]".into());
                     s.done = true;
                 }
-                None => return None,
+                // The engine went away without ending the request: say so, never end the
+                // stream as if the text were complete.
+                None => {
+                    let body = json!({"error": {"message": "the model engine stopped before \
+                        this request finished; see the server's log", "type": "server_error",
+                        "param": null, "code": 500}});
+                    s.pending.push_back(body.to_string());
+                    s.pending.push_back("[DONE]".into());
+                    s.done = true;
+                }
             }
         }
     });

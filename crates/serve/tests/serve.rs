@@ -192,6 +192,9 @@ fn streams_carry_the_same_text_as_whole_responses() {
             .filter_map(|l| l["token"]["text"].as_str())
             .collect();
         assert_eq!(pieces, text);
+        // As LMI streams: every line carries a token; the last one also the whole text.
+        assert!(lines.iter().all(|l| l["token"].is_object()), "{lines:?}");
+        assert_eq!(lines.len(), 20);
         assert_eq!(lines.last().unwrap()["generated_text"], text);
 
         // OpenAI server-sent events.
@@ -281,6 +284,56 @@ fn a_full_queue_answers_429_and_the_server_keeps_serving() {
         )
         .await;
         assert_eq!(s, 200);
+    });
+}
+
+#[test]
+fn a_queued_request_whose_client_left_frees_its_place_at_once() {
+    // One running, one waiting.
+    let server = Server::start(&["--max-batch", "1", "--max-queue", "1"]);
+    rt().block_on(async {
+        let client = reqwest::Client::new();
+        let long = json!({"prompt": "Tell me a story.", "max_tokens": 150, "ignore_eos": true});
+        let running = tokio::spawn({
+            let (client, url, body) = (client.clone(), server.url("/v1/completions"), long.clone());
+            async move { post_json(&client, &url, &body).await.0 }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Queued behind it, then gone.
+        let impatient = reqwest::Client::builder()
+            .timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        let gone = impatient
+            .post(server.url("/v1/completions"))
+            .body(long.to_string())
+            .send()
+            .await;
+        assert!(
+            gone.is_err(),
+            "the queued request was answered before its client left"
+        );
+        let mut cancelled = 0.0;
+        for _ in 0..40 {
+            cancelled = server
+                .metric(&client, "temper_cancelled_requests_total")
+                .await;
+            if cancelled >= 1.0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(cancelled, 1.0, "{}", server.log());
+        // Its place is free while the first still runs: the next request queues, not 429.
+        let (s, v) = post_json(
+            &client,
+            &server.url("/v1/completions"),
+            &json!({"prompt": "Hi", "max_tokens": 2}),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(running.await.unwrap(), 200);
+        assert_eq!(server.metric(&client, "temper_queue_depth").await, 0.0);
     });
 }
 
@@ -444,6 +497,44 @@ fn bad_requests_are_refused_by_name_and_the_server_keeps_serving() {
             assert_eq!(*status, want, "case {i}: {body}");
             assert!(body.contains(needle), "case {i}: {body:?} lacks {needle:?}");
         }
+        // Fields sent with their "off" value are accepted; a field of the wrong type is
+        // named; more new tokens than the context leaves are refused, not cut.
+        let (s, v) = post_json(
+            &client,
+            &cmp,
+            &json!({"prompt": "Hi", "max_tokens": 2,
+            "echo": false, "logprobs": null, "best_of": 1, "logit_bias": {}}),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        let (s, v) = post_json(
+            &client,
+            &cmp,
+            &json!({"prompt": "Hi", "temperature": "hot"}),
+        )
+        .await;
+        assert_eq!(s, 400, "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("temperature"),
+            "{v}"
+        );
+        let (s, v) = post_json(
+            &client,
+            &cmp,
+            &json!({"prompt": "Hi", "max_tokens": 100000}),
+        )
+        .await;
+        assert_eq!(s, 400, "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("ask for at most"),
+            "{v}"
+        );
         let (s, v) = post_json(&client, &cmp, &json!({"prompt": "Hi", "model": "gpt-4"})).await;
         assert_eq!(s, 404, "{v}");
         assert_eq!(v["error"]["param"], "model");

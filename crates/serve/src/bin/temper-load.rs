@@ -99,14 +99,16 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let pattern = pattern(&args)?;
     let payloads = if args.payload.is_empty() {
+        let mut body = json!({"prompt": args.prompt, "max_tokens": args.max_tokens,
+                              "temperature": 0, "stream": args.stream, "ignore_eos": true});
+        // vLLM refuses stream_options on a request that does not stream.
+        if args.stream {
+            body["stream_options"] = json!({"include_usage": true});
+        }
         vec![Payload {
             path: args.route.clone(),
             content_type: "application/json".into(),
-            body: json!({"prompt": args.prompt, "max_tokens": args.max_tokens,
-                         "temperature": 0, "stream": args.stream, "ignore_eos": true,
-                         "stream_options": {"include_usage": true}})
-            .to_string()
-            .into_bytes(),
+            body: body.to_string().into_bytes(),
         }]
     } else {
         args.payload

@@ -188,7 +188,9 @@ impl Pattern {
             .enumerate()
             .map(|(i, &t)| {
                 let next = points.get(i + 1).copied().unwrap_or(end);
-                f64::from(self.users_at(t)) * (next - t)
+                // The count at the interval's middle: exactly at a change point, float
+                // rounding can land on either side of it.
+                f64::from(self.users_at((t + next) / 2.0)) * (next - t)
             })
             .sum()
     }
@@ -222,6 +224,26 @@ mod tests {
         assert_eq!(p.peak_users(), 7);
         // 10 s each at 2..=7 users, then 30 s at 1.
         assert!((p.user_seconds() - (10.0 * (2 + 3 + 4 + 5 + 6 + 7) as f64 + 30.0)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn offered_load_counts_every_spawned_user_whatever_the_rate() {
+        // 60 / 11 s between spawns is not exact in floating point.
+        for rate in [7u32, 11, 13, 59] {
+            let p = Pattern::Phases(vec![Phase {
+                initial_users: 1,
+                spawn_rate_per_minute: rate,
+                duration: Duration::from_secs(60),
+            }]);
+            let every = 60.0 / f64::from(rate);
+            // Users 1, 2, ... each for `every` seconds: 1 + 2 + ... + rate.
+            let want = every * f64::from(rate * (rate + 1) / 2);
+            assert!(
+                (p.user_seconds() - want).abs() < 1e-6,
+                "rate {rate}: {}",
+                p.user_seconds()
+            );
+        }
     }
 
     #[test]

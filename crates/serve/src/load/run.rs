@@ -29,6 +29,8 @@ pub struct StopConditions {
     pub stop_when_flat: bool,
     /// The window the conditions are checked over (default 10 s).
     pub window: Option<Duration>,
+    /// A request without an answer by then counts as failed (status 0; default 600 s).
+    pub request_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -63,6 +65,7 @@ pub async fn run(
     anyhow::ensure!(!payloads.is_empty(), "no payloads to send");
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(pattern.peak_users() as usize)
+        .timeout(stop.request_timeout.unwrap_or(Duration::from_secs(600)))
         .build()?;
     let payloads: Arc<Vec<Payload>> = Arc::new(payloads.to_vec());
     let samples = Arc::new(Mutex::new(Vec::<Sample>::new()));
@@ -83,8 +86,19 @@ pub async fn run(
         }
         let want = pattern.users_at(t);
         target.store(want, Ordering::Release);
-        while (users.len() as u32) < want {
-            let index = users.len() as u32;
+        // Slot `i` runs user `i` while the pattern wants more than `i` users; a user that
+        // left when the count dropped is started again when it rises.
+        for index in 0..want {
+            let slot = index as usize;
+            if slot == users.len() {
+                users.push(None);
+            }
+            if users[slot]
+                .as_ref()
+                .is_some_and(|h: &tokio::task::JoinHandle<()>| !h.is_finished())
+            {
+                continue;
+            }
             let user = User {
                 index,
                 client: client.clone(),
@@ -96,7 +110,7 @@ pub async fn run(
                 spans: spans.clone(),
                 t0,
             };
-            users.push(tokio::spawn(user.run()));
+            users[slot] = Some(tokio::spawn(user.run()));
         }
         if t >= next_window {
             let start = next_window - window_len;
@@ -117,7 +131,7 @@ pub async fn run(
     }
     let stopped_at = t0.elapsed().as_secs_f64().min(end);
     stopping.store(true, Ordering::Release);
-    for u in users {
+    for u in users.into_iter().flatten() {
         let _ = u.await;
     }
     let samples = std::mem::take(&mut *samples.lock().unwrap_or_else(|e| e.into_inner()));
@@ -171,7 +185,9 @@ impl Pattern {
                     .copied()
                     .unwrap_or(f64::INFINITY)
                     .min(until);
-                f64::from(self.users_at(t)) * (next - t)
+                // The count at the interval's middle: exactly at a change point, float
+                // rounding can land on either side of it.
+                f64::from(self.users_at((t + next) / 2.0)) * (next - t)
             })
             .sum()
     }
@@ -240,11 +256,17 @@ impl User {
         {
             let p = &self.payloads[next % self.payloads.len()];
             next += 1;
-            let sample = self.send(p).await;
+            let (sample, retry_after) = self.send(p).await;
+            let failed = !sample.ok();
             self.samples
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push(sample);
+            if failed {
+                // A refused or failed request is not retried at once: that would flood the
+                // server with errors instead of playing the pattern.
+                tokio::time::sleep(retry_after.unwrap_or(Duration::from_millis(100))).await;
+            }
         }
         let until = self.t0.elapsed().as_secs_f64();
         self.spans
@@ -253,7 +275,8 @@ impl User {
             .push((from, until));
     }
 
-    async fn send(&self, p: &Payload) -> Sample {
+    /// One request; with the `Retry-After` the server asked for, if any.
+    async fn send(&self, p: &Payload) -> (Sample, Option<Duration>) {
         let sent = Instant::now();
         let start = (sent - self.t0).as_secs_f64();
         let resp = self
@@ -265,9 +288,17 @@ impl User {
             .await;
         let mut first_byte = None;
         let mut gaps = Vec::new();
+        let mut retry_after = None;
         let (status, body) = match resp {
             Ok(resp) => {
                 let status = resp.status().as_u16();
+                retry_after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .filter(|s| s.is_finite() && *s >= 0.0)
+                    .map(|s| Duration::from_secs_f64(s.min(60.0)));
                 let mut body = Vec::new();
                 let mut last_chunk: Option<f64> = None;
                 let mut stream = resp.bytes_stream();
@@ -290,14 +321,15 @@ impl User {
             Err(_) => (0, Vec::new()),
         };
         let latency = sent.elapsed().as_secs_f64();
-        Sample {
+        let sample = Sample {
             start,
             latency,
             first_byte: first_byte.unwrap_or(latency),
             status,
             gaps,
             tokens: reported_tokens(&body),
-        }
+        };
+        (sample, retry_after)
     }
 }
 
@@ -324,6 +356,62 @@ fn reported_tokens(body: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pattern whose users drop and come back is played faithfully against a real server
+    /// on loopback (answers after 20 ms; 429 with Retry-After for one request in ten).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn users_that_leave_come_back_when_the_pattern_rises_again() {
+        use axum::http::StatusCode;
+        use std::sync::atomic::AtomicUsize;
+        let count = Arc::new(AtomicUsize::new(0));
+        let router = axum::Router::new().route(
+            "/x",
+            axum::routing::post(move || {
+                let n = count.fetch_add(1, Ordering::Relaxed);
+                async move {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    if n % 10 == 9 {
+                        (
+                            StatusCode::TOO_MANY_REQUESTS,
+                            [("retry-after", "0.05")],
+                            "{}",
+                        )
+                    } else {
+                        (
+                            StatusCode::OK,
+                            [("retry-after", "0")],
+                            "{\"usage\": {\"completion_tokens\": 4}}",
+                        )
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        let phase = |users, secs| super::super::Phase {
+            initial_users: users,
+            spawn_rate_per_minute: 0,
+            duration: Duration::from_secs(secs),
+        };
+        let pattern = Pattern::Phases(vec![phase(4, 1), phase(1, 1), phase(4, 1)]);
+        let payload = Payload {
+            path: "/x".into(),
+            content_type: "application/json".into(),
+            body: b"{}".to_vec(),
+        };
+        let report = run(&url, &pattern, &[payload], &StopConditions::default())
+            .await
+            .unwrap();
+        assert_eq!(report.planned_user_seconds, 9.0);
+        let ratio = report.offered_ratio();
+        assert!((ratio - 1.0).abs() < 0.05, "offered {ratio}: {report:?}");
+        // The third phase ran four users again: requests started in it.
+        let third = report.samples.iter().filter(|s| s.start >= 2.0).count();
+        assert!(third > 3 * 40, "{third} requests in the last phase");
+        assert!(report.statuses.get(&429).is_some_and(|&n| n > 0));
+        assert_eq!(report.stopped, StopReason::PatternEnded);
+    }
 
     #[test]
     fn tokens_are_read_from_either_flavour() {
