@@ -18,6 +18,10 @@ use temper_serve::start::{load, ServeOptions};
 #[derive(Debug, Parser)]
 #[command(name = "temper-serve", version)]
 struct Args {
+    /// SageMaker starts a container as `<image> serve`: the word is accepted and changes
+    /// nothing.
+    #[arg(value_parser = ["serve"], hide = true)]
+    command: Option<String>,
     /// The model directory (config.json, safetensors, tokenizer.json).
     #[arg(long, env = "SM_MODEL_DIR", default_value = "/opt/ml/model")]
     model: PathBuf,
