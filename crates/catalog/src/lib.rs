@@ -8,6 +8,7 @@
 //! guessing.
 
 mod images;
+pub mod roofline;
 mod table;
 
 pub use images::{recommended_image, ImageFlavour, DEFAULT_REGION};
