@@ -120,7 +120,8 @@ pub fn recommend(
     let degrees = (0..=ranks_available.ilog2())
         .map(|p| 1u32 << p)
         .filter(|&t| {
-            heads.attention % t == 0 && (heads.key_value % t == 0 || t % heads.key_value == 0)
+            heads.attention.is_multiple_of(t)
+                && (heads.key_value.is_multiple_of(t) || t.is_multiple_of(heads.key_value))
         });
     for t in degrees {
         let fits: Vec<Projection> = BATCHES
