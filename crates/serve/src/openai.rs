@@ -319,26 +319,43 @@ async fn completion(
         stop,
         ignore_eos: req.common.ignore_eos,
     })?;
-    let id = response_id("cmpl");
-    let (created, model) = (unix_now(), state.served.name.clone());
     let frame = Frame {
-        id,
-        created,
-        model,
+        id: response_id("cmpl"),
+        created: unix_now(),
+        model: state.served.name.clone(),
         chat: false,
         include_usage: req.common.include_usage(),
     };
-    if req.common.stream {
+    answer(
+        events,
+        frame,
+        req.common.stream,
+        |text| json!({"index": 0, "text": text, "logprobs": null}),
+    )
+    .await
+}
+
+/// A request's answer: server-sent events, or one JSON body whose choice `choice(text)`
+/// builds (the finish reason is added).
+async fn answer(
+    events: tokio::sync::mpsc::UnboundedReceiver<Event>,
+    frame: Frame,
+    stream: bool,
+    choice: impl FnOnce(String) -> Value,
+) -> Result<Response, ApiError> {
+    if stream {
         return Ok(sse(events, frame));
     }
     let c = crate::app::collect(events).await?;
+    let mut choice = choice(c.done.text);
+    choice["finish_reason"] = json!(finish_name(c.done.reason));
     Ok(crate::app::json_response(
         StatusCode::OK,
         json!({
-            "id": frame.id, "object": "text_completion", "created": frame.created,
-            "model": frame.model,
-            "choices": [{"index": 0, "text": c.done.text, "logprobs": null,
-                         "finish_reason": finish_name(c.done.reason)}],
+            "id": frame.id,
+            "object": if frame.chat { "chat.completion" } else { "text_completion" },
+            "created": frame.created, "model": frame.model,
+            "choices": [choice],
             "usage": usage(c.done.prompt_tokens, c.done.generated_tokens),
         }),
     ))
@@ -416,20 +433,10 @@ async fn chat(state: &Shared, body: Result<Bytes, BytesRejection>) -> Result<Res
         chat: true,
         include_usage: req.common.include_usage(),
     };
-    if req.common.stream {
-        return Ok(sse(events, frame));
-    }
-    let c = crate::app::collect(events).await?;
-    Ok(crate::app::json_response(
-        StatusCode::OK,
-        json!({
-            "id": frame.id, "object": "chat.completion", "created": frame.created,
-            "model": frame.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": c.done.text},
-                         "logprobs": null, "finish_reason": finish_name(c.done.reason)}],
-            "usage": usage(c.done.prompt_tokens, c.done.generated_tokens),
-        }),
-    ))
+    answer(events, frame, req.common.stream, |text| {
+        json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null})
+    })
+    .await
 }
 
 pub async fn models(State(state): State<Shared>) -> Response {

@@ -313,16 +313,9 @@ fn a_queued_request_whose_client_left_frees_its_place_at_once() {
             gone.is_err(),
             "the queued request was answered before its client left"
         );
-        let mut cancelled = 0.0;
-        for _ in 0..40 {
-            cancelled = server
-                .metric(&client, "temper_cancelled_requests_total")
-                .await;
-            if cancelled >= 1.0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let cancelled = server
+            .wait_for_metric(&client, "temper_cancelled_requests_total", 1.0, 40)
+            .await;
         assert_eq!(cancelled, 1.0, "{}", server.log());
         // Its place is free while the first still runs: the next request queues, not 429.
         let (s, v) = post_json(
@@ -356,16 +349,9 @@ fn a_client_that_leaves_mid_stream_frees_its_place() {
         // Wait for the first token, then hang up.
         stream.next().await.unwrap().unwrap();
         drop(stream);
-        let mut cancelled = 0.0;
-        for _ in 0..100 {
-            cancelled = server
-                .metric(&client, "temper_cancelled_requests_total")
-                .await;
-            if cancelled >= 1.0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let cancelled = server
+            .wait_for_metric(&client, "temper_cancelled_requests_total", 1.0, 100)
+            .await;
         assert_eq!(cancelled, 1.0, "{}", server.log());
         assert_eq!(
             server.metric(&client, "temper_running_sequences").await,

@@ -87,6 +87,28 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Polls a metric every 50 ms until it reaches `at_least` (or `tries` run out); returns
+    /// its last value.
+    pub async fn wait_for_metric(
+        &self,
+        client: &reqwest::Client,
+        name: &str,
+        at_least: f64,
+        tries: usize,
+    ) -> f64 {
+        let mut value = 0.0;
+        for _ in 0..tries {
+            value = self.metric(client, name).await;
+            if value >= at_least {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        value
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
