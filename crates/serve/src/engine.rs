@@ -35,6 +35,11 @@ pub struct EngineConfig {
     /// Most tokens one step runs: every decoding sequence's next token, then prompt tokens
     /// of new sequences (a long prompt is prefilled in chunks over several steps).
     pub max_step_tokens: usize,
+    /// Bytes the running sequences' KV caches may reserve together (each reserves prompt +
+    /// max new tokens at admission); a request that would pass it waits in the queue until
+    /// others finish. A request alone is always admitted (its size is bounded by the context
+    /// window, checked at submission).
+    pub max_kv_bytes: u64,
 }
 
 /// One generation request, tokenized and checked by the HTTP layer.
@@ -155,6 +160,7 @@ where
         max_batch: config.max_batch.max(1),
         max_queue: config.max_queue.max(1),
         max_step_tokens: config.max_step_tokens.max(1),
+        max_kv_bytes: config.max_kv_bytes,
     };
     // Unbounded as a channel; `waiting` bounds what is in it and in the engine's queue.
     let (jobs, arrivals) = channel();
@@ -206,6 +212,8 @@ struct Engine<'e, M> {
 /// A running request.
 struct Sequence<'t, C> {
     cache: C,
+    /// What `cache` reserves.
+    kv_bytes: u64,
     sampler: Sampler,
     /// `None` once finished.
     output: Option<Output<'t, 'static>>,
@@ -258,8 +266,17 @@ impl<'e, M: CausalLm> Engine<'e, M> {
                 }
                 keep
             });
+            let mut reserved: u64 = running.iter().map(|s| s.kv_bytes).sum();
             while running.len() < self.config.max_batch {
+                let Some(job) = queue.front() else { break };
+                // First come, first served: the head of the queue waits for room rather than
+                // being overtaken by smaller requests.
+                let need = self.kv_bytes(job.prompt.len() + job.max_new.max(1));
+                if !running.is_empty() && reserved + need > self.config.max_kv_bytes {
+                    break;
+                }
                 let Some(job) = queue.pop_front() else { break };
+                reserved += need;
                 self.dequeued();
                 if let Some(seq) = self.admit(job) {
                     running.push(seq);
@@ -273,6 +290,12 @@ impl<'e, M: CausalLm> Engine<'e, M> {
             self.step(&mut running);
             self.metrics.running.set(running.len() as i64);
         }
+    }
+
+    /// KV-cache bytes of a sequence of `positions` (keys and values of every layer, f32).
+    fn kv_bytes(&self, positions: usize) -> u64 {
+        let p = self.model.params();
+        (2 * p.num_layers * p.num_kv_heads * p.head_dim * 4 * positions) as u64
     }
 
     /// A request left the queue (admitted, or dropped).
@@ -311,6 +334,7 @@ impl<'e, M: CausalLm> Engine<'e, M> {
             move |piece: &str| sink.borrow_mut().push_str(piece),
         );
         Some(Sequence {
+            kv_bytes: self.kv_bytes(job.prompt.len() + job.max_new.max(1)),
             cache,
             sampler,
             output: Some(output),

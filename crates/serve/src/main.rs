@@ -45,6 +45,10 @@ struct Args {
         default_value_t = 512
     )]
     max_step_tokens: usize,
+    /// GiB the running sequences' KV caches may reserve together; requests beyond it wait in
+    /// the queue until others finish.
+    #[arg(long, default_value_t = 8.0)]
+    kv_cache_gib: f64,
     /// Most requests waiting for a place in the batch; more get 429.
     #[arg(long, default_value_t = 64)]
     max_queue: usize,
@@ -86,6 +90,7 @@ fn run(args: Args) -> Result<()> {
             max_batch: args.max_batch,
             max_queue: args.max_queue,
             max_step_tokens: args.max_step_tokens,
+            max_kv_bytes: (args.kv_cache_gib.max(0.0) * (1u64 << 30) as f64) as u64,
         },
         http: HttpConfig {
             max_body_bytes: args.max_body_bytes,

@@ -575,3 +575,46 @@ fn a_client_that_sends_its_headers_slowly_is_cut_off() {
         );
     });
 }
+
+/// With room in the KV budget for one sequence only, concurrent requests run one after
+/// another (every step holds one sequence) and all are answered.
+#[test]
+fn requests_beyond_the_kv_budget_wait_their_turn() {
+    // SmolLM2: 30 layers x 2 x 3 kv heads x 64 x 4 bytes = 46 KB per position; a request of
+    // ~10 prompt + 100 new tokens reserves ~5 MB, and 0.007 GiB (7.5 MB) holds one.
+    let server = Server::start(&["--max-batch", "4", "--kv-cache-gib", "0.007"]);
+    rt().block_on(async {
+        let client = reqwest::Client::new();
+        let requests = (0..3).map(|_| {
+            let client = client.clone();
+            let url = server.url("/v1/completions");
+            async move {
+                let body =
+                    json!({"prompt": "Tell me a story.", "max_tokens": 100, "ignore_eos": true});
+                post_json(&client, &url, &body).await
+            }
+        });
+        for (s, v) in futures::future::join_all(requests).await {
+            assert_eq!(s, 200, "{v}");
+            assert_eq!(v["usage"]["completion_tokens"], 100);
+        }
+        let text = client
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let (sum, count) = (
+            metric_sum(&text, "temper_batch_size_sum"),
+            metric_sum(&text, "temper_batch_size_count"),
+        );
+        // Every step ran one sequence (with the default budget these three run together).
+        assert!(
+            count > 0.0 && (sum / count - 1.0).abs() < 1e-9,
+            "mean batch {}",
+            sum / count
+        );
+    });
+}
