@@ -211,6 +211,20 @@ pub(crate) fn violations(req: &CreateInferenceRecommendationsJobRequest) -> Vec<
     out
 }
 
+/// Reports each of `members` (wire name, value) under `at` that is unset.
+fn require(
+    at: &str,
+    members: &[(&str, Option<i32>)],
+    text: &str,
+    rule: &mut impl FnMut(String, Option<Value>, String),
+) {
+    for (m, v) in members {
+        if v.is_none() {
+            rule(format!("{at}.{m}"), None, text.into());
+        }
+    }
+}
+
 fn traffic(
     t: &TrafficPattern,
     job_seconds: Option<i32>,
@@ -241,21 +255,13 @@ fn traffic(
                 );
             }
             for (i, p) in phases.iter().enumerate() {
-                let at = format!("{at}.phases.{}.member", i + 1);
                 let members = [
                     ("initialNumberOfUsers", p.initial_number_of_users),
                     ("spawnRate", p.spawn_rate),
                     ("durationInSeconds", p.duration_in_seconds),
                 ];
-                for (m, v) in members {
-                    if v.is_none() {
-                        rule(
-                            format!("{at}.{m}"),
-                            None,
-                            "Member must be set in every phase".into(),
-                        );
-                    }
-                }
+                let at = format!("{at}.phases.{}.member", i + 1);
+                require(&at, &members, "Member must be set in every phase", rule);
                 seconds += i64::from(p.duration_in_seconds.unwrap_or(0));
             }
         }
@@ -279,15 +285,12 @@ fn traffic(
                         ("numberOfSteps", s.number_of_steps),
                         ("usersPerStep", s.users_per_step),
                     ];
-                    for (m, v) in members {
-                        if v.is_none() {
-                            rule(
-                                format!("{at}.stairs.{m}"),
-                                None,
-                                "Member must be set".into(),
-                            );
-                        }
-                    }
+                    require(
+                        &format!("{at}.stairs"),
+                        &members,
+                        "Member must be set",
+                        rule,
+                    );
                     seconds = i64::from(s.duration_in_seconds.unwrap_or(0))
                         * i64::from(s.number_of_steps.unwrap_or(0));
                 }

@@ -300,8 +300,8 @@ impl<'e, M: CausalLm> Engine<'e, M> {
 
     /// A request left the queue (admitted, or dropped).
     fn dequeued(&self) {
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
-        self.metrics.queued.dec();
+        let before = self.waiting.fetch_sub(1, Ordering::AcqRel);
+        self.metrics.queued.set(before as i64 - 1);
     }
 
     /// Makes `job` a running sequence whose prompt the next steps will run; `None` when it

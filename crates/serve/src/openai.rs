@@ -220,11 +220,7 @@ impl Common {
         ] {
             if v.is_some_and(|v| v != 0.0) {
                 return Err(ApiError::bad_field(
-                    if name == "presence_penalty" {
-                        "presence_penalty"
-                    } else {
-                        "frequency_penalty"
-                    },
+                    name,
                     format!("{name} is not supported; leave it out or set it to 0"),
                 ));
             }

@@ -111,14 +111,7 @@ fn batched_requests_match_alone(server_args: &[&str]) {
             assert_eq!(w, g, "prompt {i} ({:?}) differs when batched", PROMPTS[i]);
         }
         // They really ran together: some decode step held more than one sequence.
-        let text = client
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = server.metrics_text(&client).await;
         let steps = metric_sum(&text, "temper_batch_size_count");
         let sum = metric_sum(&text, "temper_batch_size_sum");
         assert!(
@@ -598,14 +591,7 @@ fn requests_beyond_the_kv_budget_wait_their_turn() {
             assert_eq!(s, 200, "{v}");
             assert_eq!(v["usage"]["completion_tokens"], 100);
         }
-        let text = client
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = server.metrics_text(&client).await;
         let (sum, count) = (
             metric_sum(&text, "temper_batch_size_sum"),
             metric_sum(&text, "temper_batch_size_count"),

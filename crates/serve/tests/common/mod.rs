@@ -68,26 +68,29 @@ impl Server {
         self.log.lock().unwrap().clone()
     }
 
-    /// A metric's value from /metrics (the first sample whose name and labels start with
-    /// `name`).
-    pub async fn metric(&self, client: &reqwest::Client, name: &str) -> f64 {
-        let text = client
+    /// The /metrics text.
+    pub async fn metrics_text(&self, client: &reqwest::Client) -> String {
+        client
             .get(self.url("/metrics"))
             .send()
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// A metric's value from /metrics (the first sample whose name and labels start with
+    /// `name`).
+    pub async fn metric(&self, client: &reqwest::Client, name: &str) -> f64 {
+        let text = self.metrics_text(client).await;
         text.lines()
             .find(|l| l.starts_with(name))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
     }
-}
 
-impl Server {
     /// Polls a metric every 50 ms until it reaches `at_least` (or `tries` run out); returns
     /// its last value.
     pub async fn wait_for_metric(
