@@ -51,15 +51,25 @@ pub enum Operation {
     ListOptimizationJobs,
     StopOptimizationJob,
     DeleteOptimizationJob,
+    CreateInferenceRecommendationsJob,
+    DescribeInferenceRecommendationsJob,
+    ListInferenceRecommendationsJobs,
+    StopInferenceRecommendationsJob,
+    ListInferenceRecommendationsJobSteps,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 5] = [
+    pub const ALL: [Operation; 10] = [
         Operation::CreateOptimizationJob,
         Operation::DescribeOptimizationJob,
         Operation::ListOptimizationJobs,
         Operation::StopOptimizationJob,
         Operation::DeleteOptimizationJob,
+        Operation::CreateInferenceRecommendationsJob,
+        Operation::DescribeInferenceRecommendationsJob,
+        Operation::ListInferenceRecommendationsJobs,
+        Operation::StopInferenceRecommendationsJob,
+        Operation::ListInferenceRecommendationsJobSteps,
     ];
 
     /// The operation's wire name, as in the service model.
@@ -70,6 +80,13 @@ impl Operation {
             Operation::ListOptimizationJobs => "ListOptimizationJobs",
             Operation::StopOptimizationJob => "StopOptimizationJob",
             Operation::DeleteOptimizationJob => "DeleteOptimizationJob",
+            Operation::CreateInferenceRecommendationsJob => "CreateInferenceRecommendationsJob",
+            Operation::DescribeInferenceRecommendationsJob => "DescribeInferenceRecommendationsJob",
+            Operation::ListInferenceRecommendationsJobs => "ListInferenceRecommendationsJobs",
+            Operation::StopInferenceRecommendationsJob => "StopInferenceRecommendationsJob",
+            Operation::ListInferenceRecommendationsJobSteps => {
+                "ListInferenceRecommendationsJobSteps"
+            }
         }
     }
 

@@ -8,6 +8,7 @@
 //! guessing.
 
 mod images;
+pub mod prices;
 pub mod roofline;
 mod table;
 

@@ -36,6 +36,22 @@ pub fn check(spec: &JobSpec, roots: &[PathBuf]) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Checks a recommendations job's model and sample payload against the server's roots.
+pub fn check_recommendation(
+    spec: &crate::recommendation::RecommendationSpec,
+    roots: &[PathBuf],
+) -> Result<(), ApiError> {
+    within_roots("InputConfig.ModelName", &spec.model, roots)?;
+    if let Some(payload) = &spec.sample_payload {
+        within_roots(
+            "InputConfig.ContainerConfig.PayloadConfig.SamplePayloadUrl",
+            payload,
+            roots,
+        )?;
+    }
+    Ok(())
+}
+
 fn within_roots(member: &str, location: &Location, roots: &[PathBuf]) -> Result<(), ApiError> {
     let Location::Local(path) = location else {
         return Ok(());

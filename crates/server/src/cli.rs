@@ -78,11 +78,21 @@ pub struct ServeArgs {
     /// Region of the S3 endpoint.
     #[arg(long)]
     s3_region: Option<String>,
+    /// A model inference-recommendations jobs may name in InputConfig.ModelName besides
+    /// completed optimization jobs: NAME=URI (s3://bucket/prefix/, or a local directory under
+    /// a --local-root). Repeatable.
+    #[arg(long = "model", value_name = "NAME=URI")]
+    models: Vec<String>,
+    /// Instance prices for recommendations' CostPerHour and CostPerInference: a JSON object
+    /// of instance type to USD per hour, taking precedence over the bundled (second-hand,
+    /// January 2025) list.
+    #[arg(long, value_name = "FILE")]
+    price_list: Option<PathBuf>,
 }
 
 #[derive(Args)]
 pub struct LogsArgs {
-    /// The job's OptimizationJobName.
+    /// The job's name (an optimization job's, else an inference-recommendations job's).
     name: String,
     /// The server's URL.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -133,7 +143,18 @@ fn config(args: &ServeArgs) -> Result<Config> {
             worker_exe.display()
         );
     }
+    let models = args
+        .models
+        .iter()
+        .map(|m| temper_server::config::parse_model(m))
+        .collect::<Result<_, _>>()?;
+    let prices = match &args.price_list {
+        Some(path) => temper_server::config::read_prices(path)?,
+        None => Default::default(),
+    };
     Ok(Config {
+        models,
+        prices,
         listen: args.listen,
         data_dir: args.data_dir.clone(),
         credentials,

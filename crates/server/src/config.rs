@@ -50,6 +50,11 @@ pub struct Config {
     pub poll_interval: Duration,
     pub worker_exe: PathBuf,
     pub s3: S3Settings,
+    /// Models an inference-recommendations job may name besides completed optimization
+    /// jobs (`--model NAME=URI`).
+    pub models: BTreeMap<String, temper_core::spec::Location>,
+    /// USD per hour by instance type (`--price-list FILE`), before the catalog's prices.
+    pub prices: BTreeMap<String, f64>,
 }
 
 impl Config {
@@ -80,6 +85,45 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Reads a `--model NAME=URI` registration.
+pub fn parse_model(arg: &str) -> Result<(String, temper_core::spec::Location), ConfigError> {
+    let (name, uri) = arg.split_once('=').ok_or_else(|| {
+        ConfigError::Invalid(format!(
+            "--model {arg}: expected NAME=URI, e.g. --model llama-8b=s3://models/llama-8b/"
+        ))
+    })?;
+    let location = temper_core::spec::Location::parse(uri)
+        .map_err(|e| ConfigError::Invalid(format!("--model {arg}: {e}")))?;
+    if name.is_empty() {
+        return Err(ConfigError::Invalid(format!(
+            "--model {arg}: the name is empty"
+        )));
+    }
+    Ok((name.to_string(), location))
+}
+
+/// Reads a `--price-list` file: a JSON object of instance type to USD per hour.
+pub fn read_prices(path: &Path) -> Result<BTreeMap<String, f64>, ConfigError> {
+    let invalid =
+        |why: String| ConfigError::Invalid(format!("--price-list {}: {why}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| invalid(e.to_string()))?;
+    let prices: BTreeMap<String, f64> = serde_json::from_str(&text).map_err(|e| {
+        invalid(format!(
+            "{e}; expected a JSON object of instance type to USD per hour, e.g. \
+             {{\"ml.g6.xlarge\": 1.1267}}"
+        ))
+    })?;
+    for (instance, price) in &prices {
+        temper_catalog::Instance::lookup(instance).map_err(|e| invalid(e.to_string()))?;
+        if !(price.is_finite() && *price > 0.0) {
+            return Err(invalid(format!(
+                "the price of {instance} is {price}; give a positive number of USD per hour"
+            )));
+        }
+    }
+    Ok(prices)
 }
 
 /// Reads an AWS-style credentials file (the format of `~/.aws/credentials`): every

@@ -216,16 +216,25 @@ async fn job_dir(
     name: String,
 ) -> Result<(crate::store::JobRecord, std::path::PathBuf), ApiError> {
     let svc = service.clone();
-    let job = tokio::task::spawn_blocking(move || svc.store.get(&name).map(|j| (name, j)))
-        .await
-        .map_err(|e| ApiError::InternalFailure(e.to_string()))??;
+    // An optimization job of that name, else a recommendations job.
+    let job = tokio::task::spawn_blocking(move || {
+        let found = match svc.store.get(crate::store::JobKind::Optimization, &name)? {
+            Some(job) => Some(job),
+            None => svc
+                .store
+                .get(crate::store::JobKind::Recommendation, &name)?,
+        };
+        Ok::<_, crate::store::StoreError>((name, found))
+    })
+    .await
+    .map_err(|e| ApiError::InternalFailure(e.to_string()))??;
     match job {
         (_, Some(job)) => {
             let dir = service.config.job_dir(job.id);
             Ok((job, dir))
         }
         (name, None) => Err(ApiError::ResourceNotFound(format!(
-            "Could not find optimization job '{name}'"
+            "Could not find an optimization or inference recommendations job '{name}'"
         ))),
     }
 }

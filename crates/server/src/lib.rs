@@ -6,7 +6,8 @@
 //! artifact back. Jobs are kept in SQLite in the data directory, and survive restarts.
 //!
 //! - [`http`]: the wire protocol, signature checks, body limit;
-//! - [`service`]: the five operations;
+//! - [`service`]: the optimization-job operations; [`recommendations`]: the
+//!   inference-recommendations operations (one store and supervisor for both kinds);
 //! - [`store`] / [`sqlite`]: where jobs are kept;
 //! - [`supervisor`]: worker processes, StoppingCondition, reconciliation after restart.
 //!
@@ -17,6 +18,7 @@ pub mod client;
 pub mod config;
 pub mod http;
 pub mod list;
+pub mod recommendations;
 pub mod service;
 pub mod sigv4;
 pub mod sqlite;

@@ -1,5 +1,6 @@
-//! ListOptimizationJobs: the request's filters and sort as a store query, and the
-//! NextToken that carries a listing from one page to the next.
+//! ListOptimizationJobs and ListInferenceRecommendationsJobs: the request's filters and
+//! sort as a store query, and the NextToken that carries a listing from one page to the
+//! next.
 //!
 //! The token is keyset pagination plus a snapshot: it names the last job returned
 //! (its sort key and id) and the highest job id that existed when the first page was
@@ -9,9 +10,12 @@
 //! changes between pages moves in the order.) The token also records a digest of the
 //! filters and sort, and is refused with a different request.
 
-use crate::store::{JobSummary, ListQuery, SortKey, SortPosition};
+use crate::store::{JobKind, JobSummary, ListQuery, SortKey, SortPosition};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use temper_api::recommendation::{
+    ListInferenceRecommendationsJobsRequest, ListInferenceRecommendationsJobsSortBy,
+};
 use temper_api::{ApiError, ListOptimizationJobsRequest, ListOptimizationJobsSortBy, SortOrder};
 
 /// MaxResults when the request gives none (the service model's documented default).
@@ -44,35 +48,119 @@ impl Token {
     }
 }
 
+/// What a List request asks, whichever kind of job it lists.
+pub struct Listing {
+    pub operation: &'static str,
+    /// Digest of every member of the request but the token and page size.
+    pub digest: String,
+    pub next_token: Option<String>,
+    pub max_results: Option<i32>,
+}
+
+fn digest_of(bare: &impl Serialize) -> String {
+    let json = serde_json::to_vec(bare).expect("list requests serialize");
+    hex::encode(&Sha256::digest(json)[..12])
+}
+
 /// The digest a token carries: every member of the request but the token and page size.
 fn request_digest(req: &ListOptimizationJobsRequest) -> String {
     let mut bare = req.clone();
     bare.next_token = None;
     bare.max_results = None;
-    let json = serde_json::to_vec(&bare).expect("list requests serialize");
-    hex::encode(&Sha256::digest(json)[..12])
+    digest_of(&bare)
+}
+
+impl Listing {
+    pub fn of_optimizations(req: &ListOptimizationJobsRequest) -> Listing {
+        Listing {
+            operation: "ListOptimizationJobs",
+            digest: request_digest(req),
+            next_token: req.next_token.clone(),
+            max_results: req.max_results,
+        }
+    }
+
+    pub fn of_recommendations(req: &ListInferenceRecommendationsJobsRequest) -> Listing {
+        let mut bare = req.clone();
+        bare.next_token = None;
+        bare.max_results = None;
+        Listing {
+            operation: "ListInferenceRecommendationsJobs",
+            digest: digest_of(&bare),
+            next_token: req.next_token.clone(),
+            max_results: req.max_results,
+        }
+    }
+
+    /// Where the listing resumes and the snapshot it reads: from its NextToken, or the
+    /// start and the store's current highest id `max_id`.
+    fn resume(&self, max_id: i64) -> Result<(Option<SortPosition>, i64), ApiError> {
+        match self.next_token.as_deref().filter(|t| !t.is_empty()) {
+            Some(token) => {
+                let t = decode(token, self.operation)?;
+                if t.q != self.digest {
+                    return Err(ApiError::ValidationException(format!(
+                        "The NextToken was issued for a {} request with other filters or sort \
+                         order; repeat those members with it, or start again without NextToken",
+                        self.operation
+                    )));
+                }
+                let snapshot = t.snapshot;
+                Ok((Some(t.position()), snapshot))
+            }
+            None => Ok((None, max_id)),
+        }
+    }
+
+    fn page_size(&self) -> usize {
+        self.max_results
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(DEFAULT_MAX_RESULTS)
+    }
+}
+
+/// The store query for a ListInferenceRecommendationsJobs request.
+pub fn recommendation_query(
+    req: &ListInferenceRecommendationsJobsRequest,
+    max_id: i64,
+) -> Result<ListQuery, ApiError> {
+    let listing = Listing::of_recommendations(req);
+    let (after, snapshot) = listing.resume(max_id)?;
+    let status_equals = req.status_equals.and_then(crate::store::stored_status);
+    // No job is ever DELETING or DELETED here: such a filter matches nothing.
+    let nothing = req.status_equals.is_some() && status_equals.is_none();
+    Ok(ListQuery {
+        kind: JobKind::Recommendation,
+        model_name_equals: req.model_name_equals.clone(),
+        creation_time_after: req.creation_time_after.map(|t| t.0),
+        creation_time_before: req.creation_time_before.map(|t| t.0),
+        last_modified_time_after: req.last_modified_time_after.map(|t| t.0),
+        last_modified_time_before: req.last_modified_time_before.map(|t| t.0),
+        optimization_contains: None,
+        name_contains: req.name_contains.clone(),
+        status_equals,
+        sort_by: match req.sort_by {
+            Some(ListInferenceRecommendationsJobsSortBy::Name) => ListOptimizationJobsSortBy::Name,
+            Some(ListInferenceRecommendationsJobsSortBy::Status) => {
+                ListOptimizationJobsSortBy::Status
+            }
+            _ => ListOptimizationJobsSortBy::CreationTime,
+        },
+        sort_order: req.sort_order.unwrap_or(SortOrder::Ascending),
+        after,
+        // A snapshot below every id: a status no job can have lists nothing.
+        snapshot: Some(if nothing { -1 } else { snapshot }),
+        limit: listing.page_size() + 1,
+    })
 }
 
 /// The store query for a request; `max_id` is the store's current highest job id,
 /// the snapshot of a listing that starts now.
 pub fn query(req: &ListOptimizationJobsRequest, max_id: i64) -> Result<ListQuery, ApiError> {
-    let (after, snapshot) = match req.next_token.as_deref().filter(|t| !t.is_empty()) {
-        Some(token) => {
-            let t = decode(token)?;
-            if t.q != request_digest(req) {
-                return Err(ApiError::ValidationException(
-                    "The NextToken was issued for a ListOptimizationJobs request with other \
-                     filters or sort order; repeat those members with it, or start again \
-                     without NextToken"
-                        .into(),
-                ));
-            }
-            let snapshot = t.snapshot;
-            (Some(t.position()), snapshot)
-        }
-        None => (None, max_id),
-    };
+    let (after, snapshot) = Listing::of_optimizations(req).resume(max_id)?;
     Ok(ListQuery {
+        kind: JobKind::Optimization,
+        model_name_equals: None,
         creation_time_after: req.creation_time_after.map(|t| t.0),
         creation_time_before: req.creation_time_before.map(|t| t.0),
         last_modified_time_after: req.last_modified_time_after.map(|t| t.0),
@@ -93,19 +181,17 @@ pub fn query(req: &ListOptimizationJobsRequest, max_id: i64) -> Result<ListQuery
 
 /// MaxResults, or the default.
 pub fn page_size(req: &ListOptimizationJobsRequest) -> usize {
-    req.max_results
-        .and_then(|n| usize::try_from(n).ok())
-        .unwrap_or(DEFAULT_MAX_RESULTS)
+    Listing::of_optimizations(req).page_size()
 }
 
 /// Cuts the store's rows (up to one more than a page) to a page and the token for the
 /// rest, if there is a rest.
 pub fn page(
-    req: &ListOptimizationJobsRequest,
+    listing: &Listing,
     query: &ListQuery,
     mut rows: Vec<JobSummary>,
 ) -> (Vec<JobSummary>, Option<String>) {
-    let size = page_size(req);
+    let size = listing.page_size();
     if rows.len() <= size {
         return (rows, None);
     }
@@ -121,7 +207,7 @@ pub fn page(
         }
     };
     let token = Token {
-        q: request_digest(req),
+        q: listing.digest.clone(),
         snapshot: query.snapshot.unwrap_or(i64::MAX),
         key,
         id: last.id,
@@ -130,11 +216,11 @@ pub fn page(
     (rows, Some(hex::encode(json)))
 }
 
-fn decode(token: &str) -> Result<Token, ApiError> {
+fn decode(token: &str, operation: &str) -> Result<Token, ApiError> {
     let invalid = || {
         ApiError::ValidationException(format!(
             "The NextToken '{}' is not one this server issued; pass the NextToken of the \
-             previous ListOptimizationJobs response unchanged",
+             previous {operation} response unchanged",
             token.chars().take(64).collect::<String>()
         ))
     };

@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::list;
-use crate::store::{Deleted, JobRecord, JobStore, JobSummary, StoreError};
+use crate::store::{Deleted, JobKind, JobRecord, JobStore, JobSummary, StoreError};
 use crate::supervisor::Wake;
 use std::sync::Arc;
 use temper_api::{
@@ -42,12 +42,12 @@ impl From<StoreError> for ApiError {
 }
 
 /// A response body: serialized straight to bytes (no intermediate JSON tree).
-fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
     serde_json::to_vec(value).map_err(|e| ApiError::InternalFailure(e.to_string()))
 }
 
-fn not_found(name: &str) -> ApiError {
-    ApiError::ResourceNotFound(format!("Could not find optimization job '{name}'"))
+fn not_found(kind: JobKind, name: &str) -> ApiError {
+    ApiError::ResourceNotFound(format!("Could not find {} '{name}'", kind.noun()))
 }
 
 /// What depends on the model itself (the tensor-parallel degree against its heads, kv
@@ -87,14 +87,44 @@ impl Service {
             Operation::StopOptimizationJob => {
                 let req: DescribeOptimizationJobRequest =
                     temper_api::parse_request(op.name(), body)?;
-                self.stop(&req.optimization_job_name)
+                self.stop_job(JobKind::Optimization, &req.optimization_job_name)
             }
             Operation::DeleteOptimizationJob => {
                 let req: DescribeOptimizationJobRequest =
                     temper_api::parse_request(op.name(), body)?;
                 self.delete(&req.optimization_job_name)
             }
+            Operation::CreateInferenceRecommendationsJob => {
+                self.create_recommendation(body, region)
+            }
+            Operation::DescribeInferenceRecommendationsJob => self.describe_recommendation(body),
+            Operation::ListInferenceRecommendationsJobs => self.list_recommendations(body),
+            Operation::StopInferenceRecommendationsJob => self.stop_recommendation(body),
+            Operation::ListInferenceRecommendationsJobSteps => self.list_steps(body),
         }
+    }
+
+    /// Stores a new job within the server's limits and wakes the supervisor.
+    pub(crate) fn insert_job(&self, record: &JobRecord) -> Result<(), ApiError> {
+        let _one_at_a_time = self.creating.lock().unwrap_or_else(|p| p.into_inner());
+        let (stored, unfinished) = self.store.counts()?;
+        if stored >= self.config.max_jobs {
+            return Err(ApiError::ResourceLimitExceeded(format!(
+                "This server keeps at most {} jobs and has {stored}; delete finished \
+                 optimization jobs (DeleteOptimizationJob) or raise --max-jobs",
+                self.config.max_jobs
+            )));
+        }
+        if unfinished >= self.config.max_unfinished_jobs {
+            return Err(ApiError::ResourceLimitExceeded(format!(
+                "{unfinished} jobs are queued or running, the most this server accepts \
+                 (--max-unfinished-jobs {}); wait for some to finish or stop them",
+                self.config.max_unfinished_jobs
+            )));
+        }
+        self.store.insert(record)?;
+        self.wake.wake();
+        Ok(())
     }
 
     fn create(&self, body: &[u8], region: &str) -> Result<Vec<u8>, ApiError> {
@@ -111,22 +141,6 @@ impl Service {
         let job_options =
             JobOptions::parse(&spec).map_err(|e| ApiError::ValidationException(e.to_string()))?;
         check_local_model(&spec, &job_options)?;
-        let _one_at_a_time = self.creating.lock().unwrap_or_else(|p| p.into_inner());
-        let (stored, unfinished) = self.store.counts()?;
-        if stored >= self.config.max_jobs {
-            return Err(ApiError::ResourceLimitExceeded(format!(
-                "This server keeps at most {} optimization jobs and has {stored}; delete \
-                 finished jobs (DeleteOptimizationJob) or raise --max-jobs",
-                self.config.max_jobs
-            )));
-        }
-        if unfinished >= self.config.max_unfinished_jobs {
-            return Err(ApiError::ResourceLimitExceeded(format!(
-                "{unfinished} optimization jobs are queued or running, the most this server \
-                 accepts (--max-unfinished-jobs {}); wait for some to finish or stop them",
-                self.config.max_unfinished_jobs
-            )));
-        }
         // The RoleArn's pattern (checked) is arn:aws...:iam::<12 digits>:role/...
         let account = request.role_arn.split(':').nth(4).unwrap_or("000000000000");
         let arn = format!(
@@ -135,16 +149,20 @@ impl Service {
         );
         // Stored with the job: the worker runs this spec, not a new reading of the request.
         let record = JobRecord::queued(request, spec, arn.clone(), EpochSeconds::now().0);
-        self.store.insert(&record)?;
-        self.wake.wake();
+        self.insert_job(&record)?;
         to_json(&CreateOptimizationJobResponse {
             optimization_job_arn: arn,
         })
     }
 
     fn describe(&self, name: &str) -> Result<Vec<u8>, ApiError> {
-        let job = self.store.get(name)?.ok_or_else(|| not_found(name))?;
-        let r = &job.request;
+        let job = self
+            .store
+            .get(JobKind::Optimization, name)?
+            .ok_or_else(|| not_found(JobKind::Optimization, name))?;
+        let crate::store::JobRequest::Optimization(r) = &job.request else {
+            return Err(not_found(JobKind::Optimization, name));
+        };
         to_json(&DescribeOptimizationJobResponse {
             optimization_job_arn: job.arn.clone(),
             optimization_job_status: job.status,
@@ -184,18 +202,18 @@ impl Service {
             temper_api::parse_request(Operation::ListOptimizationJobs.name(), body)?;
         let query = list::query(&req, self.store.max_id()?)?;
         let rows = self.store.list(&query)?;
-        let (rows, next_token) = list::page(&req, &query, rows);
+        let (rows, next_token) = list::page(&list::Listing::of_optimizations(&req), &query, rows);
         to_json(&ListOptimizationJobsResponse {
             optimization_job_summaries: rows.into_iter().map(summary).collect(),
             next_token,
         })
     }
 
-    fn stop(&self, name: &str) -> Result<Vec<u8>, ApiError> {
+    pub(crate) fn stop_job(&self, kind: JobKind, name: &str) -> Result<Vec<u8>, ApiError> {
         let now = EpochSeconds::now().0;
         let job = self
             .store
-            .update(name, &mut |job| {
+            .update(kind, name, &mut |job| {
                 // Stopping a finished job changes nothing, as in SageMaker.
                 if !job.status.is_terminal() && !job.stop_requested {
                     job.stop_requested = true;
@@ -203,7 +221,7 @@ impl Service {
                     job.last_modified_time = now;
                 }
             })?
-            .ok_or_else(|| not_found(name))?;
+            .ok_or_else(|| not_found(kind, name))?;
         if job.stop_requested {
             self.wake.wake();
         }
@@ -213,9 +231,9 @@ impl Service {
     fn delete(&self, name: &str) -> Result<Vec<u8>, ApiError> {
         // One statement decides and deletes, so a job that starts meanwhile (deleted
         // and created again under the same name) is never the one removed.
-        let id = match self.store.delete_finished(name)? {
+        let id = match self.store.delete_finished(JobKind::Optimization, name)? {
             Deleted::Job { id } => id,
-            Deleted::NotFound => return Err(not_found(name)),
+            Deleted::NotFound => return Err(not_found(JobKind::Optimization, name)),
             Deleted::Unfinished(status) => {
                 return Err(ApiError::ValidationException(format!(
                     "Optimization job {name} is {}; stop it with StopOptimizationJob and \

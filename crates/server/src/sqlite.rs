@@ -6,22 +6,26 @@
 //! journaling keeps a crash from losing a committed job.
 
 use crate::store::{
-    parse_status, status_name, Deleted, JobRecord, JobStore, JobSummary, ListQuery, Result,
-    SortKey, StoreError,
+    parse_status, status_name, Deleted, JobKind, JobRecord, JobRequest, JobStore, JobSummary,
+    ListQuery, Result, SortKey, StoreError,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::path::Path;
 use std::sync::Mutex;
 use temper_api::{ListOptimizationJobsSortBy, SortOrder};
+use temper_jobdir::recommendation::Work;
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
 }
 
-const SCHEMA: &str = "
+/// The jobs table. A name is unique within its kind; `request` and `spec` are JSON of the
+/// kind's request and work; `outcome` is what the worker reported at the end.
+const JOBS_TABLE: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL DEFAULT 'optimization',
+    name TEXT NOT NULL,
     arn TEXT NOT NULL,
     status TEXT NOT NULL,
     creation_time REAL NOT NULL,
@@ -36,8 +40,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     deployment_instance_type TEXT NOT NULL,
     max_instance_count INTEGER,
     worker_pid INTEGER,
-    stop_requested INTEGER NOT NULL DEFAULT 0
+    stop_requested INTEGER NOT NULL DEFAULT 0,
+    model_name TEXT,
+    outcome TEXT,
+    UNIQUE (kind, name)
 );
+";
+
+const INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS jobs_creation ON jobs (creation_time, id);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, id);
 ";
@@ -47,7 +57,8 @@ const SUMMARY_COLUMNS: &str = "id, name, arn, status, creation_time, last_modifi
      start_time, end_time, deployment_instance_type, max_instance_count, optimization_types";
 
 const COLUMNS: &str = "id, name, arn, status, creation_time, last_modified_time, start_time, \
-     end_time, failure_reason, recommended_image, request, worker_pid, stop_requested, spec";
+     end_time, failure_reason, recommended_image, request, worker_pid, stop_requested, spec, \
+     kind, outcome";
 
 fn backend(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(e.to_string())
@@ -60,8 +71,10 @@ impl SqliteStore {
             .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
             .map_err(backend)?;
-        conn.execute_batch(SCHEMA).map_err(backend)?;
+        conn.execute_batch(JOBS_TABLE).map_err(backend)?;
         add_spec_column(&conn)?;
+        add_job_kinds(&conn)?;
+        conn.execute_batch(INDEXES).map_err(backend)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
         })
@@ -111,10 +124,48 @@ fn add_spec_column(conn: &Connection) -> Result<()> {
     migrate().map_err(|e| StoreError::Backend(format!("adding job specs to the store: {e}")))
 }
 
+/// A database from before recommendation jobs: names were unique across all jobs. The
+/// table is rebuilt with a `kind` (every job so far an optimization job), unique names
+/// within a kind, a model name and an outcome, keeping every id and the id counter (ids
+/// name job directories and are never reused).
+fn add_job_kinds(conn: &Connection) -> Result<()> {
+    let has_kind = conn
+        .prepare("SELECT 1 FROM pragma_table_info('jobs') WHERE name = 'kind'")
+        .and_then(|mut stmt| stmt.exists([]))
+        .map_err(backend)?;
+    if has_kind {
+        return Ok(());
+    }
+    let migrate = || -> rusqlite::Result<()> {
+        let tx = conn.unchecked_transaction()?;
+        let counter: i64 = tx.query_row(
+            "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'jobs'), 0)",
+            [],
+            |r| r.get(0),
+        )?;
+        tx.execute_batch("ALTER TABLE jobs RENAME TO jobs_before_kinds")?;
+        tx.execute_batch(JOBS_TABLE)?;
+        let columns = "id, name, arn, status, creation_time, last_modified_time, start_time, \
+            end_time, failure_reason, recommended_image, request, spec, optimization_types, \
+            deployment_instance_type, max_instance_count, worker_pid, stop_requested";
+        tx.execute_batch(&format!(
+            "INSERT INTO jobs ({columns}) SELECT {columns} FROM jobs_before_kinds; \
+             DROP TABLE jobs_before_kinds;"
+        ))?;
+        tx.execute(
+            "UPDATE sqlite_sequence SET seq = max(seq, ?1) WHERE name = 'jobs'",
+            [counter],
+        )?;
+        tx.commit()
+    };
+    migrate().map_err(|e| StoreError::Backend(format!("adding job kinds to the store: {e}")))
+}
+
 fn read_row(row: &Row) -> rusqlite::Result<std::result::Result<JobRecord, StoreError>> {
     let name: String = row.get(1)?;
     let status: String = row.get(3)?;
     let request: String = row.get(10)?;
+    let kind: String = row.get(14)?;
     let corrupt = |why: String| StoreError::Corrupt {
         name: name.clone(),
         why,
@@ -122,14 +173,26 @@ fn read_row(row: &Row) -> rusqlite::Result<std::result::Result<JobRecord, StoreE
     let Some(status) = parse_status(&status) else {
         return Ok(Err(corrupt(format!("unknown status {status}"))));
     };
-    let request = match serde_json::from_str(&request) {
+    let Some(kind) = JobKind::parse(&kind) else {
+        return Ok(Err(corrupt(format!("unknown job kind {kind}"))));
+    };
+    let request = match JobRequest::from_json(kind, &request) {
         Ok(r) => r,
         Err(e) => return Ok(Err(corrupt(format!("request JSON: {e}")))),
     };
     let spec: String = row.get(13)?;
-    let spec = match serde_json::from_str(&spec) {
+    let spec = match kind {
+        JobKind::Optimization => serde_json::from_str(&spec).map(Work::Optimize),
+        JobKind::Recommendation => serde_json::from_str(&spec).map(Work::Recommend),
+    };
+    let spec = match spec {
         Ok(s) => s,
         Err(e) => return Ok(Err(corrupt(format!("job spec JSON: {e}")))),
+    };
+    let outcome: Option<String> = row.get(15)?;
+    let outcome = match outcome.map(|o| serde_json::from_str(&o)).transpose() {
+        Ok(o) => o,
+        Err(e) => return Ok(Err(corrupt(format!("outcome JSON: {e}")))),
     };
     Ok(Ok(JobRecord {
         id: row.get(0)?,
@@ -146,6 +209,7 @@ fn read_row(row: &Row) -> rusqlite::Result<std::result::Result<JobRecord, StoreE
         spec,
         worker_pid: row.get(11)?,
         stop_requested: row.get::<_, i64>(12)? != 0,
+        outcome,
     }))
 }
 
@@ -184,21 +248,43 @@ fn types_column(record: &JobRecord) -> String {
 }
 
 fn request_json(record: &JobRecord) -> Result<String> {
-    serde_json::to_string(&record.request)
+    record
+        .request
+        .to_json()
         .map_err(|e| StoreError::Backend(format!("serializing the request: {e}")))
 }
 
 fn spec_json(record: &JobRecord) -> Result<String> {
-    serde_json::to_string(&record.spec)
-        .map_err(|e| StoreError::Backend(format!("serializing the job spec: {e}")))
+    match &record.spec {
+        Work::Optimize(spec) => serde_json::to_string(spec),
+        Work::Recommend(spec) => serde_json::to_string(spec),
+    }
+    .map_err(|e| StoreError::Backend(format!("serializing the job spec: {e}")))
 }
 
-fn get_locked(conn: &Connection, name: &str) -> Result<Option<JobRecord>> {
-    let sql = format!("SELECT {COLUMNS} FROM jobs WHERE name = ?1");
+fn outcome_json(record: &JobRecord) -> Option<String> {
+    record.outcome.as_ref().map(|o| o.to_string())
+}
+
+/// The summary columns a kind has: an optimization job's instance type and instance count,
+/// a recommendations job's model.
+fn kind_columns(record: &JobRecord) -> (String, Option<i32>, Option<String>) {
+    match &record.request {
+        JobRequest::Optimization(r) => (
+            r.deployment_instance_type.clone(),
+            r.max_instance_count,
+            None,
+        ),
+        JobRequest::Recommendation(r) => (String::new(), None, r.input_config.model_name.clone()),
+    }
+}
+
+fn get_locked(conn: &Connection, kind: JobKind, name: &str) -> Result<Option<JobRecord>> {
+    let sql = format!("SELECT {COLUMNS} FROM jobs WHERE kind = ?1 AND name = ?2");
     let row = conn
         .prepare_cached(&sql)
         .map_err(backend)?
-        .query_row([name], read_row)
+        .query_row([kind.column(), name], read_row)
         .optional()
         .map_err(backend)?;
     row.transpose()
@@ -206,12 +292,15 @@ fn get_locked(conn: &Connection, name: &str) -> Result<Option<JobRecord>> {
 
 impl JobStore for SqliteStore {
     fn insert(&self, record: &JobRecord) -> Result<JobRecord> {
+        let (instance_type, instance_count, model_name) = kind_columns(record);
         let conn = self.lock();
         let result = conn.execute(
             "INSERT INTO jobs (name, arn, status, creation_time, last_modified_time, start_time, \
              end_time, failure_reason, recommended_image, request, optimization_types, worker_pid, \
-             stop_requested, deployment_instance_type, max_instance_count, spec) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+             stop_requested, deployment_instance_type, max_instance_count, spec, kind, \
+             model_name, outcome) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
+             ?18, ?19)",
             params![
                 record.name,
                 record.arn,
@@ -226,9 +315,12 @@ impl JobStore for SqliteStore {
                 types_column(record),
                 record.worker_pid,
                 record.stop_requested as i64,
-                record.request.deployment_instance_type,
-                record.request.max_instance_count,
+                instance_type,
+                instance_count,
                 spec_json(record)?,
+                record.kind().column(),
+                model_name,
+                outcome_json(record),
             ],
         );
         match result {
@@ -245,25 +337,26 @@ impl JobStore for SqliteStore {
         }
     }
 
-    fn get(&self, name: &str) -> Result<Option<JobRecord>> {
-        get_locked(&self.lock(), name)
+    fn get(&self, kind: JobKind, name: &str) -> Result<Option<JobRecord>> {
+        get_locked(&self.lock(), kind, name)
     }
 
     fn update(
         &self,
+        kind: JobKind,
         name: &str,
         change: &mut dyn FnMut(&mut JobRecord),
     ) -> Result<Option<JobRecord>> {
         // The lock is held from read to write: that is the atomicity the trait promises.
         let conn = self.lock();
-        let Some(mut record) = get_locked(&conn, name)? else {
+        let Some(mut record) = get_locked(&conn, kind, name)? else {
             return Ok(None);
         };
         change(&mut record);
         conn.prepare_cached(
             "UPDATE jobs SET status = ?2, last_modified_time = ?3, start_time = ?4, end_time = ?5, \
-             failure_reason = ?6, recommended_image = ?7, worker_pid = ?8, stop_requested = ?9 \
-             WHERE id = ?1",
+             failure_reason = ?6, recommended_image = ?7, worker_pid = ?8, stop_requested = ?9, \
+             outcome = ?10 WHERE id = ?1",
         )
         .map_err(backend)?
         .execute(params![
@@ -276,29 +369,30 @@ impl JobStore for SqliteStore {
             record.recommended_image,
             record.worker_pid,
             record.stop_requested as i64,
+            outcome_json(&record),
         ])
         .map_err(backend)?;
         Ok(Some(record))
     }
 
-    fn delete_finished(&self, name: &str) -> Result<Deleted> {
+    fn delete_finished(&self, kind: JobKind, name: &str) -> Result<Deleted> {
         let conn = self.lock();
         let id: Option<i64> = conn
             .prepare_cached(
-                "DELETE FROM jobs WHERE name = ?1 AND status IN ('COMPLETED', 'FAILED', 'STOPPED') \
-                 RETURNING id",
+                "DELETE FROM jobs WHERE kind = ?1 AND name = ?2 \
+                 AND status IN ('COMPLETED', 'FAILED', 'STOPPED') RETURNING id",
             )
             .map_err(backend)?
-            .query_row([name], |r| r.get(0))
+            .query_row([kind.column(), name], |r| r.get(0))
             .optional()
             .map_err(backend)?;
         if let Some(id) = id {
             return Ok(Deleted::Job { id });
         }
         let status: Option<String> = conn
-            .prepare_cached("SELECT status FROM jobs WHERE name = ?1")
+            .prepare_cached("SELECT status FROM jobs WHERE kind = ?1 AND name = ?2")
             .map_err(backend)?
-            .query_row([name], |r| r.get(0))
+            .query_row([kind.column(), name], |r| r.get(0))
             .optional()
             .map_err(backend)?;
         Ok(match status.as_deref().and_then(parse_status) {
@@ -315,6 +409,10 @@ impl JobStore for SqliteStore {
             clauses.push(clause.replace('?', &format!("?{}", args.len())));
         };
         use rusqlite::types::Value as V;
+        arg("kind = ?", V::Text(q.kind.column().into()));
+        if let Some(m) = &q.model_name_equals {
+            arg("model_name = ?", V::Text(m.clone()));
+        }
         if let Some(t) = q.creation_time_after {
             arg("creation_time > ?", V::Real(t));
         }
@@ -391,17 +489,20 @@ impl JobStore for SqliteStore {
         let mut corrupt = Vec::new();
         {
             let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
-            let rows = stmt.query_map([], read_row).map_err(backend)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, i64>(0)?, read_row(r)?)))
+                .map_err(backend)?;
             for row in rows {
-                match row.map_err(backend)? {
+                let (id, row) = row.map_err(backend)?;
+                match row {
                     Ok(job) => out.push(job),
-                    Err(e @ StoreError::Corrupt { .. }) => corrupt.push(e),
+                    Err(e @ StoreError::Corrupt { .. }) => corrupt.push((id, e)),
                     Err(e) => return Err(e),
                 }
             }
         }
-        for e in corrupt {
-            let StoreError::Corrupt { name, why } = &e else {
+        for (id, e) in corrupt {
+            let StoreError::Corrupt { why, .. } = &e else {
                 continue;
             };
             eprintln!("temper-server: {e}; marking it FAILED");
@@ -412,10 +513,10 @@ impl JobStore for SqliteStore {
             );
             conn.prepare_cached(
                 "UPDATE jobs SET status = 'FAILED', failure_reason = ?2, end_time = ?3, \
-                 last_modified_time = ?3, worker_pid = NULL WHERE name = ?1",
+                 last_modified_time = ?3, worker_pid = NULL WHERE id = ?1",
             )
             .map_err(backend)?
-            .execute(params![name, reason, now])
+            .execute(params![id, reason, now])
             .map_err(backend)?;
         }
         Ok(out)
@@ -449,10 +550,32 @@ impl JobStore for SqliteStore {
 mod tests {
     use super::*;
 
-    /// A database from before job specs were stored: opening it adds the column and
-    /// rebuilds each job's spec from its request.
+    /// The first schema: names unique across all jobs, no specs, no kinds.
+    const FIRST_SCHEMA: &str = "
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        arn TEXT NOT NULL,
+        status TEXT NOT NULL,
+        creation_time REAL NOT NULL,
+        last_modified_time REAL NOT NULL,
+        start_time REAL,
+        end_time REAL,
+        failure_reason TEXT,
+        recommended_image TEXT,
+        request TEXT NOT NULL,
+        optimization_types TEXT NOT NULL,
+        deployment_instance_type TEXT NOT NULL,
+        max_instance_count INTEGER,
+        worker_pid INTEGER,
+        stop_requested INTEGER NOT NULL DEFAULT 0
+    );";
+
+    /// A database from before job specs and job kinds: opening it adds the spec (rebuilt
+    /// from each job's request) and the kinds (every old job an optimization job), keeps
+    /// the ids and the id counter, and lets a recommendations job take an existing name.
     #[test]
-    fn specs_are_added_to_an_older_database() {
+    fn specs_and_kinds_are_added_to_an_older_database() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("jobs.sqlite3");
         let body = serde_json::json!({
@@ -467,26 +590,91 @@ mod tests {
         let request = temper_api::parse_create_request(body.to_string().as_bytes()).unwrap();
         {
             let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(&SCHEMA.replace("    spec TEXT NOT NULL,\n", ""))
+            conn.execute_batch(FIRST_SCHEMA).unwrap();
+            for name in ["old-job", "deleted-job"] {
+                conn.execute(
+                    "INSERT INTO jobs (name, arn, status, creation_time, last_modified_time, \
+                     request, optimization_types, deployment_instance_type) \
+                     VALUES (?1, 'arn', 'COMPLETED', 1.0, 2.0, ?2, ',Quantization,', 'ml.g6.12xlarge')",
+                    [name, &serde_json::to_string(&request).unwrap()],
+                )
                 .unwrap();
-            conn.execute(
-                "INSERT INTO jobs (name, arn, status, creation_time, last_modified_time, request, \
-                 optimization_types, deployment_instance_type) \
-                 VALUES ('old-job', 'arn', 'COMPLETED', 1.0, 2.0, ?1, ',Quantization,', 'ml.g6.12xlarge')",
-                [serde_json::to_string(&request).unwrap()],
-            )
-            .unwrap();
+            }
+            conn.execute("DELETE FROM jobs WHERE name = 'deleted-job'", [])
+                .unwrap();
         }
         let store = SqliteStore::open(&path).unwrap();
-        let job = store.get("old-job").unwrap().unwrap();
+        let job = store
+            .get(JobKind::Optimization, "old-job")
+            .unwrap()
+            .unwrap();
         assert_eq!(
             job.spec,
-            temper_api::to_job_spec(&request, &Default::default()).unwrap()
+            Work::Optimize(temper_api::to_job_spec(&request, &Default::default()).unwrap())
         );
-        assert_eq!(job.request, request);
+        assert_eq!(job.request, JobRequest::Optimization(request.clone()));
+        assert_eq!(job.id, 1);
+        // The deleted job's id is never given again.
+        assert_eq!(store.max_id().unwrap(), 2);
+        assert!(store
+            .get(JobKind::Recommendation, "old-job")
+            .unwrap()
+            .is_none());
         drop(store);
         // Opening it again changes nothing.
         let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.get("old-job").unwrap().unwrap(), job);
+        assert_eq!(
+            store
+                .get(JobKind::Optimization, "old-job")
+                .unwrap()
+                .unwrap(),
+            job
+        );
+        // A name is unique within its kind only.
+        let again = store.insert(&JobRecord { ..job.clone() }).unwrap_err();
+        assert!(matches!(again, StoreError::Duplicate(_)), "{again}");
+        let rec: temper_api::recommendation::CreateInferenceRecommendationsJobRequest =
+            serde_json::from_value(serde_json::json!({
+                "JobName": "old-job", "JobType": "Default",
+                "RoleArn": "arn:aws:iam::123456789012:role/r",
+                "InputConfig": {"ModelName": "old-job"}
+            }))
+            .unwrap();
+        let spec = temper_jobdir::recommendation::RecommendationSpec {
+            name: "old-job".into(),
+            job_type: rec.job_type,
+            model_name: "old-job".into(),
+            model: temper_core::spec::Location::Local("/m".into()),
+            candidates: vec![],
+            configurations: vec![],
+            skipped_configurations: 0,
+            max_parallel_tests: 1,
+            traffic: None,
+            stopping: None,
+            sample_payload: None,
+            content_type: "application/json".into(),
+            prices: Default::default(),
+        };
+        let stored = store
+            .insert(&JobRecord::new(
+                JobRequest::Recommendation(Box::new(rec)),
+                Work::Recommend(spec),
+                "arn:rec".into(),
+                3.0,
+            ))
+            .unwrap();
+        assert_eq!(stored.id, 3);
+        let outcome = serde_json::json!({"explanation": "why"});
+        store
+            .update(JobKind::Recommendation, "old-job", &mut |j| {
+                j.outcome = Some(outcome.clone())
+            })
+            .unwrap();
+        let read = store
+            .get(JobKind::Recommendation, "old-job")
+            .unwrap()
+            .unwrap();
+        assert_eq!(read.outcome, Some(outcome));
+        assert_eq!(read.kind(), JobKind::Recommendation);
     }
 }

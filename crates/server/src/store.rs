@@ -1,10 +1,112 @@
 //! Where jobs are kept: a small trait, so that the service does not care which
 //! database holds them, and the job record it stores.
+//!
+//! One store for every kind of job ([`JobKind`]): optimization jobs and
+//! inference-recommendations jobs share the queue, the supervisor, the worker process and
+//! the restart rules; a name is unique within its kind, as in SageMaker.
 
+use temper_api::recommendation::{
+    CreateInferenceRecommendationsJobRequest, RecommendationJobStatus,
+};
 use temper_api::{
     CreateOptimizationJobRequest, ListOptimizationJobsSortBy, OptimizationJobStatus, SortOrder,
 };
 use temper_core::spec::JobSpec;
+use temper_jobdir::recommendation::Work;
+
+/// The kinds of job the store keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    Optimization,
+    Recommendation,
+}
+
+impl JobKind {
+    /// The name stored in the `kind` column.
+    pub fn column(self) -> &'static str {
+        match self {
+            JobKind::Optimization => "optimization",
+            JobKind::Recommendation => "recommendation",
+        }
+    }
+
+    pub fn parse(column: &str) -> Option<JobKind> {
+        [JobKind::Optimization, JobKind::Recommendation]
+            .into_iter()
+            .find(|k| k.column() == column)
+    }
+
+    /// How messages name a job of this kind.
+    pub fn noun(self) -> &'static str {
+        match self {
+            JobKind::Optimization => "optimization job",
+            JobKind::Recommendation => "inference recommendations job",
+        }
+    }
+}
+
+/// A job's Create request, as validated: what Describe echoes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobRequest {
+    Optimization(CreateOptimizationJobRequest),
+    Recommendation(Box<CreateInferenceRecommendationsJobRequest>),
+}
+
+impl JobRequest {
+    pub fn kind(&self) -> JobKind {
+        match self {
+            JobRequest::Optimization(_) => JobKind::Optimization,
+            JobRequest::Recommendation(_) => JobKind::Recommendation,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            JobRequest::Optimization(r) => &r.optimization_job_name,
+            JobRequest::Recommendation(r) => &r.job_name,
+        }
+    }
+
+    /// The request as stored (its kind is stored beside it).
+    pub fn to_json(&self) -> serde_json::Result<String> {
+        match self {
+            JobRequest::Optimization(r) => serde_json::to_string(r),
+            JobRequest::Recommendation(r) => serde_json::to_string(r),
+        }
+    }
+
+    pub fn from_json(kind: JobKind, json: &str) -> serde_json::Result<JobRequest> {
+        Ok(match kind {
+            JobKind::Optimization => JobRequest::Optimization(serde_json::from_str(json)?),
+            JobKind::Recommendation => JobRequest::Recommendation(serde_json::from_str(json)?),
+        })
+    }
+}
+
+/// A status as the wire of a recommendations job spells it (the store keeps one set).
+pub fn recommendation_status(status: OptimizationJobStatus) -> RecommendationJobStatus {
+    match status {
+        OptimizationJobStatus::Starting => RecommendationJobStatus::Pending,
+        OptimizationJobStatus::InProgress => RecommendationJobStatus::InProgress,
+        OptimizationJobStatus::Completed => RecommendationJobStatus::Completed,
+        OptimizationJobStatus::Failed => RecommendationJobStatus::Failed,
+        OptimizationJobStatus::Stopping => RecommendationJobStatus::Stopping,
+        OptimizationJobStatus::Stopped => RecommendationJobStatus::Stopped,
+    }
+}
+
+/// The stored status of a recommendations job's wire status (`None`: never stored).
+pub fn stored_status(status: RecommendationJobStatus) -> Option<OptimizationJobStatus> {
+    Some(match status {
+        RecommendationJobStatus::Pending => OptimizationJobStatus::Starting,
+        RecommendationJobStatus::InProgress => OptimizationJobStatus::InProgress,
+        RecommendationJobStatus::Completed => OptimizationJobStatus::Completed,
+        RecommendationJobStatus::Failed => OptimizationJobStatus::Failed,
+        RecommendationJobStatus::Stopping => OptimizationJobStatus::Stopping,
+        RecommendationJobStatus::Stopped => OptimizationJobStatus::Stopped,
+        RecommendationJobStatus::Deleting | RecommendationJobStatus::Deleted => return None,
+    })
+}
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -19,7 +121,7 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// One optimization job as the store keeps it.
+/// One job as the store keeps it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobRecord {
     /// Insertion order, unique for the store's life (never reused after a delete): the
@@ -35,14 +137,17 @@ pub struct JobRecord {
     pub failure_reason: Option<String>,
     pub recommended_image: Option<String>,
     /// The request as validated at creation: what Describe echoes.
-    pub request: CreateOptimizationJobRequest,
-    /// The job spec built from the request and checked at creation (options parsed, local
-    /// paths held to the roots): what the worker runs, written to its `spec.json`.
-    pub spec: JobSpec,
+    pub request: JobRequest,
+    /// The work built from the request and checked at creation (options parsed, local
+    /// paths held to the roots, a recommendation's model resolved): what the worker runs.
+    pub spec: Work,
     /// The worker process, while one runs.
     pub worker_pid: Option<u32>,
-    /// StopOptimizationJob was called.
+    /// Stop was called.
     pub stop_requested: bool,
+    /// What the worker reported when the job ended (a recommendations job's
+    /// [`temper_jobdir::recommendation::RecommendationReport`]).
+    pub outcome: Option<serde_json::Value>,
 }
 
 impl JobRecord {
@@ -54,9 +159,19 @@ impl JobRecord {
         arn: String,
         created: f64,
     ) -> Self {
+        JobRecord::new(
+            JobRequest::Optimization(request),
+            Work::Optimize(spec),
+            arn,
+            created,
+        )
+    }
+
+    /// A job of either kind as its Create stores it (see [`JobRecord::queued`]).
+    pub fn new(request: JobRequest, spec: Work, arn: String, created: f64) -> Self {
         JobRecord {
             id: 0,
-            name: request.optimization_job_name.clone(),
+            name: request.name().to_string(),
             arn,
             status: OptimizationJobStatus::Starting,
             creation_time: created,
@@ -69,13 +184,47 @@ impl JobRecord {
             spec,
             worker_pid: None,
             stop_requested: false,
+            outcome: None,
         }
     }
 
-    /// `OptimizationTypes` of the job's summary, e.g. `["Quantization"]`.
+    pub fn kind(&self) -> JobKind {
+        self.request.kind()
+    }
+
+    /// How long the job may run once started, and the request member that says so.
+    pub fn runtime_limit(&self) -> Option<(u64, &'static str)> {
+        match &self.request {
+            JobRequest::Optimization(r) => r
+                .stopping_condition
+                .max_runtime_in_seconds
+                .map(|s| (s.max(0) as u64, "StoppingCondition.MaxRuntimeInSeconds")),
+            JobRequest::Recommendation(r) => r
+                .input_config
+                .job_duration_in_seconds
+                .map(|s| (s.max(0) as u64, "InputConfig.JobDurationInSeconds")),
+        }
+    }
+
+    /// How long the job may wait for a worker slot.
+    pub fn pending_limit(&self) -> Option<u64> {
+        match &self.request {
+            JobRequest::Optimization(r) => r
+                .stopping_condition
+                .max_pending_time_in_seconds
+                .map(|s| s.max(0) as u64),
+            JobRequest::Recommendation(_) => None,
+        }
+    }
+
+    /// `OptimizationTypes` of the job's summary, e.g. `["Quantization"]` (none for other
+    /// kinds).
     pub fn optimization_types(&self) -> Vec<String> {
+        let JobRequest::Optimization(request) = &self.request else {
+            return Vec::new();
+        };
         let mut types: Vec<String> = Vec::new();
-        for config in &self.request.optimization_configs {
+        for config in &request.optimization_configs {
             let t = config.optimization_type();
             if !types.iter().any(|seen| seen == t) {
                 types.push(t.to_string());
@@ -101,9 +250,12 @@ pub struct JobSummary {
     pub optimization_types: Vec<String>,
 }
 
-/// A ListOptimizationJobs query after its NextToken has been decoded.
+/// A List query (of either kind) after its NextToken has been decoded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListQuery {
+    pub kind: JobKind,
+    /// Recommendations jobs: exactly this `ModelName`.
+    pub model_name_equals: Option<String>,
     pub creation_time_after: Option<f64>,
     pub creation_time_before: Option<f64>,
     pub last_modified_time_after: Option<f64>,
@@ -140,18 +292,19 @@ pub enum SortKey {
 /// The operations the service needs of a store. Every method is one atomic step.
 pub trait JobStore: Send + Sync {
     /// Adds a job; `record.id` is ignored and the stored record (with its id) returned.
-    /// Fails with [`StoreError::Duplicate`] if the name is taken.
+    /// Fails with [`StoreError::Duplicate`] if its kind has a job of that name.
     fn insert(&self, record: &JobRecord) -> Result<JobRecord>;
-    fn get(&self, name: &str) -> Result<Option<JobRecord>>;
+    fn get(&self, kind: JobKind, name: &str) -> Result<Option<JobRecord>>;
     /// Reads, changes and writes one job atomically; `None` if there is no such job.
     /// The change sees the current record, so concurrent updates do not lose each other.
     fn update(
         &self,
+        kind: JobKind,
         name: &str,
         change: &mut dyn FnMut(&mut JobRecord),
     ) -> Result<Option<JobRecord>>;
     /// Deletes a finished job in one step (a job that is not finished stays).
-    fn delete_finished(&self, name: &str) -> Result<Deleted>;
+    fn delete_finished(&self, kind: JobKind, name: &str) -> Result<Deleted>;
     /// A page of jobs matching the query, in its order.
     fn list(&self, query: &ListQuery) -> Result<Vec<JobSummary>>;
     /// Jobs that are not finished (STARTING, INPROGRESS, STOPPING), oldest first. A

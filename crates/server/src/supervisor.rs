@@ -16,7 +16,7 @@
 //! INPROGRESS without a process behind it.
 
 use crate::config::Config;
-use crate::store::{status_name, JobRecord, JobStore};
+use crate::store::{status_name, JobKind, JobRecord, JobStore};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use std::collections::HashMap;
@@ -206,7 +206,7 @@ impl Supervisor {
             self.adopt_or_settle(job);
             return;
         }
-        if let Some(max) = job.request.stopping_condition.max_pending_time_in_seconds {
+        if let Some(max) = job.pending_limit() {
             let waited = now - job.creation_time;
             if waited > max as f64 {
                 let reason = format!(
@@ -229,7 +229,7 @@ impl Supervisor {
                 self.workers.insert(job.id, worker);
                 let id = job.id;
                 let started = now;
-                let _ = self.store.update(&job.name, &mut |j| {
+                let _ = self.store.update(job.kind(), &job.name, &mut |j| {
                     if j.id != id {
                         return;
                     }
@@ -260,6 +260,7 @@ impl Supervisor {
             worker_files::result_path(&dir),
             worker_files::progress_path(&dir),
             worker_files::pid_path(&dir),
+            temper_jobdir::recommendation::steps_path(&dir),
         ] {
             match std::fs::remove_file(&stale) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
@@ -267,7 +268,7 @@ impl Supervisor {
             }
         }
         // The worker runs the spec exactly as Create built and checked it.
-        worker_files::write_spec(&dir, &job.spec)?;
+        temper_jobdir::recommendation::write_work(&dir, &job.spec)?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -317,7 +318,7 @@ impl Supervisor {
         );
         self.workers.insert(job.id, Worker::found(pid));
         let id = job.id;
-        let _ = self.store.update(&job.name, &mut |j| {
+        let _ = self.store.update(job.kind(), &job.name, &mut |j| {
             if j.id != id {
                 return;
             }
@@ -350,11 +351,8 @@ impl Supervisor {
             self.settle(job, &worker, exit);
             return;
         }
-        let over_time = match (
-            job.request.stopping_condition.max_runtime_in_seconds,
-            job.start_time,
-        ) {
-            (Some(max), Some(start)) => now - start > max as f64,
+        let over_time = match (job.runtime_limit(), job.start_time) {
+            (Some((max, _)), Some(start)) => now - start > max as f64,
             _ => false,
         };
         if worker.cause.is_none() {
@@ -381,12 +379,8 @@ impl Supervisor {
     fn settle(&mut self, job: &JobRecord, worker: &Worker, exit: Exit) {
         let dir = self.config.job_dir(job.id);
         let result = worker_files::read_result(&dir);
-        let over_time = match (
-            job.request.stopping_condition.max_runtime_in_seconds,
-            job.start_time,
-            job.end_time,
-        ) {
-            (Some(max), Some(start), _) => {
+        let over_time = match (job.runtime_limit(), job.start_time) {
+            (Some((max, _)), Some(start)) => {
                 worker.cause == Some(Cause::Runtime)
                     || (worker.cause.is_none() && result.is_none() && now() - start > max as f64)
             }
@@ -395,12 +389,19 @@ impl Supervisor {
         let completed = matches!(result, Some(WorkerResult::Completed { .. }));
         // A worker that finished its artifact before a stop or deadline took effect has
         // written it: the job is COMPLETED, whatever was asked of it meanwhile.
+        // A recommendations job's report: the steps it finished, and on completion its
+        // recommendations. Kept with the job whatever the outcome.
+        let outcome = match (job.kind(), &result) {
+            (JobKind::Optimization, _) => None,
+            (JobKind::Recommendation, Some(WorkerResult::Completed { summary, .. })) => {
+                Some(summary.clone())
+            }
+            (JobKind::Recommendation, _) => Some(serde_json::json!({
+                "steps": temper_jobdir::recommendation::read_steps(&dir),
+            })),
+        };
         let (status, reason, image) = if over_time && !completed {
-            let max = job
-                .request
-                .stopping_condition
-                .max_runtime_in_seconds
-                .unwrap_or_default();
+            let (max, member) = job.runtime_limit().unwrap_or((0, ""));
             let how = if worker.killed {
                 format!(
                     "it did not end within the {} s grace period after SIGTERM and was killed",
@@ -411,10 +412,18 @@ impl Supervisor {
             } else {
                 "its worker had ended without a result when the server looked".to_string()
             };
+            let what = match job.kind() {
+                JobKind::Optimization => {
+                    "No complete artifact was written (one is complete once its manifest.json \
+                     is present)"
+                }
+                JobKind::Recommendation => {
+                    "The steps it finished are listed by ListInferenceRecommendationsJobSteps"
+                }
+            };
             let reason = format!(
-                "The job ran longer than its StoppingCondition.MaxRuntimeInSeconds ({max} s); \
-                 {how}. No complete artifact was written (one is complete once its \
-                 manifest.json is present). Create it again with a larger MaxRuntimeInSeconds"
+                "The job ran longer than its {member} ({max} s); {how}. {what}. Create it \
+                 again with a larger {member}"
             );
             (OptimizationJobStatus::Failed, Some(reason), None)
         } else if job.stop_requested && !completed {
@@ -441,7 +450,7 @@ impl Supervisor {
                 ),
             }
         };
-        self.finish(job, status, reason, image);
+        self.finish_with(job, status, reason, image, outcome);
     }
 
     fn finish(
@@ -451,9 +460,20 @@ impl Supervisor {
         reason: Option<String>,
         image: Option<String>,
     ) {
+        self.finish_with(job, status, reason, image, None)
+    }
+
+    fn finish_with(
+        &self,
+        job: &JobRecord,
+        status: OptimizationJobStatus,
+        reason: Option<String>,
+        image: Option<String>,
+        outcome: Option<serde_json::Value>,
+    ) {
         let id = job.id;
         let now = now();
-        let updated = self.store.update(&job.name, &mut |j| {
+        let updated = self.store.update(job.kind(), &job.name, &mut |j| {
             if j.id != id {
                 return;
             }
@@ -463,6 +483,7 @@ impl Supervisor {
             j.failure_reason = reason.clone();
             j.recommended_image = image.clone();
             j.worker_pid = None;
+            j.outcome = outcome.clone();
         });
         match updated {
             Ok(_) => eprintln!(

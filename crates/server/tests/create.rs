@@ -24,6 +24,8 @@ fn service(data: &Path, local_root: &Path) -> std::sync::Arc<Service> {
         // Jobs created here fail at launch (no such binary); only Create is tested.
         worker_exe: data.join("no-worker-here"),
         s3: S3Settings::default(),
+        models: Default::default(),
+        prices: Default::default(),
     })
     .unwrap()
 }

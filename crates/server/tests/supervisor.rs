@@ -5,8 +5,9 @@
 use std::time::{Duration, Instant};
 use temper_api::{EpochSeconds, OptimizationJobStatus};
 use temper_jobdir::files::{self as worker_files, WorkerResult};
+use temper_jobdir::recommendation::Work;
 use temper_server::config::{Config, S3Settings};
-use temper_server::store::{JobRecord, JobStore};
+use temper_server::store::{JobKind, JobRecord, JobRequest, JobStore};
 
 fn config(dir: &std::path::Path) -> Config {
     Config {
@@ -25,6 +26,8 @@ fn config(dir: &std::path::Path) -> Config {
         // Never reached in these tests: a launch would fail and say so.
         worker_exe: dir.join("no-worker-here"),
         s3: S3Settings::default(),
+        models: Default::default(),
+        prices: Default::default(),
     }
 }
 
@@ -45,7 +48,7 @@ fn fake_worker(dir: &std::path::Path, name: &str, on_term: &str) -> std::path::P
 fn wait_status(store: &dyn JobStore, name: &str, status: OptimizationJobStatus) -> JobRecord {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let job = store.get(name).unwrap().unwrap();
+        let job = store.get(JobKind::Optimization, name).unwrap().unwrap();
         if job.status == status || Instant::now() > deadline {
             return job;
         }
@@ -82,7 +85,7 @@ fn record_with_runtime(
 fn wait_terminal(store: &dyn JobStore, name: &str) -> JobRecord {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let job = store.get(name).unwrap().unwrap();
+        let job = store.get(JobKind::Optimization, name).unwrap().unwrap();
         if job.status.is_terminal() || Instant::now() > deadline {
             return job;
         }
@@ -158,10 +161,18 @@ fn jobs_left_running_by_a_previous_server_are_settled_from_their_files() {
         }
     }
     let service = temper_server::open(cfg).unwrap();
-    let done = service.store.get("finished-meanwhile").unwrap().unwrap();
+    let done = service
+        .store
+        .get(JobKind::Optimization, "finished-meanwhile")
+        .unwrap()
+        .unwrap();
     assert_eq!(done.status, OptimizationJobStatus::Completed);
     assert_eq!(done.recommended_image.as_deref(), Some("image:1"));
-    let died = service.store.get("died-meanwhile").unwrap().unwrap();
+    let died = service
+        .store
+        .get(JobKind::Optimization, "died-meanwhile")
+        .unwrap()
+        .unwrap();
     assert_eq!(died.status, OptimizationJobStatus::Failed);
     assert!(died
         .failure_reason
@@ -186,12 +197,16 @@ fn stop_sends_sigterm_and_a_queued_job_stopped_never_starts() {
     // One slot: the second job waits.
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(
-        store.get("queued").unwrap().unwrap().status,
+        store
+            .get(JobKind::Optimization, "queued")
+            .unwrap()
+            .unwrap()
+            .status,
         OptimizationJobStatus::Starting
     );
     for name in ["queued", "running"] {
         store
-            .update(name, &mut |j| {
+            .update(JobKind::Optimization, name, &mut |j| {
                 j.stop_requested = true;
                 j.status = OptimizationJobStatus::Stopping;
             })
@@ -316,15 +331,25 @@ fn the_worker_is_given_the_spec_stored_at_create() {
     // A spec that the request alone would not give: what the worker reads is the spec
     // stored with the job, never a new reading of the request.
     let mut job = record("stored-spec", 0.0, None);
-    job.spec
-        .environment
+    let (Work::Optimize(spec), JobRequest::Optimization(request)) = (&mut job.spec, &job.request)
+    else {
+        unreachable!("an optimization job")
+    };
+    spec.environment
         .insert("OPTION_EVAL".into(), "false".into());
     assert_ne!(
-        job.spec,
-        temper_api::to_job_spec(&job.request, &Default::default()).unwrap()
+        *spec,
+        temper_api::to_job_spec(request, &Default::default()).unwrap()
     );
     let stored = store.insert(&job).unwrap();
-    assert_eq!(store.get("stored-spec").unwrap().unwrap().spec, job.spec);
+    assert_eq!(
+        store
+            .get(JobKind::Optimization, "stored-spec")
+            .unwrap()
+            .unwrap()
+            .spec,
+        job.spec
+    );
     service.wake.wake();
     wait_status(
         store.as_ref(),
@@ -332,9 +357,9 @@ fn the_worker_is_given_the_spec_stored_at_create() {
         OptimizationJobStatus::InProgress,
     );
     let written = worker_files::read_spec(&job_dirs.join(stored.id.to_string())).unwrap();
-    assert_eq!(written, job.spec);
+    assert_eq!(Work::Optimize(written), job.spec);
     store
-        .update("stored-spec", &mut |j| {
+        .update(JobKind::Optimization, "stored-spec", &mut |j| {
             j.stop_requested = true;
             j.status = OptimizationJobStatus::Stopping;
         })
