@@ -153,10 +153,22 @@ class Server:
             for job in page["OptimizationJobSummaries"]:
                 if job["OptimizationJobStatus"] in ("STARTING", "INPROGRESS"):
                     sm.stop_optimization_job(OptimizationJobName=job["OptimizationJobName"])
+        for page in sm.get_paginator("list_inference_recommendations_jobs").paginate():
+            for job in page["InferenceRecommendationsJobs"]:
+                if job["Status"] in ("PENDING", "IN_PROGRESS"):
+                    sm.stop_inference_recommendations_job(JobName=job["JobName"])
         deadline = time.time() + 30
-        while time.time() < deadline and any(
-            j["OptimizationJobStatus"] in ("STARTING", "INPROGRESS", "STOPPING")
-            for j in sm.list_optimization_jobs(MaxResults=100)["OptimizationJobSummaries"]
+        while time.time() < deadline and (
+            any(
+                j["OptimizationJobStatus"] in ("STARTING", "INPROGRESS", "STOPPING")
+                for j in sm.list_optimization_jobs(MaxResults=100)["OptimizationJobSummaries"]
+            )
+            or any(
+                j["Status"] in ("PENDING", "IN_PROGRESS", "STOPPING")
+                for j in sm.list_inference_recommendations_jobs(MaxResults=100)[
+                    "InferenceRecommendationsJobs"
+                ]
+            )
         ):
             time.sleep(0.2)
 

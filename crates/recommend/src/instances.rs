@@ -72,12 +72,23 @@ pub enum Unsuitable {
     },
 }
 
+/// How slow a request may get in a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub enum LatencyLimit {
+    /// As slow as the most throughput makes it.
+    None,
+    /// At most this many seconds from arrival to last token.
+    Seconds(f64),
+    /// At most this many times the latency of a request served alone.
+    TimesAlone(f64),
+}
+
 /// Batch sizes tried, largest last.
 const BATCHES: [usize; 9] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
 
 /// The recommendation for `instance`: the smallest tensor-parallel degree (dividing the
 /// heads and the device count) at which the model fits, and the batch with the most
-/// invocations per minute whose latency stays within `latency_limit` seconds (if given).
+/// invocations per minute whose latency stays within `latency_limit`.
 pub fn recommend(
     instance: &'static Instance,
     model: &ModelCost,
@@ -85,7 +96,7 @@ pub fn recommend(
     compute: Compute,
     fit: &Fit,
     work: &Workload,
-    latency_limit: Option<f64>,
+    latency_limit: LatencyLimit,
 ) -> Result<InstanceRecommendation, Unsuitable> {
     let roofline = instance
         .roofline()
@@ -131,7 +142,12 @@ pub fn recommend(
         if fits.is_empty() {
             continue;
         }
-        let within = |p: &&Projection| latency_limit.is_none_or(|l| p.latency_seconds <= l);
+        let limit = match latency_limit {
+            LatencyLimit::None => None,
+            LatencyLimit::Seconds(s) => Some(s),
+            LatencyLimit::TimesAlone(k) => Some(k * fits[0].latency_seconds),
+        };
+        let within = |p: &&Projection| limit.is_none_or(|l| p.latency_seconds <= l);
         let Some(best) = fits.iter().filter(within).max_by(|a, b| {
             a.invocations_per_minute
                 .total_cmp(&b.invocations_per_minute)
@@ -139,7 +155,7 @@ pub fn recommend(
             return Err(Unsuitable::TooSlow {
                 instance: instance.name,
                 latency_ms: fits[0].latency_seconds * 1000.0,
-                limit_ms: latency_limit.unwrap_or(0.0) * 1000.0,
+                limit_ms: limit.unwrap_or(0.0) * 1000.0,
             });
         };
         return Ok(InstanceRecommendation {
@@ -186,7 +202,7 @@ mod tests {
     fn rec(
         name: &str,
         compute: Compute,
-        limit: Option<f64>,
+        limit: LatencyLimit,
     ) -> Result<InstanceRecommendation, Unsuitable> {
         recommend(
             Instance::lookup(name).unwrap(),
@@ -201,28 +217,28 @@ mod tests {
 
     #[test]
     fn bigger_instances_serve_more_and_fp8_runs_natively_only_where_it_can() {
-        let g5 = rec("ml.g5.xlarge", Compute::Sixteen, None);
+        let g5 = rec("ml.g5.xlarge", Compute::Sixteen, LatencyLimit::None);
         // The A10G's tensor peak is unknown here: said, not guessed.
         assert!(matches!(g5, Err(Unsuitable::NoPeak { .. })), "{g5:?}");
-        let l4 = rec("ml.g6.xlarge", Compute::Fp8, None).unwrap();
+        let l4 = rec("ml.g6.xlarge", Compute::Fp8, LatencyLimit::None).unwrap();
         assert_eq!(
             (l4.tensor_parallel_degree, l4.precision),
             (1, Precision::Fp8)
         );
-        let l40s = rec("ml.g6e.xlarge", Compute::Fp8, None).unwrap();
+        let l40s = rec("ml.g6e.xlarge", Compute::Fp8, LatencyLimit::None).unwrap();
         assert!(l40s.projection.invocations_per_minute > l4.projection.invocations_per_minute);
-        let a100 = rec("ml.p4d.24xlarge", Compute::Fp8, None).unwrap();
+        let a100 = rec("ml.p4d.24xlarge", Compute::Fp8, LatencyLimit::None).unwrap();
         assert_eq!(a100.precision, Precision::Bf16);
         assert!(a100.memory_utilization <= 90.0 + 1e-9);
     }
 
     #[test]
     fn a_latency_limit_picks_a_smaller_batch_or_refuses() {
-        let free = rec("ml.g6.xlarge", Compute::Int8, None).unwrap();
+        let free = rec("ml.g6.xlarge", Compute::Int8, LatencyLimit::None).unwrap();
         let limited = rec(
             "ml.g6.xlarge",
             Compute::Int8,
-            Some(free.projection.latency_seconds / 2.0),
+            LatencyLimit::Seconds(free.projection.latency_seconds / 2.0),
         );
         match limited {
             Ok(r) => assert!(
@@ -231,11 +247,19 @@ mod tests {
             ),
             Err(e) => assert!(matches!(e, Unsuitable::TooSlow { .. }), "{e}"),
         }
-        let impossible = rec("ml.g6.xlarge", Compute::Int8, Some(0.001)).unwrap_err();
+        let impossible =
+            rec("ml.g6.xlarge", Compute::Int8, LatencyLimit::Seconds(0.001)).unwrap_err();
         assert!(
             impossible.to_string().contains("over the 1 ms limit"),
             "{impossible}"
         );
+        // Relative limits: as slow as alone keeps one request in flight; twice as slow
+        // allows a batch whose requests take at most twice as long.
+        let alone = rec("ml.g6.xlarge", Compute::Int8, LatencyLimit::TimesAlone(1.0)).unwrap();
+        assert_eq!(alone.batch, 1);
+        let twice = rec("ml.g6.xlarge", Compute::Int8, LatencyLimit::TimesAlone(2.0)).unwrap();
+        assert!(twice.batch > 1 && twice.batch <= free.batch, "{twice:?}");
+        assert!(twice.projection.latency_seconds <= 2.0 * alone.projection.latency_seconds + 1e-12);
     }
 
     #[test]
@@ -256,7 +280,7 @@ mod tests {
                 Compute::Int8,
                 &Fit { efficiency: 0.7 },
                 &work(),
-                None,
+                LatencyLimit::None,
             )
         };
         let p4d = r("ml.p4d.24xlarge").unwrap();

@@ -18,6 +18,8 @@
 pub mod instances;
 pub mod projection;
 
+pub use instances::{recommend, Compute, Heads, InstanceRecommendation, LatencyLimit, Unsuitable};
+
 pub use projection::{
     project, Device, Fit, FitError, HostMeasurement, ModelCost, Projection, Workload,
 };

@@ -159,6 +159,15 @@ impl Model {
             .sum()
     }
 
+    /// Weights one decode step multiplies (every Linear and the LM head): its multiply-adds
+    /// per token.
+    pub fn weights_per_token(&self) -> usize {
+        self.projections()
+            .flat_map(|p| p.parts.iter())
+            .map(|l| l.rows() * l.cols())
+            .sum()
+    }
+
     /// A fresh KV cache for sequences of up to `capacity` positions.
     pub fn new_cache(&self, capacity: usize) -> Result<KvCache> {
         KvCache::new(&self.params, capacity)

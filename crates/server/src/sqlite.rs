@@ -612,7 +612,10 @@ mod tests {
             job.spec,
             Work::Optimize(temper_api::to_job_spec(&request, &Default::default()).unwrap())
         );
-        assert_eq!(job.request, JobRequest::Optimization(request.clone()));
+        assert_eq!(
+            job.request,
+            JobRequest::Optimization(Box::new(request.clone()))
+        );
         assert_eq!(job.id, 1);
         // The deleted job's id is never given again.
         assert_eq!(store.max_id().unwrap(), 2);

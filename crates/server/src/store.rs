@@ -48,7 +48,7 @@ impl JobKind {
 /// A job's Create request, as validated: what Describe echoes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobRequest {
-    Optimization(CreateOptimizationJobRequest),
+    Optimization(Box<CreateOptimizationJobRequest>),
     Recommendation(Box<CreateInferenceRecommendationsJobRequest>),
 }
 
@@ -77,8 +77,12 @@ impl JobRequest {
 
     pub fn from_json(kind: JobKind, json: &str) -> serde_json::Result<JobRequest> {
         Ok(match kind {
-            JobKind::Optimization => JobRequest::Optimization(serde_json::from_str(json)?),
-            JobKind::Recommendation => JobRequest::Recommendation(serde_json::from_str(json)?),
+            JobKind::Optimization => {
+                JobRequest::Optimization(Box::new(serde_json::from_str(json)?))
+            }
+            JobKind::Recommendation => {
+                JobRequest::Recommendation(Box::new(serde_json::from_str(json)?))
+            }
         })
     }
 }
@@ -160,7 +164,7 @@ impl JobRecord {
         created: f64,
     ) -> Self {
         JobRecord::new(
-            JobRequest::Optimization(request),
+            JobRequest::Optimization(Box::new(request)),
             Work::Optimize(spec),
             arn,
             created,

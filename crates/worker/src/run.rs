@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use temper_core::spec::{JobSpec, Location, TrainingData};
 use temper_jobdir::files::{self as worker_files, Progress, WorkerResult};
+use temper_jobdir::recommendation::{read_work, Work};
 use temper_pipeline::progress::{Cancel, Event};
 
 /// The worker's settings, from its command line.
@@ -28,7 +29,7 @@ pub struct WorkerArgs {
 
 /// Why a job did not complete.
 #[derive(Debug, thiserror::Error)]
-enum JobError {
+pub(crate) enum JobError {
     #[error("{0}")]
     Request(String),
     #[error(transparent)]
@@ -46,7 +47,7 @@ enum JobError {
 }
 
 /// Progress, written to `progress.json` at most a few times a second.
-struct Reporter {
+pub(crate) struct Reporter {
     dir: PathBuf,
     started: Instant,
     phase_started: Instant,
@@ -55,7 +56,7 @@ struct Reporter {
 }
 
 impl Reporter {
-    fn phase(&mut self, phase: &str, unit: &str, total: u64) {
+    pub(crate) fn phase(&mut self, phase: &str, unit: &str, total: u64) {
         eprintln!("[{:>7.1}s] {phase}", self.started.elapsed().as_secs_f64());
         self.current = Progress {
             phase: phase.to_string(),
@@ -68,7 +69,7 @@ impl Reporter {
         self.write(true);
     }
 
-    fn step(&mut self, done: u64, total: u64) {
+    pub(crate) fn step(&mut self, done: u64, total: u64) {
         self.current.done = done;
         self.current.total = total;
         self.write(done >= total);
@@ -94,7 +95,7 @@ impl Reporter {
     }
 
     /// The pipeline's events, as progress.
-    fn on_event(&mut self, event: Event) {
+    pub(crate) fn on_event(&mut self, event: Event) {
         match event {
             Event::Phase(name) => self.phase(name, "", 0),
             Event::Started { bytes, .. } => {
@@ -172,33 +173,78 @@ fn run_job(
     cancel: &Arc<Cancel>,
     reporter: &Arc<Mutex<Reporter>>,
 ) -> Result<WorkerResult, JobError> {
-    let spec_path = worker_files::spec_path(&args.job_dir);
-    // The server built and checked this spec at Create (options parsed, local paths held
+    // The server built and checked this work at Create (options parsed, local paths held
     // to its roots); the roots are checked again here, as they may have changed since.
-    let mut spec = worker_files::read_spec(&args.job_dir).map_err(|source| JobError::Io {
-        what: "reading the job spec",
-        path: spec_path.clone(),
+    let work = read_work(&args.job_dir).map_err(|source| JobError::Io {
+        what: "reading the job spec in",
+        path: args.job_dir.clone(),
         source,
     })?;
+    match work {
+        Work::Optimize(spec) => optimize(args, spec, cancel, reporter),
+        Work::Recommend(spec) => crate::recommend::run(args, &spec, cancel, reporter),
+    }
+}
+
+/// The transfer runtime of a job: one thread, for S3 transfers and load tests.
+pub(crate) fn transfer_runtime(job_dir: &Path) -> Result<tokio::runtime::Runtime, JobError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| JobError::Io {
+            what: "starting the transfer runtime in",
+            path: job_dir.to_path_buf(),
+            source,
+        })
+}
+
+/// Fetches an S3 prefix into `dest` (emptied first), reporting progress as `phase`.
+#[allow(clippy::too_many_arguments)] // what a transfer needs, each a different thing
+pub(crate) fn fetch_prefix(
+    s3: &S3Options,
+    bucket: &str,
+    key: &str,
+    dest: &Path,
+    phase: &str,
+    runtime: &tokio::runtime::Runtime,
+    cancel: &Arc<Cancel>,
+    reporter: &Arc<Mutex<Reporter>>,
+) -> Result<PathBuf, JobError> {
+    let dest = fresh_dir(dest)?;
+    reporter.lock().unwrap().phase(phase, "bytes", 0);
+    let store = objects::bucket_store(bucket, s3)?;
+    let mut step = |done, total| reporter.lock().unwrap().step(done, total);
+    let n = cancellable(
+        runtime,
+        cancel,
+        objects::download_prefix(store.as_ref(), bucket, key, &dest, &mut step),
+    )??;
+    eprintln!("fetched {n} objects from s3://{bucket}/{key}");
+    Ok(dest)
+}
+
+pub(crate) fn s3_options(args: &WorkerArgs) -> S3Options {
+    S3Options {
+        endpoint: args.s3_endpoint.clone(),
+        region: args.s3_region.clone(),
+        kms_key_id: None,
+    }
+}
+
+fn optimize(
+    args: &WorkerArgs,
+    mut spec: JobSpec,
+    cancel: &Arc<Cancel>,
+    reporter: &Arc<Mutex<Reporter>>,
+) -> Result<WorkerResult, JobError> {
     temper_jobdir::access::check(&spec, &args.local_roots)
         .map_err(|e| JobError::Request(e.message().to_string()))?;
     eprintln!(
         "job {}: {} -> {} for {}",
         spec.name, spec.source, spec.output, spec.instance_type
     );
-    let s3 = S3Options {
-        endpoint: args.s3_endpoint.clone(),
-        region: args.s3_region.clone(),
-        kms_key_id: None,
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| JobError::Io {
-            what: "starting the transfer runtime in",
-            path: args.job_dir.clone(),
-            source,
-        })?;
+    let s3 = s3_options(args);
+    let runtime = transfer_runtime(&args.job_dir)?;
 
     // An output that cannot be written is found before any work, not after it.
     if let Location::S3 { bucket, key } = &spec.output {
@@ -210,16 +256,10 @@ fn run_job(
         )??;
     }
     if let Location::S3 { bucket, key } = spec.source.clone() {
-        let input = fresh_dir(&args.job_dir.join("input"))?;
-        reporter.lock().unwrap().phase("download", "bytes", 0);
-        let store = objects::bucket_store(&bucket, &s3)?;
-        let mut step = |done, total| reporter.lock().unwrap().step(done, total);
-        let n = cancellable(
-            &runtime,
-            cancel,
-            objects::download_prefix(store.as_ref(), &bucket, &key, &input, &mut step),
-        )??;
-        eprintln!("fetched {n} objects from s3://{bucket}/{key}");
+        let input = args.job_dir.join("input");
+        let input = fetch_prefix(
+            &s3, &bucket, &key, &input, "download", &runtime, cancel, reporter,
+        )?;
         spec.source = Location::Local(input);
     }
     let stores = |bucket: &str| objects::bucket_store(bucket, &s3);
@@ -294,9 +334,14 @@ fn training_data_dir(job_dir: &Path, n: usize) -> PathBuf {
 
 const TRAINING_DATA_DIR: &str = "training-data";
 
-/// The directories a job's downloads and staged output use in its job directory.
+/// The directories a job's downloads and staged output use in its job directory (a
+/// recommendations job's prepared models too).
 fn scratch_dirs(job_dir: &Path) -> Vec<PathBuf> {
-    let mut dirs = vec![job_dir.join("input"), job_dir.join("output")];
+    let mut dirs = vec![
+        job_dir.join("input"),
+        job_dir.join("output"),
+        job_dir.join(crate::recommend::VARIANTS_DIR),
+    ];
     if let Ok(entries) = std::fs::read_dir(job_dir) {
         for entry in entries.flatten() {
             let name = entry.file_name();
@@ -380,7 +425,7 @@ fn fetch_training_data(
 }
 
 /// Runs a transfer until it ends or the job is cancelled (SIGTERM).
-fn cancellable<T>(
+pub(crate) fn cancellable<T>(
     runtime: &tokio::runtime::Runtime,
     cancel: &Cancel,
     transfer: impl std::future::Future<Output = T>,
@@ -398,7 +443,7 @@ fn cancellable<T>(
     })
 }
 
-fn fresh_dir(dir: &Path) -> Result<PathBuf, JobError> {
+pub(crate) fn fresh_dir(dir: &Path) -> Result<PathBuf, JobError> {
     let io = |source| JobError::Io {
         what: "preparing",
         path: dir.to_path_buf(),
