@@ -105,9 +105,13 @@ def test_optimize_then_recommend_instances(server, s3):
     g6 = by_instance["ml.g6.2xlarge"]["Metrics"]
     assert g6["CostPerHour"] == pytest.approx(1.222)
     assert g6["CostPerInference"] == pytest.approx(1.222 / 60 / g6["MaxInvocations"], rel=0.01)
-    # No citable price for p4d: no cost figures, and it ranks after the priced ones.
-    assert "CostPerHour" not in by_instance["ml.p4d.24xlarge"]["Metrics"]
-    assert recs[-1]["EndpointConfiguration"]["InstanceType"] == "ml.p4d.24xlarge"
+    # No citable price for g6e or p4d: no cost figures; the priced instance ranks first,
+    # the others by invocations per minute.
+    for unpriced in ("ml.g6e.xlarge", "ml.p4d.24xlarge"):
+        assert "CostPerHour" not in by_instance[unpriced]["Metrics"]
+    assert recs[0]["EndpointConfiguration"]["InstanceType"] == "ml.g6.2xlarge"
+    assert recs[1]["Metrics"]["MaxInvocations"] >= recs[2]["Metrics"]["MaxInvocations"]
+    Path("/tmp/temper-default-recommendation.json").write_text(json.dumps(d, default=str, indent=1))
     # An L40S reads faster than an L4: more invocations for the same model.
     assert (
         by_instance["ml.g6e.xlarge"]["Metrics"]["MaxInvocations"]

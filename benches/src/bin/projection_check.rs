@@ -7,31 +7,13 @@
 //!
 //!     cargo run --release -p temper-benches --bin projection_check
 
-use rayon::prelude::*;
 use std::time::Instant;
 use temper_benches::{artifact, smollm2, tokens};
+use temper_recommend::host::{bandwidth, median};
 use temper_recommend::{Device, Fit, HostMeasurement, ModelCost};
 use temper_runtime::{KvCache, LoadOptions, Logits, Model};
 
 const CONTEXT: usize = 64;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// Bytes per second summing a 1 GiB buffer on all cores (best of 5).
-fn bandwidth() -> f64 {
-    let buf = vec![1u64; 1 << 27];
-    (0..5)
-        .map(|_| {
-            let t = Instant::now();
-            let s: u64 = buf.par_chunks(1 << 16).map(|c| c.iter().sum::<u64>()).sum();
-            std::hint::black_box(s);
-            (buf.len() * 8) as f64 / t.elapsed().as_secs_f64()
-        })
-        .fold(0.0, f64::max)
-}
 
 fn step_seconds(model: &Model, caches: &mut [KvCache], next: u32) -> f64 {
     let tokens = vec![next; caches.len()];
@@ -80,7 +62,7 @@ fn main() {
             .collect(),
     );
     let host = Device {
-        bandwidth: bandwidth(),
+        bandwidth: bandwidth(1 << 30),
         macs_per_second: 128.0 * cost.macs_per_token / prefill,
         memory: 24e9,
     };

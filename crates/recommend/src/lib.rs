@@ -15,6 +15,7 @@
 //! scheduler overheads beyond what the fitted efficiency absorbs, and attention's
 //! quadratic term in long prompts.
 
+pub mod host;
 pub mod instances;
 pub mod projection;
 

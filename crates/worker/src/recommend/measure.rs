@@ -3,9 +3,9 @@
 //! roofline of `temper-recommend`; and the model's cost as the serving engines would store
 //! it on the instances projected to.
 
-use rayon::prelude::*;
 use std::path::Path;
 use std::time::Instant;
+use temper_recommend::host::{bandwidth, median};
 use temper_recommend::{Compute, Device, Fit, Heads, HostMeasurement, ModelCost};
 use temper_runtime::{KvCache, LoadOptions, Logits, Model};
 
@@ -26,25 +26,6 @@ pub struct Measured {
     pub heads: Heads,
     pub compute: Compute,
     pub max_positions: usize,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// Bytes per second reading a 512 MiB buffer on every core (best of 5): far beyond any
-/// cache, so this is the memory's bandwidth as the runtime sees it.
-fn bandwidth() -> f64 {
-    let buf = vec![1u64; 1 << 26];
-    (0..5)
-        .map(|_| {
-            let t = Instant::now();
-            let s: u64 = buf.par_chunks(1 << 16).map(|c| c.iter().sum::<u64>()).sum();
-            std::hint::black_box(s);
-            (buf.len() * 8) as f64 / t.elapsed().as_secs_f64()
-        })
-        .fold(0.0, f64::max)
 }
 
 /// This host's memory, from `/proc/meminfo` (24 GiB when it cannot be read).
@@ -145,7 +126,8 @@ pub fn measure(dir: &Path) -> Result<Measured, String> {
         prefills.push(t.elapsed().as_secs_f64());
     }
     let host = Device {
-        bandwidth: bandwidth(),
+        // 512 MiB: far beyond any cache.
+        bandwidth: bandwidth(1 << 29),
         macs_per_second: PREFILL as f64 * macs / median(prefills),
         memory: host_memory(),
     };
