@@ -52,7 +52,8 @@ pub fn check_recommendation(
     Ok(())
 }
 
-fn within_roots(member: &str, location: &Location, roots: &[PathBuf]) -> Result<(), ApiError> {
+/// Holds one local location to the roots (an S3 one passes); `member` names it in the error.
+pub fn within_roots(member: &str, location: &Location, roots: &[PathBuf]) -> Result<(), ApiError> {
     let Location::Local(path) = location else {
         return Ok(());
     };

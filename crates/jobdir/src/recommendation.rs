@@ -111,8 +111,9 @@ pub struct RecommendationSpec {
 }
 
 /// What the worker found: the recommendations (best first), every step, and why the first
-/// recommendation is the best.
+/// recommendation is the best. A job that did not complete keeps its steps only.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RecommendationReport {
     pub recommendations: Vec<InferenceRecommendation>,
     pub steps: Vec<InferenceRecommendationsJobStep>,
@@ -210,6 +211,10 @@ mod tests {
             Work::Recommend(spec.clone())
         );
         assert!(read_steps(dir.path()).is_empty());
+        // A job that did not complete is stored with its steps only, and reads back so.
+        let partial: RecommendationReport =
+            serde_json::from_value(serde_json::json!({"steps": []})).unwrap();
+        assert_eq!(partial, RecommendationReport::default());
         // Nothing to read is an error, not a default job.
         let empty = tempfile::tempdir().unwrap();
         assert!(read_work(empty.path()).is_err());

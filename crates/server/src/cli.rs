@@ -94,6 +94,10 @@ pub struct ServeArgs {
 pub struct LogsArgs {
     /// The job's name (an optimization job's, else an inference-recommendations job's).
     name: String,
+    /// Which kind of job, when an optimization job and a recommendations job share the
+    /// name: `optimization` or `recommendation`.
+    #[arg(long)]
+    kind: Option<String>,
     /// The server's URL.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     endpoint: String,
@@ -143,11 +147,17 @@ fn config(args: &ServeArgs) -> Result<Config> {
             worker_exe.display()
         );
     }
-    let models = args
+    let models: std::collections::BTreeMap<_, _> = args
         .models
         .iter()
         .map(|m| temper_server::config::parse_model(m))
         .collect::<Result<_, _>>()?;
+    // A registered directory is read by workers under the same roots as any job's path:
+    // one outside them is this flag's mistake, said now rather than at every Create.
+    for (name, location) in &models {
+        temper_jobdir::access::within_roots(&format!("--model {name}"), location, &local_roots)
+            .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+    }
     let prices = match &args.price_list {
         Some(path) => temper_server::config::read_prices(path)?,
         None => Default::default(),
@@ -227,9 +237,14 @@ pub fn logs(args: &LogsArgs) -> Result<()> {
     runtime.block_on(async {
         let mut offset = 0u64;
         let path = format!("/temper/jobs/{}/", args.name);
+        let kind = args
+            .kind
+            .as_deref()
+            .map(|k| format!("&kind={k}"))
+            .unwrap_or_default();
         loop {
             let (chunk, headers) = client
-                .get(&format!("{path}log"), &format!("offset={offset}"))
+                .get(&format!("{path}log"), &format!("offset={offset}{kind}"))
                 .await?;
             use std::io::Write;
             std::io::stdout().write_all(&chunk)?;
@@ -242,7 +257,9 @@ pub fn logs(args: &LogsArgs) -> Result<()> {
             if offset < size {
                 continue;
             }
-            let (body, _) = client.get(&format!("{path}progress"), "").await?;
+            let (body, _) = client
+                .get(&format!("{path}progress"), kind.trim_start_matches('&'))
+                .await?;
             let progress: serde_json::Value = serde_json::from_slice(&body)?;
             let status = progress["OptimizationJobStatus"].as_str().unwrap_or("?");
             let finished = matches!(status, "COMPLETED" | "FAILED" | "STOPPED");

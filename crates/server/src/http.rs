@@ -6,6 +6,7 @@
 
 use crate::service::Service;
 use crate::sigv4::{self, RequestParts, SigError};
+use crate::store::JobKind;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -210,21 +211,47 @@ async fn sagemaker(State(service): State<Arc<Service>>, req: Request) -> Respons
     }
 }
 
-/// The job record and the files of its directory, for the read-only views.
+/// A query parameter of a request.
+fn query_param(req: &Request, key: &str) -> Option<String> {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        .map(str::to_string)
+}
+
+/// The job kind a view asks for (`?kind=optimization|recommendation`); `None` for either.
+fn view_kind(req: &Request) -> Result<Option<JobKind>, ApiError> {
+    match query_param(req, "kind") {
+        None => Ok(None),
+        Some(k) => JobKind::parse(&k).map(Some).ok_or_else(|| {
+            ApiError::ValidationException(format!(
+                "kind={k} is not a job kind; use kind=optimization or kind=recommendation"
+            ))
+        }),
+    }
+}
+
+/// The job record and the files of its directory, for the read-only views: the job of
+/// `kind`, else an optimization job of that name, else a recommendations job.
 async fn job_dir(
     service: &Arc<Service>,
     name: String,
+    kind: Option<JobKind>,
 ) -> Result<(crate::store::JobRecord, std::path::PathBuf), ApiError> {
     let svc = service.clone();
-    // An optimization job of that name, else a recommendations job.
     let job = tokio::task::spawn_blocking(move || {
-        let found = match svc.store.get(crate::store::JobKind::Optimization, &name)? {
-            Some(job) => Some(job),
-            None => svc
-                .store
-                .get(crate::store::JobKind::Recommendation, &name)?,
+        let kinds = match kind {
+            Some(k) => vec![k],
+            None => vec![JobKind::Optimization, JobKind::Recommendation],
         };
-        Ok::<_, crate::store::StoreError>((name, found))
+        for k in kinds {
+            if let Some(job) = svc.store.get(k, &name)? {
+                return Ok((name, Some(job)));
+            }
+        }
+        Ok::<_, crate::store::StoreError>((name, None))
     })
     .await
     .map_err(|e| ApiError::InternalFailure(e.to_string()))??;
@@ -234,7 +261,11 @@ async fn job_dir(
             Ok((job, dir))
         }
         (name, None) => Err(ApiError::ResourceNotFound(format!(
-            "Could not find an optimization or inference recommendations job '{name}'"
+            "Could not find {} '{name}'",
+            kind.map_or(
+                "an optimization or inference recommendations job",
+                JobKind::noun
+            )
         ))),
     }
 }
@@ -245,10 +276,14 @@ async fn progress(
     axum::extract::Path(name): axum::extract::Path<String>,
     req: Request,
 ) -> Response {
+    let kind = match view_kind(&req) {
+        Ok(k) => k,
+        Err(e) => return error_response(&e),
+    };
     if let Err(e) = admit(&service, req).await {
         return error_response(&e);
     }
-    let (job, dir) = match job_dir(&service, name).await {
+    let (job, dir) = match job_dir(&service, name, kind).await {
         Ok(found) => found,
         Err(e) => return error_response(&e),
     };
@@ -256,6 +291,7 @@ async fn progress(
         .map(|m| m.len())
         .unwrap_or(0);
     let body = serde_json::json!({
+        "Kind": job.kind().column(),
         "OptimizationJobName": job.name,
         "OptimizationJobStatus": crate::store::status_name(job.status),
         "FailureReason": job.failure_reason,
@@ -272,18 +308,17 @@ async fn log(
     axum::extract::Path(name): axum::extract::Path<String>,
     req: Request,
 ) -> Response {
-    let offset: u64 = req
-        .uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("offset="))
+    let offset: u64 = query_param(&req, "offset")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    let kind = match view_kind(&req) {
+        Ok(k) => k,
+        Err(e) => return error_response(&e),
+    };
     if let Err(e) = admit(&service, req).await {
         return error_response(&e);
     }
-    let (_, dir) = match job_dir(&service, name).await {
+    let (_, dir) = match job_dir(&service, name, kind).await {
         Ok(found) => found,
         Err(e) => return error_response(&e),
     };

@@ -57,9 +57,14 @@ pub struct Listing {
     pub max_results: Option<i32>,
 }
 
-fn digest_of(bare: &impl Serialize) -> String {
+/// The digest of a request's filters, bound to its operation (with no filters, both
+/// kinds' requests serialize alike).
+fn digest_of(operation: &str, bare: &impl Serialize) -> String {
     let json = serde_json::to_vec(bare).expect("list requests serialize");
-    hex::encode(&Sha256::digest(json)[..12])
+    let mut h = Sha256::new();
+    h.update(operation.as_bytes());
+    h.update(json);
+    hex::encode(&h.finalize()[..12])
 }
 
 /// The digest a token carries: every member of the request but the token and page size.
@@ -67,7 +72,7 @@ fn request_digest(req: &ListOptimizationJobsRequest) -> String {
     let mut bare = req.clone();
     bare.next_token = None;
     bare.max_results = None;
-    digest_of(&bare)
+    digest_of("ListOptimizationJobs", &bare)
 }
 
 impl Listing {
@@ -86,7 +91,7 @@ impl Listing {
         bare.max_results = None;
         Listing {
             operation: "ListInferenceRecommendationsJobs",
-            digest: digest_of(&bare),
+            digest: digest_of("ListInferenceRecommendationsJobs", &bare),
             next_token: req.next_token.clone(),
             max_results: req.max_results,
         }
@@ -127,8 +132,10 @@ pub fn recommendation_query(
     let listing = Listing::of_recommendations(req);
     let (after, snapshot) = listing.resume(max_id)?;
     let status_equals = req.status_equals.and_then(crate::store::stored_status);
-    // No job is ever DELETING or DELETED here: such a filter matches nothing.
-    let nothing = req.status_equals.is_some() && status_equals.is_none();
+    // No job is ever DELETING or DELETED here, nor made from a model package: such a
+    // filter matches nothing.
+    let nothing = (req.status_equals.is_some() && status_equals.is_none())
+        || req.model_package_version_arn_equals.is_some();
     Ok(ListQuery {
         kind: JobKind::Recommendation,
         model_name_equals: req.model_name_equals.clone(),

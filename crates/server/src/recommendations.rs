@@ -11,7 +11,7 @@ use temper_api::recommendation::{
     DescribeInferenceRecommendationsJobRequest, DescribeInferenceRecommendationsJobResponse,
     InferenceRecommendationsJob, ListInferenceRecommendationsJobStepsRequest,
     ListInferenceRecommendationsJobStepsResponse, ListInferenceRecommendationsJobsRequest,
-    ListInferenceRecommendationsJobsResponse, RecommendationJobType,
+    ListInferenceRecommendationsJobsResponse, RecommendationJobType, TrafficPattern, TrafficType,
 };
 use temper_api::{ApiError, EpochSeconds, Operation, OptimizationJobStatus, ValidateOptions};
 use temper_catalog::Instance;
@@ -24,6 +24,14 @@ use temper_options::{JobOptions, ModelShape, Target};
 
 /// Steps per page when MaxResults is not given.
 const DEFAULT_STEPS_PER_PAGE: usize = 50;
+/// Load tests one job may run: each starts a model server and plays the whole pattern.
+pub const MAX_TESTS: usize = 100;
+/// Users a traffic pattern may reach: each is a connection and a request in flight.
+pub const MAX_USERS: u64 = 1000;
+/// What Describe lists (the service model's limit); every test stays in the steps.
+const MAX_RECOMMENDATIONS: usize = 10;
+/// Seconds a test plays when the job gives no traffic pattern.
+const DEFAULT_TRAFFIC_SECONDS: u64 = 120;
 
 fn not_found(name: &str) -> ApiError {
     ApiError::ResourceNotFound(format!(
@@ -140,18 +148,104 @@ fn check_context(member: &str, max_input: Option<usize>, model: &Location) -> Re
     Ok(())
 }
 
+/// The most users `traffic` asks for, and how long it plays, computed wide so that no
+/// request can overflow them.
+fn traffic_extent(traffic: Option<&TrafficPattern>) -> (u64, u64) {
+    let n = |v: Option<i32>| v.unwrap_or(0).max(0) as u64;
+    match traffic {
+        Some(t) if t.traffic_type == Some(TrafficType::Stairs) => {
+            let s = t.stairs.clone().unwrap_or_default();
+            (
+                n(s.users_per_step) * n(s.number_of_steps),
+                n(s.duration_in_seconds) * n(s.number_of_steps),
+            )
+        }
+        Some(t) if t.phases.as_ref().is_some_and(|p| !p.is_empty()) => {
+            let phases = t.phases.iter().flatten();
+            let users = phases
+                .clone()
+                .map(|p| {
+                    n(p.initial_number_of_users) + n(p.spawn_rate) * n(p.duration_in_seconds) / 60
+                })
+                .max()
+                .unwrap_or(0);
+            (users, phases.map(|p| n(p.duration_in_seconds)).sum())
+        }
+        _ => (1 + DEFAULT_TRAFFIC_SECONDS / 60, DEFAULT_TRAFFIC_SECONDS),
+    }
+}
+
+/// Limits that keep an Advanced job to what one host can run in its time: the number of
+/// tests, tests at once, users, and the rounds of tests against `JobDurationInSeconds`.
+fn check_load(
+    req: &CreateInferenceRecommendationsJobRequest,
+    tests: usize,
+    parallel: usize,
+) -> Result<(), ApiError> {
+    let input = &req.input_config;
+    if tests > MAX_TESTS {
+        return Err(ApiError::ValidationException(format!(
+            "The endpoint configurations and their sweeps make {tests} load tests; temper runs \
+             at most {MAX_TESTS} per job. Set InputConfig.ResourceLimit.MaxNumberOfTests or \
+             sweep fewer values"
+        )));
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if parallel > cores {
+        return Err(invalid(
+            "inputConfig.resourceLimit.maxParallelOfTests",
+            &parallel.to_string(),
+            format!(
+                "is more tests at once than this host has cores ({cores}); each test runs a \
+                 model server here, and more at once would measure their contention"
+            ),
+        ));
+    }
+    let (users, seconds) = traffic_extent(input.traffic_pattern.as_ref());
+    if users > MAX_USERS {
+        return Err(invalid(
+            "inputConfig.trafficPattern",
+            &users.to_string(),
+            format!(
+                "users is more than the {MAX_USERS} one host's load generator keeps in flight; \
+                 lower the initial users, spawn rate or steps"
+            ),
+        ));
+    }
+    if let Some(limit) = input.job_duration_in_seconds {
+        let rounds = tests.div_ceil(parallel.max(1)) as u64;
+        if rounds * seconds > limit.max(0) as u64 {
+            return Err(invalid(
+                "inputConfig.jobDurationInSeconds",
+                &limit.to_string(),
+                format!(
+                    "is shorter than the load tests alone: {tests} tests, {parallel} at a \
+                     time, of {seconds} s of traffic each take {} s. Raise it, shorten the \
+                     traffic, or raise MaxParallelOfTests",
+                    rounds * seconds
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Service {
     /// The model a recommendations job names: the output of a completed optimization job,
     /// or a model registered with `--model NAME=URI`.
     fn resolve_model(&self, name: &str) -> Result<Location, ApiError> {
         if let Some(job) = self.store.get(JobKind::Optimization, name)? {
             if job.status != OptimizationJobStatus::Completed {
+                let what = if job.status.is_terminal() {
+                    "it wrote no model; optimize the model again or name another one"
+                } else {
+                    "create the recommendations job once it has completed"
+                };
                 return Err(invalid(
                     "inputConfig.modelName",
                     name,
                     format!(
-                        "names an optimization job that is {}, not COMPLETED; create the \
-                         recommendations job once it has completed",
+                        "names an optimization job that is {}, not COMPLETED: {what}",
                         crate::store::status_name(job.status)
                     ),
                 ));
@@ -195,6 +289,14 @@ impl Service {
         match req.job_type {
             RecommendationJobType::Default => {
                 if let Some(types) = &container.supported_instance_types {
+                    if types.is_empty() {
+                        return Err(invalid(
+                            "inputConfig.containerConfig.supportedInstanceTypes",
+                            "[]",
+                            "lists no instance type; list the candidates, or leave it out to \
+                             consider every GPU instance of the catalog",
+                        ));
+                    }
                     for (i, t) in types.iter().enumerate() {
                         let member = format!(
                             "inputConfig.containerConfig.supportedInstanceTypes.{}.member",
@@ -251,18 +353,24 @@ impl Service {
             .unwrap_or(usize::MAX);
         let skipped = configurations.len().saturating_sub(max_tests);
         configurations.truncate(max_tests);
+        let max_parallel = limit.max_parallel_of_tests.unwrap_or(1).max(1) as usize;
+        if req.job_type == RecommendationJobType::Advanced {
+            check_load(req, configurations.len(), max_parallel)?;
+        }
         let payload = container.payload_config.clone().unwrap_or_default();
         let sample_payload = payload
             .sample_payload_url
             .as_deref()
             .map(|u| {
-                Location::parse(u).map_err(|e| {
-                    invalid(
-                        "inputConfig.containerConfig.payloadConfig.samplePayloadUrl",
+                let member = "inputConfig.containerConfig.payloadConfig.samplePayloadUrl";
+                if u.ends_with('/') {
+                    return Err(invalid(
+                        member,
                         u,
-                        e,
-                    )
-                })
+                        "names a folder; name the .tar or .tar.gz archive of request files",
+                    ));
+                }
+                Location::parse(u).map_err(|e| invalid(member, u, e))
             })
             .transpose()?;
         let content_type = payload
@@ -282,7 +390,7 @@ impl Service {
             candidates,
             configurations,
             skipped_configurations: skipped,
-            max_parallel_tests: limit.max_parallel_of_tests.unwrap_or(1).max(1) as u32,
+            max_parallel_tests: max_parallel as u32,
             traffic: input.traffic_pattern.clone(),
             stopping: req.stopping_conditions.clone(),
             sample_payload,
@@ -332,7 +440,14 @@ impl Service {
 
     fn report(&self, job: &JobRecord) -> RecommendationReport {
         match &job.outcome {
-            Some(outcome) => serde_json::from_value(outcome.clone()).unwrap_or_default(),
+            Some(outcome) => serde_json::from_value(outcome.clone()).unwrap_or_else(|e| {
+                eprintln!(
+                    "temper-server: the stored report of job {} cannot be read ({e}); \
+                     showing no recommendations or steps",
+                    job.name
+                );
+                RecommendationReport::default()
+            }),
             // Still running: the steps the worker has finished so far.
             None => RecommendationReport {
                 steps: rec::read_steps(&self.config.job_dir(job.id)),
@@ -348,7 +463,9 @@ impl Service {
         let JobRequest::Recommendation(r) = &job.request else {
             return Err(not_found(&req.job_name));
         };
-        let recommendations = self.report(&job).recommendations;
+        let mut recommendations = self.report(&job).recommendations;
+        // Best first: the service model lists at most ten; every one is in the steps.
+        recommendations.truncate(MAX_RECOMMENDATIONS);
         to_json(&DescribeInferenceRecommendationsJobResponse {
             job_name: job.name.clone(),
             job_description: r.job_description.clone(),
@@ -433,16 +550,24 @@ impl Service {
             .filter(|s| req.status.is_none_or(|want| s.status == want))
             .filter(|s| req.step_type.as_ref().is_none_or(|t| &s.step_type == t))
             .collect();
+        // A token belongs to its job and filters: the step index it carries means nothing
+        // to another listing.
+        let listing = format!(
+            "{}/{}/{}",
+            req.job_name,
+            req.status.map(|s| format!("{s:?}")).unwrap_or_default(),
+            req.step_type.as_deref().unwrap_or("")
+        );
         let start = match req.next_token.as_deref().filter(|t| !t.is_empty()) {
             None => 0,
-            Some(token) => decode_step_token(token, &req.job_name)?,
+            Some(token) => decode_step_token(token, &listing)?.min(steps.len()),
         };
         let size = req
             .max_results
             .and_then(|n| usize::try_from(n).ok())
             .unwrap_or(DEFAULT_STEPS_PER_PAGE);
-        let end = (start + size).min(steps.len());
-        let next_token = (end < steps.len()).then(|| step_token(&req.job_name, end));
+        let end = start.saturating_add(size).min(steps.len());
+        let next_token = (end < steps.len()).then(|| step_token(&listing, end));
         to_json(&ListInferenceRecommendationsJobStepsResponse {
             steps: Some(steps.get(start..end).unwrap_or_default().to_vec()),
             next_token,
@@ -450,16 +575,18 @@ impl Service {
     }
 }
 
-/// A steps page token: the job and the index of the next step (steps are only appended).
-fn step_token(job: &str, next: usize) -> String {
-    hex::encode(format!("{next}:{job}"))
+/// A steps page token: the listing (job and filters) and the index of the next step
+/// (steps are only appended).
+fn step_token(listing: &str, next: usize) -> String {
+    hex::encode(format!("{next}:{listing}"))
 }
 
-fn decode_step_token(token: &str, job: &str) -> Result<usize, ApiError> {
+fn decode_step_token(token: &str, listing: &str) -> Result<usize, ApiError> {
     let invalid = || {
         ApiError::ValidationException(format!(
-            "The NextToken '{}' is not one this server issued for job {job}; pass the \
-             NextToken of the previous ListInferenceRecommendationsJobSteps response unchanged",
+            "The NextToken '{}' is not one this server issued for this job and these filters; \
+             pass the NextToken of the previous ListInferenceRecommendationsJobSteps response \
+             unchanged, with the same JobName, Status and StepType",
             token.chars().take(64).collect::<String>()
         ))
     };
@@ -468,7 +595,7 @@ fn decode_step_token(token: &str, job: &str) -> Result<usize, ApiError> {
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or_else(invalid)?;
     match text.split_once(':') {
-        Some((n, name)) if name == job => n.parse().map_err(|_| invalid()),
+        Some((n, rest)) if rest == listing => n.parse().map_err(|_| invalid()),
         _ => Err(invalid()),
     }
 }
@@ -507,11 +634,28 @@ mod tests {
     }
 
     #[test]
-    fn step_tokens_belong_to_their_job() {
-        let t = step_token("rec-1", 7);
-        assert_eq!(decode_step_token(&t, "rec-1").unwrap(), 7);
-        assert!(decode_step_token(&t, "rec-2").is_err());
-        assert!(decode_step_token("zz", "rec-1").is_err());
+    fn step_tokens_belong_to_their_listing() {
+        let t = step_token("rec-1//", 7);
+        assert_eq!(decode_step_token(&t, "rec-1//").unwrap(), 7);
+        assert!(decode_step_token(&t, "rec-2//").is_err());
+        assert!(decode_step_token(&t, "rec-1/Completed/").is_err());
+        assert!(decode_step_token("zz", "rec-1//").is_err());
+    }
+
+    #[test]
+    fn traffic_extents_are_computed_wide() {
+        let phases = TrafficPattern {
+            traffic_type: Some(TrafficType::Phases),
+            phases: Some(vec![temper_api::recommendation::Phase {
+                initial_number_of_users: Some(3),
+                spawn_rate: Some(i32::MAX),
+                duration_in_seconds: Some(i32::MAX),
+            }]),
+            stairs: None,
+        };
+        let (users, seconds) = traffic_extent(Some(&phases));
+        assert!(users > MAX_USERS && seconds == i32::MAX as u64);
+        assert_eq!(traffic_extent(None), (3, 120));
     }
 
     #[test]

@@ -104,14 +104,16 @@ impl Service {
         }
     }
 
-    /// Stores a new job within the server's limits and wakes the supervisor.
+    /// Stores a new job within the server's limits and wakes the supervisor. Finished
+    /// recommendations jobs are not held to `--max-jobs`: SageMaker has no operation that
+    /// deletes them, so a full store could never be emptied through the API.
     pub(crate) fn insert_job(&self, record: &JobRecord) -> Result<(), ApiError> {
         let _one_at_a_time = self.creating.lock().unwrap_or_else(|p| p.into_inner());
         let (stored, unfinished) = self.store.counts()?;
-        if stored >= self.config.max_jobs {
+        if record.kind() == JobKind::Optimization && stored >= self.config.max_jobs {
             return Err(ApiError::ResourceLimitExceeded(format!(
-                "This server keeps at most {} jobs and has {stored}; delete finished \
-                 optimization jobs (DeleteOptimizationJob) or raise --max-jobs",
+                "This server keeps at most {} optimization jobs and has {stored}; delete \
+                 finished jobs (DeleteOptimizationJob) or raise --max-jobs",
                 self.config.max_jobs
             )));
         }

@@ -152,8 +152,12 @@ fn add_job_kinds(conn: &Connection) -> Result<()> {
             "INSERT INTO jobs ({columns}) SELECT {columns} FROM jobs_before_kinds; \
              DROP TABLE jobs_before_kinds;"
         ))?;
+        // The counter row moved with the renamed table, and the copy makes one only if
+        // some job was left: set it outright, so an emptied store never reuses an id.
+        tx.execute("DELETE FROM sqlite_sequence WHERE name = 'jobs'", [])?;
         tx.execute(
-            "UPDATE sqlite_sequence SET seq = max(seq, ?1) WHERE name = 'jobs'",
+            "INSERT INTO sqlite_sequence (name, seq) \
+             VALUES ('jobs', max(?1, (SELECT coalesce(max(id), 0) FROM jobs)))",
             [counter],
         )?;
         tx.commit()
@@ -525,7 +529,8 @@ impl JobStore for SqliteStore {
     fn counts(&self) -> Result<(usize, usize)> {
         self.lock()
             .prepare_cached(
-                "SELECT count(*), count(*) FILTER (WHERE status IN ('STARTING', 'INPROGRESS', 'STOPPING')) FROM jobs",
+                "SELECT count(*) FILTER (WHERE kind = 'optimization'), \
+                 count(*) FILTER (WHERE status IN ('STARTING', 'INPROGRESS', 'STOPPING')) FROM jobs",
             )
             .map_err(backend)?
             .query_row([], |r| {
@@ -570,6 +575,29 @@ mod tests {
         worker_pid INTEGER,
         stop_requested INTEGER NOT NULL DEFAULT 0
     );";
+
+    /// Every job of an older database deleted: the id counter still carries over.
+    #[test]
+    fn an_emptied_older_database_keeps_its_id_counter() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.sqlite3");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(FIRST_SCHEMA).unwrap();
+            for name in ["a", "b", "c"] {
+                conn.execute(
+                    "INSERT INTO jobs (name, arn, status, creation_time, last_modified_time, \
+                     request, optimization_types, deployment_instance_type) \
+                     VALUES (?1, 'arn', 'COMPLETED', 1.0, 2.0, '{}', ',', 'ml.g6.xlarge')",
+                    [name],
+                )
+                .unwrap();
+            }
+            conn.execute("DELETE FROM jobs", []).unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.max_id().unwrap(), 3);
+    }
 
     /// A database from before job specs and job kinds: opening it adds the spec (rebuilt
     /// from each job's request) and the kinds (every old job an optimization job), keeps

@@ -315,7 +315,8 @@ pub trait JobStore: Send + Sync {
     /// stored job that cannot be read back is marked FAILED saying so, and left out,
     /// so one bad row never stops the others being supervised.
     fn unfinished(&self) -> Result<Vec<JobRecord>>;
-    /// How many jobs are stored, and how many of them are unfinished.
+    /// How many optimization jobs are stored (the ones DeleteOptimizationJob can remove,
+    /// held to `--max-jobs`), and how many jobs of any kind are unfinished.
     fn counts(&self) -> Result<(usize, usize)>;
     /// The highest id given so far (0 when empty): the snapshot of a first page.
     fn max_id(&self) -> Result<i64>;

@@ -348,6 +348,12 @@ impl Supervisor {
         };
         if let Some(exit) = exit {
             let worker = self.workers.remove(&job.id).expect("present");
+            if matches!(exit, Exit::Status(_)) {
+                // Our child, just reaped: anything it started (a recommendations job's model
+                // servers) is left in its process group when it dies alone (OOM killer,
+                // kill -9). End them. The group id cannot have been reused while they lived.
+                let _ = killpg(Pid::from_raw(worker.pid as i32), Signal::SIGKILL);
+            }
             self.settle(job, &worker, exit);
             return;
         }

@@ -341,6 +341,7 @@ fn scratch_dirs(job_dir: &Path) -> Vec<PathBuf> {
         job_dir.join("input"),
         job_dir.join("output"),
         job_dir.join(crate::recommend::VARIANTS_DIR),
+        job_dir.join(crate::recommend::PAYLOADS_DIR),
     ];
     if let Ok(entries) = std::fs::read_dir(job_dir) {
         for entry in entries.flatten() {

@@ -124,7 +124,7 @@ impl Pattern {
                     if t < start + len {
                         let spawned = (f64::from(p.spawn_rate_per_minute) * (t - start) / 60.0)
                             .floor() as u32;
-                        return p.initial_users + spawned;
+                        return p.initial_users.saturating_add(spawned);
                     }
                     start += len;
                 }
@@ -132,7 +132,8 @@ impl Pattern {
             }
             Pattern::Stairs(s) => {
                 let step = (t / s.step_duration.as_secs_f64()).floor() as u32;
-                s.users_per_step * (step.min(s.steps - 1) + 1)
+                s.users_per_step
+                    .saturating_mul(step.min(s.steps.saturating_sub(1)) + 1)
             }
             Pattern::Constant { users, .. } => *users,
         }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -78,9 +79,26 @@ impl Server {
             .stdout(out)
             .stderr(err);
         // The serving options the configuration sweeps reach the server as a SageMaker
-        // endpoint's environment would.
+        // endpoint's environment would; none of the worker's own leaks into a test that
+        // does not sweep it.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("OPTION_") || k == "SM_MODEL_DIR" {
+                cmd.env_remove(k);
+            }
+        }
         for (k, v) in environment {
-            cmd.env(k, v);
+            cmd.env(k, v.trim());
+        }
+        // SAFETY: between fork and exec only async-signal-safe prctl is called. The server
+        // dies with the thread that started it, so a worker that dies does not leave it
+        // running (this thread holds it for its whole test).
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
         }
         let child = cmd.spawn().map_err(|e| {
             format!(

@@ -44,6 +44,8 @@ use temper_serve::load::{self, Pattern, Payload, StopConditions};
 
 /// Where an `Advanced` job's prepared models are written, in its job directory.
 pub const VARIANTS_DIR: &str = "variants";
+/// Where an S3 sample payload archive is fetched, in the job directory.
+pub const PAYLOADS_DIR: &str = "payloads";
 
 /// The request sent when the job gives no sample payload.
 const STOCK_PROMPT: &str = "Write a short story about a lighthouse keeper.";
@@ -134,7 +136,7 @@ pub fn run(
         None => Vec::new(),
         Some(Location::Local(path)) => payloads::read_archive(path).map_err(failed)?,
         Some(Location::S3 { bucket, key }) => {
-            let dest = fresh_dir(&args.job_dir.join("input").join("payloads"))?;
+            let dest = fresh_dir(&args.job_dir.join(PAYLOADS_DIR))?;
             let store = crate::objects::bucket_store(bucket, &s3)?;
             let mut step = |_, _| {};
             cancellable(
@@ -688,7 +690,9 @@ fn advanced_job(
             unqualified.join("; ")
         ),
         Some(&(i, rate, p50)) => format!(
-            "Recommended {}: {rate:.0} invocations per minute at P50 {p50:.0} ms, measured on              this host with temper-serve, the most of the {total} configurations tested{within}.              Others: {}{}{skipped}",
+            "Recommended {}: {rate:.0} invocations per minute at P50 {p50:.0} ms, measured on \
+             this host with temper-serve, the most of the {total} configurations tested{within}. \
+             Others: {}{}{skipped}",
             describe(&spec.configurations[i]),
             if others.is_empty() {
                 "none".to_string()
@@ -765,7 +769,8 @@ fn step_of(
                 model_setup_time: Some(run.setup_seconds.ceil() as i32),
             };
             eprintln!(
-                "test {}: {}: {} requests ({} errors) in {:.1} s, best {:.1}/min at P50 {:.0} ms{};                  stopped: {:?}",
+                "test {}: {}: {} requests ({} errors) in {:.1} s, best {:.1}/min at P50 {:.0} ms{}; \
+                 stopped: {:?}",
                 i + 1,
                 describe(config),
                 run.report.requests,
