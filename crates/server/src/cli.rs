@@ -88,6 +88,10 @@ pub struct ServeArgs {
     /// January 2025) list.
     #[arg(long, value_name = "FILE")]
     price_list: Option<PathBuf>,
+    /// Keep jobs in this PostgreSQL database (postgres://user:password@host:port/database)
+    /// instead of SQLite in --data-dir; the schema is created or migrated at start.
+    #[arg(long, value_name = "URL", env = "TEMPER_STORE")]
+    store: Option<String>,
 }
 
 #[derive(Args)]
@@ -163,6 +167,7 @@ fn config(args: &ServeArgs) -> Result<Config> {
         None => Default::default(),
     };
     Ok(Config {
+        store: args.store.clone(),
         models,
         prices,
         listen: args.listen,

@@ -55,6 +55,8 @@ pub struct Config {
     pub models: BTreeMap<String, temper_core::spec::Location>,
     /// USD per hour by instance type (`--price-list FILE`), before the catalog's prices.
     pub prices: BTreeMap<String, f64>,
+    /// A PostgreSQL URL to keep jobs in (`--store`); `None`: SQLite in the data directory.
+    pub store: Option<String>,
 }
 
 impl Config {
@@ -71,6 +73,15 @@ impl Config {
 
     /// Checks the settings that are only wrong together.
     pub fn check(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.store {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "--store {}: give a PostgreSQL URL (postgres://user:password@host:port/\
+                     database), or leave --store out to keep jobs in SQLite in --data-dir",
+                    crate::postgres::redact(url)
+                )));
+            }
+        }
         if self.credentials.is_none() && !self.listen.ip().is_loopback() {
             return Err(ConfigError::Invalid(format!(
                 "--no-auth is for local use only, but --listen {} is not a loopback address; \

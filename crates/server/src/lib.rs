@@ -8,16 +8,20 @@
 //! - [`http`]: the wire protocol, signature checks, body limit;
 //! - [`service`]: the optimization-job operations; [`recommendations`]: the
 //!   inference-recommendations operations (one store and supervisor for both kinds);
-//! - [`store`] / [`sqlite`]: where jobs are kept;
+//! - [`store`] / [`sqlite`] / [`postgres`]: where jobs are kept (SQLite in the data
+//!   directory by default, or a PostgreSQL database, `--store postgres://...`), both through
+//!   [`columns`];
 //! - [`supervisor`]: worker processes, StoppingCondition, reconciliation after restart.
 //!
 //! The worker is its own crate (temper-worker), which this one does not link: the server
 //! never loads the model runtime. They share a job's directory (temper-jobdir).
 
 pub mod client;
+pub mod columns;
 pub mod config;
 pub mod http;
 pub mod list;
+pub mod postgres;
 pub mod recommendations;
 pub mod service;
 pub mod sigv4;
@@ -65,14 +69,23 @@ pub fn open(mut config: Config) -> Result<Arc<service::Service>, ServeError> {
         return Err(ServeError::Busy(config.data_dir.clone()));
     }
     let config = Arc::new(config);
-    let store: Arc<dyn store::JobStore> =
-        Arc::new(sqlite::SqliteStore::open(&config.database_path())?);
+    let (store, runner_lock): (Arc<dyn store::JobStore>, _) = match &config.store {
+        None => (
+            Arc::new(sqlite::SqliteStore::open(&config.database_path())?),
+            None,
+        ),
+        Some(url) => (
+            Arc::new(postgres::PostgresStore::open(url)?),
+            Some(postgres::lock_runner(url)?),
+        ),
+    };
     let wake = supervisor::start(store.clone(), config.clone())?;
     Ok(Arc::new(service::Service {
         store,
         config,
         wake,
         _data_lock: lock,
+        _runner_lock: runner_lock.map(std::sync::Mutex::new),
         creating: std::sync::Mutex::new(()),
     }))
 }

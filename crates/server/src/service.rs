@@ -24,6 +24,9 @@ pub struct Service {
     pub wake: Wake,
     /// Held for the service's life: the data directory's lock (see [`crate::open`]).
     pub(crate) _data_lock: std::fs::File,
+    /// Held for the service's life on a PostgreSQL store: the connection that holds the
+    /// database's runner lock ([`crate::postgres::lock_runner`]).
+    pub(crate) _runner_lock: Option<std::sync::Mutex<crate::postgres::Connection>>,
     /// Creates hold it from counting jobs to inserting one, so concurrent creates cannot
     /// pass a limit together (this process is the store's only writer of new jobs).
     pub(crate) creating: std::sync::Mutex<()>,

@@ -5,15 +5,13 @@
 //! skips the store (BENCHMARKS.md), so there is nothing for a pool to win yet. WAL
 //! journaling keeps a crash from losing a committed job.
 
+use crate::columns::{self, JobRow, Param, SummaryRow, COLUMNS};
 use crate::store::{
-    parse_status, status_name, Deleted, JobKind, JobRecord, JobRequest, JobStore, JobSummary,
-    ListQuery, Result, SortKey, StoreError,
+    parse_status, Deleted, JobKind, JobRecord, JobStore, JobSummary, ListQuery, Result, StoreError,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::path::Path;
 use std::sync::Mutex;
-use temper_api::{ListOptimizationJobsSortBy, SortOrder};
-use temper_jobdir::recommendation::Work;
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -51,14 +49,6 @@ const INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS jobs_creation ON jobs (creation_time, id);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, id);
 ";
-
-/// The columns of a listing: a page of summaries never parses stored requests.
-const SUMMARY_COLUMNS: &str = "id, name, arn, status, creation_time, last_modified_time, \
-     start_time, end_time, deployment_instance_type, max_instance_count, optimization_types";
-
-const COLUMNS: &str = "id, name, arn, status, creation_time, last_modified_time, start_time, \
-     end_time, failure_reason, recommended_image, request, worker_pid, stop_requested, spec, \
-     kind, outcome";
 
 fn backend(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(e.to_string())
@@ -166,121 +156,42 @@ fn add_job_kinds(conn: &Connection) -> Result<()> {
 }
 
 fn read_row(row: &Row) -> rusqlite::Result<std::result::Result<JobRecord, StoreError>> {
-    let name: String = row.get(1)?;
-    let status: String = row.get(3)?;
-    let request: String = row.get(10)?;
-    let kind: String = row.get(14)?;
-    let corrupt = |why: String| StoreError::Corrupt {
-        name: name.clone(),
-        why,
-    };
-    let Some(status) = parse_status(&status) else {
-        return Ok(Err(corrupt(format!("unknown status {status}"))));
-    };
-    let Some(kind) = JobKind::parse(&kind) else {
-        return Ok(Err(corrupt(format!("unknown job kind {kind}"))));
-    };
-    let request = match JobRequest::from_json(kind, &request) {
-        Ok(r) => r,
-        Err(e) => return Ok(Err(corrupt(format!("request JSON: {e}")))),
-    };
-    let spec: String = row.get(13)?;
-    let spec = match kind {
-        JobKind::Optimization => serde_json::from_str(&spec).map(Work::Optimize),
-        JobKind::Recommendation => serde_json::from_str(&spec).map(Work::Recommend),
-    };
-    let spec = match spec {
-        Ok(s) => s,
-        Err(e) => return Ok(Err(corrupt(format!("job spec JSON: {e}")))),
-    };
-    let outcome: Option<String> = row.get(15)?;
-    let outcome = match outcome.map(|o| serde_json::from_str(&o)).transpose() {
-        Ok(o) => o,
-        Err(e) => return Ok(Err(corrupt(format!("outcome JSON: {e}")))),
-    };
-    Ok(Ok(JobRecord {
+    Ok(JobRow {
         id: row.get(0)?,
-        name: name.clone(),
+        name: row.get(1)?,
         arn: row.get(2)?,
-        status,
+        status: row.get(3)?,
         creation_time: row.get(4)?,
         last_modified_time: row.get(5)?,
         start_time: row.get(6)?,
         end_time: row.get(7)?,
         failure_reason: row.get(8)?,
         recommended_image: row.get(9)?,
-        request,
-        spec,
+        request: row.get(10)?,
         worker_pid: row.get(11)?,
         stop_requested: row.get::<_, i64>(12)? != 0,
-        outcome,
-    }))
+        spec: row.get(13)?,
+        kind: row.get(14)?,
+        outcome: row.get(15)?,
+    }
+    .into_record())
 }
 
 fn read_summary(row: &Row) -> rusqlite::Result<std::result::Result<JobSummary, StoreError>> {
-    let name: String = row.get(1)?;
-    let status: String = row.get(3)?;
-    let Some(status) = parse_status(&status) else {
-        return Ok(Err(StoreError::Corrupt {
-            name,
-            why: format!("unknown status {status}"),
-        }));
-    };
-    let types: String = row.get(10)?;
-    Ok(Ok(JobSummary {
+    Ok(SummaryRow {
         id: row.get(0)?,
-        name,
+        name: row.get(1)?,
         arn: row.get(2)?,
-        status,
+        status: row.get(3)?,
         creation_time: row.get(4)?,
         last_modified_time: row.get(5)?,
         start_time: row.get(6)?,
         end_time: row.get(7)?,
         deployment_instance_type: row.get(8)?,
         max_instance_count: row.get(9)?,
-        optimization_types: types
-            .split(',')
-            .filter(|t| !t.is_empty())
-            .map(str::to_string)
-            .collect(),
-    }))
-}
-
-fn types_column(record: &JobRecord) -> String {
-    // Delimited on both sides so a filter can match whole names or parts of them.
-    format!(",{},", record.optimization_types().join(","))
-}
-
-fn request_json(record: &JobRecord) -> Result<String> {
-    record
-        .request
-        .to_json()
-        .map_err(|e| StoreError::Backend(format!("serializing the request: {e}")))
-}
-
-fn spec_json(record: &JobRecord) -> Result<String> {
-    match &record.spec {
-        Work::Optimize(spec) => serde_json::to_string(spec),
-        Work::Recommend(spec) => serde_json::to_string(spec),
+        optimization_types: row.get(10)?,
     }
-    .map_err(|e| StoreError::Backend(format!("serializing the job spec: {e}")))
-}
-
-fn outcome_json(record: &JobRecord) -> Option<String> {
-    record.outcome.as_ref().map(|o| o.to_string())
-}
-
-/// The summary columns a kind has: an optimization job's instance type and instance count,
-/// a recommendations job's model.
-fn kind_columns(record: &JobRecord) -> (String, Option<i32>, Option<String>) {
-    match &record.request {
-        JobRequest::Optimization(r) => (
-            r.deployment_instance_type.clone(),
-            r.max_instance_count,
-            None,
-        ),
-        JobRequest::Recommendation(r) => (String::new(), None, r.input_config.model_name.clone()),
-    }
+    .into_summary())
 }
 
 fn get_locked(conn: &Connection, kind: JobKind, name: &str) -> Result<Option<JobRecord>> {
@@ -296,7 +207,7 @@ fn get_locked(conn: &Connection, kind: JobKind, name: &str) -> Result<Option<Job
 
 impl JobStore for SqliteStore {
     fn insert(&self, record: &JobRecord) -> Result<JobRecord> {
-        let (instance_type, instance_count, model_name) = kind_columns(record);
+        let w = columns::written(record)?;
         let conn = self.lock();
         let result = conn.execute(
             "INSERT INTO jobs (name, arn, status, creation_time, last_modified_time, start_time, \
@@ -308,23 +219,23 @@ impl JobStore for SqliteStore {
             params![
                 record.name,
                 record.arn,
-                status_name(record.status),
+                w.status,
                 record.creation_time,
                 record.last_modified_time,
                 record.start_time,
                 record.end_time,
                 record.failure_reason,
                 record.recommended_image,
-                request_json(record)?,
-                types_column(record),
+                w.request,
+                w.optimization_types,
                 record.worker_pid,
                 record.stop_requested as i64,
-                instance_type,
-                instance_count,
-                spec_json(record)?,
-                record.kind().column(),
-                model_name,
-                outcome_json(record),
+                w.deployment_instance_type,
+                w.max_instance_count,
+                w.spec,
+                w.kind,
+                w.model_name,
+                w.outcome,
             ],
         );
         match result {
@@ -365,7 +276,7 @@ impl JobStore for SqliteStore {
         .map_err(backend)?
         .execute(params![
             record.id,
-            status_name(record.status),
+            crate::store::status_name(record.status),
             record.last_modified_time,
             record.start_time,
             record.end_time,
@@ -373,7 +284,7 @@ impl JobStore for SqliteStore {
             record.recommended_image,
             record.worker_pid,
             record.stop_requested as i64,
-            outcome_json(&record),
+            columns::outcome(&record),
         ])
         .map_err(backend)?;
         Ok(Some(record))
@@ -406,76 +317,21 @@ impl JobStore for SqliteStore {
     }
 
     fn list(&self, q: &ListQuery) -> Result<Vec<JobSummary>> {
-        let mut clauses: Vec<String> = Vec::new();
-        let mut args: Vec<rusqlite::types::Value> = Vec::new();
-        let mut arg = |clause: &str, value: rusqlite::types::Value| {
-            args.push(value);
-            clauses.push(clause.replace('?', &format!("?{}", args.len())));
-        };
-        use rusqlite::types::Value as V;
-        arg("kind = ?", V::Text(q.kind.column().into()));
-        if let Some(m) = &q.model_name_equals {
-            arg("model_name = ?", V::Text(m.clone()));
-        }
-        if let Some(t) = q.creation_time_after {
-            arg("creation_time > ?", V::Real(t));
-        }
-        if let Some(t) = q.creation_time_before {
-            arg("creation_time < ?", V::Real(t));
-        }
-        if let Some(t) = q.last_modified_time_after {
-            arg("last_modified_time > ?", V::Real(t));
-        }
-        if let Some(t) = q.last_modified_time_before {
-            arg("last_modified_time < ?", V::Real(t));
-        }
-        if let Some(s) = &q.name_contains {
-            arg("instr(lower(name), lower(?)) > 0", V::Text(s.clone()));
-        }
-        if let Some(s) = &q.optimization_contains {
-            arg(
-                "instr(lower(optimization_types), lower(?)) > 0",
-                V::Text(s.clone()),
-            );
-        }
-        if let Some(s) = q.status_equals {
-            arg("status = ?", V::Text(status_name(s).into()));
-        }
-        if let Some(max) = q.snapshot {
-            arg("id <= ?", V::Integer(max));
-        }
-        let column = match q.sort_by {
-            ListOptimizationJobsSortBy::Name => "name",
-            ListOptimizationJobsSortBy::CreationTime => "creation_time",
-            ListOptimizationJobsSortBy::Status => "status",
-        };
-        let (cmp, dir) = match q.sort_order {
-            SortOrder::Ascending => (">", "ASC"),
-            SortOrder::Descending => ("<", "DESC"),
-        };
-        if let Some(after) = &q.after {
-            let key = match &after.key {
-                SortKey::Text(s) => V::Text(s.clone()),
-                SortKey::Time(t) => V::Real(*t),
-            };
-            args.push(key);
-            args.push(V::Integer(after.id));
-            let (k, i) = (args.len() - 1, args.len());
-            clauses.push(format!("({column}, id) {cmp} (?{k}, ?{i})"));
-        }
-        let filter = if clauses.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", clauses.join(" AND "))
-        };
-        let sql = format!(
-            "SELECT {SUMMARY_COLUMNS} FROM jobs {filter} ORDER BY {column} {dir}, id {dir} LIMIT {}",
-            q.limit
+        let (sql, params) = columns::list_sql(
+            q,
+            |n| format!("?{n}"),
+            |column, p| format!("instr(lower({column}), lower({p})) > 0"),
         );
+        use rusqlite::types::Value as V;
+        let params = params.into_iter().map(|p| match p {
+            Param::Text(s) => V::Text(s),
+            Param::Real(r) => V::Real(r),
+            Param::Integer(i) => V::Integer(i),
+        });
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
         let rows = stmt
-            .query_map(rusqlite::params_from_iter(args), read_summary)
+            .query_map(rusqlite::params_from_iter(params), read_summary)
             .map_err(backend)?;
         let mut out = Vec::new();
         for row in rows {
@@ -554,6 +410,8 @@ impl JobStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::JobRequest;
+    use temper_jobdir::recommendation::Work;
 
     /// The first schema: names unique across all jobs, no specs, no kinds.
     const FIRST_SCHEMA: &str = "

@@ -26,6 +26,7 @@ fn service(data: &Path, local_root: &Path) -> std::sync::Arc<Service> {
         s3: S3Settings::default(),
         models: Default::default(),
         prices: Default::default(),
+        store: None,
     })
     .unwrap()
 }

@@ -28,6 +28,7 @@ fn config(dir: &std::path::Path) -> Config {
         s3: S3Settings::default(),
         models: Default::default(),
         prices: Default::default(),
+        store: None,
     }
 }
 
