@@ -6,15 +6,19 @@
 //!
 //!     cargo build --release -p temper-server -p temper-benches
 //!     target/release/api_load [--jobs 1000] [--clients 50] [--requests-per-client 300]
+//!         [--store postgres://user@host:port/database]
 //!
-//! The jobs are written into the server's SQLite store before it starts (as finished
-//! jobs that ran earlier), so the load measures the API, not optimization jobs.
+//! The jobs are written into the server's store before it starts (as finished jobs that
+//! ran earlier), so the load measures the API, not optimization jobs: SQLite in the data
+//! directory, or with `--store` an empty PostgreSQL database (the server is started with
+//! the same `--store`).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use temper_api::{EpochSeconds, OptimizationJobStatus};
 use temper_server::client::{Client, Credentials};
+use temper_server::postgres::PostgresStore;
 use temper_server::sqlite::SqliteStore;
 use temper_server::store::{JobRecord, JobStore};
 
@@ -32,6 +36,7 @@ struct Args {
     clients: usize,
     per_client: usize,
     server: PathBuf,
+    store: Option<String>,
 }
 
 fn args() -> Args {
@@ -42,6 +47,7 @@ fn args() -> Args {
         server: std::env::current_exe()
             .expect("own path")
             .with_file_name("temper-server"),
+        store: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -52,13 +58,14 @@ fn args() -> Args {
             "--clients" => a.clients = n(),
             "--requests-per-client" => a.per_client = n(),
             "--server" => a.server = PathBuf::from(&value),
+            "--store" => a.store = Some(value),
             other => panic!("unknown flag {other}"),
         }
     }
     a
 }
 
-fn seed(store: &SqliteStore, jobs: usize) {
+fn seed(store: &dyn JobStore, jobs: usize) {
     let body = |name: &str| {
         serde_json::json!({
             "OptimizationJobName": name,
@@ -120,10 +127,13 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(data.join("jobs")).unwrap();
-    seed(
-        &SqliteStore::open(&data.join("jobs.sqlite3")).unwrap(),
-        a.jobs,
-    );
+    match &a.store {
+        None => seed(
+            &SqliteStore::open(&data.join("jobs.sqlite3")).unwrap(),
+            a.jobs,
+        ),
+        Some(url) => seed(&PostgresStore::open(url).unwrap(), a.jobs),
+    }
     let creds = dir.path().join("credentials");
     std::fs::write(
         &creds,
@@ -141,6 +151,7 @@ fn main() {
         .arg(&data)
         .arg("--credentials")
         .arg(&creds)
+        .args(a.store.iter().flat_map(|url| ["--store", url.as_str()]))
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("starting {}: {e}", a.server.display()));
