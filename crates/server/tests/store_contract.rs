@@ -327,9 +327,26 @@ fn postgres_passes_the_store_contract() {
     let url = fresh_database();
     let store = temper_server::postgres::PostgresStore::open(&url).unwrap();
     contract(Arc::new(store));
-    // Opening it again applies no migration twice; a newer schema is refused.
-    drop(temper_server::postgres::PostgresStore::open(&url).unwrap());
+    // Opening it again applies no migration twice.
+    let store = temper_server::postgres::PostgresStore::open(&url).unwrap();
+    assert!(store.get(JobKind::Optimization, "alpha").unwrap().is_some());
+    // A connection the database drops (a restart, an administrator) is opened again: the
+    // call that finds it dead may fail, saying so; the next one works.
     let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let ended = c
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(ended, 1, "the store's one connection");
+    if let Err(e) = store.get(JobKind::Optimization, "alpha") {
+        assert!(matches!(e, StoreError::Backend(_)), "{e}");
+    }
+    assert!(store.get(JobKind::Optimization, "alpha").unwrap().is_some());
+    drop(store);
+    // A newer schema is refused.
     c.batch_execute("INSERT INTO temper_schema (version) VALUES (99)")
         .unwrap();
     let err = temper_server::postgres::PostgresStore::open(&url)
