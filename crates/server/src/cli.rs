@@ -92,6 +92,10 @@ pub struct ServeArgs {
     /// instead of SQLite in --data-dir; the schema is created or migrated at start.
     #[arg(long, value_name = "URL", env = "TEMPER_STORE")]
     store: Option<String>,
+    /// With --store: answer the API only and run no jobs, beside the one server that runs
+    /// the database's jobs (any number of these; each answers any request).
+    #[arg(long)]
+    api_only: bool,
 }
 
 #[derive(Args)]
@@ -168,6 +172,7 @@ fn config(args: &ServeArgs) -> Result<Config> {
     };
     Ok(Config {
         store: args.store.clone(),
+        api_only: args.api_only,
         models,
         prices,
         listen: args.listen,

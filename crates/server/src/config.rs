@@ -57,6 +57,9 @@ pub struct Config {
     pub prices: BTreeMap<String, f64>,
     /// A PostgreSQL URL to keep jobs in (`--store`); `None`: SQLite in the data directory.
     pub store: Option<String>,
+    /// Answer the API only (`--api-only`): run no jobs, beside the one server that runs a
+    /// shared database's jobs.
+    pub api_only: bool,
 }
 
 impl Config {
@@ -73,6 +76,13 @@ impl Config {
 
     /// Checks the settings that are only wrong together.
     pub fn check(&self) -> Result<(), ConfigError> {
+        if self.api_only && self.store.is_none() {
+            return Err(ConfigError::Invalid(
+                "--api-only answers requests from a shared database and runs no jobs: give \
+                 --store postgres://... (with SQLite in --data-dir its jobs would never run)"
+                    .into(),
+            ));
+        }
         if let Some(url) = &self.store {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                 return Err(ConfigError::Invalid(format!(

@@ -240,6 +240,13 @@ async fn job_dir(
     name: String,
     kind: Option<JobKind>,
 ) -> Result<(crate::store::JobRecord, std::path::PathBuf), ApiError> {
+    if service.config.api_only {
+        return Err(ApiError::ValidationException(
+            "This server answers the API only (--api-only) and holds no job's files; ask the \
+             server that runs the jobs of this database for logs and progress"
+                .into(),
+        ));
+    }
     let svc = service.clone();
     let job = tokio::task::spawn_blocking(move || {
         let kinds = match kind {

@@ -76,10 +76,17 @@ pub fn open(mut config: Config) -> Result<Arc<service::Service>, ServeError> {
         ),
         Some(url) => (
             Arc::new(postgres::PostgresStore::open(url)?),
-            Some(postgres::lock_runner(url)?),
+            // An API-only server leaves the jobs to the database's runner.
+            (!config.api_only)
+                .then(|| postgres::lock_runner(url))
+                .transpose()?,
         ),
     };
-    let wake = supervisor::start(store.clone(), config.clone())?;
+    let wake = if config.api_only {
+        supervisor::Wake::none()
+    } else {
+        supervisor::start(store.clone(), config.clone())?
+    };
     Ok(Arc::new(service::Service {
         store,
         config,

@@ -34,6 +34,12 @@ use temper_jobdir::files::WorkerResult;
 pub struct Wake(mpsc::Sender<()>);
 
 impl Wake {
+    /// Wakes nothing: a server that runs no jobs (`--api-only`). The runner of the shared
+    /// database finds new and stopped jobs when it next looks (every poll interval).
+    pub fn none() -> Wake {
+        Wake(mpsc::channel().0)
+    }
+
     pub fn wake(&self) {
         // The supervisor only stops with the process; a failed send means it is gone.
         let _ = self.0.send(());

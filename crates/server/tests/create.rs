@@ -27,6 +27,7 @@ fn service(data: &Path, local_root: &Path) -> std::sync::Arc<Service> {
         models: Default::default(),
         prices: Default::default(),
         store: None,
+        api_only: false,
     })
     .unwrap()
 }

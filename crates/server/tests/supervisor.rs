@@ -29,6 +29,7 @@ fn config(dir: &std::path::Path) -> Config {
         models: Default::default(),
         prices: Default::default(),
         store: None,
+        api_only: false,
     }
 }
 
