@@ -184,6 +184,15 @@ pub fn outcome(record: &JobRecord) -> Option<String> {
     record.outcome.as_ref().map(|o| o.to_string())
 }
 
+/// The FailureReason of an unfinished job whose stored record cannot be read back (the
+/// store marks it FAILED, so that one bad row never stops the others being supervised).
+pub fn unreadable_reason(why: &str) -> String {
+    format!(
+        "The server cannot read this job's stored record ({why}), so it cannot run or watch \
+         it; delete the job and create it again"
+    )
+}
+
 /// A value a List query binds.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Param {

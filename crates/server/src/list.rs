@@ -117,6 +117,7 @@ impl Listing {
         }
     }
 
+    /// MaxResults, or the default.
     fn page_size(&self) -> usize {
         self.max_results
             .and_then(|n| usize::try_from(n).ok())
@@ -164,7 +165,8 @@ pub fn recommendation_query(
 /// The store query for a request; `max_id` is the store's current highest job id,
 /// the snapshot of a listing that starts now.
 pub fn query(req: &ListOptimizationJobsRequest, max_id: i64) -> Result<ListQuery, ApiError> {
-    let (after, snapshot) = Listing::of_optimizations(req).resume(max_id)?;
+    let listing = Listing::of_optimizations(req);
+    let (after, snapshot) = listing.resume(max_id)?;
     Ok(ListQuery {
         kind: JobKind::Optimization,
         model_name_equals: None,
@@ -182,13 +184,8 @@ pub fn query(req: &ListOptimizationJobsRequest, max_id: i64) -> Result<ListQuery
         after,
         snapshot: Some(snapshot),
         // One more than a page: whether it comes back says if there is a next page.
-        limit: page_size(req) + 1,
+        limit: listing.page_size() + 1,
     })
-}
-
-/// MaxResults, or the default.
-pub fn page_size(req: &ListOptimizationJobsRequest) -> usize {
-    Listing::of_optimizations(req).page_size()
 }
 
 /// Cuts the store's rows (up to one more than a page) to a page and the token for the

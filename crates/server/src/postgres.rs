@@ -414,10 +414,7 @@ impl JobStore for PostgresStore {
                             "temper-server: stored job {name} cannot be read back: {why}; \
                              marking it FAILED"
                         );
-                        let reason = format!(
-                            "The server cannot read this job's stored record ({why}), so it \
-                             cannot run or watch it; delete the job and create it again"
-                        );
+                        let reason = columns::unreadable_reason(&why);
                         let now = temper_api::EpochSeconds::now().0;
                         c.execute(
                             "UPDATE jobs SET status = 'FAILED', failure_reason = $2, \

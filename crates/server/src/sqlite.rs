@@ -367,10 +367,7 @@ impl JobStore for SqliteStore {
             };
             eprintln!("temper-server: {e}; marking it FAILED");
             let now = temper_api::EpochSeconds::now().0;
-            let reason = format!(
-                "The server cannot read this job's stored record ({why}), so it cannot run or \
-                 watch it; delete the job and create it again"
-            );
+            let reason = columns::unreadable_reason(why);
             conn.prepare_cached(
                 "UPDATE jobs SET status = 'FAILED', failure_reason = ?2, end_time = ?3, \
                  last_modified_time = ?3, worker_pid = NULL WHERE id = ?1",

@@ -25,7 +25,6 @@ pub struct Measured {
     pub cost: ModelCost,
     pub heads: Heads,
     pub compute: Compute,
-    pub max_positions: usize,
 }
 
 /// This host's memory, from `/proc/meminfo` (24 GiB when it cannot be read).
@@ -166,7 +165,6 @@ pub fn measure(dir: &Path) -> Result<Measured, String> {
             key_value: p.num_kv_heads as u32,
         },
         compute,
-        max_positions: p.max_positions,
     })
 }
 
