@@ -19,7 +19,9 @@ mkdir -p "$artifacts"
 # A throwaway PostgreSQL for the job store's shared suite and the job API on PostgreSQL.
 pg=$(mktemp -d)/pg
 TEMPER_TEST_POSTGRES=$(bash scripts/postgres.sh start "$pg")
-export TEMPER_TEST_POSTGRES
+# The cluster directory lets the agents test restart the database mid-run.
+TEMPER_TEST_POSTGRES_DIR=$pg
+export TEMPER_TEST_POSTGRES TEMPER_TEST_POSTGRES_DIR
 trap 'bash scripts/postgres.sh stop "$pg"' EXIT
 # The EAGLE training test also leaves its head and a trace of it for tests/python.
 TEMPER_EAGLE_ARTIFACTS="$root/$artifacts" cargo test --workspace --release

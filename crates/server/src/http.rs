@@ -233,39 +233,49 @@ fn view_kind(req: &Request) -> Result<Option<JobKind>, ApiError> {
     }
 }
 
-/// The job record and the files of its directory, for the read-only views: the job of
-/// `kind`, else an optimization job of that name, else a recommendations job.
-async fn job_dir(
+/// Where a view reads a job's log and progress.
+enum Source {
+    /// What the worker agent that runs (or ran) it reported to the shared database.
+    Reported(crate::store::Reported),
+    /// The job's directory here: this server runs its jobs.
+    Dir(std::path::PathBuf),
+}
+
+/// The job of `kind`, else an optimization job of that name, else a recommendations job,
+/// and where its log (from byte `offset`) and progress are read, for the read-only views.
+async fn find_job(
     service: &Arc<Service>,
     name: String,
     kind: Option<JobKind>,
-) -> Result<(crate::store::JobRecord, std::path::PathBuf), ApiError> {
-    if service.config.api_only {
-        return Err(ApiError::ValidationException(
-            "This server answers the API only (--api-only) and holds no job's files; ask the \
-             server that runs the jobs of this database for logs and progress"
-                .into(),
-        ));
-    }
+    offset: u64,
+) -> Result<(crate::store::JobRecord, Source), ApiError> {
     let svc = service.clone();
-    let job = tokio::task::spawn_blocking(move || {
+    let found = tokio::task::spawn_blocking(move || {
         let kinds = match kind {
             Some(k) => vec![k],
             None => vec![JobKind::Optimization, JobKind::Recommendation],
         };
         for k in kinds {
             if let Some(job) = svc.store.get(k, &name)? {
-                return Ok((name, Some(job)));
+                let reported = svc.store.reported(job.id, offset, LOG_CHUNK)?;
+                return Ok((name, Some((job, reported))));
             }
         }
         Ok::<_, crate::store::StoreError>((name, None))
     })
     .await
     .map_err(|e| ApiError::InternalFailure(e.to_string()))??;
-    match job {
-        (_, Some(job)) => {
+    match found {
+        (_, Some((job, Some(reported)))) => Ok((job, Source::Reported(reported))),
+        (_, Some((_, None))) if service.config.api_only => Err(ApiError::ValidationException(
+            "This job is run by the temper-server that runs this database's jobs as its own \
+             processes (not by a worker agent), and this server answers the API only \
+             (--api-only) and holds no job's files; ask that server for its log and progress"
+                .into(),
+        )),
+        (_, Some((job, None))) => {
             let dir = service.config.job_dir(job.id);
-            Ok((job, dir))
+            Ok((job, Source::Dir(dir)))
         }
         (name, None) => Err(ApiError::ResourceNotFound(format!(
             "Could not find {} '{name}'",
@@ -290,20 +300,31 @@ async fn progress(
     if let Err(e) = admit(&service, req).await {
         return error_response(&e);
     }
-    let (job, dir) = match job_dir(&service, name, kind).await {
+    let (job, source) = match find_job(&service, name, kind, u64::MAX).await {
         Ok(found) => found,
         Err(e) => return error_response(&e),
     };
-    let log_bytes = std::fs::metadata(worker_files::log_path(&dir))
-        .map(|m| m.len())
-        .unwrap_or(0);
+    let (progress, log_bytes, agent, host) = match source {
+        Source::Reported(r) => (r.progress, r.log_size, r.agent, r.host),
+        Source::Dir(dir) => (
+            worker_files::read_progress(&dir).and_then(|p| serde_json::to_value(p).ok()),
+            std::fs::metadata(worker_files::log_path(&dir))
+                .map(|m| m.len())
+                .unwrap_or(0),
+            None,
+            None,
+        ),
+    };
+    let failure_reason = service.failure_reason(&job);
     let body = serde_json::json!({
         "Kind": job.kind().column(),
         "OptimizationJobName": job.name,
         "OptimizationJobStatus": crate::store::status_name(job.status),
-        "FailureReason": job.failure_reason,
-        "Progress": worker_files::read_progress(&dir),
+        "FailureReason": failure_reason,
+        "Progress": progress,
         "LogBytes": log_bytes,
+        "Agent": agent,
+        "Host": host,
     });
     json_response(StatusCode::OK, body.to_string().into_bytes())
 }
@@ -325,11 +346,13 @@ async fn log(
     if let Err(e) = admit(&service, req).await {
         return error_response(&e);
     }
-    let (_, dir) = match job_dir(&service, name, kind).await {
-        Ok(found) => found,
+    let (chunk, size) = match find_job(&service, name, kind, offset).await {
+        Ok((_, Source::Reported(r))) => (r.log, r.log_size),
+        Ok((_, Source::Dir(dir))) => {
+            read_from(&worker_files::log_path(&dir), offset).unwrap_or_default()
+        }
         Err(e) => return error_response(&e),
     };
-    let (chunk, size) = read_from(&worker_files::log_path(&dir), offset).unwrap_or_default();
     let mut resp = Response::new(Body::from(chunk));
     let headers = resp.headers_mut();
     headers.insert(

@@ -17,17 +17,17 @@
 //! never loads the model runtime. They share a job's directory (temper-jobdir).
 
 pub mod client;
-pub mod columns;
 pub mod config;
 pub mod http;
+pub mod keeper;
 pub mod list;
-pub mod postgres;
 pub mod recommendations;
 pub mod service;
 pub mod sigv4;
-pub mod sqlite;
-pub mod store;
 pub mod supervisor;
+
+// The store is its own crate (worker agents use it too); these paths stay the server's.
+pub use temper_store::{columns, postgres, sqlite, store};
 
 use config::Config;
 use std::sync::Arc;
@@ -74,13 +74,22 @@ pub fn open(mut config: Config) -> Result<Arc<service::Service>, ServeError> {
             Arc::new(sqlite::SqliteStore::open(&config.database_path())?),
             None,
         ),
-        Some(url) => (
-            Arc::new(postgres::PostgresStore::open(url)?),
-            // An API-only server leaves the jobs to the database's runner.
-            (!config.api_only)
+        Some(url) => {
+            let postgres = Arc::new(postgres::PostgresStore::open(url)?);
+            if config.api_only {
+                // Jobs are run by worker agents (or by another server): keep their queue.
+                keeper::start(postgres.clone(), config.poll_interval).map_err(|source| {
+                    ServeError::Io {
+                        what: "starting the queue keeper".into(),
+                        source,
+                    }
+                })?;
+            }
+            let lock = (!config.api_only)
                 .then(|| postgres::lock_runner(url))
-                .transpose()?,
-        ),
+                .transpose()?;
+            (postgres, lock)
+        }
     };
     let wake = if config.api_only {
         supervisor::Wake::none()

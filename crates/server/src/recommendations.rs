@@ -448,11 +448,21 @@ impl Service {
                 );
                 RecommendationReport::default()
             }),
-            // Still running: the steps the worker has finished so far.
-            None => RecommendationReport {
-                steps: rec::read_steps(&self.config.job_dir(job.id)),
-                ..Default::default()
-            },
+            // Still running: the steps the worker has finished so far, as its worker agent
+            // reported them, else from the job's directory here.
+            None => {
+                let reported = self
+                    .store
+                    .reported(job.id, 0, 0)
+                    .ok()
+                    .flatten()
+                    .and_then(|r| r.steps)
+                    .and_then(|steps| serde_json::from_value(steps).ok());
+                RecommendationReport {
+                    steps: reported.unwrap_or_else(|| rec::read_steps(&self.config.job_dir(job.id))),
+                    ..Default::default()
+                }
+            }
         }
     }
 
@@ -476,7 +486,7 @@ impl Service {
             creation_time: EpochSeconds(job.creation_time),
             completion_time: job.end_time.map(EpochSeconds),
             last_modified_time: EpochSeconds(job.last_modified_time),
-            failure_reason: job.failure_reason.clone(),
+            failure_reason: self.failure_reason(&job),
             input_config: r.input_config.clone(),
             stopping_conditions: r.stopping_conditions.clone(),
             inference_recommendations: (!recommendations.is_empty()).then_some(recommendations),

@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::list;
-use crate::store::{Deleted, JobKind, JobRecord, JobStore, JobSummary, StoreError};
+use crate::store::{Deleted, JobKind, JobRecord, JobStore, JobSummary};
 use crate::supervisor::Wake;
 use std::sync::Arc;
 use temper_api::{
@@ -30,18 +30,6 @@ pub struct Service {
     /// Creates hold it from counting jobs to inserting one, so concurrent creates cannot
     /// pass a limit together (this process is the store's only writer of new jobs).
     pub(crate) creating: std::sync::Mutex<()>,
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Duplicate(name) => ApiError::ResourceInUse(format!(
-                "An optimization job named {name} already exists; choose another \
-                 OptimizationJobName or delete the existing job first"
-            )),
-            other => ApiError::InternalFailure(other.to_string()),
-        }
-    }
 }
 
 /// A response body: serialized straight to bytes (no intermediate JSON tree).
@@ -160,6 +148,15 @@ impl Service {
         })
     }
 
+    /// Describe's FailureReason: the job's, else why a queued job still waits where worker
+    /// agents run the jobs (none joined, or none runs its instance type). A store that
+    /// cannot say is not worth failing Describe over.
+    pub(crate) fn failure_reason(&self, job: &crate::store::JobRecord) -> Option<String> {
+        job.failure_reason
+            .clone()
+            .or_else(|| self.store.waiting_reason(job).ok().flatten())
+    }
+
     fn describe(&self, name: &str) -> Result<Vec<u8>, ApiError> {
         let job = self
             .store
@@ -175,7 +172,7 @@ impl Service {
             optimization_end_time: job.end_time.map(EpochSeconds),
             creation_time: EpochSeconds(job.creation_time),
             last_modified_time: EpochSeconds(job.last_modified_time),
-            failure_reason: job.failure_reason.clone(),
+            failure_reason: self.failure_reason(&job),
             optimization_job_name: job.name.clone(),
             model_source: r.model_source.clone(),
             optimization_environment: r.optimization_environment.clone(),

@@ -16,18 +16,18 @@
 //! INPROGRESS without a process behind it.
 
 use crate::config::Config;
-use crate::store::{status_name, JobKind, JobRecord, JobStore};
+use crate::store::{status_name, JobRecord, JobStore};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use std::collections::HashMap;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Child;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
 use temper_api::{EpochSeconds, OptimizationJobStatus};
+use temper_agent::ending::{ending, Cause, Exit, WorkerEnd};
+use temper_agent::launch::WorkerCommand;
 use temper_jobdir::files as worker_files;
-use temper_jobdir::files::WorkerResult;
 
 /// Wakes the supervisor early (a job was created or stopped).
 #[derive(Clone)]
@@ -44,13 +44,6 @@ impl Wake {
         // The supervisor only stops with the process; a failed send means it is gone.
         let _ = self.0.send(());
     }
-}
-
-/// Why a worker was asked to end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cause {
-    Stop,
-    Runtime,
 }
 
 struct Worker {
@@ -73,13 +66,6 @@ impl Worker {
             killed: false,
         }
     }
-}
-
-/// How a worker ended, as far as the supervisor can tell.
-enum Exit {
-    Status(ExitStatus),
-    /// An adopted worker: its exit status went to its new parent.
-    Unknown,
 }
 
 pub struct Supervisor {
@@ -259,46 +245,15 @@ impl Supervisor {
     }
 
     fn launch(&self, job: &JobRecord) -> std::io::Result<Worker> {
-        let dir = self.config.job_dir(job.id);
-        std::fs::create_dir_all(&dir)?;
-        // Never read another run's outcome as this one's.
-        for stale in [
-            worker_files::result_path(&dir),
-            worker_files::progress_path(&dir),
-            worker_files::pid_path(&dir),
-            temper_jobdir::recommendation::steps_path(&dir),
-        ] {
-            match std::fs::remove_file(&stale) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-        }
-        // The worker runs the spec exactly as Create built and checked it.
-        temper_jobdir::recommendation::write_work(&dir, &job.spec)?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(worker_files::log_path(&dir))?;
-        let mut cmd = Command::new(&self.config.worker_exe);
-        cmd.arg("--job-dir").arg(&dir);
-        if let Some(endpoint) = &self.config.s3.endpoint {
-            cmd.arg("--s3-endpoint").arg(endpoint);
-        }
-        if let Some(region) = &self.config.s3.region {
-            cmd.arg("--s3-region").arg(region);
-        }
-        // The worker checks local paths again when it starts: a job may have waited in
-        // the queue while a symlink under a root was changed.
-        for root in &self.config.local_roots {
-            cmd.arg("--local-root").arg(root);
-        }
-        cmd.stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            // Its own process group: a Ctrl-C of the server does not reach it, and
-            // killing the group also ends anything the worker started.
-            .process_group(0);
-        let child = cmd.spawn()?;
+        let command = WorkerCommand {
+            exe: self.config.worker_exe.clone(),
+            s3_endpoint: self.config.s3.endpoint.clone(),
+            s3_region: self.config.s3.region.clone(),
+            local_roots: self.config.local_roots.clone(),
+            // Workers outlive a server restart; the next server adopts them.
+            die_with_parent: false,
+        };
+        let child = command.start(&self.config.job_dir(job.id), &job.spec)?;
         Ok(Worker {
             pid: child.id(),
             child: Some(child),
@@ -390,79 +345,24 @@ impl Supervisor {
     /// Records how a worker's job ended.
     fn settle(&mut self, job: &JobRecord, worker: &Worker, exit: Exit) {
         let dir = self.config.job_dir(job.id);
-        let result = worker_files::read_result(&dir);
-        let over_time = match (job.runtime_limit(), job.start_time) {
-            (Some((max, _)), Some(start)) => {
-                worker.cause == Some(Cause::Runtime)
-                    || (worker.cause.is_none() && result.is_none() && now() - start > max as f64)
-            }
-            _ => false,
+        let end = WorkerEnd {
+            pid: worker.pid,
+            exit,
+            cause: worker.cause,
+            killed: worker.killed,
+            grace: self.config.stop_grace,
+            result: worker_files::read_result(&dir),
+            steps: serde_json::json!(temper_jobdir::recommendation::read_steps(&dir)),
+            logs_hint: format!("its log is shown by `temper-server logs {}`", job.name),
         };
-        let completed = matches!(result, Some(WorkerResult::Completed { .. }));
-        // A worker that finished its artifact before a stop or deadline took effect has
-        // written it: the job is COMPLETED, whatever was asked of it meanwhile.
-        // A recommendations job's report: the steps it finished, and on completion its
-        // recommendations. Kept with the job whatever the outcome.
-        let outcome = match (job.kind(), &result) {
-            (JobKind::Optimization, _) => None,
-            (JobKind::Recommendation, Some(WorkerResult::Completed { summary, .. })) => {
-                Some(summary.clone())
-            }
-            (JobKind::Recommendation, _) => Some(serde_json::json!({
-                "steps": temper_jobdir::recommendation::read_steps(&dir),
-            })),
-        };
-        let (status, reason, image) = if over_time && !completed {
-            let (max, member) = job.runtime_limit().unwrap_or((0, ""));
-            let how = if worker.killed {
-                format!(
-                    "it did not end within the {} s grace period after SIGTERM and was killed",
-                    self.config.stop_grace.as_secs()
-                )
-            } else if worker.cause == Some(Cause::Runtime) {
-                "it was stopped with SIGTERM".to_string()
-            } else {
-                "its worker had ended without a result when the server looked".to_string()
-            };
-            let what = match job.kind() {
-                JobKind::Optimization => {
-                    "No complete artifact was written (one is complete once its manifest.json \
-                     is present)"
-                }
-                JobKind::Recommendation => {
-                    "The steps it finished are listed by ListInferenceRecommendationsJobSteps"
-                }
-            };
-            let reason = format!(
-                "The job ran longer than its {member} ({max} s); {how}. {what}. Create it \
-                 again with a larger {member}"
-            );
-            (OptimizationJobStatus::Failed, Some(reason), None)
-        } else if job.stop_requested && !completed {
-            (OptimizationJobStatus::Stopped, None, None)
-        } else {
-            match result {
-                Some(WorkerResult::Completed {
-                    recommended_image, ..
-                }) => (OptimizationJobStatus::Completed, None, recommended_image),
-                Some(WorkerResult::Failed { failure_reason }) => {
-                    (OptimizationJobStatus::Failed, Some(failure_reason), None)
-                }
-                Some(WorkerResult::Stopped) => {
-                    let reason = "The worker was stopped by a signal from outside temper \
-                                  (SIGTERM or Ctrl-C) before it finished; no output was \
-                                  written. Create the job again to rerun it"
-                        .to_string();
-                    (OptimizationJobStatus::Failed, Some(reason), None)
-                }
-                None => (
-                    OptimizationJobStatus::Failed,
-                    Some(died_reason(&job.name, worker.pid, &exit)),
-                    None,
-                ),
-            }
-        };
-        self.finish_with(job, status, reason, image, outcome);
+        let end = ending(job, end, now());
+        self.finish_with(
+            job,
+            end.status,
+            end.failure_reason,
+            end.recommended_image,
+            end.outcome,
+        );
     }
 
     fn finish(
@@ -509,35 +409,5 @@ impl Supervisor {
             ),
             Err(e) => eprintln!("temper-server: recording the end of job {}: {e}", job.name),
         }
-    }
-}
-
-/// A FailureReason for a worker that ended without reporting a result.
-fn died_reason(name: &str, pid: u32, exit: &Exit) -> String {
-    let logs = format!("its log is shown by `temper-server logs {name}`");
-    match exit {
-        Exit::Status(status) => match (status.signal(), status.code()) {
-            (Some(sig), _) => {
-                let sig_name = Signal::try_from(sig)
-                    .map(|s| s.as_str().to_string())
-                    .unwrap_or_else(|_| format!("signal {sig}"));
-                format!(
-                    "The worker process (pid {pid}) was killed by {sig_name} before it \
-                     finished (for example by the kernel's out-of-memory killer or an \
-                     operator); no output was written, {logs}. Create the job again to rerun it"
-                )
-            }
-            (None, Some(code)) => format!(
-                "The worker process (pid {pid}) exited with code {code} without reporting a \
-                 result; {logs}"
-            ),
-            _ => format!("The worker process (pid {pid}) ended without a result; {logs}"),
-        },
-        Exit::Unknown => format!(
-            "The worker process (pid {pid}) ended without leaving a result. It was started \
-             by an earlier run of the server (which was restarted), so its exit status is \
-             unknown: it was killed or crashed. No complete artifact was written; {logs}. \
-             Create the job again to rerun it"
-        ),
     }
 }

@@ -4,30 +4,18 @@
 //! PostgreSQL test fails, saying how to run it: a contract that silently skips proves
 //! nothing.
 
+mod common;
+
+use common::{fresh_database, optimization};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use temper_api::recommendation::CreateInferenceRecommendationsJobRequest;
 use temper_api::{ListOptimizationJobsSortBy, OptimizationJobStatus, SortOrder};
 use temper_core::spec::Location;
 use temper_jobdir::recommendation::{RecommendationSpec, Work};
-use temper_server::store::{
+use temper_store::store::{
     Deleted, JobKind, JobRecord, JobRequest, JobStore, ListQuery, SortKey, SortPosition, StoreError,
 };
-
-fn optimization(name: &str, created: f64, quantize: &str) -> JobRecord {
-    let body = serde_json::json!({
-        "OptimizationJobName": name,
-        "RoleArn": "arn:aws:iam::123456789012:role/r",
-        "ModelSource": {"S3": {"S3Uri": "s3://models/m/"}},
-        "DeploymentInstanceType": "ml.g6.12xlarge",
-        "OptimizationConfigs": [{"ModelQuantizationConfig": {"OverrideEnvironment": {"OPTION_QUANTIZE": quantize}}}],
-        "OutputConfig": {"S3OutputLocation": format!("s3://out/{name}/")},
-        "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
-    });
-    let request = temper_api::parse_create_request(body.to_string().as_bytes()).unwrap();
-    let spec = temper_api::to_job_spec(&request, &Default::default()).unwrap();
-    JobRecord::queued(request, spec, format!("arn:opt/{name}"), created)
-}
 
 fn recommendation(name: &str, model: &str, created: f64) -> JobRecord {
     let request: CreateInferenceRecommendationsJobRequest =
@@ -293,42 +281,17 @@ fn contract(store: Arc<dyn JobStore>) {
 #[test]
 fn sqlite_passes_the_store_contract() {
     let dir = tempfile::tempdir().unwrap();
-    let store = temper_server::sqlite::SqliteStore::open(&dir.path().join("jobs.sqlite3")).unwrap();
+    let store = temper_store::sqlite::SqliteStore::open(&dir.path().join("jobs.sqlite3")).unwrap();
     contract(Arc::new(store));
-}
-
-/// A database of its own on the test server: (its URL, a client that drops it).
-fn fresh_database() -> String {
-    let Ok(url) = std::env::var("TEMPER_TEST_POSTGRES") else {
-        panic!(
-            "TEMPER_TEST_POSTGRES is not set: run scripts/test.sh, or start a server with \
-             `url=$(bash scripts/postgres.sh start /tmp/temper-pg)` and set \
-             TEMPER_TEST_POSTGRES=$url"
-        );
-    };
-    let name = format!(
-        "temper_contract_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
-    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .unwrap();
-    let (base, _) = url.rsplit_once('/').unwrap();
-    format!("{base}/{name}")
 }
 
 #[test]
 fn postgres_passes_the_store_contract() {
     let url = fresh_database();
-    let store = temper_server::postgres::PostgresStore::open(&url).unwrap();
+    let store = temper_store::postgres::PostgresStore::open(&url).unwrap();
     contract(Arc::new(store));
     // Opening it again applies no migration twice.
-    let store = temper_server::postgres::PostgresStore::open(&url).unwrap();
+    let store = temper_store::postgres::PostgresStore::open(&url).unwrap();
     assert!(store.get(JobKind::Optimization, "alpha").unwrap().is_some());
     // A connection the database drops (a restart, an administrator) is opened again: the
     // call that finds it dead may fail, saying so; the next one works.
@@ -349,14 +312,14 @@ fn postgres_passes_the_store_contract() {
     // A newer schema is refused.
     c.batch_execute("INSERT INTO temper_schema (version) VALUES (99)")
         .unwrap();
-    let err = temper_server::postgres::PostgresStore::open(&url)
+    let err = temper_store::postgres::PostgresStore::open(&url)
         .err()
         .expect("a newer schema is refused")
         .to_string();
     assert!(err.contains("schema version 99"), "{err}");
     // A wrong URL names the database and says what to check, without the password.
     let err =
-        temper_server::postgres::PostgresStore::open("postgres://temper:hunter2@127.0.0.1:1/none")
+        temper_store::postgres::PostgresStore::open("postgres://temper:hunter2@127.0.0.1:1/none")
             .err()
             .expect("nothing listens on port 1")
             .to_string();

@@ -10,7 +10,7 @@
 
 use crate::columns::{self, JobRow, Param, SummaryRow, COLUMNS};
 use crate::store::{
-    parse_status, status_name, Deleted, JobKind, JobRecord, JobStore, JobSummary, ListQuery,
+    parse_status, status_name, Deleted, Reported, JobKind, JobRecord, JobStore, JobSummary, ListQuery,
     Result, StoreError,
 };
 use postgres::error::SqlState;
@@ -20,7 +20,10 @@ use std::sync::Mutex;
 
 /// The schema, one entry a version: entry `n` takes a database from version `n` to `n + 1`.
 /// Names sort bytewise (`COLLATE "C"`), as in SQLite, whatever the database's locale.
-const MIGRATIONS: [&str; 1] = ["
+/// Version 2 adds worker agents ([`crate::leases`]): who holds a job (`agent`, `attempt`,
+/// `lease_expires` on the database's clock), what it reports while running (`progress`,
+/// `steps`, `job_logs`), and the agents that joined.
+const MIGRATIONS: [&str; 2] = ["
 CREATE TABLE jobs (
     id BIGSERIAL PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -46,17 +49,42 @@ CREATE TABLE jobs (
 );
 CREATE INDEX jobs_creation ON jobs (creation_time, id);
 CREATE INDEX jobs_status ON jobs (status, id);
+", "
+ALTER TABLE jobs ADD COLUMN agent TEXT;
+ALTER TABLE jobs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN lease_expires DOUBLE PRECISION;
+ALTER TABLE jobs ADD COLUMN progress TEXT;
+ALTER TABLE jobs ADD COLUMN steps TEXT;
+CREATE TABLE agents (
+    name TEXT COLLATE \"C\" PRIMARY KEY,
+    host TEXT NOT NULL,
+    slots INTEGER NOT NULL,
+    instance_types TEXT NOT NULL,
+    lease_secs DOUBLE PRECISION NOT NULL,
+    started DOUBLE PRECISION NOT NULL,
+    heartbeat DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE job_logs (
+    job_id BIGINT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    attempt INTEGER NOT NULL,
+    at BIGINT NOT NULL,
+    chunk BYTEA NOT NULL,
+    PRIMARY KEY (job_id, attempt, at)
+);
 "];
 
 /// The advisory lock the servers take to migrate one at a time ("temper" in ASCII).
 const MIGRATION_LOCK: i64 = 0x74656d706572;
 /// The advisory lock of the one server that runs a database's jobs ("runner").
-const RUNNER_LOCK: i64 = 0x72756e6e6572;
+/// Taken exclusively by a server that runs the jobs itself, and shared by worker agents
+/// (and the servers that keep their queue): the two ways of running jobs never meet on one
+/// database.
+pub(crate) const RUNNER_LOCK: i64 = 0x72756e6e6572;
 
-/// Takes the database's runner lock for as long as the returned connection lives. One
-/// server runs the jobs of a database: until worker agents claim jobs under leases, two
-/// supervisors would both start every queued job and each settle the other's workers as
-/// dead. A second server is refused, saying so.
+/// Takes the database's runner lock for as long as the returned connection lives: this
+/// server runs the database's jobs as its own processes. Two such supervisors would both
+/// start every queued job and each settle the other's workers as dead, and worker agents
+/// (which claim jobs under leases) would race one: both are refused, saying so.
 pub fn lock_runner(url: &str) -> Result<Connection> {
     let mut connection = connect(url)?;
     let client = connection.client();
@@ -66,8 +94,9 @@ pub fn lock_runner(url: &str) -> Result<Connection> {
             .get(0);
     if !locked {
         return Err(StoreError::Backend(format!(
-            "another temper-server runs the jobs of {}; one server per database for now (its \
-             jobs run as its own processes); stop it, or give this one another database",
+            "the jobs of {} are run by another temper-server or by worker agents \
+             (temper-worker --join); start this server with --api-only to answer the API \
+             beside them, or give it another database",
             redact(url)
         )));
     }
@@ -75,7 +104,7 @@ pub fn lock_runner(url: &str) -> Result<Connection> {
 }
 
 pub struct PostgresStore {
-    url: String,
+    pub(crate) url: String,
     client: Mutex<Connection>,
 }
 
@@ -84,10 +113,19 @@ pub struct PostgresStore {
 pub struct Connection(Option<Client>);
 
 impl Connection {
-    fn client(&mut self) -> &mut Client {
+    pub(crate) fn client(&mut self) -> &mut Client {
         self.0
             .as_mut()
             .expect("a connection holds its client until dropped")
+    }
+}
+
+impl Connection {
+    /// Whether the database still answers on this connection (a lock taken on it holds).
+    pub fn is_alive(&mut self) -> bool {
+        let client = self.client();
+        !client.is_closed()
+            && blocking(|| client.is_valid(std::time::Duration::from_secs(5))).is_ok()
     }
 }
 
@@ -99,7 +137,7 @@ impl Drop for Connection {
     }
 }
 
-fn backend(e: postgres::Error) -> StoreError {
+pub(crate) fn backend(e: postgres::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
@@ -120,7 +158,7 @@ pub fn redact(url: &str) -> String {
 /// Runs a call of the synchronous client. It drives a runtime of its own, which tokio
 /// refuses to start on one of its threads (the HTTP handlers call the store inline): there,
 /// the call leaves the runtime for its duration, as any blocking call would.
-fn blocking<T>(call: impl FnOnce() -> T) -> T {
+pub(crate) fn blocking<T>(call: impl FnOnce() -> T) -> T {
     use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::try_current() {
         Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
@@ -130,7 +168,7 @@ fn blocking<T>(call: impl FnOnce() -> T) -> T {
     }
 }
 
-fn connect(url: &str) -> Result<Connection> {
+pub(crate) fn connect(url: &str) -> Result<Connection> {
     blocking(|| Client::connect(url, NoTls))
         .map(|c| Connection(Some(c)))
         .map_err(|e| {
@@ -179,7 +217,7 @@ fn migrate(client: &mut Client, url: &str) -> Result<()> {
     tx.commit().map_err(backend)
 }
 
-fn read_row(row: &Row) -> Result<JobRecord> {
+pub(crate) fn read_row(row: &Row) -> Result<JobRecord> {
     JobRow {
         id: row.get(0),
         name: row.get(1),
@@ -235,7 +273,7 @@ fn get_in(
         .transpose()
 }
 
-const UNFINISHED: &str = "('STARTING', 'INPROGRESS', 'STOPPING')";
+pub(crate) const UNFINISHED: &str = "('STARTING', 'INPROGRESS', 'STOPPING')";
 
 impl PostgresStore {
     /// Connects to `url` and brings its schema up to date.
@@ -251,7 +289,7 @@ impl PostgresStore {
     /// Runs `op` on the connection, opening it again first if it was closed (the database
     /// restarted). An operation that fails mid-way is reported, not retried: it may have
     /// taken effect.
-    fn with<T>(&self, op: impl FnOnce(&mut Client) -> Result<T>) -> Result<T> {
+    pub(crate) fn with<T>(&self, op: impl FnOnce(&mut Client) -> Result<T>) -> Result<T> {
         let mut connection = self.client.lock().unwrap_or_else(|p| p.into_inner());
         if connection.client().is_closed() {
             *connection = connect(&self.url)?;
@@ -261,6 +299,28 @@ impl PostgresStore {
 }
 
 impl JobStore for PostgresStore {
+    fn waiting_reason(&self, job: &JobRecord) -> Result<Option<String>> {
+        PostgresStore::waiting_reason(self, job)
+    }
+
+    fn reported(&self, id: i64, offset: u64, limit: u64) -> Result<Option<Reported>> {
+        let state = self.reported_state(id)?;
+        if state.agent.is_none() {
+            // Run by a server as its own process: its files are in that server's directory.
+            return Ok(None);
+        }
+        let (log, log_size) = self.reported_log(id, offset, limit)?.unwrap_or_default();
+        let json = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok());
+        Ok(Some(Reported {
+            log,
+            log_size,
+            progress: json(state.progress),
+            steps: json(state.steps),
+            agent: state.agent,
+            host: state.host,
+        }))
+    }
+
     fn insert(&self, record: &JobRecord) -> Result<JobRecord> {
         let w = columns::written(record)?;
         let pid = record.worker_pid.map(i64::from);

@@ -125,6 +125,20 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// How the API answers a store's failure.
+impl From<StoreError> for temper_api::ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Duplicate(name) => temper_api::ApiError::ResourceInUse(format!(
+                "An optimization job named {name} already exists; choose another \
+                 OptimizationJobName or delete the existing job first"
+            )),
+            other => temper_api::ApiError::InternalFailure(other.to_string()),
+        }
+    }
+}
+
+
 /// One job as the store keeps it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobRecord {
@@ -320,6 +334,31 @@ pub trait JobStore: Send + Sync {
     fn counts(&self) -> Result<(usize, usize)>;
     /// The highest id given so far (0 when empty): the snapshot of a first page.
     fn max_id(&self) -> Result<i64>;
+    /// Why a queued job still waits, where worker agents run the jobs (none joined, or
+    /// none runs its instance type): Describe shows it. `None` where the server runs them.
+    fn waiting_reason(&self, _job: &JobRecord) -> Result<Option<String>> {
+        Ok(None)
+    }
+    /// What worker agents reported of a job: its log from byte `offset` (at most `limit`
+    /// bytes) and the log's size, its progress and steps, and who ran it. `None` where the
+    /// job's files are in the server's own data directory.
+    fn reported(&self, _id: i64, _offset: u64, _limit: u64) -> Result<Option<Reported>> {
+        Ok(None)
+    }
+}
+
+/// What worker agents reported of a job (see [`JobStore::reported`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reported {
+    pub log: Vec<u8>,
+    pub log_size: u64,
+    /// The worker's progress, as its `progress.json`.
+    pub progress: Option<serde_json::Value>,
+    /// A recommendations job's finished steps, as its `steps.json`.
+    pub steps: Option<serde_json::Value>,
+    /// The agent that holds (or last held) the job, and its host.
+    pub agent: Option<String>,
+    pub host: Option<String>,
 }
 
 /// What [`JobStore::delete_finished`] did.
