@@ -6,12 +6,13 @@
 //!
 //!     cargo build --release -p temper-server -p temper-benches
 //!     target/release/api_load [--jobs 1000] [--clients 50] [--requests-per-client 300]
-//!         [--store postgres://user@host:port/database]
+//!         [--store postgres://user@host:port/database [--servers N]]
 //!
 //! The jobs are written into the server's store before it starts (as finished jobs that
 //! ran earlier), so the load measures the API, not optimization jobs: SQLite in the data
 //! directory, or with `--store` an empty PostgreSQL database (the server is started with
-//! the same `--store`).
+//! the same `--store`). `--servers N` starts N API-only servers on that database (as
+//! beside worker agents) and spreads the clients over them.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -37,6 +38,7 @@ struct Args {
     per_client: usize,
     server: PathBuf,
     store: Option<String>,
+    servers: usize,
 }
 
 fn args() -> Args {
@@ -48,6 +50,7 @@ fn args() -> Args {
             .expect("own path")
             .with_file_name("temper-server"),
         store: None,
+        servers: 1,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -59,6 +62,7 @@ fn args() -> Args {
             "--requests-per-client" => a.per_client = n(),
             "--server" => a.server = PathBuf::from(&value),
             "--store" => a.store = Some(value),
+            "--servers" => a.servers = n(),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -125,11 +129,11 @@ fn report(name: &str, mut times: Vec<Duration>) {
 fn main() {
     let a = args();
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(data.join("jobs")).unwrap();
+    let data0 = dir.path().join("data");
+    std::fs::create_dir_all(data0.join("jobs")).unwrap();
     match &a.store {
         None => seed(
-            &SqliteStore::open(&data.join("jobs.sqlite3")).unwrap(),
+            &SqliteStore::open(&data0.join("jobs.sqlite3")).unwrap(),
             a.jobs,
         ),
         Some(url) => seed(&PostgresStore::open(url).unwrap(), a.jobs),
@@ -140,35 +144,52 @@ fn main() {
         "[default]\naws_access_key_id = AKIDLOAD\naws_secret_access_key = load-secret\n",
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let server = Command::new(&a.server)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--credentials")
-        .arg(&creds)
-        .args(a.store.iter().flat_map(|url| ["--store", url.as_str()]))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {}: {e}", a.server.display()));
-    // Ends the server however this process ends (a panic included).
-    let server_guard = KillOnDrop(server);
-    let endpoint = format!("http://127.0.0.1:{port}");
+    assert!(
+        a.servers == 1 || a.store.is_some(),
+        "--servers N needs --store: servers share a PostgreSQL database"
+    );
+    let mut ports = Vec::new();
+    let mut guards = Vec::new();
+    for n in 0..a.servers {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let data = dir.path().join(format!("data{n}"));
+        let server = Command::new(&a.server)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(if n == 0 { &data0 } else { &data })
+            .arg("--credentials")
+            .arg(&creds)
+            .args(a.store.iter().flat_map(|url| ["--store", url.as_str()]))
+            // Several servers on one database answer the API beside worker agents.
+            .args((a.servers > 1).then_some("--api-only"))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", a.server.display()));
+        // Ends the server however this process ends (a panic included).
+        guards.push(KillOnDrop(server));
+        ports.push(port);
+    }
+    let endpoints: Vec<String> = ports
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let failures = runtime.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(Instant::now() < deadline, "the server did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        for &port in &ports {
+            while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+                assert!(Instant::now() < deadline, "a server did not start");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
         let started = Instant::now();
         let mut tasks = Vec::new();
         for c in 0..a.clients {
-            let endpoint = endpoint.clone();
+            let endpoint = endpoints[c % endpoints.len()].clone();
             let (jobs, per_client) = (a.jobs, a.per_client);
             tasks.push(tokio::spawn(async move {
                 let creds = Credentials {
@@ -231,10 +252,11 @@ fn main() {
         let wall = started.elapsed();
         let total = describe.len() + list.len() + floor.len();
         println!(
-            "{} clients x {} requests = {total} requests against {} stored jobs in {:.2} s ({:.0} req/s), {failed} failed",
+            "{} clients x {} requests = {total} requests against {} stored jobs on {} server(s) in {:.2} s ({:.0} req/s), {failed} failed",
             a.clients,
             a.per_client,
             a.jobs,
+            a.servers,
             wall.as_secs_f64(),
             total as f64 / wall.as_secs_f64()
         );
@@ -244,7 +266,7 @@ fn main() {
         failed
     });
     if failures > 0 {
-        drop(server_guard);
+        drop(guards);
         std::process::exit(1);
     }
 }

@@ -254,8 +254,11 @@ impl Agent {
                 // claim a job this one still runs.
                 let unsafe_after = lease.saturating_sub(self.config.poll);
                 if !self.running.is_empty() && self.last_renewed.elapsed() >= unsafe_after {
-                    let names: Vec<String> =
-                        self.running.iter().map(|r| r.held.job.name.clone()).collect();
+                    let names: Vec<String> = self
+                        .running
+                        .iter()
+                        .map(|r| r.held.job.name.clone())
+                        .collect();
                     for running in &mut self.running {
                         running.kill();
                     }
@@ -359,7 +362,10 @@ impl Agent {
                         status_name(end.status)
                     )),
                     Err(e) => {
-                        self.say(&format!("recording the end of job {}: {e}; retrying", job.name));
+                        self.say(&format!(
+                            "recording the end of job {}: {e}; retrying",
+                            job.name
+                        ));
                         kept.push(running);
                     }
                 }
@@ -417,10 +423,12 @@ impl Agent {
             return true;
         }
         let job = &running.held.job;
-        match self
-            .store
-            .report(&self.config.info.name, job.id, running.held.attempt, &report)
-        {
+        match self.store.report(
+            &self.config.info.name,
+            job.id,
+            running.held.attempt,
+            &report,
+        ) {
             Ok(held) => {
                 if held {
                     running.log_sent += report.log.len() as u64;
@@ -445,12 +453,10 @@ impl Agent {
             return Vec::new();
         };
         let mut chunk = Vec::new();
-        let read = file
-            .seek(SeekFrom::Start(running.log_sent))
-            .and_then(|_| {
-                file.take(LOG_CHUNK.min(LOG_LIMIT - running.log_sent))
-                    .read_to_end(&mut chunk)
-            });
+        let read = file.seek(SeekFrom::Start(running.log_sent)).and_then(|_| {
+            file.take(LOG_CHUNK.min(LOG_LIMIT - running.log_sent))
+                .read_to_end(&mut chunk)
+        });
         if read.is_err() {
             return Vec::new();
         }

@@ -89,7 +89,11 @@ pub fn detect_gpus() -> Option<(String, u32)> {
         return None;
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let names: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let names: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     Some((names.first()?.to_string(), names.len() as u32))
 }
 
@@ -108,7 +112,10 @@ mod tests {
             "no repeats"
         );
         let err = from_args(&["ml.g5.huge".into()]).unwrap_err().to_string();
-        assert!(err.contains("ml.g5.huge") && err.contains("ml.g5.xlarge"), "{err}");
+        assert!(
+            err.contains("ml.g5.huge") && err.contains("ml.g5.xlarge"),
+            "{err}"
+        );
         let err = from_args(&["ml.z9.*".into()]).unwrap_err().to_string();
         assert!(err.contains("no instance type"), "{err}");
     }
@@ -118,7 +125,10 @@ mod tests {
         let l4 = from_gpus("NVIDIA L4", 1).unwrap();
         assert!(l4.contains(&"ml.g6.xlarge".to_string()), "{l4:?}");
         assert!(!l4.iter().any(|t| t == "ml.g6.12xlarge"), "4 GPUs: {l4:?}");
-        assert!(!l4.iter().any(|t| t.starts_with("ml.g6e.")), "L40S is not L4: {l4:?}");
+        assert!(
+            !l4.iter().any(|t| t.starts_with("ml.g6e.")),
+            "L40S is not L4: {l4:?}"
+        );
         let l40s = from_gpus("NVIDIA L40S", 4).unwrap();
         assert!(l40s.contains(&"ml.g6e.12xlarge".to_string()), "{l40s:?}");
         let h100 = from_gpus("NVIDIA H100 80GB HBM3", 8).unwrap();

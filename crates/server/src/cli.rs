@@ -310,6 +310,10 @@ fn describe_progress(p: &serde_json::Value) -> String {
             line.push_str(&format!(", {t:.0} s since the worker started"));
         }
     }
+    if let Some(agent) = p["Agent"].as_str() {
+        let host = p["Host"].as_str().unwrap_or("a host that has left");
+        line.push_str(&format!(", run by worker agent {agent} on {host}"));
+    }
     if let Some(reason) = p["FailureReason"].as_str() {
         line.push_str(&format!("\n  reason: {reason}"));
     }

@@ -459,7 +459,8 @@ impl Service {
                     .and_then(|r| r.steps)
                     .and_then(|steps| serde_json::from_value(steps).ok());
                 RecommendationReport {
-                    steps: reported.unwrap_or_else(|| rec::read_steps(&self.config.job_dir(job.id))),
+                    steps: reported
+                        .unwrap_or_else(|| rec::read_steps(&self.config.job_dir(job.id))),
                     ..Default::default()
                 }
             }

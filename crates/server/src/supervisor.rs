@@ -24,9 +24,9 @@ use std::process::Child;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
-use temper_api::{EpochSeconds, OptimizationJobStatus};
 use temper_agent::ending::{ending, Cause, Exit, WorkerEnd};
 use temper_agent::launch::WorkerCommand;
+use temper_api::{EpochSeconds, OptimizationJobStatus};
 use temper_jobdir::files as worker_files;
 
 /// Wakes the supervisor early (a job was created or stopped).

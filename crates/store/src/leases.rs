@@ -284,12 +284,7 @@ impl PostgresStore {
 
     /// Renews the leases of the jobs `agent` holds (id, attempt) and its own heartbeat; the
     /// jobs it still holds come back, with whether each was asked to stop.
-    pub fn renew(
-        &self,
-        agent: &str,
-        held: &[(i64, i32)],
-        lease_secs: f64,
-    ) -> Result<Vec<Renewed>> {
+    pub fn renew(&self, agent: &str, held: &[(i64, i32)], lease_secs: f64) -> Result<Vec<Renewed>> {
         let ids: Vec<i64> = held.iter().map(|h| h.0).collect();
         let attempts: Vec<i32> = held.iter().map(|h| h.1).collect();
         self.with(|c| {
@@ -410,7 +405,10 @@ impl PostgresStore {
                 .query_one(
                     "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' \
                      AND classid = $1 AND objid = $2 AND objsubid = 1 AND mode = 'ExclusiveLock')",
-                    &[&((RUNNER_LOCK >> 32) as u32), &((RUNNER_LOCK & 0xffff_ffff) as u32)],
+                    &[
+                        &((RUNNER_LOCK >> 32) as u32),
+                        &((RUNNER_LOCK & 0xffff_ffff) as u32),
+                    ],
                 )
                 .map_err(backend)?
                 .get(0);
@@ -439,7 +437,8 @@ impl PostgresStore {
             let mut attempt = None;
             for row in &rows {
                 let a: i32 = row.get(0);
-                if attempt.is_some_and(|seen| seen != a) {
+                // Each attempt after the first is headed, even where the first left no log.
+                if a > 1 && attempt != Some(a) {
                     log.extend_from_slice(
                         format!("\n--- attempt {a} (the job was run again) ---\n").as_bytes(),
                     );

@@ -10,8 +10,8 @@
 
 use crate::columns::{self, JobRow, Param, SummaryRow, COLUMNS};
 use crate::store::{
-    parse_status, status_name, Deleted, Reported, JobKind, JobRecord, JobStore, JobSummary, ListQuery,
-    Result, StoreError,
+    parse_status, status_name, Deleted, JobKind, JobRecord, JobStore, JobSummary, ListQuery,
+    Reported, Result, StoreError,
 };
 use postgres::error::SqlState;
 use postgres::types::ToSql;
@@ -23,7 +23,8 @@ use std::sync::Mutex;
 /// Version 2 adds worker agents ([`crate::leases`]): who holds a job (`agent`, `attempt`,
 /// `lease_expires` on the database's clock), what it reports while running (`progress`,
 /// `steps`, `job_logs`), and the agents that joined.
-const MIGRATIONS: [&str; 2] = ["
+const MIGRATIONS: [&str; 2] = [
+    "
 CREATE TABLE jobs (
     id BIGSERIAL PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -49,7 +50,8 @@ CREATE TABLE jobs (
 );
 CREATE INDEX jobs_creation ON jobs (creation_time, id);
 CREATE INDEX jobs_status ON jobs (status, id);
-", "
+",
+    "
 ALTER TABLE jobs ADD COLUMN agent TEXT;
 ALTER TABLE jobs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN lease_expires DOUBLE PRECISION;
@@ -71,7 +73,8 @@ CREATE TABLE job_logs (
     chunk BYTEA NOT NULL,
     PRIMARY KEY (job_id, attempt, at)
 );
-"];
+",
+];
 
 /// The advisory lock the servers take to migrate one at a time ("temper" in ASCII).
 const MIGRATION_LOCK: i64 = 0x74656d706572;

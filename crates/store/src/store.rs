@@ -138,7 +138,6 @@ impl From<StoreError> for temper_api::ApiError {
     }
 }
 
-
 /// One job as the store keeps it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobRecord {

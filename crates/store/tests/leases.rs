@@ -100,24 +100,37 @@ fn agents_take_only_the_instance_types_they_run() {
     let l4 = agent("l4-host", &["ml.g6.12xlarge", "ml.g6.xlarge"], 30.0);
     store.join(&l4).unwrap();
     let got = store.claim(&l4, 4).unwrap();
-    assert_eq!(got.iter().map(|h| h.job.id).collect::<Vec<_>>(), vec![g6.id]);
+    assert_eq!(
+        got.iter().map(|h| h.job.id).collect::<Vec<_>>(),
+        vec![g6.id]
+    );
     assert_eq!(got[0].attempt, 1);
     let why = store.waiting_reason(&p5).unwrap().unwrap();
     assert!(
-        why.contains("no worker agent runs ml.p5.48xlarge") && why.contains("l4-host on host-of-l4-host"),
+        why.contains("no worker agent runs ml.p5.48xlarge")
+            && why.contains("l4-host on host-of-l4-host"),
         "{why}"
     );
     // A second agent of the same name is refused while the first lives.
     let err = store.join(&l4).unwrap_err().to_string();
-    assert!(err.contains("named l4-host") && err.contains("--name"), "{err}");
+    assert!(
+        err.contains("named l4-host") && err.contains("--name"),
+        "{err}"
+    );
 
     // Past MaxPendingTimeInSeconds the sweep fails it, saying why it waited.
     let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    c.execute("UPDATE jobs SET creation_time = creation_time - 1e10 WHERE id = $1", &[&p5.id])
-        .unwrap();
+    c.execute(
+        "UPDATE jobs SET creation_time = creation_time - 1e10 WHERE id = $1",
+        &[&p5.id],
+    )
+    .unwrap();
     let swept = store.sweep().unwrap();
     assert_eq!(swept.settled, vec!["wants-p5".to_string()]);
-    let failed = store.get(JobKind::Optimization, "wants-p5").unwrap().unwrap();
+    let failed = store
+        .get(JobKind::Optimization, "wants-p5")
+        .unwrap()
+        .unwrap();
     assert_eq!(failed.status, OptimizationJobStatus::Failed);
     let reason = failed.failure_reason.unwrap();
     assert!(
@@ -186,7 +199,10 @@ fn a_job_that_asks_is_run_again_once_after_a_lost_host() {
     expire_leases(&url);
     let swept = store.sweep().unwrap();
     assert_eq!(swept.retried, vec!["retried".to_string()]);
-    let queued = store.get(JobKind::Optimization, "retried").unwrap().unwrap();
+    let queued = store
+        .get(JobKind::Optimization, "retried")
+        .unwrap()
+        .unwrap();
     assert_eq!(queued.status, OptimizationJobStatus::Starting);
     assert!(queued.failure_reason.unwrap().contains("attempt 2 of 2"));
 
@@ -202,7 +218,10 @@ fn a_job_that_asks_is_run_again_once_after_a_lost_host() {
     expire_leases(&url);
     let swept = store.sweep().unwrap();
     assert_eq!(swept.lost, vec!["retried".to_string()]);
-    let job = store.get(JobKind::Optimization, "retried").unwrap().unwrap();
+    let job = store
+        .get(JobKind::Optimization, "retried")
+        .unwrap()
+        .unwrap();
     assert_eq!(job.status, OptimizationJobStatus::Failed);
     assert!(job.failure_reason.unwrap().contains("run twice"));
 }
@@ -239,11 +258,17 @@ fn stops_reach_the_agent_and_stopped_queued_jobs_end_stopped() {
         outcome: None,
     };
     assert!(store.finish_held("a", held.job.id, 1, &stopped).unwrap());
-    let job = store.get(JobKind::Optimization, "running").unwrap().unwrap();
+    let job = store
+        .get(JobKind::Optimization, "running")
+        .unwrap()
+        .unwrap();
     assert_eq!(job.status, OptimizationJobStatus::Stopped);
     // A runner server and agents never share a database.
     let lock = store.share_runner().unwrap();
-    let err = temper_store::postgres::lock_runner(&url).err().unwrap().to_string();
+    let err = temper_store::postgres::lock_runner(&url)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("--api-only"), "{err}");
     drop(lock);
     let runner = temper_store::postgres::lock_runner(&url).unwrap();

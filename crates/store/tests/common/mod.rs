@@ -34,7 +34,6 @@ pub fn optimization_with(
     JobRecord::queued(request, spec, format!("arn:opt/{name}"), created)
 }
 
-
 /// A database of its own on the test server, by URL.
 pub fn fresh_database() -> String {
     let Ok(url) = std::env::var("TEMPER_TEST_POSTGRES") else {
@@ -59,4 +58,3 @@ pub fn fresh_database() -> String {
     let (base, _) = url.rsplit_once('/').unwrap();
     format!("{base}/{name}")
 }
-

@@ -79,7 +79,9 @@ fn main() {
             }
         });
     }
-    let job_dir = args.job_dir.expect("clap requires --job-dir without --join");
+    let job_dir = args
+        .job_dir
+        .expect("clap requires --job-dir without --join");
     let cancel = Arc::new(Cancel::new());
     let flag = cancel.clone();
     // SIGTERM (stop, MaxRuntimeInSeconds) and SIGINT: finish the current tensor, remove
