@@ -371,3 +371,27 @@ def test_capacity_and_bad_settings(make_server, make_agent, database, bin_dir, t
         capture_output=True, text=True, timeout=60,
     )
     assert out.returncode != 0 and "--api-only" in out.stderr, out.stderr
+
+
+def test_stop_and_runtime_limit_reach_the_agent(make_server, make_agent, database):
+    api = [make_server("--store", database, "--api-only") for _ in range(2)]
+    first, second = api[0].client(), api[1].client()
+    agent = make_agent(database)  # the default poll (1 s): a Stop is announced, not polled
+    first.create_optimization_job(**create_request("stopped-elsewhere"))
+    running_on(database, "stopped-elsewhere")
+    deadline = time.time() + 30
+    while not agent.live_workers() and time.time() < deadline:
+        time.sleep(0.05)
+    asked = time.time()
+    second.stop_optimization_job(OptimizationJobName="stopped-elsewhere")
+    d = wait_for_status(first, "stopped-elsewhere", FINISHED, timeout=60)
+    assert d["OptimizationJobStatus"] == "STOPPED", d
+    # SIGTERM reached the worker: it stops at its next tensor, well within the grace.
+    assert time.time() - asked < 5 + 2, time.time() - asked
+    assert agent.live_workers() == []
+
+    second.create_optimization_job(**create_request(
+        "too-slow", StoppingCondition={"MaxRuntimeInSeconds": 1}))
+    d = wait_for_status(first, "too-slow", FINISHED, timeout=60)
+    assert d["OptimizationJobStatus"] == "FAILED", d
+    assert "MaxRuntimeInSeconds (1 s)" in d["FailureReason"], d["FailureReason"]

@@ -3,7 +3,8 @@
 //! process with its own job directory, under a lease (the rules are in
 //! [`temper_store::leases`]).
 //!
-//! Every poll (`--poll-interval`, 1 s by default) the agent:
+//! Every poll (`--poll-ms`, 1 s by default), and as soon as one of its workers ends or a
+//! server announces a created or changed job (`LISTEN temper_jobs`), the agent:
 //! 1. renews the leases of the jobs it runs, and learns which were stopped (Stop from any
 //!    server takes effect within one poll);
 //! 2. reports each job's new log bytes, progress and steps to the database (what
@@ -114,7 +115,8 @@ impl Agent {
             source,
         })?;
         let store = PostgresStore::open(&config.database)?;
-        let lock = store.share_runner()?;
+        let mut lock = store.share_runner()?;
+        lock.listen()?;
         store.join(&config.info)?;
         Ok(Agent {
             config,
@@ -172,7 +174,38 @@ impl Agent {
                 self.say("left the database; no job is running");
                 return;
             }
-            std::thread::sleep(self.config.poll);
+            self.pause(signals, seen);
+        }
+    }
+
+    /// Waits for the next poll, or less: until a worker ends (its slot can take the next
+    /// job now, not a poll later), a job is created or changed (NOTIFY from any server), or
+    /// a signal arrives.
+    fn pause(&mut self, signals: &AtomicUsize, seen: usize) {
+        let until = Instant::now() + self.config.poll;
+        loop {
+            let now = Instant::now();
+            if now >= until || signals.load(Ordering::SeqCst) != seen {
+                return;
+            }
+            // try_wait keeps the status it reaps, for `watch` to read again.
+            let ended = self
+                .running
+                .iter_mut()
+                .any(|r| r.ended.is_none() && matches!(r.child.try_wait(), Ok(Some(_))));
+            if ended {
+                return;
+            }
+            let step = (until - now).min(Duration::from_millis(20));
+            match self.lock.as_mut() {
+                // A job was created or changed (a Stop): look now.
+                Some(lock) => {
+                    if lock.notified(step) {
+                        return;
+                    }
+                }
+                None => std::thread::sleep(step),
+            }
         }
     }
 
@@ -281,7 +314,10 @@ impl Agent {
             return true;
         }
         self.lock = None;
-        match self.store.share_runner() {
+        match self.store.share_runner().and_then(|mut lock| {
+            lock.listen()?;
+            Ok(lock)
+        }) {
             Ok(lock) => {
                 self.lock = Some(lock);
                 true

@@ -204,6 +204,7 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
     };
     let data_dir = config.data_dir.clone();
     let listen = config.listen;
+    let api_only = config.api_only;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         // Bind first: a server that cannot listen must not start running jobs.
@@ -217,7 +218,13 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
             data_dir.display()
         );
         temper_server::serve(listener, service, shutdown_signal()).await?;
-        eprintln!("temper-server stopped; running workers go on and are adopted at the next start");
+        if api_only {
+            eprintln!("temper-server stopped; it ran no jobs, the database's jobs go on");
+        } else {
+            eprintln!(
+                "temper-server stopped; running workers go on and are adopted at the next start"
+            );
+        }
         Ok(())
     })
 }

@@ -393,6 +393,12 @@ impl PostgresStore {
         Ok(swept)
     }
 
+    /// Whether a server runs this database's jobs as its own processes (it holds the
+    /// runner lock exclusively): then it settles its queue, and agents are refused.
+    pub fn runner_present(&self) -> Result<bool> {
+        self.with(runner_present)
+    }
+
     /// Why a queued job is still waiting, for Describe: no live agent runs its instance
     /// type, or every agent that does is busy. `None` for a job any agent may take.
     pub fn waiting_reason(&self, job: &JobRecord) -> Result<Option<String>> {
@@ -401,18 +407,7 @@ impl PostgresStore {
         }
         let agents = self.with(|c| {
             // A server that runs the jobs itself holds the runner lock alone: no agents.
-            let runner: bool = c
-                .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' \
-                     AND classid = $1 AND objid = $2 AND objsubid = 1 AND mode = 'ExclusiveLock')",
-                    &[
-                        &((RUNNER_LOCK >> 32) as u32),
-                        &((RUNNER_LOCK & 0xffff_ffff) as u32),
-                    ],
-                )
-                .map_err(backend)?
-                .get(0);
-            if runner {
+            if runner_present(c)? {
                 return Ok(None);
             }
             live_agents_in(c).map(Some)
@@ -643,6 +638,19 @@ fn sweep_queue(c: &mut Client, swept: &mut Swept) -> Result<()> {
         }
     }
     tx.commit().map_err(backend)
+}
+
+fn runner_present(c: &mut Client) -> Result<bool> {
+    Ok(c.query_one(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' \
+         AND classid = $1 AND objid = $2 AND objsubid = 1 AND mode = 'ExclusiveLock')",
+        &[
+            &((RUNNER_LOCK >> 32) as u32),
+            &((RUNNER_LOCK & 0xffff_ffff) as u32),
+        ],
+    )
+    .map_err(backend)?
+    .get(0))
 }
 
 fn live_agents_in(c: &mut impl postgres::GenericClient) -> Result<Vec<AgentInfo>> {

@@ -76,6 +76,11 @@ CREATE TABLE job_logs (
 ",
 ];
 
+/// Where a created or changed job is announced (`pg_notify` in [`PostgresStore`]'s insert
+/// and update): worker agents listen, so a new job is claimed and a Stop acted on at once,
+/// with the poll as the bound when a notification is lost.
+pub const NOTIFY_CHANNEL: &str = "temper_jobs";
+
 /// The advisory lock the servers take to migrate one at a time ("temper" in ASCII).
 const MIGRATION_LOCK: i64 = 0x74656d706572;
 /// The advisory lock of the one server that runs a database's jobs ("runner").
@@ -124,6 +129,27 @@ impl Connection {
 }
 
 impl Connection {
+    /// Listens for [`NOTIFY_CHANNEL`] on this connection.
+    pub fn listen(&mut self) -> Result<()> {
+        let client = self.client();
+        blocking(|| client.batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))).map_err(backend)
+    }
+
+    /// Waits up to `timeout` for a notification of [`NOTIFY_CHANNEL`] and takes every one
+    /// pending; whether any came.
+    pub fn notified(&mut self, timeout: std::time::Duration) -> bool {
+        let client = self.client();
+        blocking(|| {
+            use fallible_iterator::FallibleIterator;
+            let mut notifications = client.notifications();
+            let mut any = matches!(notifications.timeout_iter(timeout).next(), Ok(Some(_)));
+            while let Ok(Some(_)) = notifications.iter().next() {
+                any = true;
+            }
+            any
+        })
+    }
+
     /// Whether the database still answers on this connection (a lock taken on it holds).
     pub fn is_alive(&mut self) -> bool {
         let client = self.client();
@@ -334,7 +360,7 @@ impl JobStore for PostgresStore {
                  optimization_types, worker_pid, stop_requested, deployment_instance_type, \
                  max_instance_count, spec, kind, model_name, outcome) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-                 $17, $18, $19) RETURNING id",
+                 $17, $18, $19) RETURNING id, pg_notify('temper_jobs', 'created') IS NULL",
                 &[
                     &record.name,
                     &record.arn,
@@ -406,6 +432,9 @@ impl JobStore for PostgresStore {
                 ],
             )
             .map_err(backend)?;
+            // Agents wake on it: a Stop reaches the worker now, not a poll later.
+            tx.execute("SELECT pg_notify('temper_jobs', 'changed')", &[])
+                .map_err(backend)?;
             tx.commit().map_err(backend)?;
             Ok(Some(record))
         })
