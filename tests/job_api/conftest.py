@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import boto3
@@ -212,6 +213,12 @@ def make_server(bin_dir, s3_server, tmp_path):
 
 def worker_pids(server: "Server") -> list[int]:
     """The live temper-worker processes of a server's data directory."""
+    return live_workers(server.data_dir.resolve())
+
+
+def live_workers(under: Path, job_dir_only: bool = False) -> list[int]:
+    """The live temper-worker processes whose arguments name a path under `under`
+    (with `job_dir_only`, only those running a job: `--job-dir`, not an agent)."""
     pids = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -221,11 +228,30 @@ def worker_pids(server: "Server") -> list[int]:
             state = (proc / "stat").read_text().rsplit(") ", 1)[1][0]
         except (OSError, IndexError):
             continue
-        if state != "Z" and argv and argv[0].endswith(b"temper-worker") and any(
-            str(server.data_dir.resolve()).encode() in a for a in argv
+        if (
+            state not in "ZX"
+            and argv
+            and argv[0].endswith(b"temper-worker")
+            and (not job_dir_only or b"--job-dir" in argv)
+            and any(str(under).encode() in a for a in argv)
         ):
             pids.append(int(proc.name))
     return pids
+
+
+@pytest.fixture
+def database() -> str:
+    """A PostgreSQL database of its own on the test server (TEMPER_TEST_POSTGRES)."""
+    base = os.environ.get("TEMPER_TEST_POSTGRES")
+    if not base:
+        pytest.fail(
+            "TEMPER_TEST_POSTGRES is not set: run scripts/test.sh, or start a server with "
+            "`url=$(bash scripts/postgres.sh start /tmp/temper-pg)` and set it to $url",
+            pytrace=False,
+        )
+    name = "temper_api_" + uuid.uuid4().hex[:12]
+    subprocess.run(["psql", base, "-qc", f"CREATE DATABASE {name}"], check=True)
+    return base.rsplit("/", 1)[0] + "/" + name
 
 
 @pytest.fixture

@@ -4,30 +4,14 @@ the same database, a URL that is wrong)."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import threading
 import time
-import uuid
 
 import pytest
 
 from conftest import create_request, wait_for_status
-
-
-@pytest.fixture
-def database() -> str:
-    base = os.environ.get("TEMPER_TEST_POSTGRES")
-    if not base:
-        pytest.fail(
-            "TEMPER_TEST_POSTGRES is not set: run scripts/test.sh, or start a server with "
-            "`url=$(bash scripts/postgres.sh start /tmp/temper-pg)` and set it to $url",
-            pytrace=False,
-        )
-    name = "temper_api_" + uuid.uuid4().hex[:12]
-    subprocess.run(["psql", base, "-qc", f"CREATE DATABASE {name}"], check=True)
-    return base.rsplit("/", 1)[0] + "/" + name
 
 
 def test_jobs_live_in_postgres_across_restarts(make_server, database, tmp_path):

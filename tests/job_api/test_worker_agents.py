@@ -12,36 +12,19 @@ each a separate process on loopback, driven through boto3.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
-import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from conftest import REGION, create_request, wait_for_status
+from conftest import REGION, create_request, live_workers, wait_for_status
 
 FINISHED = {"COMPLETED", "FAILED", "STOPPED"}
 TINY_PREFIX = "tiny/"
-
-
-@pytest.fixture
-def database() -> str:
-    base = os.environ.get("TEMPER_TEST_POSTGRES")
-    if not base:
-        pytest.fail(
-            "TEMPER_TEST_POSTGRES is not set: run scripts/test.sh, or start a server with "
-            "`url=$(bash scripts/postgres.sh start /tmp/temper-pg)` and set it to $url",
-            pytrace=False,
-        )
-    name = "temper_agents_" + uuid.uuid4().hex[:12]
-    subprocess.run(["psql", base, "-qc", f"CREATE DATABASE {name}"], check=True)
-    return base.rsplit("/", 1)[0] + "/" + name
 
 
 def psql(database: str, sql: str) -> list[str]:
@@ -114,20 +97,7 @@ class Agent:
 
     def live_workers(self) -> list[int]:
         """Its temper-worker --job-dir processes still running."""
-        pids = []
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                argv = (proc / "cmdline").read_bytes().split(b"\0")
-                state = (proc / "stat").read_text().rsplit(") ", 1)[1][0]
-            except (OSError, IndexError):
-                continue
-            if state not in "ZX" and b"--job-dir" in argv and any(
-                str(self.data_dir).encode() in a for a in argv
-            ):
-                pids.append(int(proc.name))
-        return pids
+        return live_workers(self.data_dir, job_dir_only=True)
 
 
 @pytest.fixture
