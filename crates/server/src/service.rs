@@ -28,7 +28,8 @@ pub struct Service {
     /// database's runner lock ([`crate::postgres::lock_runner`]).
     pub(crate) _runner_lock: Option<std::sync::Mutex<crate::postgres::Connection>>,
     /// Creates hold it from counting jobs to inserting one, so concurrent creates cannot
-    /// pass a limit together (this process is the store's only writer of new jobs).
+    /// pass a limit together (a shared database holds creates of every server to one at a
+    /// time as well: `JobStore::insert_checked`).
     pub(crate) creating: std::sync::Mutex<()>,
 }
 
@@ -100,22 +101,24 @@ impl Service {
     /// deletes them, so a full store could never be emptied through the API.
     pub(crate) fn insert_job(&self, record: &JobRecord) -> Result<(), ApiError> {
         let _one_at_a_time = self.creating.lock().unwrap_or_else(|p| p.into_inner());
-        let (stored, unfinished) = self.store.counts()?;
-        if record.kind() == JobKind::Optimization && stored >= self.config.max_jobs {
-            return Err(ApiError::ResourceLimitExceeded(format!(
-                "This server keeps at most {} optimization jobs and has {stored}; delete \
-                 finished jobs (DeleteOptimizationJob) or raise --max-jobs",
-                self.config.max_jobs
-            )));
-        }
-        if unfinished >= self.config.max_unfinished_jobs {
-            return Err(ApiError::ResourceLimitExceeded(format!(
-                "{unfinished} jobs are queued or running, the most this server accepts \
-                 (--max-unfinished-jobs {}); wait for some to finish or stop them",
-                self.config.max_unfinished_jobs
-            )));
-        }
-        self.store.insert(record)?;
+        let (max_jobs, max_unfinished) = (self.config.max_jobs, self.config.max_unfinished_jobs);
+        let kind = record.kind();
+        self.store.insert_checked(record, &mut |stored, unfinished| {
+            if kind == JobKind::Optimization && stored >= max_jobs {
+                return Err(format!(
+                    "This server keeps at most {max_jobs} optimization jobs and has {stored}; \
+                     delete finished jobs (DeleteOptimizationJob) or raise --max-jobs"
+                ));
+            }
+            if unfinished >= max_unfinished {
+                return Err(format!(
+                    "{unfinished} jobs are queued or running, the most this server accepts \
+                     (--max-unfinished-jobs {max_unfinished}); wait for some to finish or stop \
+                     them"
+                ));
+            }
+            Ok(())
+        })?;
         self.wake.wake();
         Ok(())
     }

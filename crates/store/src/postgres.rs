@@ -84,6 +84,8 @@ pub const NOTIFY_CHANNEL: &str = "temper_jobs";
 /// The advisory lock the servers take to migrate one at a time ("temper" in ASCII).
 const MIGRATION_LOCK: i64 = 0x74656d706572;
 /// The advisory lock of the one server that runs a database's jobs ("runner").
+/// Held by a create from counting the jobs to inserting one ("create").
+const CREATE_LOCK: i64 = 0x637265617465;
 /// Taken exclusively by a server that runs the jobs itself, and shared by worker agents
 /// (and the servers that keep their queue): the two ways of running jobs never meet on one
 /// database.
@@ -302,6 +304,63 @@ fn get_in(
         .transpose()
 }
 
+fn insert_in(c: &mut impl postgres::GenericClient, record: &JobRecord) -> Result<JobRecord> {
+    let w = columns::written(record)?;
+    let pid = record.worker_pid.map(i64::from);
+    let result = c.query_one(
+            "INSERT INTO jobs (name, arn, status, creation_time, last_modified_time, \
+             start_time, end_time, failure_reason, recommended_image, request, \
+             optimization_types, worker_pid, stop_requested, deployment_instance_type, \
+             max_instance_count, spec, kind, model_name, outcome) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+             $17, $18, $19) RETURNING id, pg_notify('temper_jobs', 'created') IS NULL",
+            &[
+                &record.name,
+                &record.arn,
+                &w.status,
+                &record.creation_time,
+                &record.last_modified_time,
+                &record.start_time,
+                &record.end_time,
+                &record.failure_reason,
+                &record.recommended_image,
+                &w.request,
+                &w.optimization_types,
+                &pid,
+                &record.stop_requested,
+                &w.deployment_instance_type,
+                &w.max_instance_count,
+                &w.spec,
+                &w.kind,
+                &w.model_name,
+                &w.outcome,
+            ],
+        );
+    match result {
+        Ok(row) => Ok(JobRecord {
+            id: row.get(0),
+            ..record.clone()
+        }),
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            Err(StoreError::Duplicate(record.name.clone()))
+        }
+        Err(e) => Err(backend(e)),
+    }
+}
+
+fn counts_in(c: &mut impl postgres::GenericClient) -> Result<(usize, usize)> {
+    let row = c
+        .query_one(
+            &format!(
+                "SELECT count(*) FILTER (WHERE kind = 'optimization'), \
+                 count(*) FILTER (WHERE status IN {UNFINISHED}) FROM jobs"
+            ),
+            &[],
+        )
+        .map_err(backend)?;
+    Ok((row.get::<_, i64>(0) as usize, row.get::<_, i64>(1) as usize))
+}
+
 pub(crate) const UNFINISHED: &str = "('STARTING', 'INPROGRESS', 'STOPPING')";
 
 impl PostgresStore {
@@ -351,49 +410,26 @@ impl JobStore for PostgresStore {
     }
 
     fn insert(&self, record: &JobRecord) -> Result<JobRecord> {
-        let w = columns::written(record)?;
-        let pid = record.worker_pid.map(i64::from);
-        let result = self.with(|c| {
-            Ok(c.query_one(
-                "INSERT INTO jobs (name, arn, status, creation_time, last_modified_time, \
-                 start_time, end_time, failure_reason, recommended_image, request, \
-                 optimization_types, worker_pid, stop_requested, deployment_instance_type, \
-                 max_instance_count, spec, kind, model_name, outcome) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-                 $17, $18, $19) RETURNING id, pg_notify('temper_jobs', 'created') IS NULL",
-                &[
-                    &record.name,
-                    &record.arn,
-                    &w.status,
-                    &record.creation_time,
-                    &record.last_modified_time,
-                    &record.start_time,
-                    &record.end_time,
-                    &record.failure_reason,
-                    &record.recommended_image,
-                    &w.request,
-                    &w.optimization_types,
-                    &pid,
-                    &record.stop_requested,
-                    &w.deployment_instance_type,
-                    &w.max_instance_count,
-                    &w.spec,
-                    &w.kind,
-                    &w.model_name,
-                    &w.outcome,
-                ],
-            ))
-        })?;
-        match result {
-            Ok(row) => Ok(JobRecord {
-                id: row.get(0),
-                ..record.clone()
-            }),
-            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                Err(StoreError::Duplicate(record.name.clone()))
-            }
-            Err(e) => Err(backend(e)),
-        }
+        self.with(|c| insert_in(c, record))
+    }
+
+    fn insert_checked(
+        &self,
+        record: &JobRecord,
+        check: &mut dyn FnMut(usize, usize) -> std::result::Result<(), String>,
+    ) -> Result<JobRecord> {
+        self.with(|c| {
+            let mut tx = c.transaction().map_err(backend)?;
+            // Creates through every server of the database take turns from counting to
+            // inserting, so that together they cannot pass a limit.
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CREATE_LOCK])
+                .map_err(backend)?;
+            let (stored, unfinished) = counts_in(&mut tx)?;
+            check(stored, unfinished).map_err(StoreError::Refused)?;
+            let inserted = insert_in(&mut tx, record)?;
+            tx.commit().map_err(backend)?;
+            Ok(inserted)
+        })
     }
 
     fn get(&self, kind: JobKind, name: &str) -> Result<Option<JobRecord>> {
@@ -524,18 +560,7 @@ impl JobStore for PostgresStore {
     }
 
     fn counts(&self) -> Result<(usize, usize)> {
-        self.with(|c| {
-            let row = c
-                .query_one(
-                    &format!(
-                        "SELECT count(*) FILTER (WHERE kind = 'optimization'), \
-                         count(*) FILTER (WHERE status IN {UNFINISHED}) FROM jobs"
-                    ),
-                    &[],
-                )
-                .map_err(backend)?;
-            Ok((row.get::<_, i64>(0) as usize, row.get::<_, i64>(1) as usize))
-        })
+        self.with(|c| counts_in(c))
     }
 
     fn max_id(&self) -> Result<i64> {

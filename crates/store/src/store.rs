@@ -121,6 +121,9 @@ pub enum StoreError {
     Backend(String),
     #[error("stored job {name} cannot be read back: {why}")]
     Corrupt { name: String, why: String },
+    /// [`JobStore::insert_checked`]'s check refused the job (a limit), saying why.
+    #[error("{0}")]
+    Refused(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -133,6 +136,7 @@ impl From<StoreError> for temper_api::ApiError {
                 "An optimization job named {name} already exists; choose another \
                  OptimizationJobName or delete the existing job first"
             )),
+            StoreError::Refused(why) => temper_api::ApiError::ResourceLimitExceeded(why),
             other => temper_api::ApiError::InternalFailure(other.to_string()),
         }
     }
@@ -311,6 +315,19 @@ pub trait JobStore: Send + Sync {
     /// Adds a job; `record.id` is ignored and the stored record (with its id) returned.
     /// Fails with [`StoreError::Duplicate`] if its kind has a job of that name.
     fn insert(&self, record: &JobRecord) -> Result<JobRecord>;
+    /// Adds a job if `check` passes on the store's counts ([`JobStore::counts`]) taken in
+    /// the same step: an `Err(why)` is [`StoreError::Refused`]. The default counts, then
+    /// inserts, for a store written by one process, which must hold creates to one at a
+    /// time itself; a shared store makes it one step for every process.
+    fn insert_checked(
+        &self,
+        record: &JobRecord,
+        check: &mut dyn FnMut(usize, usize) -> std::result::Result<(), String>,
+    ) -> Result<JobRecord> {
+        let (stored, unfinished) = self.counts()?;
+        check(stored, unfinished).map_err(StoreError::Refused)?;
+        self.insert(record)
+    }
     fn get(&self, kind: JobKind, name: &str) -> Result<Option<JobRecord>>;
     /// Reads, changes and writes one job atomically; `None` if there is no such job.
     /// The change sees the current record, so concurrent updates do not lose each other.

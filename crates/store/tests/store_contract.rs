@@ -328,3 +328,44 @@ fn postgres_passes_the_store_contract() {
         "{err}"
     );
 }
+
+#[test]
+fn postgres_limits_hold_across_servers() {
+    // Eight servers' connections create at once against a limit of five jobs: exactly five
+    // are stored, and the rest are refused with the check's reason.
+    let url = fresh_database();
+    drop(temper_store::postgres::PostgresStore::open(&url).unwrap());
+    let outcomes: Vec<Result<(), StoreError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let url = url.clone();
+                s.spawn(move || {
+                    let store = temper_store::postgres::PostgresStore::open(&url).unwrap();
+                    store
+                        .insert_checked(
+                            &optimization(&format!("limited-{i}"), i as f64, "fp8"),
+                            &mut |stored, _| {
+                                if stored >= 5 {
+                                    Err(format!("{stored} jobs stored"))
+                                } else {
+                                    Ok(())
+                                }
+                            },
+                        )
+                        .map(|_| ())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let stored = outcomes.iter().filter(|o| o.is_ok()).count();
+    assert_eq!(stored, 5, "{outcomes:?}");
+    for refused in outcomes.iter().filter_map(|o| o.as_ref().err()) {
+        assert!(
+            matches!(refused, StoreError::Refused(why) if why == "5 jobs stored"),
+            "{refused}"
+        );
+    }
+    let store = temper_store::postgres::PostgresStore::open(&url).unwrap();
+    assert_eq!(store.counts().unwrap(), (5, 5));
+}
