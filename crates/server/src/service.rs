@@ -103,22 +103,23 @@ impl Service {
         let _one_at_a_time = self.creating.lock().unwrap_or_else(|p| p.into_inner());
         let (max_jobs, max_unfinished) = (self.config.max_jobs, self.config.max_unfinished_jobs);
         let kind = record.kind();
-        self.store.insert_checked(record, &mut |stored, unfinished| {
-            if kind == JobKind::Optimization && stored >= max_jobs {
-                return Err(format!(
-                    "This server keeps at most {max_jobs} optimization jobs and has {stored}; \
+        self.store
+            .insert_checked(record, &mut |stored, unfinished| {
+                if kind == JobKind::Optimization && stored >= max_jobs {
+                    return Err(format!(
+                        "This server keeps at most {max_jobs} optimization jobs and has {stored}; \
                      delete finished jobs (DeleteOptimizationJob) or raise --max-jobs"
-                ));
-            }
-            if unfinished >= max_unfinished {
-                return Err(format!(
-                    "{unfinished} jobs are queued or running, the most this server accepts \
+                    ));
+                }
+                if unfinished >= max_unfinished {
+                    return Err(format!(
+                        "{unfinished} jobs are queued or running, the most this server accepts \
                      (--max-unfinished-jobs {max_unfinished}); wait for some to finish or stop \
                      them"
-                ));
-            }
-            Ok(())
-        })?;
+                    ));
+                }
+                Ok(())
+            })?;
         self.wake.wake();
         Ok(())
     }

@@ -591,53 +591,63 @@ fn sweep_lost(c: &mut Client, swept: &mut Swept) -> Result<()> {
 }
 
 fn sweep_queue(c: &mut Client, swept: &mut Swept) -> Result<()> {
-    let mut tx = c.transaction().map_err(backend)?;
-    let rows = tx
+    // Read without locks (a lock on every queued row would make agents' claims skip them
+    // meanwhile); each change is conditional on the job still being unclaimed.
+    let rows = c
         .query(
             &format!(
                 "SELECT {} FROM jobs WHERE agent IS NULL AND worker_pid IS NULL \
                  AND (status = 'STARTING' OR (status = 'STOPPING' AND start_time IS NULL)) \
-                 ORDER BY id FOR UPDATE SKIP LOCKED",
+                 ORDER BY id",
                 crate::columns::COLUMNS
             ),
             &[],
         )
         .map_err(backend)?;
-    let agents = live_agents_in(&mut tx)?;
+    let mut agents = None;
     let now = now();
     for row in &rows {
         let Ok(job) = read_row(row) else { continue };
         if job.stop_requested {
-            tx.execute(
-                "UPDATE jobs SET status = 'STOPPED', end_time = $2, last_modified_time = $2 \
-                 WHERE id = $1",
-                &[&job.id, &now],
-            )
-            .map_err(backend)?;
-            swept.settled.push(job.name.clone());
+            let settled = c
+                .execute(
+                    "UPDATE jobs SET status = 'STOPPED', end_time = $2, last_modified_time = $2 \
+                     WHERE id = $1 AND agent IS NULL AND status IN ('STARTING', 'STOPPING')",
+                    &[&job.id, &now],
+                )
+                .map_err(backend)?;
+            if settled == 1 {
+                swept.settled.push(job.name.clone());
+            }
             continue;
         }
         let waited = now - job.creation_time;
-        let over = job.pending_limit().filter(|max| waited > *max as f64);
-        if let Some(max) = over {
-            let why = waiting_reason(&job, &agents)
-                .map(|w| format!(" ({})", w.trim_start_matches("Waiting: ")))
-                .unwrap_or_else(|| " (every agent that runs it was busy)".into());
-            let reason = format!(
-                "The job waited {waited:.0} s for a worker agent, longer than its \
-                 StoppingCondition.MaxPendingTimeInSeconds ({max} s){why}. Create it again \
-                 when an agent can take it, or with a larger MaxPendingTimeInSeconds"
-            );
-            tx.execute(
+        let Some(max) = job.pending_limit().filter(|max| waited > *max as f64) else {
+            continue;
+        };
+        if agents.is_none() {
+            agents = Some(live_agents_in(c)?);
+        }
+        let why = waiting_reason(&job, agents.as_deref().unwrap_or_default())
+            .map(|w| format!(" ({})", w.trim_start_matches("Waiting: ")))
+            .unwrap_or_else(|| " (every agent that runs it was busy)".into());
+        let reason = format!(
+            "The job waited {waited:.0} s for a worker agent, longer than its \
+             StoppingCondition.MaxPendingTimeInSeconds ({max} s){why}. Create it again \
+             when an agent can take it, or with a larger MaxPendingTimeInSeconds"
+        );
+        let settled = c
+            .execute(
                 "UPDATE jobs SET status = 'FAILED', failure_reason = $2, end_time = $3, \
-                 last_modified_time = $3 WHERE id = $1",
+                 last_modified_time = $3 WHERE id = $1 AND agent IS NULL AND status = 'STARTING'",
                 &[&job.id, &reason, &now],
             )
             .map_err(backend)?;
+        if settled == 1 {
             swept.settled.push(job.name.clone());
         }
     }
-    tx.commit().map_err(backend)
+    Ok(())
 }
 
 fn runner_present(c: &mut Client) -> Result<bool> {

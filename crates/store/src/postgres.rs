@@ -308,34 +308,34 @@ fn insert_in(c: &mut impl postgres::GenericClient, record: &JobRecord) -> Result
     let w = columns::written(record)?;
     let pid = record.worker_pid.map(i64::from);
     let result = c.query_one(
-            "INSERT INTO jobs (name, arn, status, creation_time, last_modified_time, \
+        "INSERT INTO jobs (name, arn, status, creation_time, last_modified_time, \
              start_time, end_time, failure_reason, recommended_image, request, \
              optimization_types, worker_pid, stop_requested, deployment_instance_type, \
              max_instance_count, spec, kind, model_name, outcome) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
              $17, $18, $19) RETURNING id, pg_notify('temper_jobs', 'created') IS NULL",
-            &[
-                &record.name,
-                &record.arn,
-                &w.status,
-                &record.creation_time,
-                &record.last_modified_time,
-                &record.start_time,
-                &record.end_time,
-                &record.failure_reason,
-                &record.recommended_image,
-                &w.request,
-                &w.optimization_types,
-                &pid,
-                &record.stop_requested,
-                &w.deployment_instance_type,
-                &w.max_instance_count,
-                &w.spec,
-                &w.kind,
-                &w.model_name,
-                &w.outcome,
-            ],
-        );
+        &[
+            &record.name,
+            &record.arn,
+            &w.status,
+            &record.creation_time,
+            &record.last_modified_time,
+            &record.start_time,
+            &record.end_time,
+            &record.failure_reason,
+            &record.recommended_image,
+            &w.request,
+            &w.optimization_types,
+            &pid,
+            &record.stop_requested,
+            &w.deployment_instance_type,
+            &w.max_instance_count,
+            &w.spec,
+            &w.kind,
+            &w.model_name,
+            &w.outcome,
+        ],
+    );
     match result {
         Ok(row) => Ok(JobRecord {
             id: row.get(0),
@@ -560,7 +560,7 @@ impl JobStore for PostgresStore {
     }
 
     fn counts(&self) -> Result<(usize, usize)> {
-        self.with(|c| counts_in(c))
+        self.with(counts_in)
     }
 
     fn max_id(&self) -> Result<i64> {
