@@ -303,6 +303,9 @@ def test_capacity_and_bad_settings(make_server, make_agent, database, bin_dir, t
     d = sm.describe_optimization_job(OptimizationJobName="needs-p5")
     assert d["OptimizationJobStatus"] == "STARTING"
     assert "no worker agent has joined" in d["FailureReason"], d["FailureReason"]
+    out = run_logs(server, "needs-p5")
+    assert out.returncode == 0 and out.stdout == "", out
+    assert "needs-p5: STARTING" in out.stderr and "no worker agent has joined" in out.stderr, out
 
     make_agent(database, "--instance-types", "ml.g6.*", name="l4-box")
     sm.create_optimization_job(**create_request("fits-g6"))

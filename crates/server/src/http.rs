@@ -267,6 +267,10 @@ async fn find_job(
     .map_err(|e| ApiError::InternalFailure(e.to_string()))??;
     match found {
         (_, Some((job, Some(reported)))) => Ok((job, Source::Reported(reported))),
+        // Never started (queued, or stopped or failed while queued): no log anywhere yet.
+        (_, Some((job, None))) if service.config.api_only && job.start_time.is_none() => {
+            Ok((job, Source::Reported(Default::default())))
+        }
         (_, Some((_, None))) if service.config.api_only => Err(ApiError::ValidationException(
             "This job is run by the temper-server that runs this database's jobs as its own \
              processes (not by a worker agent), and this server answers the API only \
