@@ -182,6 +182,17 @@ def test_hundred_jobs_through_two_servers_run_once_each_on_three_agents(
         ran_on = psql(database, "SELECT agent FROM jobs WHERE name = 'many-007'")[0]
         assert f"run by worker agent {ran_on} on " in out.stderr, out.stderr
 
+    # The agents, as any server lists them.
+    out = subprocess.run(
+        [str(second.bin_dir / "temper-server"), "agents", "--endpoint", second.url,
+         "--credentials", str(second.creds)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert [line.split(" ")[0] for line in lines] == ["agent0", "agent1", "agent2"], out.stdout
+    assert all(": live, 0 of 1 slot(s) busy, any instance type" in line for line in lines), lines
+
     # One server killed: the other keeps answering, the agents keep running jobs.
     first.kill(signal.SIGKILL)
     clients[1].create_optimization_job(
@@ -217,9 +228,21 @@ def test_a_killed_agent_loses_its_job_within_the_lease(make_server, make_agent, 
     assert holder.live_workers(), "the job's worker runs"
     killed_at = time.time()
     holder.kill(signal.SIGKILL)
+    out = subprocess.run(
+        [str(server.bin_dir / "temper-server"), "agents", "--endpoint", server.url,
+         "--credentials", str(server.creds)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert f"{holder.name} on " in out.stdout and "1 of 1 slot(s) busy (orphaned)" in out.stdout, out
     d = wait_for_status(sm, "orphaned", FINISHED, timeout=60)
     took = time.time() - killed_at
     assert d["OptimizationJobStatus"] == "FAILED", d
+    out = subprocess.run(
+        [str(server.bin_dir / "temper-server"), "agents", "--endpoint", server.url,
+         "--credentials", str(server.creds)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert f"{holder.name} on {open('/proc/sys/kernel/hostname').read().strip()}: LOST" in out.stdout, out
     reason = d["FailureReason"]
     host = open("/proc/sys/kernel/hostname").read().strip()
     assert f"worker agent {holder.name} on host {host}" in reason, reason

@@ -25,6 +25,8 @@ pub struct Cli {
 pub enum Command {
     /// Show a job's progress and its worker's log (`--follow` until it ends).
     Logs(LogsArgs),
+    /// List the worker agents of the server's shared database, with what each runs.
+    Agents(AgentsArgs),
 }
 
 #[derive(Args)]
@@ -123,6 +125,84 @@ pub struct LogsArgs {
     /// Send unsigned requests (to a --no-auth server).
     #[arg(long)]
     no_auth: bool,
+}
+
+#[derive(Args)]
+pub struct AgentsArgs {
+    /// The server's URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    endpoint: String,
+    /// Credentials file to sign with (default: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
+    /// else ~/.aws/credentials).
+    #[arg(long)]
+    credentials: Option<PathBuf>,
+    #[arg(long, default_value = "default")]
+    profile: String,
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+    /// Send unsigned requests (to a --no-auth server).
+    #[arg(long)]
+    no_auth: bool,
+}
+
+/// Prints the worker agents, one line each.
+pub fn agents(args: &AgentsArgs) -> Result<()> {
+    let credentials = if args.no_auth {
+        None
+    } else {
+        Some(Credentials::resolve(
+            args.credentials.as_deref(),
+            &args.profile,
+        )?)
+    };
+    let client = Client::new(&args.endpoint, credentials, &args.region)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (body, _) = runtime.block_on(client.get("/temper/agents", ""))?;
+    let listed: serde_json::Value = serde_json::from_slice(&body)?;
+    let agents = listed["Agents"].as_array().cloned().unwrap_or_default();
+    if agents.is_empty() {
+        println!(
+            "no worker agent has joined (start one with `temper-worker --join <database URL>`)"
+        );
+    }
+    for a in agents {
+        let types: Vec<&str> = a["InstanceTypes"]
+            .as_array()
+            .map(|t| t.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        let running: Vec<&str> = a["Running"]
+            .as_array()
+            .map(|t| t.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        println!(
+            "{} on {}: {}, {} of {} slot(s) busy{}, {}, renewed {:.1} s ago",
+            a["Name"].as_str().unwrap_or("?"),
+            a["Host"].as_str().unwrap_or("?"),
+            if a["Live"].as_bool() == Some(true) {
+                "live"
+            } else {
+                "LOST (lease ran out)"
+            },
+            running.len(),
+            a["Slots"].as_u64().unwrap_or(0),
+            if running.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", running.join(", "))
+            },
+            if types.is_empty() {
+                "any instance type".to_string()
+            } else if types.len() > 4 {
+                format!("{} and {} more", types[..4].join(", "), types.len() - 4)
+            } else {
+                types.join(", ")
+            },
+            a["SecondsSinceRenewal"].as_f64().unwrap_or(f64::NAN),
+        );
+    }
+    Ok(())
 }
 
 fn config(args: &ServeArgs) -> Result<Config> {

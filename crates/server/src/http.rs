@@ -34,6 +34,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/", post(sagemaker))
         .route("/temper/jobs/{name}/progress", get(progress))
         .route("/temper/jobs/{name}/log", get(log))
+        .route("/temper/agents", get(agents))
         .with_state(service)
 }
 
@@ -289,6 +290,48 @@ async fn find_job(
             )
         ))),
     }
+}
+
+/// `GET /temper/agents`: the worker agents of the shared database, live or not, with what
+/// each runs, as JSON.
+async fn agents(State(service): State<Arc<Service>>, req: Request) -> Response {
+    if let Err(e) = admit(&service, req).await {
+        return error_response(&e);
+    }
+    let svc = service.clone();
+    let found = tokio::task::spawn_blocking(move || svc.store.agents()).await;
+    let agents =
+        match found {
+            Ok(Ok(Some(agents))) => agents,
+            Ok(Ok(None)) => return error_response(&ApiError::ValidationException(
+                "This server keeps its jobs in SQLite and runs them itself: worker agents join \
+                 a shared PostgreSQL (--store postgres://...)"
+                    .into(),
+            )),
+            Ok(Err(e)) => return error_response(&e.into()),
+            Err(e) => return error_response(&ApiError::InternalFailure(e.to_string())),
+        };
+    let agents: Vec<serde_json::Value> = agents
+        .into_iter()
+        .map(|a| {
+            serde_json::json!({
+                "Name": a.info.name,
+                "Host": a.info.host,
+                "Slots": a.info.slots,
+                "InstanceTypes": a.info.instance_types,
+                "LeaseSeconds": a.info.lease_secs,
+                "SecondsSinceRenewal": a.seen_secs_ago,
+                "Live": a.live,
+                "Running": a.running,
+            })
+        })
+        .collect();
+    json_response(
+        StatusCode::OK,
+        serde_json::json!({ "Agents": agents })
+            .to_string()
+            .into_bytes(),
+    )
 }
 
 /// `GET /temper/jobs/{name}/progress`: status, phase, counts and ETA as JSON.

@@ -393,6 +393,46 @@ impl PostgresStore {
         Ok(swept)
     }
 
+    /// Every agent that joined and has not left, by name: live or not, what it runs now.
+    pub fn agents(&self) -> Result<Vec<AgentStatus>> {
+        self.with(|c| {
+            let rows = c
+                .query(
+                    &format!(
+                        "SELECT a.name, a.host, a.slots, a.instance_types, a.lease_secs, \
+                         {DB_NOW} - a.heartbeat, \
+                         coalesce(array_agg(j.name ORDER BY j.id) FILTER (WHERE j.id IS NOT NULL), \
+                         '{{}}') \
+                         FROM agents a LEFT JOIN jobs j ON j.agent = a.name \
+                         AND j.status IN ('INPROGRESS', 'STOPPING') \
+                         GROUP BY a.name ORDER BY a.name"
+                    ),
+                    &[],
+                )
+                .map_err(backend)?;
+            Ok(rows
+                .iter()
+                .map(|r| {
+                    let info = AgentInfo {
+                        name: r.get(0),
+                        host: r.get(1),
+                        slots: r.get::<_, i32>(2).max(0) as u32,
+                        instance_types: serde_json::from_str(&r.get::<_, String>(3))
+                            .unwrap_or_default(),
+                        lease_secs: r.get(4),
+                    };
+                    let seen: f64 = r.get(5);
+                    AgentStatus {
+                        live: seen < info.lease_secs,
+                        info,
+                        seen_secs_ago: seen,
+                        running: r.get(6),
+                    }
+                })
+                .collect())
+        })
+    }
+
     /// Whether a server runs this database's jobs as its own processes (it holds the
     /// runner lock exclusively): then it settles its queue, and agents are refused.
     pub fn runner_present(&self) -> Result<bool> {
@@ -470,6 +510,18 @@ impl PostgresStore {
                 .unwrap_or_default())
         })
     }
+}
+
+/// A worker agent as `temper-server agents` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentStatus {
+    pub info: AgentInfo,
+    /// Seconds since it last renewed (on the database's clock).
+    pub seen_secs_ago: f64,
+    /// It renewed within its lease.
+    pub live: bool,
+    /// The jobs it holds (INPROGRESS or STOPPING), oldest first.
+    pub running: Vec<String>,
 }
 
 /// What [`PostgresStore::reported_state`] reads.

@@ -387,6 +387,10 @@ impl PostgresStore {
 }
 
 impl JobStore for PostgresStore {
+    fn agents(&self) -> Result<Option<Vec<crate::leases::AgentStatus>>> {
+        PostgresStore::agents(self).map(Some)
+    }
+
     fn waiting_reason(&self, job: &JobRecord) -> Result<Option<String>> {
         PostgresStore::waiting_reason(self, job)
     }

@@ -361,6 +361,10 @@ pub trait JobStore: Send + Sync {
     fn reported(&self, _id: i64, _offset: u64, _limit: u64) -> Result<Option<Reported>> {
         Ok(None)
     }
+    /// The worker agents that joined; `None` for a store no agent can join (SQLite).
+    fn agents(&self) -> Result<Option<Vec<crate::leases::AgentStatus>>> {
+        Ok(None)
+    }
 }
 
 /// What worker agents reported of a job (see [`JobStore::reported`]).
