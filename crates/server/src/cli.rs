@@ -108,27 +108,22 @@ pub struct LogsArgs {
     /// name: `optimization` or `recommendation`.
     #[arg(long)]
     kind: Option<String>,
-    /// The server's URL.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    endpoint: String,
     /// Keep printing until the job ends.
     #[arg(long, short)]
     follow: bool,
-    /// Credentials file to sign with (default: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
-    /// else ~/.aws/credentials).
-    #[arg(long)]
-    credentials: Option<PathBuf>,
-    #[arg(long, default_value = "default")]
-    profile: String,
-    #[arg(long, default_value = "us-east-1")]
-    region: String,
-    /// Send unsigned requests (to a --no-auth server).
-    #[arg(long)]
-    no_auth: bool,
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 #[derive(Args)]
 pub struct AgentsArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+/// Which server a client command asks, and how it signs.
+#[derive(Args)]
+pub struct ServerArgs {
     /// The server's URL.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     endpoint: String,
@@ -145,17 +140,23 @@ pub struct AgentsArgs {
     no_auth: bool,
 }
 
+impl ServerArgs {
+    fn client(&self) -> Result<Client> {
+        let credentials = if self.no_auth {
+            None
+        } else {
+            Some(Credentials::resolve(
+                self.credentials.as_deref(),
+                &self.profile,
+            )?)
+        };
+        Ok(Client::new(&self.endpoint, credentials, &self.region)?)
+    }
+}
+
 /// Prints the worker agents, one line each.
 pub fn agents(args: &AgentsArgs) -> Result<()> {
-    let credentials = if args.no_auth {
-        None
-    } else {
-        Some(Credentials::resolve(
-            args.credentials.as_deref(),
-            &args.profile,
-        )?)
-    };
-    let client = Client::new(&args.endpoint, credentials, &args.region)?;
+    let client = args.server.client()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -319,15 +320,7 @@ async fn shutdown_signal() {
 }
 
 pub fn logs(args: &LogsArgs) -> Result<()> {
-    let credentials = if args.no_auth {
-        None
-    } else {
-        Some(Credentials::resolve(
-            args.credentials.as_deref(),
-            &args.profile,
-        )?)
-    };
-    let client = Client::new(&args.endpoint, credentials, &args.region)?;
+    let client = args.server.client()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -459,32 +459,63 @@ impl PostgresStore {
     /// most `limit` bytes, and the log's size; `None` if no agent reported any.
     pub fn reported_log(&self, id: i64, offset: u64, limit: u64) -> Result<Option<(Vec<u8>, u64)>> {
         self.with(|c| {
+            // The lengths first: only the chunks the window overlaps are read (a follower
+            // asks for the tail of a log of up to 16 MiB an attempt, every half second).
             let rows = c
                 .query(
-                    "SELECT attempt, at, chunk FROM job_logs WHERE job_id = $1 ORDER BY attempt, at",
+                    "SELECT attempt, at, length(chunk) FROM job_logs WHERE job_id = $1 \
+                     ORDER BY attempt, at",
                     &[&id],
                 )
                 .map_err(backend)?;
             if rows.is_empty() {
                 return Ok(None);
             }
-            let mut log = Vec::new();
-            let mut attempt = None;
+            let mut pieces = Vec::new();
+            let mut last = None;
             for row in &rows {
-                let a: i32 = row.get(0);
+                let attempt: i32 = row.get(0);
                 // Each attempt after the first is headed, even where the first left no log.
-                if a > 1 && attempt != Some(a) {
-                    log.extend_from_slice(
-                        format!("\n--- attempt {a} (the job was run again) ---\n").as_bytes(),
-                    );
+                if attempt > 1 && last != Some(attempt) {
+                    let header = format!("\n--- attempt {attempt} (the job was run again) ---\n");
+                    pieces.push(LogPiece::Header(header.into_bytes()));
                 }
-                attempt = Some(a);
-                log.extend_from_slice(row.get::<_, &[u8]>(2));
+                last = Some(attempt);
+                let len: i32 = row.get(2);
+                pieces.push(LogPiece::Chunk {
+                    attempt,
+                    at: row.get(1),
+                    len: len.max(0) as u64,
+                });
             }
-            let size = log.len() as u64;
-            let start = offset.min(size) as usize;
-            let end = (start as u64 + limit).min(size) as usize;
-            Ok(Some((log[start..end].to_vec(), size)))
+            let size: u64 = pieces.iter().map(LogPiece::len).sum();
+            let start = offset.min(size);
+            let end = start.saturating_add(limit).min(size);
+            let mut out = Vec::new();
+            let mut pos = 0;
+            for piece in &pieces {
+                let (from, to) = (start.max(pos), end.min(pos + piece.len()));
+                if from < to {
+                    let (skip, take) = (from - pos, to - from);
+                    match piece {
+                        LogPiece::Header(h) => {
+                            out.extend_from_slice(&h[skip as usize..(skip + take) as usize])
+                        }
+                        LogPiece::Chunk { attempt, at, .. } => {
+                            let row = c
+                                .query_one(
+                                    "SELECT substring(chunk FROM $4 FOR $5) FROM job_logs \
+                                     WHERE job_id = $1 AND attempt = $2 AND at = $3",
+                                    &[&id, attempt, at, &(skip as i32 + 1), &(take as i32)],
+                                )
+                                .map_err(backend)?;
+                            out.extend_from_slice(row.get::<_, &[u8]>(0));
+                        }
+                    }
+                }
+                pos += piece.len();
+            }
+            Ok(Some((out, size)))
         })
     }
 
@@ -494,7 +525,7 @@ impl PostgresStore {
         self.with(|c| {
             let row = c
                 .query_opt(
-                    "SELECT j.progress, j.steps, j.agent, a.host, j.attempt FROM jobs j \
+                    "SELECT j.progress, j.steps, j.agent, a.host FROM jobs j \
                      LEFT JOIN agents a ON a.name = j.agent WHERE j.id = $1",
                     &[&id],
                 )
@@ -505,10 +536,25 @@ impl PostgresStore {
                     steps: r.get(1),
                     agent: r.get(2),
                     host: r.get(3),
-                    attempt: r.get(4),
                 })
                 .unwrap_or_default())
         })
+    }
+}
+
+/// A part of a job's log as servers serve it: a stored chunk, or the line that heads an
+/// attempt after the first.
+enum LogPiece {
+    Header(Vec<u8>),
+    Chunk { attempt: i32, at: i64, len: u64 },
+}
+
+impl LogPiece {
+    fn len(&self) -> u64 {
+        match self {
+            LogPiece::Header(h) => h.len() as u64,
+            LogPiece::Chunk { len, .. } => *len,
+        }
     }
 }
 
@@ -531,7 +577,6 @@ pub struct ReportedState {
     pub steps: Option<String>,
     pub agent: Option<String>,
     pub host: Option<String>,
-    pub attempt: i32,
 }
 
 /// Why a queued job waits, given the live agents (see [`PostgresStore::waiting_reason`]).

@@ -211,6 +211,27 @@ fn a_job_that_asks_is_run_again_once_after_a_lost_host() {
     let second = store.claim(&b, 1).unwrap().remove(0);
     assert_eq!(second.attempt, 2);
     assert_eq!(second.job.failure_reason, None);
+    // Both attempts' logs, in chunks, read back through any window: the same bytes as the
+    // whole log sliced, the second attempt headed.
+    let id = second.job.id;
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    for (attempt, at, chunk) in [(1, 0i64, "one\n"), (1, 4, "two\n"), (2, 0, "three\n")] {
+        c.execute(
+            "INSERT INTO job_logs (job_id, attempt, at, chunk) VALUES ($1, $2, $3, $4)",
+            &[&id, &attempt, &at, &chunk.as_bytes()],
+        )
+        .unwrap();
+    }
+    let whole = "one\ntwo\n\n--- attempt 2 (the job was run again) ---\nthree\n".as_bytes();
+    for offset in 0..=whole.len() as u64 + 2 {
+        for limit in [0u64, 1, 3, 7, 100] {
+            let (got, size) = store.reported_log(id, offset, limit).unwrap().unwrap();
+            let from = (offset as usize).min(whole.len());
+            let to = (from + limit as usize).min(whole.len());
+            assert_eq!(size, whole.len() as u64);
+            assert_eq!(got, &whole[from..to], "offset {offset} limit {limit}");
+        }
+    }
     assert!(!store
         .finish_held("a", first.job.id, first.attempt, &completed())
         .unwrap());
