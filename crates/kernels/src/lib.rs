@@ -34,6 +34,7 @@ mod isa;
 pub mod matmul;
 mod matrix;
 mod scalar;
+pub mod scale;
 
 use std::ops::Range;
 
@@ -44,6 +45,7 @@ pub use matrix::{
     quantize_fp8_blocks, quantize_fp8_rows, quantize_int8_rows, tensor_stats, ScaleFor,
 };
 pub use scalar::{f32_to_fp8_e4m3, fp8_e4m3_to_f32};
+pub use scale::{round_scale_up, scale_for, ScaleDtype};
 
 /// Largest finite FP8 E4M3 ("fn") magnitude.
 pub const FP8_E4M3_MAX: f32 = 448.0;

@@ -17,7 +17,7 @@ use temper_kernels::{Isa, KernelError, Src};
 
 /// The scale stored for a row (or group, or block) whose weights are all zero: any
 /// positive value dequantizes the all-zero codes back to exactly zero.
-const ZERO_SCALE: f32 = 1.0;
+const ZERO_SCALE: f32 = temper_kernels::scale::ZERO_GROUP_SCALE;
 
 /// How far the artifact is from the source weights, for one tensor.
 #[derive(Debug, Clone, Serialize)]
@@ -70,22 +70,15 @@ fn src<'a>(data: &'a FloatData<'a>) -> Src<'a> {
 /// Rounds a scale to the storage dtype, upwards, so that the largest weight of its
 /// group never exceeds the largest code after division (no saturation error).
 pub fn round_scale_up(scale: f32, dtype: Dtype) -> f32 {
+    temper_kernels::round_scale_up(scale, scale_dtype(dtype))
+}
+
+/// The kernels' name for a scale storage dtype (anything but f16/bf16 is stored as f32).
+pub fn scale_dtype(dtype: Dtype) -> temper_kernels::ScaleDtype {
     match dtype {
-        Dtype::F16 => {
-            let mut h = f16::from_f32(scale);
-            if h.to_f32() < scale {
-                h = f16::from_bits(h.to_bits() + 1);
-            }
-            h.to_f32()
-        }
-        Dtype::BF16 => {
-            let mut h = bf16::from_f32(scale);
-            if h.to_f32() < scale {
-                h = bf16::from_bits(h.to_bits() + 1);
-            }
-            h.to_f32()
-        }
-        _ => scale,
+        Dtype::F16 => temper_kernels::ScaleDtype::F16,
+        Dtype::BF16 => temper_kernels::ScaleDtype::Bf16,
+        _ => temper_kernels::ScaleDtype::F32,
     }
 }
 
@@ -119,15 +112,8 @@ pub fn quantize_tensor(isa: Isa, scheme: Scheme, input: &TensorInput) -> Result<
     let scale_for = |absmax: f32| {
         if absmax == 0.0 {
             zero_groups.fetch_add(1, Ordering::Relaxed);
-            return ZERO_SCALE;
         }
-        let s = round_scale_up(absmax / qmax, scale_dtype);
-        // A scale that underflows the storage dtype: use its smallest positive value.
-        if s > 0.0 {
-            s
-        } else {
-            round_scale_up(f32::MIN_POSITIVE, scale_dtype)
-        }
+        temper_kernels::scale_for(absmax, qmax, self::scale_dtype(scale_dtype))
     };
     let source = src(input.data);
     let scale_shape = scheme.scale_shape(rows, cols);
