@@ -15,9 +15,6 @@ use temper_format::scheme::FP8_BLOCK;
 use temper_format::Scheme;
 use temper_kernels::{Isa, KernelError, Src};
 
-/// The scale stored for a row (or group, or block) whose weights are all zero: any
-/// positive value dequantizes the all-zero codes back to exactly zero.
-const ZERO_SCALE: f32 = temper_kernels::scale::ZERO_GROUP_SCALE;
 
 /// How far the artifact is from the source weights, for one tensor.
 #[derive(Debug, Clone, Serialize)]
@@ -642,7 +639,7 @@ mod tests {
             .chunks(4)
             .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
             .collect();
-        assert_eq!(scales, vec![1.0 / 127.0, ZERO_SCALE]);
+        assert_eq!(scales, vec![1.0 / 127.0, temper_kernels::scale::ZERO_GROUP_SCALE]);
         assert_eq!(q.error.zero_groups, 1);
     }
 
