@@ -27,7 +27,7 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("smollm2_135m_bf16");
     g.sample_size(10);
     g.bench_function("copy_files_baseline", |b| b.iter(|| copy_dir(&model, &out)));
-    let isa = Isa::detect();
+    let device = temper_cuda::Device::Cpu(Isa::detect());
     for (name, env) in [
         // The quality evaluation (a separate, model-running step) is left out, as in the
         // figures of BENCHMARKS.md.
@@ -45,7 +45,7 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 let cancel = Cancel::new();
                 let mut sink = |_e: temper_pipeline::progress::Event| {};
-                temper_pipeline::run_job(&spec, isa, &mut sink, &cancel).unwrap()
+                temper_pipeline::run_job(&spec, &device, &mut sink, &cancel).unwrap()
             })
         });
     }
@@ -60,7 +60,7 @@ fn bench(c: &mut Criterion) {
     let run = |spec: &temper_core::spec::JobSpec| {
         let cancel = Cancel::new();
         let mut sink = |_e: temper_pipeline::progress::Event| {};
-        temper_pipeline::run_job(spec, isa, &mut sink, &cancel).unwrap()
+        temper_pipeline::run_job(spec, &device, &mut sink, &cancel).unwrap()
     };
     let shard = temper_benches::job(&model, &out, &[(Sharding, tp)]);
     g.bench_function("shard_tp3", |b| b.iter(|| run(&shard)));

@@ -238,7 +238,7 @@ pub fn artifact(model: &Path, name: &str, env: &[(&str, &str)]) -> PathBuf {
     let mut sink = |_e: temper_pipeline::progress::Event| {};
     temper_pipeline::run_job(
         &spec,
-        temper_kernels::Isa::detect(),
+        &temper_cuda::Device::Cpu(temper_kernels::Isa::detect()),
         &mut sink,
         &temper_pipeline::progress::Cancel::new(),
     )

@@ -21,6 +21,9 @@ pub struct WorkerCommand {
     /// must not outlive it, or a job given to another host would run twice. The server's
     /// own workers outlive it instead, and the next server adopts them.
     pub die_with_parent: bool,
+    /// `--device` for every worker (`auto`, `cpu`, `cuda:N`); `None`: the worker's default
+    /// (`auto`: the first GPU when there is one).
+    pub device: Option<String>,
 }
 
 impl WorkerCommand {
@@ -55,6 +58,9 @@ impl WorkerCommand {
         }
         for root in &self.local_roots {
             cmd.arg("--local-root").arg(root);
+        }
+        if let Some(device) = &self.device {
+            cmd.arg("--device").arg(device);
         }
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -165,6 +165,11 @@ pub struct JobArgs {
     /// Deployment instance type, e.g. ml.g6.12xlarge.
     #[arg(long, required_unless_present = "request")]
     pub instance_type: Option<String>,
+    /// Where the job runs: auto (the first CUDA GPU when this build has CUDA and the host
+    /// a GPU, else the CPU), cpu, cpu:avx2, cpu:avx512, cuda or cuda:N. On a GPU the 8-bit
+    /// round-to-nearest quantizers run there (same codes as the CPU, bit for bit).
+    #[arg(long, default_value = "auto")]
+    pub device: temper_cuda::DeviceRequest,
     /// Quantization method (OPTION_QUANTIZE).
     #[arg(long, value_enum)]
     pub quantize: Option<QuantizeMethod>,
@@ -292,4 +297,14 @@ impl JobArgs {
         }
         Ok(env)
     }
+}
+
+/// Opens `--device`; `auto` that finds no GPU prints why (unless it is simply a build
+/// without CUDA) and runs on the CPU.
+pub fn open_device(request: temper_cuda::DeviceRequest) -> anyhow::Result<temper_cuda::Device> {
+    let (device, note) = temper_cuda::Device::resolve(request)?;
+    if let Some(note) = note.filter(|_| temper_cuda::BUILT_WITH_CUDA) {
+        eprintln!("{note}");
+    }
+    Ok(device)
 }

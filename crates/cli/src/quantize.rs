@@ -7,7 +7,6 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
 use temper_core::spec::{JobSpec, Location, Optimization, Stopping, Technique, TrainingData};
-use temper_kernels::Isa;
 use temper_pipeline::progress::Cancel;
 
 /// Builds the spec, runs it, prints the summary; returns the JSON summary.
@@ -16,10 +15,10 @@ pub fn run(args: &JobArgs, show_bar: bool, cancel: &Cancel) -> Result<Value> {
         Some(path) => spec_from_request(path, args)?,
         None => spec_from_flags(args)?,
     };
-    let isa = Isa::detect();
+    let device = crate::args::open_device(args.device)?;
     let mut bar = Bar::new(show_bar);
     let mut sink = |e: temper_pipeline::progress::Event| bar.on_event(e);
-    let outcome = temper_pipeline::run_job(&spec, isa, &mut sink, cancel);
+    let outcome = temper_pipeline::run_job(&spec, &device, &mut sink, cancel);
     bar.finish();
     let outcome = outcome?;
     let mut summary = outcome.summary(&spec);

@@ -22,7 +22,7 @@ use temper_core::spec::JobSpec;
 use temper_core::staging::StagedDir;
 use temper_core::writer::TensorSpec;
 use temper_core::IoContext;
-use temper_kernels::Isa;
+use temper_cuda::Device;
 use temper_options::quantize::Method;
 use temper_options::{JobOptions, ModelShape, PassOptions, Target};
 
@@ -253,7 +253,7 @@ fn absolute(path: &Path) -> std::io::Result<PathBuf> {
 }
 
 /// Runs the job to completion.
-pub fn run_job(spec: &JobSpec, isa: Isa, sink: Sink, cancel: &Cancel) -> Result<JobOutcome> {
+pub fn run_job(spec: &JobSpec, device: &Device, sink: Sink, cancel: &Cancel) -> Result<JobOutcome> {
     sink(Event::Phase("plan"));
     let mut plan = plan_job(spec)?;
     let output = spec.output.local_path()?;
@@ -355,7 +355,7 @@ pub fn run_job(spec: &JobSpec, isa: Isa, sink: Sink, cancel: &Cancel) -> Result<
     let stop = || failed.load(Ordering::Relaxed) || cancel.is_cancelled();
     let (outputs, inputs) = std::thread::scope(|scope| -> Result<_> {
         let hashing = scope.spawn(|| artifact::digests(&source_dir, &input_names, &stop));
-        let ran = run_passes(&mut plan, &source_dir, stage.path(), isa, sink, cancel);
+        let ran = run_passes(&mut plan, &source_dir, stage.path(), device, sink, cancel);
         failed.store(ran.is_err(), Ordering::Relaxed);
         let hashed = hashing
             .join()
@@ -430,12 +430,16 @@ fn run_passes(
     plan: &mut JobPlan,
     source_dir: &Path,
     stage: &Path,
-    isa: Isa,
+    device: &Device,
     sink: Sink,
     cancel: &Cancel,
 ) -> Result<(Vec<PassOutput>, PathBuf)> {
     let order: Vec<&'static str> = plan.options.passes.iter().map(PassOptions::name).collect();
-    let mut ctx = PassContext { isa, sink, cancel };
+    let mut ctx = PassContext {
+        device,
+        sink,
+        cancel,
+    };
     let mut input = source_dir.to_path_buf();
     let mut outputs = Vec::new();
     let mut unsharded = source_dir.to_path_buf();

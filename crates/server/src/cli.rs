@@ -51,6 +51,10 @@ pub struct ServeArgs {
     /// paths (repeatable). Without one, jobs take s3:// URIs only.
     #[arg(long = "local-root")]
     local_roots: Vec<PathBuf>,
+    /// Where workers run jobs: auto (the first CUDA GPU when the worker is built with CUDA
+    /// and one is present, else the CPU), cpu, cpu:avx2, cuda or cuda:N.
+    #[arg(long, value_name = "DEVICE", value_parser = parse_device)]
+    worker_device: Option<String>,
     /// ResourceLimitExceeded past this many stored jobs.
     #[arg(long, default_value_t = 10_000)]
     max_jobs: usize,
@@ -261,6 +265,7 @@ fn config(args: &ServeArgs) -> Result<Config> {
         credentials,
         region: args.region.clone(),
         local_roots,
+        worker_device: args.worker_device.clone(),
         max_jobs: args.max_jobs,
         max_unfinished_jobs: args.max_unfinished_jobs,
         concurrent_jobs: args.concurrent_jobs,
@@ -398,4 +403,11 @@ fn describe_progress(p: &serde_json::Value) -> String {
         line.push_str(&format!("\n  reason: {reason}"));
     }
     line
+}
+
+/// A `--worker-device` value, checked here so a typo is refused at start, not per job.
+fn parse_device(v: &str) -> Result<String, String> {
+    v.parse::<temper_cuda::DeviceRequest>()
+        .map(|d| d.to_string())
+        .map_err(|e| e.to_string())
 }

@@ -35,6 +35,8 @@ pub struct Config {
     /// Directories `file://` URIs and plain paths may point into (canonical paths);
     /// empty means the API takes `s3://` URIs only.
     pub local_roots: Vec<PathBuf>,
+    /// `--device` given to every worker (`--worker-device`); `None`: `auto`.
+    pub worker_device: Option<String>,
     /// ResourceLimitExceeded past this many stored jobs.
     pub max_jobs: usize,
     /// ResourceLimitExceeded past this many unfinished (queued or running) jobs.

@@ -252,6 +252,7 @@ impl Supervisor {
             local_roots: self.config.local_roots.clone(),
             // Workers outlive a server restart; the next server adopts them.
             die_with_parent: false,
+            device: self.config.worker_device.clone(),
         };
         let child = command.start(&self.config.job_dir(job.id), &job.spec)?;
         Ok(Worker {

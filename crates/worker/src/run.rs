@@ -25,6 +25,8 @@ pub struct WorkerArgs {
     pub s3_region: Option<String>,
     /// The server's local roots, checked again before the job touches a local path.
     pub local_roots: Vec<PathBuf>,
+    /// Where the job's arithmetic runs (`--device`).
+    pub device: temper_cuda::DeviceRequest,
 }
 
 /// Why a job did not complete.
@@ -44,6 +46,20 @@ pub(crate) enum JobError {
     },
     #[error("stopped")]
     Stopped,
+    #[error("{0}")]
+    Device(#[from] temper_cuda::CudaError),
+}
+
+/// Opens the job's device; `auto` that finds no GPU says so in the log and runs on the CPU.
+pub(crate) fn open_device(
+    request: temper_cuda::DeviceRequest,
+) -> Result<temper_cuda::Device, JobError> {
+    let (device, note) = temper_cuda::Device::resolve(request)?;
+    if let Some(note) = note {
+        eprintln!("temper-worker: {note}");
+    }
+    eprintln!("temper-worker: device {device}");
+    Ok(device)
 }
 
 /// Progress, written to `progress.json` at most a few times a second.
@@ -284,7 +300,8 @@ fn optimize(
 
     let outcome = {
         let mut sink = |e: Event| reporter.lock().unwrap().on_event(e);
-        temper_pipeline::run_job(&spec, temper_kernels::Isa::detect(), &mut sink, cancel)?
+        let device = open_device(args.device)?;
+        temper_pipeline::run_job(&spec, &device, &mut sink, cancel)?
     };
     let summary = outcome.summary(&spec);
     let mut output = outcome.output.display().to_string();

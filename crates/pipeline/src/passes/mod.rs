@@ -14,11 +14,12 @@ use crate::progress::{Cancel, Sink};
 use crate::Result;
 use std::path::Path;
 use temper_core::manifest::PassRecord;
-use temper_kernels::Isa;
+use temper_cuda::Device;
 
 /// What a running pass may use.
 pub struct PassContext<'a> {
-    pub isa: Isa,
+    /// Where the arithmetic runs, chosen once by the binary.
+    pub device: &'a Device,
     pub sink: Sink<'a>,
     pub cancel: &'a Cancel,
 }

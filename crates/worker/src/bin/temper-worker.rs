@@ -38,6 +38,10 @@ struct Args {
     /// A directory local paths may be under (repeatable), as the server allows.
     #[arg(long = "local-root")]
     local_roots: Vec<PathBuf>,
+    /// Where jobs run: auto (the first CUDA GPU when this build has CUDA and the host one,
+    /// else the CPU), cpu, cpu:avx2, cuda or cuda:N. An agent passes it to its workers.
+    #[arg(long, default_value = "auto")]
+    device: temper_cuda::DeviceRequest,
 }
 
 /// A worker agent's settings (with --join).
@@ -96,6 +100,7 @@ fn main() {
             s3_endpoint: args.s3_endpoint,
             s3_region: args.s3_region,
             local_roots: args.local_roots,
+            device: args.device,
         },
         cancel,
     );
@@ -169,6 +174,7 @@ fn run_agent(database: &str, args: &Args) -> anyhow::Result<()> {
             s3_region: args.s3_region.clone(),
             local_roots: args.local_roots.clone(),
             die_with_parent: true,
+            device: Some(args.device.to_string()),
         },
     };
     let signals = Arc::new(AtomicUsize::new(0));

@@ -522,12 +522,10 @@ fn prepare(
                     .unwrap()
                     .phase(&format!("prepare {}", describe(config)), "", 0);
                 let mut sink = |e: Event| reporter.lock().unwrap().on_event(e);
-                match temper_pipeline::run_job(
-                    &job,
-                    temper_kernels::Isa::detect(),
-                    &mut sink,
-                    cancel,
-                ) {
+                // The variants are served by temper-serve on this host's CPU, so they are
+                // prepared with the worker's device only for the quantizers' speed.
+                let device = crate::run::open_device(args.device)?;
+                match temper_pipeline::run_job(&job, &device, &mut sink, cancel) {
                     Ok(outcome) => Ok(outcome.output),
                     Err(temper_pipeline::Error::Cancelled) => return Err(JobError::Stopped),
                     Err(e) => Err(format!(

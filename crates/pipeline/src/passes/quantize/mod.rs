@@ -49,7 +49,7 @@ impl Pass for QuantizePass {
         }
         let writer = ShardedWriter::create(out, &plan.outputs, self.max_shard_bytes)?;
         (ctx.sink)(Event::Phase("quantize"));
-        let report = run_quantize(plan, &writer, ctx.isa, ctx.sink, ctx.cancel)?;
+        let report = run_quantize(plan, &writer, ctx.device, ctx.sink, ctx.cancel)?;
         let mut files = writer.finish()?;
         files.push(write_config(plan, out)?);
         let summary = serde_json::json!({

@@ -11,7 +11,7 @@ use crate::{Error, Result};
 use serde::Serialize;
 use temper_core::dtype::FloatData;
 use temper_core::writer::ShardedWriter;
-use temper_kernels::Isa;
+use temper_cuda::Device;
 
 /// What the quantize pass reports into the manifest.
 #[derive(Debug, Clone, Serialize)]
@@ -19,6 +19,10 @@ pub struct QuantizeReport {
     pub scheme: String,
     pub format: &'static str,
     pub isa: &'static str,
+    /// Where the codes were computed: `cpu (avx512)`, or the GPU (`cuda:0 (NVIDIA L4, sm_89,
+    /// 22 GiB)`) for the round-to-nearest 8-bit schemes it runs; the error measurement and
+    /// every calibrated or searched scheme run on the CPU.
+    pub device: String,
     /// How codes are computed: `w * (1 / scale)` in f32 (llm-compressor divides in the
     /// model's dtype instead; codes can differ by one step near ties, both load identically).
     pub rounding: &'static str,
@@ -38,7 +42,7 @@ pub struct QuantizeReport {
 pub fn run_quantize(
     plan: &QuantizePlan,
     writer: &ShardedWriter,
-    isa: Isa,
+    device: &Device,
     sink: Sink,
     cancel: &Cancel,
 ) -> Result<QuantizeReport> {
@@ -95,8 +99,9 @@ pub fn run_quantize(
                         .get(&entry.name)
                         .and_then(|s| s.fixed.as_ref()),
                     mse_search: plan.options.mse_scale_search,
+                    gpu: device.gpu(),
                 };
-                let q = quantize_tensor(isa, *scheme, &input)?;
+                let q = quantize_tensor(device.isa(), *scheme, &input)?;
                 for (name, out) in &q.outputs {
                     writer.write(name, out)?;
                 }
@@ -109,7 +114,12 @@ pub fn run_quantize(
             bytes: entry.byte_len() as u64,
         });
     }
-    Ok(report(plan, isa, errors, started.elapsed().as_secs_f64()))
+    Ok(report(
+        plan,
+        device,
+        errors,
+        started.elapsed().as_secs_f64(),
+    ))
 }
 
 /// The tensor (`[rows, cols]`, or a 1-D norm weight as one row) with AWQ's rewrite applied in
@@ -148,7 +158,7 @@ fn to_dtype_bytes(values: &[f32], dtype: safetensors::Dtype) -> Vec<u8> {
 
 fn report(
     plan: &QuantizePlan,
-    isa: Isa,
+    device: &Device,
     tensors: Vec<TensorError>,
     seconds: f64,
 ) -> QuantizeReport {
@@ -159,7 +169,8 @@ fn report(
     QuantizeReport {
         scheme: plan.options.scheme.label(),
         format: plan.options.scheme.format(),
-        isa: isa.name(),
+        isa: device.isa().name(),
+        device: device.to_string(),
         rounding: "codes = round_half_even(w * (1/scale)) in f32, with the scale rounded up to the scale dtype",
         tensors_quantized: plan.quantized_count(),
         tensors_copied: plan.actions.len() - plan.quantized_count(),

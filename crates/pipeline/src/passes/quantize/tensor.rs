@@ -15,7 +15,6 @@ use temper_format::scheme::FP8_BLOCK;
 use temper_format::Scheme;
 use temper_kernels::{Isa, KernelError, Src};
 
-
 /// How far the artifact is from the source weights, for one tensor.
 #[derive(Debug, Clone, Serialize)]
 pub struct TensorError {
@@ -54,6 +53,9 @@ pub struct TensorInput<'a> {
     pub fixed: Option<&'a super::int4::FixedCodes>,
     /// INT4 round-to-nearest only: search each group's clip ratio for the least squared error.
     pub mse_search: bool,
+    /// The GPU that computes round-to-nearest 8-bit codes, when the job runs on one (the
+    /// same codes and scales as the CPU kernels, bit for bit).
+    pub gpu: Option<&'a temper_cuda::Gpu>,
 }
 
 fn src<'a>(data: &'a FloatData<'a>) -> Src<'a> {
@@ -116,14 +118,34 @@ pub fn quantize_tensor(isa: Isa, scheme: Scheme, input: &TensorInput) -> Result<
     let scale_shape = scheme.scale_shape(rows, cols);
     let mut scales = vec![0f32; scale_shape.iter().product()];
     let mut codes = vec![0u8; rows * cols];
-    let result = match (scheme, input.fixed) {
-        // GPTQ's INT8 codes (i8 bits) and grids, written as chosen.
-        (Scheme::W8A16 { .. } | Scheme::W8A8, Some(fixed)) => {
-            let stored = fixed.codes.load().map_err(|e| {
-                tensor_error(input, format!("reading its GPTQ codes back failed: {e}"))
-            })?;
-            if stored.len() != codes.len() || fixed.grids.len() != scales.len() {
-                return Err(tensor_error(
+    let on_gpu = match (input.gpu, input.fixed, input.mse_search) {
+        (Some(gpu), None, false) => gpu_layout(scheme, cols).map(|l| (gpu, l)),
+        _ => None,
+    };
+    let result = if let Some((gpu, (fp8, layout))) = on_gpu {
+        let q = gpu
+            .quantize(
+                source,
+                rows,
+                cols,
+                fp8,
+                layout,
+                self::scale_dtype(scale_dtype),
+            )
+            .map_err(|e| gpu_error(input, e))?;
+        codes = q.codes;
+        scales = q.scales;
+        zero_groups.fetch_add(q.zero_groups, Ordering::Relaxed);
+        Ok(())
+    } else {
+        match (scheme, input.fixed) {
+            // GPTQ's INT8 codes (i8 bits) and grids, written as chosen.
+            (Scheme::W8A16 { .. } | Scheme::W8A8, Some(fixed)) => {
+                let stored = fixed.codes.load().map_err(|e| {
+                    tensor_error(input, format!("reading its GPTQ codes back failed: {e}"))
+                })?;
+                if stored.len() != codes.len() || fixed.grids.len() != scales.len() {
+                    return Err(tensor_error(
                     input,
                     format!(
                         "GPTQ chose {} codes and {} scales for a tensor of {} weights and {} scales",
@@ -133,96 +155,97 @@ pub fn quantize_tensor(isa: Isa, scheme: Scheme, input: &TensorInput) -> Result<
                         scales.len()
                     ),
                 ));
+                }
+                codes.copy_from_slice(&stored);
+                for (s, g) in scales.iter_mut().zip(&fixed.grids) {
+                    *s = g.scale;
+                }
+                Ok(())
             }
-            codes.copy_from_slice(&stored);
-            for (s, g) in scales.iter_mut().zip(&fixed.grids) {
-                *s = g.scale;
+            (_, Some(_)) => {
+                return Err(tensor_error(
+                    input,
+                    format!(
+                        "GPTQ codes are for INT4, or INT8 W8A16 and W8A8, not {}",
+                        scheme.label()
+                    ),
+                ))
             }
-            Ok(())
-        }
-        (_, Some(_)) => {
-            return Err(tensor_error(
-                input,
-                format!(
-                    "GPTQ codes are for INT4, or INT8 W8A16 and W8A8, not {}",
-                    scheme.label()
-                ),
-            ))
-        }
-        (Scheme::W4A16 { .. }, None) => unreachable!("INT4 returned above"),
-        // `OPTION_QUANT_SCALE_SEARCH=mse`: each row's or group's range searched, every candidate
-        // rounded by the SIMD quantizers.
-        (Scheme::Fp8Dynamic, None) if input.mse_search => super::mse::quantize_rows(
-            isa,
-            Code8::Fp8,
-            input.data,
-            cols,
-            cols,
-            &scale_for,
-            &mut codes,
-            &mut scales,
-        ),
-        (Scheme::W8A8 | Scheme::W8A16 { .. }, None) if input.mse_search => {
-            let group = match scheme {
-                Scheme::W8A16 { group: Some(g) } => g,
-                _ => cols,
-            };
-            super::mse::quantize_rows(
+            (Scheme::W4A16 { .. }, None) => unreachable!("INT4 returned above"),
+            // `OPTION_QUANT_SCALE_SEARCH=mse`: each row's or group's range searched, every candidate
+            // rounded by the SIMD quantizers.
+            (Scheme::Fp8Dynamic, None) if input.mse_search => super::mse::quantize_rows(
                 isa,
-                Code8::Int8,
+                Code8::Fp8,
                 input.data,
                 cols,
-                group,
+                cols,
                 &scale_for,
                 &mut codes,
                 &mut scales,
-            )
-        }
-        (Scheme::Fp8Dynamic, None) => temper_kernels::quantize_fp8_rows(
-            isa,
-            source,
-            cols,
-            cols,
-            &scale_for,
-            &mut codes,
-            &mut scales,
-        ),
-        (Scheme::Fp8Block, None) => temper_kernels::quantize_fp8_blocks(
-            isa,
-            source,
-            rows,
-            cols,
-            FP8_BLOCK,
-            &scale_for,
-            &mut codes,
-            &mut scales,
-        ),
-        // One block covering the whole matrix: one scale per tensor.
-        (Scheme::Fp8Static, None) => temper_kernels::quantize_fp8_blocks(
-            isa,
-            source,
-            rows,
-            cols,
-            (rows, cols),
-            &scale_for,
-            &mut codes,
-            &mut scales,
-        ),
-        (Scheme::W8A8 | Scheme::W8A16 { .. }, None) => {
-            let group = match scheme {
-                Scheme::W8A16 { group: Some(g) } => g,
-                _ => cols,
-            };
-            let codes_i8: &mut [i8] = bytemuck::cast_slice_mut(&mut codes);
-            temper_kernels::quantize_int8_rows(
+            ),
+            (Scheme::W8A8 | Scheme::W8A16 { .. }, None) if input.mse_search => {
+                let group = match scheme {
+                    Scheme::W8A16 { group: Some(g) } => g,
+                    _ => cols,
+                };
+                super::mse::quantize_rows(
+                    isa,
+                    Code8::Int8,
+                    input.data,
+                    cols,
+                    group,
+                    &scale_for,
+                    &mut codes,
+                    &mut scales,
+                )
+            }
+            (Scheme::Fp8Dynamic, None) => temper_kernels::quantize_fp8_rows(
                 isa,
                 source,
                 cols,
-                group,
+                cols,
                 &scale_for,
-                codes_i8,
+                &mut codes,
                 &mut scales,
-            )
+            ),
+            (Scheme::Fp8Block, None) => temper_kernels::quantize_fp8_blocks(
+                isa,
+                source,
+                rows,
+                cols,
+                FP8_BLOCK,
+                &scale_for,
+                &mut codes,
+                &mut scales,
+            ),
+            // One block covering the whole matrix: one scale per tensor.
+            (Scheme::Fp8Static, None) => temper_kernels::quantize_fp8_blocks(
+                isa,
+                source,
+                rows,
+                cols,
+                (rows, cols),
+                &scale_for,
+                &mut codes,
+                &mut scales,
+            ),
+            (Scheme::W8A8 | Scheme::W8A16 { .. }, None) => {
+                let group = match scheme {
+                    Scheme::W8A16 { group: Some(g) } => g,
+                    _ => cols,
+                };
+                let codes_i8: &mut [i8] = bytemuck::cast_slice_mut(&mut codes);
+                temper_kernels::quantize_int8_rows(
+                    isa,
+                    source,
+                    cols,
+                    group,
+                    &scale_for,
+                    codes_i8,
+                    &mut scales,
+                )
+            }
         }
     };
     result.map_err(|e| kernel_error(input, e))?;
@@ -278,6 +301,34 @@ fn tensor_error(input: &TensorInput, reason: String) -> Error {
         path: input.file.to_path_buf(),
         tensor: input.name.to_string(),
         reason,
+    }
+}
+
+/// The GPU kernel and scale layout for a round-to-nearest 8-bit scheme, as `(fp8, layout)`.
+fn gpu_layout(scheme: Scheme, cols: usize) -> Option<(bool, temper_cuda::QuantLayout)> {
+    use temper_cuda::QuantLayout;
+    Some(match scheme {
+        Scheme::Fp8Dynamic => (true, QuantLayout::Rows { group: cols }),
+        Scheme::Fp8Block => (
+            true,
+            QuantLayout::Blocks {
+                rows: FP8_BLOCK.0,
+                cols: FP8_BLOCK.1,
+            },
+        ),
+        Scheme::Fp8Static => (true, QuantLayout::Tensor),
+        Scheme::W8A8 | Scheme::W8A16 { group: None } => (false, QuantLayout::Rows { group: cols }),
+        Scheme::W8A16 { group: Some(g) } => (false, QuantLayout::Rows { group: g }),
+        Scheme::W4A16 { .. } => return None,
+    })
+}
+
+fn gpu_error(input: &TensorInput, e: temper_cuda::CudaError) -> Error {
+    match e {
+        temper_cuda::CudaError::NonFinite { row, col, value } => {
+            kernel_error(input, KernelError::NonFinite { row, col, value })
+        }
+        other => tensor_error(input, format!("the GPU quantizer failed: {other}")),
     }
 }
 
@@ -639,7 +690,10 @@ mod tests {
             .chunks(4)
             .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
             .collect();
-        assert_eq!(scales, vec![1.0 / 127.0, temper_kernels::scale::ZERO_GROUP_SCALE]);
+        assert_eq!(
+            scales,
+            vec![1.0 / 127.0, temper_kernels::scale::ZERO_GROUP_SCALE]
+        );
         assert_eq!(q.error.zero_groups, 1);
     }
 
