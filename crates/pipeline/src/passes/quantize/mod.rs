@@ -56,6 +56,7 @@ impl Pass for QuantizePass {
             "scheme": report.scheme,
             "format": report.format,
             "isa": report.isa,
+            "device": report.device,
             "tensors_quantized": report.tensors_quantized,
             "tensors_copied": report.tensors_copied,
             "input_bytes": report.input_bytes,
