@@ -9,7 +9,13 @@ root=$(pwd)
 bash scripts/fetch-assets.sh
 python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 
-cargo build --release --bin optimize --bin temper-server --bin temper-worker --bin temper-serve
+# Everything is built once, with the CUDA kernels: nvcc from PyPI compiles them (no GPU is
+# needed), their per-element arithmetic is tested on the host, and tests that need a GPU
+# say they did not run.
+CUDA_HOME=$(bash scripts/cuda-toolchain.sh)
+export CUDA_HOME PATH="$CUDA_HOME/bin:$PATH"
+features=(--features temper-cuda/cuda)
+cargo build --release "${features[@]}" --bin optimize --bin temper-server --bin temper-worker --bin temper-serve
 bin=target/release/optimize
 model=.cache/models/smollm2-135m-instruct
 [ -f "$model/config.json" ] || "$bin" import-gguf .cache/assets/SmolLM2-135M-Instruct.Q4_1.gguf "$model" --json >/dev/null
@@ -24,7 +30,11 @@ TEMPER_TEST_POSTGRES_DIR=$pg
 export TEMPER_TEST_POSTGRES TEMPER_TEST_POSTGRES_DIR
 trap 'bash scripts/postgres.sh stop "$pg"' EXIT
 # The EAGLE training test also leaves its head and a trace of it for tests/python.
-TEMPER_EAGLE_ARTIFACTS="$root/$artifacts" cargo test --workspace --release
+TEMPER_EAGLE_ARTIFACTS="$root/$artifacts" cargo test --workspace --release "${features[@]}"
+# What ran on a GPU and what did not, said plainly.
+cargo test --release -p temper-cuda --features cuda --test device -- --nocapture 2>&1 | grep -E "NOT RUN|test result"
+# Dockerfile.cuda's build stage, run as the script it calls (no container engine here).
+bash scripts/build-cuda.sh "$root/.cache/cuda-build"
 
 run() { # name, flags...
   local name=$1; shift

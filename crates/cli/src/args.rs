@@ -181,6 +181,13 @@ pub struct JobArgs {
     /// (ModelSpeculativeDecodingConfig; OPTION_EAGLE_* tune the training).
     #[arg(long)]
     pub speculative: bool,
+    /// Compile for the instance's engine (ModelCompilationConfig), last: a TensorRT-LLM
+    /// checkpoint on GPU instances (OPTION_MAX_INPUT_LEN, OPTION_MAX_OUTPUT_LEN,
+    /// OPTION_MAX_NUM_TOKENS, OPTION_MAX_ROLLING_BATCH_SIZE via --env), the Neuron settings
+    /// on inf2/trn1 (OPTION_N_POSITIONS, OPTION_DTYPE, OPTION_NEURON_OPTIMIZE_LEVEL, and
+    /// --tensor-parallel N NeuronCores). --tensor-parallel sets the compiled degree.
+    #[arg(long)]
+    pub compile: bool,
     /// The draft head's training data: ShareGPT, OpenAI chat or completions (a file, a
     /// directory or a path prefix; default: the ShareGPT V3 file scripts/fetch-assets.sh
     /// fetches).

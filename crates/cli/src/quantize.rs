@@ -73,7 +73,10 @@ fn optimizations(env: BTreeMap<String, String>, args: &JobArgs) -> Result<Vec<Op
         });
         out.push(o);
     }
-    if env.contains_key("OPTION_TENSOR_PARALLEL_DEGREE") {
+    if args.compile {
+        // The compilation splits per rank itself: the degree is its option.
+        out.push(Optimization::new(Technique::Compilation, env.clone()));
+    } else if env.contains_key("OPTION_TENSOR_PARALLEL_DEGREE") {
         out.push(Optimization::new(Technique::Sharding, env.clone()));
     }
     if out.is_empty() {

@@ -4,6 +4,7 @@
 //! worker before running, and by the job API at Create time, so a bad value is a
 //! `ValidationException` there and never a failed job.
 
+use crate::compile::{self, CompileOptions};
 use crate::env::Env;
 use crate::error::{invalid, Error, Result};
 use crate::quantize::{self, QuantizeOptions};
@@ -74,6 +75,7 @@ pub enum PassOptions {
     Quantize(QuantizeOptions),
     Speculative(SpeculativeOptions),
     Shard(ShardOptions),
+    Compile(CompileOptions),
 }
 
 impl PassOptions {
@@ -82,6 +84,7 @@ impl PassOptions {
             PassOptions::Quantize(_) => "quantize",
             PassOptions::Speculative(_) => "speculative",
             PassOptions::Shard(_) => "shard",
+            PassOptions::Compile(_) => "compile",
         }
     }
 }
@@ -140,13 +143,7 @@ impl JobOptions {
                     requested_degree = s.requested_degree.or(requested_degree);
                     PassOptions::Shard(s)
                 }
-                Technique::Compilation => {
-                    return Err(Error::Unsupported(
-                        "compilation (ModelCompilationConfig) is not built yet; this version \
-                         runs quantization, speculative decoding (EAGLE) and sharding"
-                            .into(),
-                    ))
-                }
+                Technique::Compilation => PassOptions::Compile(CompileOptions::parse(&env)?),
                 Technique::SpeculativeDecoding => {
                     let mut s = SpeculativeOptions::parse(&env)?;
                     s.source = Some(match &o.training_data {
@@ -185,21 +182,47 @@ impl JobOptions {
                 )));
             }
         }
+        if passes.iter().any(|p| matches!(p, PassOptions::Compile(_))) {
+            if let Some(other) = passes
+                .iter()
+                .find(|p| matches!(p, PassOptions::Shard(_) | PassOptions::Speculative(_)))
+            {
+                return Err(Error::Unsupported(format!(
+                    "compilation does not combine with {}: {}",
+                    other.name(),
+                    if other.name() == "shard" {
+                        "the compiled checkpoint is split per rank by the compilation itself; drop \
+                         ModelShardingConfig and give OPTION_TENSOR_PARALLEL_DEGREE to the \
+                         compilation"
+                    } else {
+                        "SageMaker's rule, and TensorRT-LLM engines do not take an EAGLE-3 head \
+                         written for vLLM; run them as two jobs"
+                    }
+                )));
+            }
+        }
         // The draft head is trained against the model the job outputs: after quantization,
         // whichever order the job listed them in (sharding, last, only moves bytes).
         passes.sort_by_key(|p| match p {
             PassOptions::Quantize(_) => 0,
             PassOptions::Speculative(_) => 1,
             PassOptions::Shard(_) => 2,
+            PassOptions::Compile(_) => 3,
         });
         let common = CommonOptions::parse(&Env::new(&all), &all)?;
         let passthrough = all
             .iter()
             .filter(|(k, _)| {
                 k.starts_with("OPTION_")
-                    && ![KEYS, quantize::KEYS, shard::KEYS, speculative::KEYS]
-                        .iter()
-                        .any(|keys| keys.contains(&k.as_str()))
+                    && ![
+                        KEYS,
+                        quantize::KEYS,
+                        shard::KEYS,
+                        speculative::KEYS,
+                        compile::KEYS,
+                    ]
+                    .iter()
+                    .any(|keys| keys.contains(&k.as_str()))
             })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
@@ -569,10 +592,19 @@ mod tests {
                 "{err}"
             );
         }
-        let err = JobOptions::parse(&spec(&[(Technique::Compilation, &[])]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("not built yet"), "{err}");
+        let err = JobOptions::parse(&spec(&[
+            (Technique::Compilation, &[]),
+            (
+                Technique::Sharding,
+                &[("OPTION_TENSOR_PARALLEL_DEGREE", "2")],
+            ),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("compilation does not combine with shard"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - [`quantize`], [`shard`]: each pass's options;
 //! - [`target`]: the deployment target every pass asks (degree, FP8, memory fit).
 
+pub mod compile;
 mod env;
 mod error;
 pub mod job;
@@ -15,6 +16,7 @@ pub mod shard;
 pub mod speculative;
 pub mod target;
 
+pub use compile::CompileOptions;
 pub use error::{Error, Result};
 pub use job::{CommonOptions, JobOptions, PassOptions, SampleOptions};
 pub use quantize::QuantizeOptions;

@@ -80,6 +80,20 @@ impl Target {
         model: ModelShape,
         requested: Option<u32>,
     ) -> Result<Target> {
+        Self::resolve_for(instance, model, requested, false)
+    }
+
+    /// [`Target::resolve`] for a job that compiles (`compiled`): only such a job may target
+    /// a Neuron instance, whose degree counts NeuronCores and must be given.
+    pub fn resolve_for(
+        instance: &'static Instance,
+        model: ModelShape,
+        requested: Option<u32>,
+        compiled: bool,
+    ) -> Result<Target> {
+        if compiled && instance.accelerator.is_neuron() {
+            return neuron_target(instance, model, requested);
+        }
         refuse_neuron(instance)?;
         let gpus = instance.default_tensor_parallel_degree().max(1);
         if let Some(d) = requested {
@@ -179,6 +193,63 @@ impl Target {
     }
 }
 
+/// Tensor-parallel degrees the Neuron runtime supports on each family (Neuron SDK docs,
+/// transformers-neuronx): inf2 1/2/4/8/24, trn1 1/2/8/32 NeuronCores.
+fn neuron_degrees(instance: &Instance) -> &'static [u32] {
+    if instance.name.starts_with("ml.trn1") {
+        &[1, 2, 8, 32]
+    } else {
+        &[1, 2, 4, 8, 24]
+    }
+}
+
+/// A Neuron target: OPTION_TENSOR_PARALLEL_DEGREE is required (as in SageMaker), counts
+/// NeuronCores, and must be one the runtime supports within the instance's cores. Heads that
+/// do not divide by it are padded by transformers-neuronx, which the notes say.
+fn neuron_target(
+    instance: &'static Instance,
+    model: ModelShape,
+    requested: Option<u32>,
+) -> Result<Target> {
+    let cores = instance.neuron_cores;
+    let allowed: Vec<u32> = neuron_degrees(instance)
+        .iter()
+        .copied()
+        .filter(|&d| d <= cores)
+        .collect();
+    let Some(d) = requested else {
+        return Err(Error::Target(format!(
+            "compiling for {} ({cores} NeuronCores) needs OPTION_TENSOR_PARALLEL_DEGREE, the \
+             NeuronCores the model is split over: one of {allowed:?}",
+            instance.name
+        )));
+    };
+    if !allowed.contains(&d) {
+        return Err(Error::Option {
+            option: OPTION_TENSOR_PARALLEL_DEGREE.into(),
+            value: d.to_string(),
+            expected: format!(
+                "a NeuronCore count the Neuron runtime supports on {} ({cores} cores): {allowed:?}",
+                instance.name
+            ),
+        });
+    }
+    let mut notes = Vec::new();
+    if !model.heads.is_multiple_of(d as usize) {
+        notes.push(format!(
+            "{} attention heads do not divide by {d} NeuronCores: transformers-neuronx pads \
+             them to a multiple of {d}, which costs memory and time",
+            model.heads
+        ));
+    }
+    Ok(Target {
+        instance,
+        tensor_parallel_degree: d,
+        degree_origin: DegreeOrigin::Requested,
+        notes,
+    })
+}
+
 /// Neuron instances run compiled models only; their tensor parallelism is applied while
 /// compiling.
 fn refuse_neuron(instance: &Instance) -> Result<()> {
@@ -186,8 +257,8 @@ fn refuse_neuron(instance: &Instance) -> Result<()> {
         return Err(Error::Target(format!(
             "{} is a Neuron instance: Neuron serves compiled models only (SageMaker's rule), and \
              its engines load neither compressed-tensors nor vLLM pre-sharded checkpoints; tensor \
-             parallelism for Neuron is applied by the compilation pass (ModelCompilationConfig), \
-             which temper does not run yet; use a GPU instance type",
+             parallelism for Neuron is applied by the compilation pass: add ModelCompilationConfig \
+             (optimize --compile) with OPTION_TENSOR_PARALLEL_DEGREE, or use a GPU instance type",
             instance.name
         )));
     }

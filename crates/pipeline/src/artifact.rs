@@ -50,6 +50,31 @@ pub fn copy_side_files(source: &Path, dest: &Path, names: &[String]) -> Result<(
 /// job carried for the serving engine become `option.x`.
 pub fn write_serving_properties(plan: &JobPlan, dest: &Path) -> Result<()> {
     let mut props = BTreeMap::new();
+    if let Some(c) = &plan.compile {
+        let engine = match c.engine {
+            crate::passes::compile::Engine::TensorRtLlm => "an LMI TensorRT-LLM container",
+            crate::passes::compile::Engine::Neuron => "an LMI Neuron (neuronx) container",
+        };
+        let mut text = format!(
+            "# Written by temper {} for {}: load this directory with {engine}.\nengine=Python\n",
+            temper_core::TOOL_VERSION,
+            plan.target.instance.name
+        );
+        let mut all = c.properties.clone();
+        for (k, v) in &plan.options.passthrough {
+            let key = format!(
+                "option.{}",
+                k.trim_start_matches("OPTION_").to_ascii_lowercase()
+            );
+            all.entry(key).or_insert_with(|| v.clone());
+        }
+        for (k, v) in all {
+            text.push_str(&format!("{k}={v}\n"));
+        }
+        let path = dest.join("serving.properties");
+        std::fs::write(&path, text).at(&path)?;
+        return Ok(());
+    }
     if plan.quantize.is_some() {
         props.insert(
             "option.quantize".to_string(),

@@ -5,6 +5,7 @@
 //! all.
 
 use crate::artifact;
+use crate::passes::compile::CompilePass;
 use crate::passes::quantize::rewrite::Rewrites;
 use crate::passes::quantize::{QuantizePass, QuantizePlan};
 use crate::passes::shard::{ShardPass, ShardPlan};
@@ -34,6 +35,7 @@ pub struct JobPlan {
     pub quantize: Option<QuantizePass>,
     pub speculative: Option<SpeculativePass>,
     pub shard: Option<ShardPass>,
+    pub compile: Option<CompilePass>,
     pub fit: FitRecord,
 }
 
@@ -105,7 +107,11 @@ pub fn plan_job(spec: &JobSpec) -> Result<JobPlan> {
     }
     let source = Checkpoint::open(source_dir)?;
     let shape = ModelShape::of(&source.config);
-    let mut target = Target::resolve(instance, shape, options.requested_degree)?;
+    let compiled = options
+        .passes
+        .iter()
+        .any(|p| matches!(p, PassOptions::Compile(_)));
+    let mut target = Target::resolve_for(instance, shape, options.requested_degree, compiled)?;
     let common = &options.common;
     let mut layout: Vec<TensorSpec> = source
         .tensors()
@@ -115,6 +121,7 @@ pub fn plan_job(spec: &JobSpec) -> Result<JobPlan> {
     let mut quantize = None;
     let mut speculative = None;
     let mut shard = None;
+    let mut compile = None;
     for pass in &options.passes {
         match pass {
             PassOptions::Quantize(q) => {
@@ -156,6 +163,22 @@ pub fn plan_job(spec: &JobSpec) -> Result<JobPlan> {
                 )?;
                 shard = Some(ShardPass { plan });
             }
+            PassOptions::Compile(c) => {
+                let scheme = quantize
+                    .as_ref()
+                    .map(|q: &QuantizePass| q.plan.options.scheme);
+                let params = layout
+                    .iter()
+                    .map(|t| t.shape.iter().product::<usize>() as u64)
+                    .sum();
+                compile = Some(CompilePass::plan(
+                    c,
+                    &source.config,
+                    &target,
+                    scheme,
+                    params,
+                )?);
+            }
         }
     }
     let weight_bytes = match &shard {
@@ -172,6 +195,7 @@ pub fn plan_job(spec: &JobSpec) -> Result<JobPlan> {
         quantize,
         speculative,
         shard,
+        compile,
         fit,
     })
 }
@@ -455,10 +479,12 @@ fn run_passes(
         let pass: &mut dyn Pass = match *name {
             "quantize" => plan.quantize.as_mut().expect("planned"),
             "speculative" => plan.speculative.as_mut().expect("planned"),
+            "compile" => plan.compile.as_mut().expect("planned"),
             _ => plan.shard.as_mut().expect("planned"),
         };
         outputs.push(pass.run(&input, &out, &mut ctx)?);
-        if *name != "shard" {
+        // Sharded and compiled checkpoints are not what the runtime evaluates.
+        if *name != "shard" && *name != "compile" {
             unsharded = out.clone();
         }
         input = out;
@@ -494,6 +520,12 @@ fn evaluate(
             return Ok(EvaluationRecord::skipped(
                 "no weight was changed (the draft head sits beside the model): the speculative \
                  pass measured the head's acceptance and speed-up (speculative_decoding)",
+            ));
+        }
+        if plan.compile.is_some() {
+            return Ok(EvaluationRecord::skipped(
+                "the job only compiles: the rank files hold the source weights re-laid out \
+                 (tests/python reassembles them), and the engine is built by the serving image",
             ));
         }
         return Ok(EvaluationRecord::skipped(
@@ -736,6 +768,7 @@ fn manifest(
         let technique = match r.name.as_str() {
             "quantize" => temper_core::spec::Technique::Quantization,
             "speculative" => temper_core::spec::Technique::SpeculativeDecoding,
+            "compile" => temper_core::spec::Technique::Compilation,
             _ => temper_core::spec::Technique::Sharding,
         };
         if let Some(o) = spec.find(technique) {
@@ -743,7 +776,19 @@ fn manifest(
                 serde_json::to_value(spec.options_for(o)).expect("map serialises");
         }
     }
-    let flavour = ImageFlavour::for_target(instance, false);
+    if plan
+        .compile
+        .as_ref()
+        .is_some_and(|c| c.engine == crate::passes::compile::Engine::TensorRtLlm)
+    {
+        notes.push(
+            "the TensorRT-LLM checkpoint follows TensorRT-LLM's source (0.19-1.0 era, for the 0.21 of \
+             LMI 0.33); no trtllm-build ran on it here (no GPU): the image builds the engine when it \
+             loads the directory"
+                .into(),
+        );
+    }
+    let flavour = ImageFlavour::for_target(instance, plan.compile.is_some());
     Manifest {
         schema_version: SCHEMA_VERSION,
         tool: "temper".into(),

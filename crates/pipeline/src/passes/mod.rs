@@ -6,6 +6,7 @@
 //! Every pass is planned, with all its cheap checks, before the first one runs
 //! (`crate::job::plan_job`).
 
+pub mod compile;
 pub mod quantize;
 pub mod shard;
 pub mod speculative;
