@@ -95,11 +95,10 @@ pub(super) fn check(
     Ok(())
 }
 
-/// Hard-links (or copies) the checkpoint's weights and config into `out`.
-fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
-    if std::fs::hard_link(from, to).is_err() {
-        std::fs::copy(from, to).at(from)?;
-    }
+/// Copies a file (never a hard link: the artifact must not share its bytes with the
+/// source); Linux's copy_file_range lets filesystems that can share extents do so safely.
+fn copy_file(from: &Path, to: &Path) -> Result<()> {
+    std::fs::copy(from, to).at(from)?;
     Ok(())
 }
 
@@ -117,7 +116,7 @@ pub(super) fn write(
         let weights = name.ends_with(".safetensors") || name == "model.safetensors.index.json";
         if weights || name == "config.json" {
             ctx.cancel.check()?;
-            link_or_copy(&e.path(), &out.join(&name))?;
+            copy_file(&e.path(), &out.join(&name))?;
             files.push(name);
         }
     }

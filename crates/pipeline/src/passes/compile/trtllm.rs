@@ -402,9 +402,11 @@ pub(super) fn write(
         Dtype::BF16 => "bfloat16",
         Dtype::F16 => "float16",
         Dtype::F32 => "float32",
-        other => return Err(plan_error(format!(
+        other => {
+            return Err(plan_error(format!(
             "the embedding is {other}: TensorRT-LLM checkpoints are float16, bfloat16 or float32"
-        ))),
+        )))
+        }
     };
     let algo = quant_algo(pass.scheme).map_err(plan_error)?;
     let src = Input {
