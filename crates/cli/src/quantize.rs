@@ -11,11 +11,12 @@ use temper_pipeline::progress::Cancel;
 
 /// Builds the spec, runs it, prints the summary; returns the JSON summary.
 pub fn run(args: &JobArgs, show_bar: bool, cancel: &Cancel) -> Result<Value> {
+    // The device first: a host that cannot run the job says so before any download.
+    let device = crate::args::open_device(args.device)?;
     let spec = match &args.request {
         Some(path) => spec_from_request(path, args)?,
         None => spec_from_flags(args)?,
     };
-    let device = crate::args::open_device(args.device)?;
     let mut bar = Bar::new(show_bar);
     let mut sink = |e: temper_pipeline::progress::Event| bar.on_event(e);
     let outcome = temper_pipeline::run_job(&spec, &device, &mut sink, cancel);
