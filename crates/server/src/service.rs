@@ -59,9 +59,33 @@ fn check_local_model(spec: &JobSpec, options: &JobOptions) -> Result<(), ApiErro
     ) else {
         return Ok(());
     };
-    Target::resolve(instance, ModelShape::of(&config), options.requested_degree)
-        .map(|_| ())
-        .map_err(|e| ApiError::ValidationException(e.to_string()))
+    let compiled = options
+        .passes
+        .iter()
+        .any(|p| matches!(p, temper_options::PassOptions::Compile(_)));
+    Target::resolve_for(
+        instance,
+        ModelShape::of(&config),
+        options.requested_degree,
+        compiled,
+    )
+    .map(|_| ())
+    .map_err(|e| ApiError::ValidationException(e.to_string()))
+}
+
+/// A compilation's options against the instance's engine (TensorRT-LLM or Neuron): the
+/// other engine's options are a ValidationException at Create, whatever the model.
+fn check_compile_options(spec: &JobSpec, options: &JobOptions) -> Result<(), ApiError> {
+    let Ok(instance) = Instance::lookup(&spec.instance_type) else {
+        return Ok(());
+    };
+    for p in &options.passes {
+        if let temper_options::PassOptions::Compile(c) = p {
+            c.check_for(instance, None)
+                .map_err(|e| ApiError::ValidationException(e.to_string()))?;
+        }
+    }
+    Ok(())
 }
 
 impl Service {
@@ -137,6 +161,7 @@ impl Service {
         // ValidationException, never a job that fails later in its worker.
         let job_options =
             JobOptions::parse(&spec).map_err(|e| ApiError::ValidationException(e.to_string()))?;
+        check_compile_options(&spec, &job_options)?;
         check_local_model(&spec, &job_options)?;
         // The RoleArn's pattern (checked) is arn:aws...:iam::<12 digits>:role/...
         let account = request.role_arn.split(':').nth(4).unwrap_or("000000000000");
