@@ -14,6 +14,7 @@ fn service(data: &Path, local_root: &Path) -> std::sync::Arc<Service> {
         credentials: None,
         region: "us-east-1".into(),
         local_roots: vec![local_root.canonicalize().unwrap()],
+        worker_device: None,
         max_jobs: 100,
         max_unfinished_jobs: 100,
         concurrent_jobs: 1,

@@ -16,6 +16,7 @@ fn config(dir: &std::path::Path) -> Config {
         credentials: None,
         region: "us-east-1".into(),
         local_roots: vec![],
+        worker_device: None,
         max_jobs: 100,
         max_unfinished_jobs: 100,
         concurrent_jobs: 1,

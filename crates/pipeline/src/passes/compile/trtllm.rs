@@ -231,18 +231,28 @@ impl<'a> Input<'a> {
 /// One rank tensor being assembled: name, dtype, shape, bytes.
 type Out = (String, Dtype, Vec<usize>, Vec<u8>);
 
-/// The rank tensors of one Linear (weight plus the scales its quant_algo wants).
-fn linear_outputs(
-    name: &str,
-    scheme: Option<Scheme>,
-    dtype: Dtype,
+/// One rank's piece of a Linear: its stored weight and the scales that go with it.
+struct Piece {
     rows: usize,
     cols: usize,
     weight: Vec<u8>,
+    /// FP8 per channel: one scale per row of the piece.
     channel_scales: Vec<f32>,
+    /// FP8 per tensor.
     tensor_scale: f32,
     input_scale: Option<f32>,
-) -> Result<Vec<Out>> {
+}
+
+/// The rank tensors of one Linear (weight plus the scales its quant_algo wants).
+fn linear_outputs(name: &str, scheme: Option<Scheme>, dtype: Dtype, p: Piece) -> Result<Vec<Out>> {
+    let Piece {
+        rows,
+        cols,
+        weight,
+        channel_scales,
+        tensor_scale,
+        input_scale,
+    } = p;
     let mut out = Vec::new();
     match scheme {
         None => out.push((format!("{name}.weight"), dtype, vec![rows, cols], weight)),
@@ -302,17 +312,15 @@ fn column_parallel(
         (Some(s), Some(Scheme::Fp8Dynamic)) => s[rows.clone()].to_vec(),
         _ => Vec::new(),
     };
-    linear_outputs(
-        name,
-        scheme,
-        dtype,
-        rows.len(),
-        lin.cols(),
-        lin.rows(rows).to_vec(),
-        channel,
-        lin.tensor_scale(),
-        lin.input_scale,
-    )
+    let piece = Piece {
+        rows: rows.len(),
+        cols: lin.cols(),
+        weight: lin.rows(rows).to_vec(),
+        channel_scales: channel,
+        tensor_scale: lin.tensor_scale(),
+        input_scale: lin.input_scale,
+    };
+    linear_outputs(name, scheme, dtype, piece)
 }
 
 /// Columns of a Linear for a row-parallel split (every output row, so all per-row scales).
@@ -327,17 +335,15 @@ fn row_parallel(
         .scales
         .clone()
         .filter(|_| scheme == Some(Scheme::Fp8Dynamic));
-    linear_outputs(
-        name,
-        scheme,
-        dtype,
-        lin.entry.shape[0],
-        cols.len(),
-        lin.cols_of(cols),
-        channel.unwrap_or_default(),
-        lin.tensor_scale(),
-        lin.input_scale,
-    )
+    let piece = Piece {
+        rows: lin.entry.shape[0],
+        cols: cols.len(),
+        weight: lin.cols_of(cols),
+        channel_scales: channel.unwrap_or_default(),
+        tensor_scale: lin.tensor_scale(),
+        input_scale: lin.input_scale,
+    };
+    linear_outputs(name, scheme, dtype, piece)
 }
 
 /// This rank's fused qkv: q rows, k rows, v rows. Per-tensor FP8 scales are merged into
@@ -378,7 +384,15 @@ fn qkv(
         .iter()
         .filter_map(|(l, _)| l.input_scale)
         .reduce(f32::max);
-    linear_outputs(name, scheme, dtype, rows, cols, weight, channel, top, input)
+    let piece = Piece {
+        rows,
+        cols,
+        weight,
+        channel_scales: channel,
+        tensor_scale: top,
+        input_scale: input,
+    };
+    linear_outputs(name, scheme, dtype, piece)
 }
 
 pub(super) fn write(

@@ -590,6 +590,7 @@ mod tests {
             clip: None,
             fixed: None,
             mse_search: false,
+            gpu: None,
         };
         quantize_tensor(Isa::detect(), scheme, &input).unwrap()
     }
