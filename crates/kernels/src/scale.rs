@@ -64,8 +64,13 @@ mod tests {
             }
         }
         assert_eq!(round_scale_up(0.1, ScaleDtype::F32), 0.1);
-        // 1/3 in bf16 rounds to nearest below it; up is the next code.
-        assert_eq!(round_scale_up(1.0 / 3.0, ScaleDtype::Bf16), 0.333_984_4);
+        // 1 + 2^-9 is a tie in bf16 that rounds down to 1.0 (even); up is the next code.
+        assert_eq!(
+            round_scale_up(1.0 + 2f32.powi(-9), ScaleDtype::Bf16),
+            1.0078125
+        );
+        // 1/3 rounds to the bf16 above it already, and stays there.
+        assert_eq!(round_scale_up(1.0 / 3.0, ScaleDtype::Bf16), 171.0 / 512.0);
     }
 
     #[test]
