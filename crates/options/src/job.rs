@@ -210,6 +210,10 @@ impl JobOptions {
             PassOptions::Compile(_) => 3,
         });
         let common = CommonOptions::parse(&Env::new(&all), &all)?;
+        // The compilation's options are its own only when the job compiles: otherwise
+        // OPTION_MAX_ROLLING_BATCH_SIZE and the like are the serving engine's.
+        let compiles = passes.iter().any(|p| matches!(p, PassOptions::Compile(_)));
+        let compile_keys: &[&str] = if compiles { compile::KEYS } else { &[] };
         let passthrough = all
             .iter()
             .filter(|(k, _)| {
@@ -219,7 +223,7 @@ impl JobOptions {
                         quantize::KEYS,
                         shard::KEYS,
                         speculative::KEYS,
-                        compile::KEYS,
+                        compile_keys,
                     ]
                     .iter()
                     .any(|keys| keys.contains(&k.as_str()))
