@@ -291,7 +291,7 @@ def fp8_case(tmp_path, scheme: str, algo: str):
                 ch = np.concatenate([scale(n)[rows] for n, rows in parts])
                 assert np.array_equal(g("attention.qkv", "per_channel_scale")[2], ch)
                 deq = FP8[qkv].astype(np.float64) * ch[:, None]
-            # Re-rounded codes may differ from numpy's by a tie-breaking ulp at most.
+            # The re-rounded codes equal numpy's round-half-even exactly.
             differ = np.count_nonzero(qkv != want)
             assert differ == 0, f"rank {r} layer {i}: {differ} qkv codes differ"
             # And the fused weights still are the source's, within FP8's error.

@@ -3,7 +3,7 @@
 //!
 //! - GPU instances: a TensorRT-LLM checkpoint (`config.json` with the mapping and the
 //!   quantization, `rank{N}.safetensors`; trtllm.rs) plus the `trtllm-build` settings
-//!   (`trtllm-build.json`, and the command in `serving.properties`' comments). When
+//!   (`trtllm-build.json`; the same limits as `option.*` in `serving.properties`). When
 //!   `trtllm-build` is on PATH the engines are built into `engines/`; it never is here (no
 //!   GPU), and the job says so. The LMI TensorRT-LLM image loads the checkpoint directory
 //!   and builds its engine once at load.

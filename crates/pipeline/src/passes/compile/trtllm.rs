@@ -527,7 +527,9 @@ pub(super) fn write(
     let first = layer(0)?;
     let mut writers = Vec::new();
     for (r, layer0) in first.iter().enumerate() {
-        let mut specs: Vec<TensorSpec> = outer(r)?
+        // Built once per rank: it copies the embedding and the padded lm_head rows.
+        let outer_tensors = outer(r)?;
+        let mut specs: Vec<TensorSpec> = outer_tensors
             .iter()
             .map(|(n, dt, shape, _)| TensorSpec::new(n.clone(), *dt, shape.clone()))
             .collect();
@@ -549,7 +551,7 @@ pub(super) fn write(
             &move |_, _| file.clone(),
             false,
         )?);
-        for (n, _, _, bytes) in outer(r)? {
+        for (n, _, _, bytes) in outer_tensors {
             writers[r].write(&n, &bytes)?;
         }
     }
